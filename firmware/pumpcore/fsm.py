@@ -1,0 +1,73 @@
+"""Tiny table-driven state machine engine for the table in `pumpcore.states`.
+
+The table is compiled once at import into a bytearray indexed by (trigger, state), so
+firing a trigger is one lookup and allocates nothing.
+"""
+from pumpcore import states as _t
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+NSTATES = len(_t.STATES)
+NTRIGGERS = 0
+_triggers = []
+for _tr, _src, _dst in _t.TRANSITIONS:
+    if _tr not in _triggers:
+        _triggers.append(_tr)
+TRIGGERS = tuple(_triggers)
+NTRIGGERS = len(TRIGGERS)
+_NONE = const(255)
+
+# state ids (indexes into STATES)
+IDLE = _t.STATES.index("IDLE")
+PROGRAMMED = _t.STATES.index("PROGRAMMED")
+RUNNING = _t.STATES.index("RUNNING")
+PAUSED = _t.STATES.index("PAUSED")
+COMPLETE = _t.STATES.index("COMPLETE")
+ALARM = _t.STATES.index("ALARM")
+
+# trigger ids (indexes into TRIGGERS)
+T_PROGRAM = TRIGGERS.index("program")
+T_START = TRIGGERS.index("start")
+T_PAUSE = TRIGGERS.index("pause")
+T_RESUME = TRIGGERS.index("resume")
+T_COMPLETE = TRIGGERS.index("complete")
+T_ALARM = TRIGGERS.index("alarm")
+T_ACK = TRIGGERS.index("ack")
+T_STOP = TRIGGERS.index("stop")
+
+STATE_NAMES = tuple(s.encode() for s in _t.STATES)  # bytes, for frames
+
+_TABLE = bytearray([_NONE] * (NSTATES * NTRIGGERS))
+for _tr, _src, _dst in _t.TRANSITIONS:
+    _TABLE[TRIGGERS.index(_tr) * NSTATES + _t.STATES.index(_src)] = _t.STATES.index(_dst)
+
+
+def target(trigger, state):
+    """Destination state id, or -1 when `trigger` is illegal in `state`."""
+    d = _TABLE[trigger * NSTATES + state]
+    return -1 if d == _NONE else d
+
+
+class Machine:
+    """Current state plus a change flag the controller turns into an event frame."""
+
+    def __init__(self):
+        self.state = _t.STATES.index(_t.INITIAL)
+        self.changed = False
+
+    def can(self, trigger):
+        return _TABLE[trigger * NSTATES + self.state] != _NONE
+
+    def fire(self, trigger):
+        """Take the transition; return False (and change nothing) when it is illegal."""
+        d = _TABLE[trigger * NSTATES + self.state]
+        if d == _NONE:
+            return False
+        if d != self.state:
+            self.changed = True
+        self.state = d
+        return True

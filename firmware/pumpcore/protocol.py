@@ -1,0 +1,376 @@
+"""Wire protocol v0 (docs/protocol.md): CRC-16/XMODEM, frame reader, parser and writer.
+
+Everything works in preallocated buffers: receiving a byte, parsing a frame and writing a
+reply allocate nothing, so the parser can sit in the control loop and be fuzzed under
+`micropython.heap_lock()`.
+"""
+from array import array
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+PROTO_VERSION = const(0)
+MAX_FRAME = const(160)        # bytes per frame including the terminator
+MAX_TOKENS = const(14)        # id + word + 12 fields
+MAX_KEY = const(12)
+MAX_VALUE = const(32)
+
+# reader results
+NEED_MORE = const(0)
+FRAME = const(1)
+OVERLONG = const(2)
+
+# parse results (0 = ok); index into ERR_NAMES
+OK = const(0)
+E_CRC = const(1)
+E_LEN = const(2)
+E_SYNTAX = const(3)
+E_UNKNOWN = const(4)
+E_STATE = const(5)
+E_ARG = const(6)
+E_RANGE = const(7)
+E_LIMIT = const(8)
+E_SOFT = const(9)
+E_DRUG = const(10)
+ERR_NAMES = (b"OK", b"CRC", b"LEN", b"SYNTAX", b"UNKNOWN", b"STATE", b"ARG", b"RANGE",
+             b"LIMIT", b"SOFT", b"DRUG")
+
+ID_NONE = const(-1)    # no trustworthy id: replies go out with id "?"
+ID_EVENT = const(-2)   # "!" unsolicited frame
+
+_HEX = b"0123456789ABCDEF"
+
+
+def _make_crc_table():
+    t = array("H", bytes(512))
+    for i in range(256):
+        c = i << 8
+        for _ in range(8):
+            c = ((c << 1) ^ 0x1021) if c & 0x8000 else (c << 1)
+        t[i] = c & 0xFFFF
+    return t
+
+
+_CRC_TABLE = _make_crc_table()
+
+
+def crc16(buf, start, end):
+    """CRC-16/XMODEM of buf[start:end] (poly 0x1021, init 0). Allocates nothing."""
+    crc = 0
+    t = _CRC_TABLE
+    for i in range(start, end):
+        crc = ((crc << 8) & 0xFF00) ^ t[((crc >> 8) ^ buf[i]) & 0xFF]
+    return crc
+
+
+def _hexval(c):
+    if 48 <= c <= 57:
+        return c - 48
+    if 65 <= c <= 70:
+        return c - 55
+    return -1
+
+
+class FrameReader:
+    """Collects received bytes into one preallocated line buffer."""
+
+    def __init__(self):
+        self.buf = bytearray(MAX_FRAME)
+        self.n = 0          # bytes collected for the current line
+        self.length = 0     # length of the completed frame (without CR/LF)
+        self.skipping = False
+
+    def push(self, b):
+        """Feed one byte. Returns NEED_MORE, FRAME (buf[:length] holds it) or OVERLONG."""
+        if b == 10:
+            if self.skipping:
+                self.skipping = False
+                self.n = 0
+                return OVERLONG
+            n = self.n
+            self.n = 0
+            if n and self.buf[n - 1] == 13:
+                n -= 1
+            if n == 0:
+                return NEED_MORE
+            self.length = n
+            return FRAME
+        if self.skipping:
+            return NEED_MORE
+        if self.n >= MAX_FRAME - 1:
+            self.skipping = True
+            return NEED_MORE
+        self.buf[self.n] = b
+        self.n += 1
+        return NEED_MORE
+
+
+class Frame:
+    """A parsed frame: token spans into the reader's buffer, no copies."""
+
+    def __init__(self, buf):
+        self.buf = buf
+        self.ts = array("H", bytes(2 * MAX_TOKENS))   # token start
+        self.te = array("H", bytes(2 * MAX_TOKENS))   # token end
+        self.eq = array("H", bytes(2 * MAX_TOKENS))   # position of "=" in field tokens
+        self.ntok = 0
+        self.id = ID_NONE
+        self.has_crc = False
+        self.crc = 0
+
+    def parse(self, length):
+        """Tokenise buf[:length]. Returns OK, E_CRC or E_SYNTAX; sets id when trustworthy."""
+        buf = self.buf
+        self.id = ID_NONE
+        self.ntok = 0
+        self.has_crc = False
+        end = length
+        # CRC suffix
+        star = -1
+        for i in range(length):
+            if buf[i] == 42:  # '*'
+                star = i
+                break
+        if star >= 0:
+            if length - star != 5:
+                return E_CRC
+            v = 0
+            for i in range(star + 1, length):
+                h = _hexval(buf[i])
+                if h < 0:
+                    return E_CRC
+                v = (v << 4) | h
+            if v != crc16(buf, 0, star):
+                return E_CRC
+            self.has_crc = True
+            self.crc = v
+            end = star
+        # tokens
+        n = 0
+        i = 0
+        while i < end:
+            c = buf[i]
+            if c == 32:
+                i += 1
+                continue
+            if c < 33 or c > 126:
+                return E_SYNTAX
+            if n >= MAX_TOKENS:
+                return E_SYNTAX
+            self.ts[n] = i
+            self.eq[n] = 0
+            while i < end and buf[i] != 32:
+                c = buf[i]
+                if c < 33 or c > 126:
+                    return E_SYNTAX
+                if c == 61 and self.eq[n] == 0:  # '='
+                    self.eq[n] = i
+                i += 1
+            self.te[n] = i
+            n += 1
+        self.ntok = n
+        if n < 2:
+            return E_SYNTAX
+        # id
+        s = self.ts[0]
+        e = self.te[0]
+        if e - s > 5:
+            return E_SYNTAX
+        v = 0
+        for i in range(s, e):
+            c = buf[i]
+            if c < 48 or c > 57:
+                return E_SYNTAX
+            v = v * 10 + c - 48
+        if v < 1 or v > 65535:
+            return E_SYNTAX
+        self.id = v
+        # word
+        s = self.ts[1]
+        e = self.te[1]
+        if e - s > 8 or self.eq[1]:
+            return E_SYNTAX
+        for i in range(s, e):
+            c = buf[i]
+            if c < 65 or c > 90:
+                return E_SYNTAX
+        # fields
+        for k in range(2, n):
+            s = self.ts[k]
+            q = self.eq[k]
+            e = self.te[k]
+            if q == 0 or q == s or q - s > MAX_KEY or e - q - 1 < 1 or e - q - 1 > MAX_VALUE:
+                return E_SYNTAX
+            for i in range(s, q):
+                c = buf[i]
+                if not (97 <= c <= 122 or 48 <= c <= 57 or c == 95):
+                    return E_SYNTAX
+            for i in range(q + 1, e):
+                if buf[i] == 61:
+                    return E_SYNTAX
+        return OK
+
+    def word_is(self, word):
+        return self._span_eq(self.ts[1], self.te[1], word)
+
+    def _span_eq(self, s, e, lit):
+        if e - s != len(lit):
+            return False
+        buf = self.buf
+        for i in range(e - s):
+            if buf[s + i] != lit[i]:
+                return False
+        return True
+
+    @property
+    def nfields(self):
+        return self.ntok - 2 if self.ntok > 2 else 0
+
+    def field(self, key):
+        """Token index of field `key` (bytes), or -1."""
+        for k in range(2, self.ntok):
+            if self._span_eq(self.ts[k], self.eq[k], key):
+                return k
+        return -1
+
+    def key_in(self, k, keys):
+        """True when field token k's key is one of `keys` (tuple of bytes)."""
+        for key in keys:
+            if self._span_eq(self.ts[k], self.eq[k], key):
+                return True
+        return False
+
+    def duplicate_keys(self):
+        for a in range(2, self.ntok):
+            for b in range(a + 1, self.ntok):
+                if self.eq[a] - self.ts[a] == self.eq[b] - self.ts[b]:
+                    same = True
+                    for i in range(self.eq[a] - self.ts[a]):
+                        if self.buf[self.ts[a] + i] != self.buf[self.ts[b] + i]:
+                            same = False
+                            break
+                    if same:
+                        return True
+        return False
+
+    def int_value(self, k):
+        """Non-negative decimal value of field k (at most 9 digits), or -1."""
+        s = self.eq[k] + 1
+        e = self.te[k]
+        if e - s > 9:
+            return -1
+        v = 0
+        buf = self.buf
+        for i in range(s, e):
+            c = buf[i]
+            if c < 48 or c > 57:
+                return -1
+            v = v * 10 + c - 48
+        return v
+
+    def value_is(self, k, lit):
+        return self._span_eq(self.eq[k] + 1, self.te[k], lit)
+
+
+class TxBuffer:
+    """Outgoing frames, written in place; `end()` appends the CRC and the terminator."""
+
+    def __init__(self, size):
+        self.buf = bytearray(size)
+        self.n = 0
+        self.start = 0
+        self.ok = True
+        self.dropped = 0
+        self._digits = bytearray(12)
+
+    def clear(self):
+        self.n = 0
+
+    def begin(self, frame_id):
+        """Start a frame: frame_id > 0 a reply id, ID_EVENT '!', ID_NONE '?'."""
+        self.start = self.n
+        self.ok = True
+        if frame_id == ID_EVENT:
+            self.put(b"!")
+        elif frame_id == ID_NONE:
+            self.put(b"?")
+        else:
+            self.put_int(frame_id)
+
+    def put(self, lit):
+        n = self.n
+        m = len(lit)
+        if n + m > len(self.buf) - 6 or n + m - self.start > MAX_FRAME - 6:
+            self.ok = False
+            return
+        buf = self.buf
+        for i in range(m):
+            buf[n + i] = lit[i]
+        self.n = n + m
+
+    def put_span(self, src, s, e):
+        n = self.n
+        if n + e - s > len(self.buf) - 6:
+            self.ok = False
+            return
+        buf = self.buf
+        for i in range(s, e):
+            buf[n] = src[i]
+            n += 1
+        self.n = n
+
+    def put_int(self, v):
+        if v < 0:
+            self.put(b"-")
+            v = -v
+        d = self._digits
+        k = 0
+        while True:
+            d[k] = 48 + v % 10
+            v //= 10
+            k += 1
+            if v == 0 or k >= 12:
+                break
+        n = self.n
+        if n + k > len(self.buf) - 6:
+            self.ok = False
+            return
+        buf = self.buf
+        while k:
+            k -= 1
+            buf[n] = d[k]
+            n += 1
+        self.n = n
+
+    def field_int(self, key, v):
+        self.put(b" ")
+        self.put(key)
+        self.put(b"=")
+        self.put_int(v)
+
+    def field_lit(self, key, lit):
+        self.put(b" ")
+        self.put(key)
+        self.put(b"=")
+        self.put(lit)
+
+    def end(self):
+        """Close the frame with *CRC and LF; drop it whole if it did not fit."""
+        if not self.ok or self.n + 6 > len(self.buf):
+            self.n = self.start
+            self.dropped += 1
+            return False
+        c = crc16(self.buf, self.start, self.n)
+        buf = self.buf
+        n = self.n
+        buf[n] = 42
+        buf[n + 1] = _HEX[(c >> 12) & 15]
+        buf[n + 2] = _HEX[(c >> 8) & 15]
+        buf[n + 3] = _HEX[(c >> 4) & 15]
+        buf[n + 4] = _HEX[c & 15]
+        buf[n + 5] = 10
+        self.n = n + 6
+        return True
