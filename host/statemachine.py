@@ -1,0 +1,156 @@
+"""The host's mirror of the pump state machine, built from the firmware's own table.
+
+``firmware/pumpcore/states.py`` (STATES, TRANSITIONS, INITIAL, INTERNAL_TRIGGERS) is the
+single source of truth; this module turns it into a ``transitions.Machine`` so the host can
+tell, before sending a command, whether the pump would accept it, and draws the diagram
+(``mermaid()``) from the same table.
+"""
+from __future__ import annotations
+
+import threading
+from types import ModuleType
+
+from transitions import Machine, MachineError
+
+from host._firmware import pumpcore
+from host.errors import IllegalCommand, ProtocolError
+
+_table: ModuleType = pumpcore("states")
+STATES: tuple[str, ...] = tuple(_table.STATES)
+TRANSITIONS: tuple[tuple[str, str, str], ...] = tuple(tuple(t) for t in _table.TRANSITIONS)
+INITIAL: str = _table.INITIAL
+INTERNAL_TRIGGERS: tuple[str, ...] = tuple(_table.INTERNAL_TRIGGERS)
+TRIGGERS: tuple[str, ...] = tuple(dict.fromkeys(t for t, _, _ in TRANSITIONS))
+COMMAND_TRIGGERS: tuple[str, ...] = tuple(t for t in TRIGGERS if t not in INTERNAL_TRIGGERS)
+
+# protocol command word -> trigger it fires
+COMMAND_WORDS: dict[str, str] = {
+    "PROG": "program", "START": "start", "PAUSE": "pause", "RESUME": "resume",
+    "STOP": "stop", "ACK": "ack",
+}
+
+
+def target(trigger: str, state: str) -> str | None:
+    """The state ``trigger`` leads to from ``state``, or None when it is illegal there."""
+    for tr, src, dst in TRANSITIONS:
+        if tr == trigger and src == state:
+            return dst
+    return None
+
+
+def legal_triggers(state: str) -> tuple[str, ...]:
+    """Triggers allowed in ``state``, in table order."""
+    return tuple(dict.fromkeys(tr for tr, src, _ in TRANSITIONS if src == state))
+
+
+def _machine_kwargs(initial: str) -> dict:
+    return dict(states=list(STATES), transitions=[list(t) for t in TRANSITIONS],
+                initial=initial, auto_transitions=False, ignore_invalid_triggers=False,
+                send_event=False)
+
+
+class _Model:
+    """Plain model object ``transitions`` attaches ``state`` and trigger methods to."""
+    state: str
+
+
+class StateMirror:
+    """Thread-safe mirror of the pump's state.
+
+    ``state`` is None until the mirror is told the pump's state (a STATUS reply, a command
+    reply carrying ``state``, or an ``EV STATE`` event). ``fire()`` applies a trigger the
+    pump accepted; ``check()`` raises IllegalCommand when the table forbids a trigger.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._model = _Model()
+        self.machine = Machine(model=self._model, **_machine_kwargs(INITIAL))
+        self._known = False
+
+    @property
+    def state(self) -> str | None:
+        with self._lock:
+            return self._model.state if self._known else None
+
+    @property
+    def known(self) -> bool:
+        return self._known
+
+    def set(self, state: str) -> None:
+        """Adopt the pump's reported state."""
+        if state not in STATES:
+            raise ProtocolError(f"pump reported unknown state {state!r}")
+        with self._lock:
+            self.machine.set_state(state, model=self._model)
+            self._known = True
+
+    def forget(self) -> None:
+        """Mark the mirror unknown (e.g. after the pump disagreed with it)."""
+        with self._lock:
+            self._known = False
+
+    def can(self, trigger: str) -> bool:
+        """True when ``trigger`` is legal in the mirrored state (False when unknown)."""
+        with self._lock:
+            if not self._known:
+                return False
+            return bool(self.machine.get_triggers(self._model.state).count(trigger))
+
+    def check(self, trigger: str, command: str | None = None) -> None:
+        """Raise IllegalCommand unless ``trigger`` is legal in the (known) mirrored state."""
+        with self._lock:
+            state = self._model.state if self._known else "UNKNOWN"
+            ok = self._known and trigger in self.machine.get_triggers(state)
+        if not ok:
+            raise IllegalCommand(command or trigger.upper(), state)
+
+    def fire(self, trigger: str) -> str:
+        """Take the transition and return the new state (IllegalCommand when illegal)."""
+        with self._lock:
+            if not self._known:
+                raise IllegalCommand(trigger.upper(), "UNKNOWN")
+            try:
+                getattr(self._model, trigger)()
+            except MachineError:
+                raise IllegalCommand(trigger.upper(), self._model.state) from None
+            return self._model.state
+
+
+def build_machine(model: object | None = None, initial: str = INITIAL) -> Machine:
+    """A plain ``transitions.Machine`` over the firmware table (no auto transitions)."""
+    return Machine(model=model if model is not None else _Model(), **_machine_kwargs(initial))
+
+
+def mermaid(title: str = "InfuseKit pump") -> str:
+    """A Mermaid ``stateDiagram-v2`` of the table (transitions' mermaid engine, no graphviz)."""
+    try:
+        from transitions.extensions.diagrams import GraphMachine
+        model = _Model()
+        GraphMachine(model=model, graph_engine="mermaid", title=title,
+                     **_machine_kwargs(INITIAL))
+        text = model.get_graph().draw(None)  # type: ignore[attr-defined]
+        # transitions 0.9.3 writes "Class X s_active" (marks the current state); Mermaid's
+        # keyword is lower case and the diagram should not highlight a state.
+        lines = [ln for ln in text.splitlines() if not ln.strip().startswith("Class ")]
+        return "\n".join(lines).rstrip() + "\n"
+    except ImportError:  # pragma: no cover - transitions without the mermaid engine
+        return _mermaid_from_table(title)
+
+
+def _mermaid_from_table(title: str) -> str:
+    lines = ["---", title, "---", "stateDiagram-v2", "  direction LR", f"  [*] --> {INITIAL}"]
+    edges: dict[tuple[str, str], list[str]] = {}
+    for tr, src, dst in TRANSITIONS:
+        edges.setdefault((src, dst), []).append(tr)
+    for (src, dst), labels in edges.items():
+        lines.append(f"  {src} --> {dst}: {' | '.join(labels)}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    print(mermaid(), end="")
+
+
+if __name__ == "__main__":
+    main()

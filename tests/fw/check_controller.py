@@ -1,0 +1,176 @@
+"""Controller behaviour through frames: programs, states, limits, alarms, retries."""
+from fwkit import Rig, crc_frame, TICK_MS
+from pumpcore import fsm
+from pumpcore.controller import ticks_diff, ticks_add
+
+
+def snapshot(r):
+    c = r.ctl
+    return (c.fsm.state, c.rate, c.vtbi, c.drug, c.line.steps, c.alarm, c.tlm_period)
+
+
+def check_rate_program_delivers_exactly():
+    r = Rig()
+    assert r.cmd("PROG", "rate_ul_h=60000 vtbi_nl=1000000").startswith(b"1 OK rate_ul_h=60000 vtbi_nl=1000000 dur_ms=60000")
+    assert r.cmd("START") == b"2 OK state=RUNNING"
+    r.run(61000)
+    assert r.state() == fsm.COMPLETE
+    assert r.steps == 1000000 * 1000 // 217078, r.steps
+    assert r.ctl.line.delivered_nl <= 1000000
+    assert 1000000 - r.ctl.line.delivered_nl < 218
+
+
+def check_ketamine_dose_program():
+    r = Rig()
+    rep = r.cmd("PROG", "drug=ketamine dose_ug_kg=500 wt_g=70000 over_ms=2400000")
+    assert rep == b"1 OK drug=ketamine dose_ug=35000 rate_ul_h=52500 vtbi_nl=35000000 dur_ms=2400000 soft=0", rep
+
+
+def check_hard_limit_refused_and_named():
+    r = Rig()
+    before = snapshot(r)
+    rep = r.cmd("PROG", "drug=ketamine dose_ug_kg=5000 wt_g=70000 over_ms=2400000")
+    assert rep.startswith(b"1 ER LIMIT dose_ug_kg above hard max 1000"), rep
+    assert snapshot(r) == before
+
+
+def check_soft_limit_needs_confirm():
+    r = Rig()
+    rep = r.cmd("PROG", "drug=ketamine dose_ug_kg=800 wt_g=70000 over_ms=2400000")
+    assert rep.startswith(b"1 ER SOFT"), rep
+    assert r.state() == fsm.IDLE
+    rep = r.cmd("PROG", "drug=ketamine dose_ug_kg=800 wt_g=70000 over_ms=2400000 confirm=1")
+    assert rep.startswith(b"2 OK") and rep.endswith(b"soft=1"), rep
+    assert r.state() == fsm.PROGRAMMED
+
+
+def check_unknown_drug():
+    r = Rig()
+    assert r.cmd("PROG", "drug=propofol dose_ug_kg=500 wt_g=70000 over_ms=2400000").startswith(b"1 ER DRUG")
+
+
+def check_out_of_state_commands_change_nothing():
+    r = Rig()
+    for w in ("START", "PAUSE", "RESUME", "ACK"):
+        before = snapshot(r)
+        rep = r.cmd(w)
+        assert b" ER STATE not allowed in IDLE" in rep, rep
+        assert snapshot(r) == before
+
+
+def check_pause_resume_stop():
+    r = Rig()
+    r.cmd("PROG", "rate_ul_h=100000 vtbi_nl=10000000")
+    r.cmd("START")
+    r.run(1000)
+    s1 = r.steps
+    assert r.cmd("PAUSE") == b"3 OK state=PAUSED"
+    r.run(5000)
+    assert r.steps == s1
+    assert r.cmd("RESUME") == b"4 OK state=RUNNING"
+    r.run(1000)
+    assert r.steps > s1
+    assert r.cmd("STOP") == b"5 OK state=IDLE"
+    assert r.ctl.rate == 0
+
+
+def check_range_errors():
+    r = Rig()
+    assert r.cmd("PROG", "rate_ul_h=5 vtbi_nl=1000000").startswith(b"1 ER RANGE")
+    assert r.cmd("PROG", "rate_ul_h=5000000 vtbi_nl=1000000").startswith(b"2 ER RANGE")
+    assert r.cmd("PROG", "rate_ul_h=1000 vtbi_nl=9999999999").startswith(b"3 ER RANGE")
+    assert r.cmd("PROG", "rate_ul_h=100 vtbi_nl=1000000000").startswith(b"4 ER RANGE")  # > 96 h
+    assert r.cmd("PROG", "rate_ul_h=1000").startswith(b"5 ER ARG")
+    assert r.cmd("PROG", "rate_ul_h=1000 vtbi_nl=1000 x=1").startswith(b"6 ER ARG")
+    assert r.cmd("PROG", "rate_ul_h=1000 rate_ul_h=1000 vtbi_nl=1000").startswith(b"7 ER ARG")
+    assert r.state() == fsm.IDLE
+
+
+def check_corrupt_overlong_unknown_frames():
+    r = Rig()
+    r.cmd("PROG", "rate_ul_h=100000 vtbi_nl=10000000")
+    before = snapshot(r)
+    good = crc_frame("9 START")
+    bad = bytearray(good)
+    bad[2] = ord("X")
+    tx = r.send(bytes(bad)[:-1], crc=False)
+    assert tx.startswith(b"? ER CRC"), tx
+    tx = r.send(b"9 " + b"A" * 300, crc=False)
+    assert tx.startswith(b"? ER LEN"), tx
+    tx = r.send("10 FLY")
+    assert tx.startswith(b"10 ER UNKNOWN"), tx
+    tx = r.send("11 START", crc=False)
+    assert tx.startswith(b"11 ER CRC"), tx
+    tx = r.send(b"\x00\xff\x01 garbage", crc=False)
+    assert b"ER SYNTAX" in tx, tx
+    assert snapshot(r) == before
+
+
+def check_retry_is_answered_not_executed():
+    r = Rig()
+    r.cmd("PROG", "rate_ul_h=100000 vtbi_nl=10000000")
+    a = r.send("7 START")
+    r.run(1000)
+    steps = r.ctl.line.steps
+    b = r.send("7 START")
+    assert a.split(b"\n")[0] == b.split(b"\n")[0]
+    assert r.state() == fsm.RUNNING and r.ctl.line.steps == steps
+    c = r.send("7 PAUSE")          # same id, different request: executed
+    assert c.startswith(b"7 OK state=PAUSED"), c
+
+
+def check_occlusion_alarm_stops_motor():
+    r = Rig()
+    r.cmd("PROG", "rate_ul_h=100000 vtbi_nl=10000000")
+    r.cmd("START")
+    r.run(1000)
+    r.inp.pressure_mmhg = 400
+    r.run(200)
+    assert r.state() == fsm.ALARM
+    s = r.steps
+    r.run(2000)
+    assert r.steps == s
+    assert not r.ctl.out.enable and r.ctl.out.alarm_prio == 3
+    assert b"ER STATE alarm condition still present" in r.cmd("ACK")
+    r.inp.pressure_mmhg = 30
+    assert r.cmd("ACK").endswith(b"state=PAUSED")
+    assert r.ctl.out.alarm_prio == 0 or r.run(50).ctl.out.alarm_prio == 0
+
+
+def check_occlusion_debounce_ignores_spike():
+    r = Rig()
+    r.cmd("PROG", "rate_ul_h=100000 vtbi_nl=10000000")
+    r.cmd("START")
+    r.inp.pressure_mmhg = 500
+    r.run(100)                      # two ticks: below the 3-tick debounce
+    r.inp.pressure_mmhg = 20
+    r.run(1000)
+    assert r.state() == fsm.RUNNING
+
+
+def check_status_and_hello():
+    r = Rig()
+    rep = r.send("1 HELLO", crc=False)
+    assert rep.startswith(b"1 OK dev=") and b"proto=0" in rep and b"libh=" in rep
+    rep = r.send("2 STATUS", crc=False)
+    assert rep.startswith(b"2 OK state=IDLE rate_ul_h=0"), rep
+
+
+def check_telemetry_period():
+    r = Rig()
+    assert r.cmd("TLM", "period_ms=10").startswith(b"1 ER RANGE")
+    assert r.cmd("TLM", "period_ms=1000") == b"2 OK period_ms=1000"
+    n = 0
+    for _ in range(100):
+        r.t = (r.t + TICK_MS) & 0x3FFFFFFF
+        out = r.ctl.step(r.t, r.inp, b"", 0)
+        if out.tx.n and bytes(out.tx.buf[:out.tx.n]).startswith(b"! TL "):
+            n += 1
+    assert n == 5, n
+
+
+def check_clock_wrap_helpers():
+    assert ticks_diff(5, 0x3FFFFFFF) == 6
+    assert ticks_diff(0x3FFFFFFF, 5) == -6
+    assert ticks_add(0x3FFFFFFF, 1) == 0
+    assert ticks_add(100, 50) == 150
