@@ -1,0 +1,215 @@
+"""The drug library on the host side: load ``firmware/druglib.json``, render it, pre-check limits.
+
+The pump enforces the library it was flashed with (HELLO reports its ``lib`` version and
+``libh``, the first 16 hex digits of the file's SHA-256). The host reads the same file to
+show it (``infusekit drugs list|show``) and to refuse a program that breaks a *hard* limit
+before it is sent — the pump checks again; the host check only saves a round trip and gives
+a friendlier message. The dose arithmetic mirrors ``pumpcore/dose.py`` (integers, rounded
+down) so both sides compute the same volume and rate.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from host._firmware import firmware_dir
+from host.errors import LimitExceeded
+from host import units
+
+LIB_FILE = "druglib.json"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """hard_min ≤ soft_min ≤ soft_max ≤ hard_max, in the unit of the JSON key."""
+    hard_min: Fraction
+    soft_min: Fraction
+    soft_max: Fraction
+    hard_max: Fraction
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Limits":
+        hmin, hmax = units.to_fraction(d["hard_min"]), units.to_fraction(d["hard_max"])
+        smin = units.to_fraction(d.get("soft_min", d["hard_min"]))
+        smax = units.to_fraction(d.get("soft_max", d["hard_max"]))
+        if not 0 <= hmin <= smin <= smax <= hmax:
+            raise ValueError(f"limits out of order: {d}")
+        return cls(hmin, smin, smax, hmax)
+
+    def scaled(self, factor: int) -> "Limits":
+        return Limits(self.hard_min * factor, self.soft_min * factor,
+                      self.soft_max * factor, self.hard_max * factor)
+
+
+@dataclass(frozen=True)
+class Drug:
+    """One library entry; limits are kept in the JSON's units (µg/kg, min, kg, mL/h)."""
+    name: str
+    conc_ug_ml: int
+    syringe_ml: Fraction
+    dose_unit: str
+    dose_ug_kg: Limits
+    over_min: Limits
+    weight_kg: Limits
+    rate_ml_h_max: Fraction
+    notes: str = ""
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Drug":
+        return cls(
+            name=str(d["name"]), conc_ug_ml=int(d["conc_ug_ml"]),
+            syringe_ml=units.to_fraction(d.get("syringe_ml", 0)),
+            dose_unit=str(d.get("dose_unit", "ug/kg")),
+            dose_ug_kg=Limits.from_json(d["dose_ug_kg"]),
+            over_min=Limits.from_json(d["over_min"]),
+            weight_kg=Limits.from_json(d["weight_kg"]),
+            rate_ml_h_max=units.to_fraction(d["rate_ml_h_max"]),
+            notes=str(d.get("notes", "")),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        def lim(x: Limits) -> dict[str, float]:
+            return {k: _num(getattr(x, k)) for k in ("hard_min", "soft_min", "soft_max", "hard_max")}
+        return {"name": self.name, "conc_ug_ml": self.conc_ug_ml,
+                "syringe_ml": _num(self.syringe_ml), "dose_unit": self.dose_unit,
+                "dose_ug_kg": lim(self.dose_ug_kg), "over_min": lim(self.over_min),
+                "weight_kg": lim(self.weight_kg), "rate_ml_h_max": _num(self.rate_ml_h_max),
+                "notes": self.notes}
+
+
+def _num(x: Fraction) -> int | float:
+    return int(x) if x.denominator == 1 else float(x)
+
+
+@dataclass(frozen=True)
+class DosePlan:
+    """What the pump will compute for a dose program (pumpcore/dose.py arithmetic)."""
+    drug: str
+    dose_ug: int
+    vtbi_nl: int
+    rate_ul_h: int
+    over_ms: int
+    hard: tuple[str, ...]   # hard-limit violations (the pump refuses with LIMIT)
+    soft: tuple[str, ...]   # soft-limit violations (the pump wants confirm=1)
+
+
+@dataclass(frozen=True)
+class DrugLibrary:
+    version: str
+    drugs: tuple[Drug, ...]
+    sha16: str          # first 16 hex digits (upper case) of the file's SHA-256, as HELLO's libh
+    path: Path | None = None
+
+    @classmethod
+    def parse(cls, raw: bytes, path: Path | None = None) -> "DrugLibrary":
+        doc = json.loads(raw)
+        return cls(version=str(doc["version"]),
+                   drugs=tuple(Drug.from_json(d) for d in doc["drugs"]),
+                   sha16=hashlib.sha256(raw).hexdigest()[:16].upper(), path=path)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "DrugLibrary":
+        """Load ``path`` (default: ``firmware/druglib.json``)."""
+        p = Path(path) if path else firmware_dir() / LIB_FILE
+        return cls.parse(p.read_bytes(), p)
+
+    def get(self, name: str) -> Drug:
+        """The drug called ``name`` (case-insensitive); KeyError listing the known names."""
+        for d in self.drugs:
+            if d.name.lower() == name.lower():
+                return d
+        raise KeyError(f"no drug {name!r} in library {self.version} "
+                       f"(known: {', '.join(d.name for d in self.drugs) or 'none'})")
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and any(d.name.lower() == name.lower() for d in self.drugs)
+
+    def plan(self, name: str, dose_ug_kg: int, wt_g: int, over_ms: int) -> DosePlan:
+        """Compute volume and rate like the pump and list the limits the program breaks."""
+        d = self.get(name)
+        dose_ug = dose_ug_kg * wt_g // 1000
+        vtbi = dose_ug * 1_000_000 // d.conc_ug_ml
+        rate = vtbi * 3600 // over_ms if over_ms > 0 else 0
+        hard: list[str] = []
+        soft: list[str] = []
+
+        def check(label: str, value: Fraction | int, lim: Limits, show: str) -> None:
+            if value < lim.hard_min:
+                hard.append(f"{label} {show} below hard min")
+            elif value > lim.hard_max:
+                hard.append(f"{label} {show} above hard max")
+            elif value < lim.soft_min:
+                soft.append(f"{label} {show} below soft min")
+            elif value > lim.soft_max:
+                soft.append(f"{label} {show} above soft max")
+
+        check("weight", wt_g, d.weight_kg.scaled(1000), f"{Fraction(wt_g, 1000)} kg")
+        check("dose", dose_ug_kg, d.dose_ug_kg, units.fmt_dose(dose_ug_kg, d.dose_unit))
+        check("duration", over_ms, d.over_min.scaled(60_000), units.fmt_duration(over_ms))
+        if rate > d.rate_ml_h_max * 1000:
+            hard.append(f"rate {units.fmt_rate(rate)} above hard max "
+                        f"{_num(d.rate_ml_h_max)} mL/h")
+        return DosePlan(d.name, dose_ug, vtbi, rate, over_ms, tuple(hard), tuple(soft))
+
+    def precheck(self, name: str, dose_ug_kg: int, wt_g: int, over_ms: int) -> DosePlan:
+        """``plan()`` that raises LimitExceeded on a hard-limit violation."""
+        p = self.plan(name, dose_ug_kg, wt_g, over_ms)
+        if p.hard:
+            raise LimitExceeded(f"{p.drug}: " + "; ".join(p.hard))
+        return p
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": self.version, "libh": self.sha16,
+                "drugs": [d.to_json() for d in self.drugs]}
+
+
+# ------------------------------------------------------------------ rendering (rich)
+
+def _range(lim: Limits, fmt) -> tuple[str, str]:
+    return f"{fmt(lim.soft_min)} – {fmt(lim.soft_max)}", f"{fmt(lim.hard_min)} – {fmt(lim.hard_max)}"
+
+
+def _dose_fmt(d: Drug):
+    factor = 1000 if units._norm_unit(d.dose_unit) == "mg/kg" else 1
+    return lambda v: f"{_num(Fraction(v) / factor):g}"
+
+
+def render_list(lib: DrugLibrary):
+    """A rich Table: one row per drug with its soft and hard limits."""
+    from rich.table import Table
+    t = Table(title=f"Drug library {lib.version} (libh {lib.sha16})")
+    for col in ("drug", "conc", "dose soft", "dose hard", "over soft (min)", "over hard (min)",
+                "weight hard (kg)", "max rate"):
+        t.add_column(col)
+    for d in lib.drugs:
+        dfmt = _dose_fmt(d)
+        ds, dh = _range(d.dose_ug_kg, dfmt)
+        os_, oh = _range(d.over_min, lambda v: f"{_num(v):g}")
+        _, wh = _range(d.weight_kg, lambda v: f"{_num(v):g}")
+        t.add_row(d.name, f"{d.conc_ug_ml / 1000:g} mg/mL", f"{ds} {d.dose_unit}",
+                  f"{dh} {d.dose_unit}", os_, oh, wh, f"{_num(d.rate_ml_h_max):g} mL/h")
+    return t
+
+
+def render_show(d: Drug):
+    """A rich Table with every field of one drug."""
+    from rich.table import Table
+    t = Table(title=d.name, show_header=True)
+    t.add_column("limit")
+    t.add_column("hard min")
+    t.add_column("soft min")
+    t.add_column("soft max")
+    t.add_column("hard max")
+    dfmt = _dose_fmt(d)
+    rows = ((f"dose ({d.dose_unit})", d.dose_ug_kg, dfmt),
+            ("duration (min)", d.over_min, lambda v: f"{_num(v):g}"),
+            ("weight (kg)", d.weight_kg, lambda v: f"{_num(v):g}"))
+    for label, lim, fmt in rows:
+        t.add_row(label, fmt(lim.hard_min), fmt(lim.soft_min), fmt(lim.soft_max), fmt(lim.hard_max))
+    t.caption = (f"concentration {d.conc_ug_ml} µg/mL, syringe {_num(d.syringe_ml):g} mL, "
+                 f"max rate {_num(d.rate_ml_h_max):g} mL/h" + (f"\n{d.notes}" if d.notes else ""))
+    return t
