@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint docs clean venv
+.PHONY: demo test bench lint docs clean venv typecheck
 
 venv: $(STAMP)
 
@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	rm -rf .typings/rp2 && $(BIN)/python -m pip install -q --target .typings/rp2 'micropython-rp2-stubs>=1.24,<2'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -25,3 +26,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache bench/results.json
+
+typecheck: $(STAMP)
+	cd firmware && ../$(BIN)/pyright
+
+lint: typecheck

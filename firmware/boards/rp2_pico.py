@@ -1,3 +1,4 @@
+# pyright: reportUndefinedVariable=false
 """Raspberry Pi Pico (RP2040) board: the pump's hardware seam for the controller.
 
 Pin map (docs/hardware.md): UART0 TX GP0 / RX GP1 (host link, 115200 8N1); stepper driver
@@ -33,11 +34,11 @@ def _step_train():
     pull(block)                 # noqa: F821  half period in PIO loop iterations
     mov(isr, osr)               # noqa: F821
     label("pulse")              # noqa: F821
-    set(pins, 1)                # noqa: F821
+    set(pins, 1)                # type: ignore  # noqa: F821  (PIO instruction)
     mov(y, isr)                 # noqa: F821
     label("high")               # noqa: F821
     jmp(y_dec, "high")          # noqa: F821
-    set(pins, 0)                # noqa: F821
+    set(pins, 0)                # type: ignore  # noqa: F821  (PIO instruction)
     mov(y, isr)                 # noqa: F821
     label("low")                # noqa: F821
     jmp(y_dec, "low")           # noqa: F821
@@ -113,7 +114,7 @@ class Board:
     def _signal(self, prio):
         # IEC 60601-1-8 visual signals: high = red flashing ~2 Hz, medium = yellow ~0.6 Hz,
         # low = yellow constant. Audio: high and medium beep with the flash.
-        t = time.ticks_ms()
+        t = time.ticks_diff(time.ticks_ms(), 0)
         if prio == 3:
             on = (t // 250) & 1
             self.led_red.value(on)

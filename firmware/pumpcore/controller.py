@@ -14,9 +14,8 @@ _FW = VERSION.encode()
 
 try:
     from micropython import const
-except ImportError:  # CPython
-    def const(x):
-        return x
+except ImportError:  # CPython: const() is only a marker for the MicroPython compiler
+    const = lambda x: x  # noqa: E731
 
 TICK_MS = const(50)
 _MAX_DT = const(200)          # a late tick never integrates more than this

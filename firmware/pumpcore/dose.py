@@ -7,9 +7,8 @@ the rate loop keeps, is below 2**30 so that a 32-bit MicroPython port keeps it a
 """
 try:
     from micropython import const
-except ImportError:  # CPython
-    def const(x):
-        return x
+except ImportError:  # CPython: const() is only a marker for the MicroPython compiler
+    const = lambda x: x  # noqa: E731
 
 SMALL_INT_MAX = const(0x3FFFFFFF)   # 2**30 - 1
 MS_PER_H = const(3600000)

@@ -7,9 +7,8 @@ from pumpcore import states as _t
 
 try:
     from micropython import const
-except ImportError:  # CPython
-    def const(x):
-        return x
+except ImportError:  # CPython: const() is only a marker for the MicroPython compiler
+    const = lambda x: x  # noqa: E731
 
 NSTATES = len(_t.STATES)
 NTRIGGERS = 0

@@ -8,9 +8,8 @@ from array import array
 
 try:
     from micropython import const
-except ImportError:  # CPython
-    def const(x):
-        return x
+except ImportError:  # CPython: const() is only a marker for the MicroPython compiler
+    const = lambda x: x  # noqa: E731
 
 PROTO_VERSION = const(0)
 MAX_FRAME = const(160)        # bytes per frame including the terminator

@@ -1,0 +1,69 @@
+"""`make bench`: runs every benchmark, prints a table, writes bench/results.json.
+
+Each benchmark returns {key: value}; keys are the PRODUCT.md figure names. Goals are printed
+beside the figures; a missed goal is reported, not hidden (the exit status stays 0 so the
+table is always written; CI does not run benchmarks).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+import benchlib  # noqa: E402
+
+GOALS = {
+    "sim.speed_cpython_x": (">=", 2000),
+    "sim.speed_micropython_x": (">=", 200),
+    "fw.tick_us_micropython": ("<=", 50),
+    "fw.tick_alloc_bytes": ("<=", 0),
+    "fw.heap_peak_bytes": ("<=", 32768),
+    "acc.ketamine_error_pct": ("<=", 0.5),
+    "host.rtt_ms": ("<=", 15),
+    "host.rtt_wire_ratio": ("<=", 1.5),
+}
+
+
+def _meets(key, value):
+    if key not in GOALS or not isinstance(value, (int, float)):
+        return ""
+    op, goal = GOALS[key]
+    ok = value >= goal if op == ">=" else abs(value) <= goal
+    return f"{op} {goal}  {'ok' if ok else 'MISSED'}"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--only", help="comma-separated benchmark names")
+    ap.add_argument("--out", default=str(HERE / "results.json"))
+    args = ap.parse_args(argv)
+    names = args.only.split(",") if args.only else list(benchlib.BENCHMARKS)
+    results: dict[str, object] = {}
+    for name in names:
+        t = time.perf_counter()
+        print(f"-- {name} ...", flush=True)
+        results.update(benchlib.BENCHMARKS[name]())
+        print(f"   {time.perf_counter() - t:.1f} s", flush=True)
+    results["meta.machine"] = f"{platform.machine()} {platform.python_implementation()} {platform.python_version()}"
+    results["meta.date"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    width = max(len(k) for k in results)
+    print()
+    for k in sorted(results):
+        v = results[k]
+        vs = f"{v:.4g}" if isinstance(v, float) else str(v)
+        print(f"{k:<{width}}  {vs:>14}  {_meets(k, v)}")
+    Path(args.out).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,347 @@
+"""Firmware runtimes: the pump controller stepped in slices of virtual time, in two hosts.
+
+This module owns *where the firmware runs* and the slice call contract of
+`firmware/boards/sim.py`; it knows nothing of the plant or the link.
+
+``slice(t0_ms, step_ms, n, press_mmhg, enc, flags, batt_mv, rx) -> (steps, enable, alarm, tx)``
+runs the controller n times at t0, t0+step, …; sensor inputs are held over the slice; ``rx``
+is ``[(k, bytes)]`` reaching the UART just before call k; ``steps`` has one int per call
+(µsteps spread over the following control tick), ``enable``/``alarm`` are the values at the end
+of the slice and ``tx`` is ``[(k, bytes)]`` sent during call k.
+
+* `InProcessRuntime` imports ``boards.sim`` from the firmware folder into CPython (fast; for
+  property tests and long soaks).
+* `MicroPythonRuntime` runs ``boards.sim.serve_stdio`` in the real ``micropython`` interpreter
+  and speaks the one-line-per-slice stdio protocol over pipes — optionally from ``.mpy`` files
+  compiled with ``mpy-cross`` (``compiled=True``), the shipped code path.
+* `make_runtime("cpython" | "micropython", firmware_dir=None, compiled=False)`.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import platform
+import re
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_FIRMWARE_DIR = ROOT / "firmware"
+DEFAULT_STDIO_COMMAND = ("import sys; sys.path.insert(0, '.'); from boards import sim; "
+                         "sim.serve_stdio('druglib.json')")
+LIB_FILE = "druglib.json"
+TIME_MASK = (1 << 30) - 1
+
+RxList = list[tuple[int, bytes]]
+SliceResult = tuple[list[int], int, int, RxList]
+
+
+class FirmwareError(RuntimeError):
+    """The firmware crashed, hung or broke the slice protocol; ``stderr`` holds its output
+    (a MicroPython traceback, usually)."""
+
+    def __init__(self, message: str, stderr: str = "") -> None:
+        self.stderr = stderr
+        if stderr.strip():
+            message = f"{message}\n--- firmware stderr ---\n{stderr.rstrip()}"
+        super().__init__(message)
+
+
+class Runtime(Protocol):
+    name: str
+    fw_version: str
+
+    def slice(self, t0_ms: int, step_ms: int, n: int, press_mmhg: int, enc: int, flags: int,
+              batt_mv: int, rx: RxList) -> SliceResult: ...
+
+    def close(self) -> None: ...
+
+
+def _fw_dir(firmware_dir: str | os.PathLike | None) -> Path:
+    d = Path(firmware_dir) if firmware_dir is not None else DEFAULT_FIRMWARE_DIR
+    if not (d / "boards" / "sim.py").exists() and not (d / "boards" / "sim.mpy").exists():
+        raise FileNotFoundError(f"no boards/sim.py in firmware dir {d}")
+    return d.resolve()
+
+
+def _top_level_names(d: Path) -> set[str]:
+    names = set()
+    for p in d.iterdir():
+        if p.is_dir() and not p.name.startswith((".", "_")):
+            names.add(p.name)
+        elif p.suffix == ".py":
+            names.add(p.stem)
+    return names
+
+
+class InProcessRuntime:
+    """The firmware imported into this CPython process (``firmware_dir`` goes on sys.path).
+
+    Modules of the same names loaded from a *different* firmware folder are evicted from
+    ``sys.modules`` first, so two folders (e.g. the real firmware and the open-loop baseline)
+    can be used one after the other in one process. Firmware module-level state is shared
+    by harnesses from the same folder.
+    """
+
+    name = "cpython"
+
+    def __init__(self, firmware_dir: str | os.PathLike | None = None) -> None:
+        d = _fw_dir(firmware_dir)
+        self.firmware_dir = d
+        names = _top_level_names(d)
+        for mod_name in list(sys.modules):
+            top = mod_name.split(".", 1)[0]
+            if top in names:
+                f = getattr(sys.modules[mod_name], "__file__", None) or ""
+                if not f or not Path(f).resolve().is_relative_to(d):
+                    del sys.modules[mod_name]
+        if str(d) in sys.path:
+            sys.path.remove(str(d))
+        sys.path.insert(0, str(d))
+        importlib.invalidate_caches()
+        self._mod = importlib.import_module("boards.sim")
+        self._harness = self._mod.Harness(str(d / LIB_FILE))
+        self._slice = self._harness.slice
+        try:
+            self.fw_version = importlib.import_module("pumpcore").VERSION
+        except (ImportError, AttributeError):
+            self.fw_version = getattr(self._mod, "VERSION", "?")
+
+    @property
+    def harness(self):
+        return self._harness
+
+    def slice(self, t0_ms: int, step_ms: int, n: int, press_mmhg: int, enc: int, flags: int,
+              batt_mv: int, rx: RxList) -> SliceResult:
+        return self._slice(t0_ms & TIME_MASK, step_ms, n, press_mmhg, enc, flags, batt_mv, rx)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> InProcessRuntime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _exe(name: str) -> str:
+    here = Path(sys.executable).parent / name
+    if here.exists():
+        return str(here)
+    found = shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"`{name}` not found next to {sys.executable} or on PATH")
+    return found
+
+
+def stdio_command(firmware_dir: Path) -> str:
+    """The -c command that starts the stdio server: ``boards.sim.STDIO_COMMAND`` when the board
+    module defines it (read from its source, not imported), else the documented default."""
+    src = firmware_dir / "boards" / "sim.py"
+    if src.exists():
+        m = re.search(r"^STDIO_COMMAND\s*=\s*(['\"])(.*?)\1\s*$", src.read_text(), re.M)
+        if m:
+            return m.group(2)
+    return DEFAULT_STDIO_COMMAND
+
+
+def build_mpy(firmware_dir: str | os.PathLike | None = None,
+              out_dir: str | os.PathLike | None = None) -> Path:
+    """Compile the firmware tree with mpy-cross into ``out_dir`` (default: a cache folder keyed
+    by the sources and the mpy-cross version) and return it. ``main.py`` and non-Python files
+    are copied as they are; a fresh build is renamed into place so concurrent builds are safe."""
+    src = _fw_dir(firmware_dir)
+    mpy_cross = _exe("mpy-cross")
+    version = subprocess.run([mpy_cross, "--version"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    files = sorted(p for p in src.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    h = hashlib.sha256(version.encode())
+    for p in files:
+        h.update(str(p.relative_to(src)).encode() + b"\0" + p.read_bytes() + b"\0")
+    key = h.hexdigest()[:16]
+    if out_dir is None:
+        final = Path(tempfile.gettempdir()) / "infusekit-mpy" / key
+        if (final / ".complete").exists():
+            return final
+    else:
+        final = Path(out_dir)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=final.parent))
+    arch = "x64" if platform.machine() in ("x86_64", "AMD64") else None
+    for p in files:
+        rel = p.relative_to(src)
+        dst = tmp / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if p.suffix != ".py" or rel == Path("main.py"):
+            shutil.copy2(p, dst)
+            continue
+        cmd = [mpy_cross, "-o", str(dst.with_suffix(".mpy"))]
+        text = p.read_text()
+        if arch and ("@micropython.native" in text or "@micropython.viper" in text):
+            cmd.append(f"-march={arch}")
+        cmd.append(str(rel))
+        r = subprocess.run(cmd, cwd=src, capture_output=True, text=True)
+        if r.returncode:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise FirmwareError(f"mpy-cross failed on {rel}", r.stderr)
+    (tmp / ".complete").write_text(version + "\n")
+    if out_dir is not None:
+        shutil.rmtree(final, ignore_errors=True)
+    try:
+        os.replace(tmp, final)
+    except OSError:            # another build won the race
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+class MicroPythonRuntime:
+    """The firmware in a ``micropython`` subprocess, one text round trip per slice.
+
+    Lines on stdout that are not the reply (debug prints) are kept in ``log``. A crash, an exit
+    or no reply within ``timeout_s`` raises `FirmwareError` carrying the firmware's stderr.
+    """
+
+    name = "micropython"
+
+    def __init__(self, firmware_dir: str | os.PathLike | None = None, compiled: bool = False,
+                 timeout_s: float = 10.0, command: str | None = None) -> None:
+        src = _fw_dir(firmware_dir)
+        self.firmware_dir = src
+        self.compiled = compiled
+        self.timeout_s = timeout_s
+        run_dir = build_mpy(src) if compiled else src
+        self.run_dir = run_dir
+        self.log: list[str] = []
+        self._buf = bytearray()
+        self._stderr = tempfile.TemporaryFile()
+        cmd = [_exe("micropython"), "-c", command or stdio_command(src)]
+        self._proc = subprocess.Popen(cmd, cwd=run_dir, stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0)
+        self._in = self._proc.stdin
+        self._out_fd = self._proc.stdout.fileno()
+        line = self._readline()
+        while not line.startswith("READY"):
+            self.log.append(line)
+            line = self._readline()
+        self.fw_version = line[5:].strip()
+
+    # -- pipe plumbing
+    def _stderr_text(self) -> str:
+        try:
+            self._stderr.seek(0)
+            return self._stderr.read().decode(errors="replace")
+        except (OSError, ValueError):
+            return ""
+
+    def _fail(self, what: str) -> FirmwareError:
+        try:
+            self._proc.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        code = self._proc.returncode
+        err = FirmwareError(f"micropython firmware {what} (exit status {code})",
+                            self._stderr_text())
+        self.close()
+        return err
+
+    def _readline(self) -> str:
+        buf = self._buf
+        while True:
+            i = buf.find(b"\n")
+            if i >= 0:
+                line = bytes(buf[:i])
+                del buf[: i + 1]
+                return line.decode("ascii", errors="replace")
+            r, _, _ = select.select([self._out_fd], [], [], self.timeout_s)
+            if not r:
+                raise self._fail(f"sent no reply within {self.timeout_s} s")
+            chunk = os.read(self._out_fd, 65536)
+            if not chunk:
+                raise self._fail("exited")
+            buf += chunk
+
+    # -- the slice call
+    def slice(self, t0_ms: int, step_ms: int, n: int, press_mmhg: int, enc: int, flags: int,
+              batt_mv: int, rx: RxList) -> SliceResult:
+        parts = [f"S {t0_ms & TIME_MASK} {step_ms} {n} {press_mmhg} {enc} {flags} {batt_mv} "
+                 f"{len(rx)}\n"]
+        for k, data in rx:
+            parts.append(f"{k} {data.hex().upper()}\n")
+        try:
+            self._in.write("".join(parts).encode())
+        except (BrokenPipeError, ValueError, OSError):
+            raise self._fail("closed its input") from None
+        line = self._readline()
+        while not line.startswith("R "):
+            if line.startswith("E"):
+                raise self._fail(f"rejected the slice: {line!r}")
+            self.log.append(line)
+            line = self._readline()
+        f = line.split()
+        try:
+            enable = int(f[1])
+            alarm = int(f[2])
+            steps = [int(s) for s in f[3].split(",")] if n else []
+            ntx = int(f[4]) if n else int(f[3])
+        except (IndexError, ValueError):
+            raise self._fail(f"sent a malformed reply {line!r}") from None
+        if len(steps) != n:
+            raise self._fail(f"returned {len(steps)} step counts for {n} calls")
+        tx = []
+        for _ in range(ntx):
+            k, hx = self._readline().split()
+            tx.append((int(k), bytes.fromhex(hx)))
+        return steps, enable, alarm, tx
+
+    def close(self) -> None:
+        proc = self._proc
+        if proc.poll() is None:
+            try:
+                self._in.write(b"Q\n")
+                self._in.close()
+            except (BrokenPipeError, ValueError, OSError):
+                pass
+            try:
+                proc.wait(timeout=2.0)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for f in (proc.stdin, proc.stdout):
+            try:
+                f.close()
+            except (OSError, ValueError):
+                pass
+        try:
+            self._stderr.close()
+        except OSError:
+            pass
+
+    def __enter__(self) -> MicroPythonRuntime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        proc = getattr(self, "_proc", None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+
+
+def make_runtime(kind: str = "cpython", firmware_dir: str | os.PathLike | None = None,
+                 compiled: bool = False) -> Runtime:
+    """``"cpython"`` → `InProcessRuntime`; ``"micropython"`` → `MicroPythonRuntime`
+    (``compiled=True``: run .mpy files built with mpy-cross)."""
+    if kind in ("cpython", "inprocess"):
+        return InProcessRuntime(firmware_dir)
+    if kind == "micropython":
+        return MicroPythonRuntime(firmware_dir, compiled=compiled)
+    raise ValueError(f"unknown runtime {kind!r} (cpython or micropython)")

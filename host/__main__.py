@@ -1,0 +1,6 @@
+"""``python -m host`` runs the ``infusekit`` command line."""
+import sys
+
+from host.cli import main
+
+sys.exit(main())
