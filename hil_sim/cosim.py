@@ -12,7 +12,9 @@ One slice of n calls at t0, t0+step, …:
      the default start sits 60 s before a wrap so every run crosses one);
   4. each call's µsteps into the plant, spread over the control tick after the call;
   5. each call's bytes onto the pump→host wire at the call's time;
-  6. changes of the alarm priority and motor enable recorded with their time.
+  6. changes of the alarm priority and motor enable recorded with their time (the firmware
+     reports them at slice end, so their resolution is one slice: 200 ms by default; the
+     pump's ``! EV ALARM`` frames on the link carry the exact call).
 """
 from __future__ import annotations
 
@@ -75,13 +77,14 @@ class Simulation:
         return self.t_ms / 1000.0 / self.wall_s if self.wall_s > 0 else math.inf
 
     # ------------------------------------------------------------------ the host side
-    def host_send(self, data: bytes) -> None:
-        """Put host bytes on the wire now (virtual time ``t_ms``)."""
-        self.link.to_pump.send(data, self.t_ms)
+    def host_send(self, data: bytes, at_ms: float | None = None) -> None:
+        """Put host bytes on the wire now (virtual time ``t_ms``), or at ``at_ms`` (the paced
+        server passes the scaled wall clock, which may trail ``t_ms`` by less than a step)."""
+        self.link.to_pump.send(data, self.t_ms if at_ms is None else at_ms)
 
-    def host_recv(self) -> bytes:
-        """Pump bytes that have reached the host by now."""
-        return self.link.to_host.recv(self.t_ms)
+    def host_recv(self, at_ms: float | None = None) -> bytes:
+        """Pump bytes that have reached the host by now (or by ``at_ms``)."""
+        return self.link.to_host.recv(self.t_ms if at_ms is None else at_ms)
 
     # ------------------------------------------------------------------ faults
     def inject(self, fault: str | None = None, /, **kw: object) -> None:
@@ -139,12 +142,14 @@ class Simulation:
         self.slices += 1
         return n
 
-    def advance_to(self, t_ms: int, step_ms: int | None = None, max_calls: int | None = None) -> None:
-        """Run calls ``step_ms`` apart until ``t_ms`` is reached (never past it by a call)."""
+    def advance_to(self, t_ms: float, step_ms: int | None = None,
+                   max_calls: int | None = None) -> None:
+        """Run every call ``step_ms`` apart whose time is ≤ ``t_ms`` (so afterwards
+        ``t_ms < self.t_ms ≤ t_ms + step``); used by the paced server."""
         step = step_ms or self.tick_ms
         per = max_calls or max(1, self.slice_ms // step)
-        while self.t_ms + step <= t_ms:
-            self.slice(min(per, (t_ms - self.t_ms) // step), step)
+        while self.t_ms <= t_ms:
+            self.slice(min(per, int((t_ms - self.t_ms) // step) + 1), step)
 
     def run_for(self, ms: int) -> None:
         """Advance ``ms`` of virtual time in slices of ``slice_ms`` (rounded up to a tick)."""

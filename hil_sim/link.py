@@ -315,8 +315,7 @@ class TcpEndpoint:
             except OSError:
                 self._drop_client()
                 data = b""
-        if self._conn is None:
-            self._accept()
+        self._accept()
         self._flush()
         return data
 
@@ -340,7 +339,7 @@ class TcpEndpoint:
             del self._out[:n]
 
     def wait(self, timeout: float) -> bool:
-        fds: list = [self._ls] if self._conn is None else [self._conn]
+        fds: list = [self._ls] if self._conn is None else [self._ls, self._conn]
         r, _, _ = select.select(fds, [], [], max(0.0, timeout))
         return bool(r)
 

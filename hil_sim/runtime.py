@@ -43,13 +43,14 @@ SliceResult = tuple[list[int], int, int, RxList]
 
 
 class FirmwareError(RuntimeError):
-    """The firmware crashed, hung or broke the slice protocol; ``stderr`` holds its output
-    (a MicroPython traceback, usually)."""
+    """The firmware crashed, hung or broke the slice protocol. ``output`` holds what it printed
+    outside the protocol around the failure — MicroPython prints tracebacks on stdout, so this
+    is the stray stdout lines plus stderr (``stderr`` is the same text)."""
 
-    def __init__(self, message: str, stderr: str = "") -> None:
-        self.stderr = stderr
-        if stderr.strip():
-            message = f"{message}\n--- firmware stderr ---\n{stderr.rstrip()}"
+    def __init__(self, message: str, output: str = "") -> None:
+        self.output = self.stderr = output
+        if output.strip():
+            message = f"{message}\n--- firmware output ---\n{output.rstrip()}"
         super().__init__(message)
 
 
@@ -219,20 +220,27 @@ class MicroPythonRuntime:
         run_dir = build_mpy(src) if compiled else src
         self.run_dir = run_dir
         self.log: list[str] = []
+        self._stray: list[str] = []     # stray stdout lines since the last good reply
         self._buf = bytearray()
         self._stderr = tempfile.TemporaryFile()
         cmd = [_exe("micropython"), "-c", command or stdio_command(src)]
         self._proc = subprocess.Popen(cmd, cwd=run_dir, stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0)
+                                      stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0,
+                                      start_new_session=True)  # Ctrl-C is for us, not it
         self._in = self._proc.stdin
         self._out_fd = self._proc.stdout.fileno()
         line = self._readline()
         while not line.startswith("READY"):
-            self.log.append(line)
+            self._note(line)
             line = self._readline()
+        self._stray.clear()
         self.fw_version = line[5:].strip()
 
     # -- pipe plumbing
+    def _note(self, line: str) -> None:
+        self.log.append(line)
+        self._stray.append(line)
+        del self.log[:-1000]
     def _stderr_text(self) -> str:
         try:
             self._stderr.seek(0)
@@ -247,8 +255,19 @@ class MicroPythonRuntime:
             self._proc.kill()
             self._proc.wait()
         code = self._proc.returncode
-        err = FirmwareError(f"micropython firmware {what} (exit status {code})",
-                            self._stderr_text())
+        # whatever it printed since the last good reply, then the rest of stdout, then stderr
+        tail = bytearray(self._buf)
+        try:
+            while select.select([self._out_fd], [], [], 0.2)[0]:
+                chunk = os.read(self._out_fd, 65536)
+                if not chunk:
+                    break
+                tail += chunk
+        except (OSError, ValueError):
+            pass
+        out = "".join(line + "\n" for line in self._stray)
+        out += tail.decode("ascii", errors="replace") + self._stderr_text()
+        err = FirmwareError(f"micropython firmware {what} (exit status {code})", out)
         self.close()
         return err
 
@@ -283,8 +302,9 @@ class MicroPythonRuntime:
         while not line.startswith("R "):
             if line.startswith("E"):
                 raise self._fail(f"rejected the slice: {line!r}")
-            self.log.append(line)
+            self._note(line)
             line = self._readline()
+        self._stray.clear()
         f = line.split()
         try:
             enable = int(f[1])

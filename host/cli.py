@@ -343,11 +343,11 @@ def _fail_line(msg: str) -> int:
 
 # ------------------------------------------------------------------------- main
 
-def _error(args: argparse.Namespace, code: int, kind: str, msg: str, **extra: Any) -> int:
+def _error(args: argparse.Namespace, exit_code: int, kind: str, msg: str, **extra: Any) -> int:
     print(f"infusekit: {msg}", file=sys.stderr)
     if getattr(args, "json", False):
         print(json.dumps({"ok": False, "error": kind, "message": msg, **extra}))
-    return code
+    return exit_code
 
 
 def main(argv: list[str] | None = None) -> int:

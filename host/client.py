@@ -349,7 +349,7 @@ class Pump:
             if self._closed:
                 raise LinkError("pump connection is closed")
             if self._link_error is not None:
-                raise self._link_error
+                raise LinkError(str(self._link_error))
             rid = self._alloc_id()
             frame = encode_request(rid, word, fields or {})
             with self._cond:
@@ -382,7 +382,7 @@ class Pump:
                 if reply is not None:
                     return reply
                 if self._link_error is not None:
-                    raise self._link_error
+                    raise LinkError(str(self._link_error))
                 if self._closed:
                     raise LinkError("pump connection closed during the request")
             if sends > self.retries:

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from host._firmware import firmware_dir
 from host.errors import LimitExceeded
@@ -137,19 +137,25 @@ class DrugLibrary:
         hard: list[str] = []
         soft: list[str] = []
 
-        def check(label: str, value: Fraction | int, lim: Limits, show: str) -> None:
-            if value < lim.hard_min:
-                hard.append(f"{label} {show} below hard min")
-            elif value > lim.hard_max:
-                hard.append(f"{label} {show} above hard max")
-            elif value < lim.soft_min:
-                soft.append(f"{label} {show} below soft min")
-            elif value > lim.soft_max:
-                soft.append(f"{label} {show} above soft max")
+        def check(label: str, value: int, lim: Limits, fmt: Callable[[int], str]) -> None:
+            def bound(v: Fraction) -> str:
+                return fmt(v) if v.denominator == 1 else f"{float(v):g}"
+            for kind, ok in (("hard min", value >= lim.hard_min), ("hard max", value <= lim.hard_max)):
+                if not ok:
+                    b = lim.hard_min if kind == "hard min" else lim.hard_max
+                    hard.append(f"{label} {fmt(value)} {'below' if 'min' in kind else 'above'} "
+                                f"{kind} {bound(b)}")
+                    return
+            for kind, ok in (("soft min", value >= lim.soft_min), ("soft max", value <= lim.soft_max)):
+                if not ok:
+                    b = lim.soft_min if kind == "soft min" else lim.soft_max
+                    soft.append(f"{label} {fmt(value)} {'below' if 'min' in kind else 'above'} "
+                                f"{kind} {bound(b)}")
+                    return
 
-        check("weight", wt_g, d.weight_kg.scaled(1000), f"{Fraction(wt_g, 1000)} kg")
-        check("dose", dose_ug_kg, d.dose_ug_kg, units.fmt_dose(dose_ug_kg, d.dose_unit))
-        check("duration", over_ms, d.over_min.scaled(60_000), units.fmt_duration(over_ms))
+        check("weight", wt_g, d.weight_kg.scaled(1000), lambda g: f"{_num(Fraction(g, 1000)):g} kg")
+        check("dose", dose_ug_kg, d.dose_ug_kg, lambda v: units.fmt_dose(int(v), d.dose_unit))
+        check("duration", over_ms, d.over_min.scaled(60_000), lambda v: units.fmt_duration(int(v)))
         if rate > d.rate_ml_h_max * 1000:
             hard.append(f"rate {units.fmt_rate(rate)} above hard max "
                         f"{_num(d.rate_ml_h_max)} mL/h")
@@ -182,7 +188,8 @@ def render_list(lib: DrugLibrary):
     """A rich Table: one row per drug with its soft and hard limits."""
     from rich.table import Table
     t = Table(title=f"Drug library {lib.version} (libh {lib.sha16})")
-    for col in ("drug", "conc", "dose soft", "dose hard", "over soft (min)", "over hard (min)",
+    t.add_column("drug", no_wrap=True)
+    for col in ("conc", "dose soft", "dose hard", "over soft (min)", "over hard (min)",
                 "weight hard (kg)", "max rate"):
         t.add_column(col)
     for d in lib.drugs:

@@ -1,0 +1,475 @@
+"""host.client against a scripted fake pump on the far end of a real pseudo-terminal.
+
+The fake follows docs/protocol.md closely enough for the client: the state table from the
+firmware, a retry cache keyed by (id, CRC), EV STATE after state-changing replies, and knobs
+to lose replies, answer ``? ER CRC``, stay silent, inject events and garbage.
+"""
+from __future__ import annotations
+
+import os
+import select
+import threading
+import time
+import tty
+from dataclasses import dataclass, field
+
+import pytest
+
+from host import codec
+from host.client import Pump
+from host.codec import Event, LineSplitter, Telemetry
+from host.druglib import DrugLibrary
+from host.errors import (IllegalCommand, LimitExceeded, LinkError, ProtocolError, PumpRefused,
+                         Timeout)
+from host.statemachine import COMMAND_WORDS, target
+
+LIB = DrugLibrary.load()
+
+
+@dataclass
+class FakePump:
+    """A scripted pump on the master side of a pty; ``path`` is the slave to open."""
+    proto: int = 0
+    libh: str = LIB.sha16
+    state: str = "IDLE"
+    silent: bool = False            # never answer
+    lose_replies: int = 0           # execute but do not send the next N replies
+    crc_errors: int = 0             # answer the next N frames with "? ER CRC"
+    before_reply: list[bytes] = field(default_factory=list)   # written before the next reply
+    received: list[bytes] = field(default_factory=list)        # every request line received
+    executed: list[codec.Request] = field(default_factory=list)
+    tlm_period_ms: int = 0
+    rate_ul_h: int = 0
+    vtbi_nl: int = 0
+    del_nl: int = 0
+
+    def __post_init__(self) -> None:
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        self.path = os.ttyname(self.slave)
+        self._stop_r, self._stop_w = os.pipe()
+        self._lock = threading.Lock()
+        self._last: tuple[int, bytes, bytes] | None = None   # (id, crc text, reply)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    # ---- plumbing
+    def write(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def close(self) -> None:
+        os.write(self._stop_w, b"x")
+        self._thread.join(2)
+        for fd in (self.master, self.slave, self._stop_r, self._stop_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def hang_up(self) -> None:
+        """Simulate the device disappearing: stop and close both pty ends."""
+        self.close()
+
+    def _run(self) -> None:
+        split = LineSplitter()
+        next_tlm = None
+        while True:
+            wait = None
+            if self.tlm_period_ms:
+                now = time.monotonic()
+                next_tlm = next_tlm or now
+                wait = max(0.0, next_tlm - now)
+            r, _, _ = select.select([self.master, self._stop_r], [], [], wait)
+            if self._stop_r in r:
+                return
+            if self.master in r:
+                try:
+                    data = os.read(self.master, 4096)
+                except OSError:
+                    return
+                for line in split.feed(data):
+                    self._handle(line)
+            if self.tlm_period_ms and next_tlm is not None and time.monotonic() >= next_tlm:
+                next_tlm += self.tlm_period_ms / 1000
+                self.write(codec.encode_telemetry({"state": self.state, "del_nl": self.del_nl,
+                                                   "rate_ul_h": self.rate_ul_h, "p_mmhg": 20,
+                                                   "el_ms": 0}))
+
+    # ---- the pump
+    def _handle(self, line: bytes) -> None:
+        with self._lock:
+            self.received.append(line)
+            if self.silent:
+                return
+            if self.crc_errors:
+                self.crc_errors -= 1
+                self.write(codec.encode_error(None, "CRC", "bad CRC"))
+                return
+            try:
+                req = codec.decode_request(line)
+            except codec.FrameError:
+                self.write(codec.encode_error(None, "CRC", "bad CRC"))
+                return
+            crc = line.rpartition(b"*")[2]
+            if self._last and self._last[0] == req.id and self._last[1] == crc and req.has_crc:
+                reply, events = self._last[2], b""
+            else:
+                self.executed.append(req)
+                reply, events = self._execute(req)
+                self._last = (req.id, crc, reply)
+            for extra in self.before_reply:
+                self.write(extra)
+            self.before_reply = []
+            if self.lose_replies:
+                self.lose_replies -= 1
+            else:
+                self.write(reply)
+            if events:
+                self.write(events)
+
+    def _execute(self, req: codec.Request) -> tuple[bytes, bytes]:
+        w, f = req.word, req.fields
+        if w == "HELLO":
+            return codec.encode_ok(req.id, {"dev": "FAKE-1", "fw": "0.1.0", "proto": self.proto,
+                                            "lib": LIB.version, "libh": self.libh,
+                                            "tick_ms": 10}), b""
+        if w == "STATUS":
+            return codec.encode_ok(req.id, {"state": self.state, "rate_ul_h": self.rate_ul_h,
+                                            "vtbi_nl": self.vtbi_nl, "del_nl": self.del_nl,
+                                            "el_ms": 1000, "p_mmhg": 21, "alarm": "NONE",
+                                            "prio": 0}), b""
+        if w == "TLM":
+            self.tlm_period_ms = int(f["period_ms"])
+            return codec.encode_ok(req.id, {"period_ms": self.tlm_period_ms}), b""
+        if w not in COMMAND_WORDS:
+            return codec.encode_error(req.id, "UNKNOWN", "no such command"), b""
+        dest = target(COMMAND_WORDS[w], self.state)
+        if dest is None:
+            return codec.encode_error(req.id, "STATE", f"not allowed in {self.state}"), b""
+        ok: dict[str, int | str] = {}
+        if w == "PROG":
+            if "drug" in f:
+                plan = LIB.plan(f["drug"], int(f["dose_ug_kg"]), int(f["wt_g"]), int(f["over_ms"]))
+                if plan.hard:
+                    return codec.encode_error(req.id, "LIMIT", plan.hard[0]), b""
+                if plan.soft and f.get("confirm") != "1":
+                    return codec.encode_error(req.id, "SOFT", "outside soft limits; resend "
+                                              "with confirm=1"), b""
+                ok = {"drug": plan.drug, "dose_ug": plan.dose_ug, "rate_ul_h": plan.rate_ul_h,
+                      "vtbi_nl": plan.vtbi_nl, "dur_ms": plan.over_ms, "soft": int(bool(plan.soft))}
+                self.rate_ul_h, self.vtbi_nl = plan.rate_ul_h, plan.vtbi_nl
+            else:
+                self.rate_ul_h, self.vtbi_nl = int(f["rate_ul_h"]), int(f["vtbi_nl"])
+                ok = {"rate_ul_h": self.rate_ul_h, "vtbi_nl": self.vtbi_nl,
+                      "dur_ms": -(-self.vtbi_nl * 3600 // self.rate_ul_h)}
+        else:
+            ok = {"state": dest}
+        changed = dest != self.state
+        self.state = dest
+        event = codec.encode_event("STATE", {"state": dest}) if changed else b""
+        return codec.encode_ok(req.id, ok), event
+
+    def count(self, word: str) -> int:
+        return sum(1 for r in self.executed if r.word == word)
+
+    def lines_with(self, word: str) -> list[bytes]:
+        return [ln for ln in self.received if f" {word}".encode() in ln]
+
+
+@pytest.fixture
+def fake():
+    f = FakePump()
+    yield f
+    f.close()
+
+
+@pytest.fixture
+def pump(fake):
+    p = Pump.open(fake.path, timeout=0.3, retries=2)
+    yield p
+    p.close()
+
+
+# ------------------------------------------------------------------------------ basics
+
+def test_open_says_hello(fake, pump):
+    assert pump.info is not None
+    assert (pump.info.dev, pump.info.proto, pump.info.lib) == ("FAKE-1", 0, LIB.version)
+    assert pump.info.libh == LIB.sha16
+    assert fake.received[0].startswith(b"1 HELLO*")
+
+
+def test_wrong_protocol_version_is_refused():
+    fake = FakePump(proto=1)
+    try:
+        with pytest.raises(ProtocolError, match="protocol 1"):
+            Pump.open(fake.path, timeout=0.3)
+    finally:
+        fake.close()
+
+
+def test_status_fields_and_conveniences(fake, pump):
+    fake.rate_ul_h, fake.vtbi_nl, fake.del_nl = 52500, 35_000_000, 7_000_000
+    st = pump.status()
+    assert st.state == "IDLE" and st.p_mmhg == 21 and st.alarm == "NONE" and st.prio == 0
+    assert st.rate_ml_h == 52.5 and st.vtbi_ml == 35 and st.delivered_ml == 7
+    assert st.progress == pytest.approx(0.2)
+    assert pump.state == "IDLE"
+
+
+def test_full_cycle_sends_exact_frames(fake, pump):
+    res = pump.program("52.5 mL/h", 35)
+    assert (res.rate_ul_h, res.vtbi_nl, res.dur_ms) == (52500, 35_000_000, 2_400_000)
+    assert fake.executed[-1].fields == {"rate_ul_h": "52500", "vtbi_nl": "35000000"}
+    assert pump.start() == "RUNNING"
+    assert pump.pause() == "PAUSED"
+    assert pump.resume() == "RUNNING"
+    assert pump.stop() == "IDLE"
+    # the mirror starts unknown: one STATUS before the first state-changing command
+    assert [r.word for r in fake.executed] == ["HELLO", "STATUS", "PROG", "START", "PAUSE",
+                                              "RESUME", "STOP"]
+
+
+def test_program_by_rate_and_duration_computes_volume(fake, pump):
+    res = pump.program(rate=52.5, over="40 min")
+    assert res.vtbi_nl == 35_000_000
+    res = pump.program(vtbi="35 mL", over="40 min")
+    assert res.rate_ul_h == 52500
+    with pytest.raises(ValueError):
+        pump.program(rate=1, vtbi=2, over="1 h")
+
+
+def test_program_by_drug(fake, pump):
+    res = pump.program(drug="ketamine", dose="0.5 mg/kg", over="40 min", weight_kg=70)
+    assert fake.executed[-1].fields == {"drug": "ketamine", "dose_ug_kg": "500", "wt_g": "70000",
+                                        "over_ms": "2400000"}
+    assert (res.drug, res.dose_ug, res.vtbi_nl, res.rate_ul_h, res.soft) == \
+        ("ketamine", 35000, 35_000_000, 52500, False)
+    # a bare dose number is in the library's dose unit (mg/kg for ketamine)
+    pump.program(drug="ketamine", dose=0.5, over="40 min", weight_kg="70 kg")
+    assert fake.executed[-1].fields["dose_ug_kg"] == "500"
+
+
+def test_ids_increment_and_wrap(fake):
+    with Pump.open(fake.path, timeout=0.3, first_id=65534) as p:
+        p.status()
+        p.status()
+    assert [r.id for r in fake.executed] == [65534, 65535, 1]
+
+
+# ------------------------------------------------------------------------------ robustness
+
+def test_lost_reply_is_retried_with_same_id_and_executed_once(fake, pump):
+    pump.program(52.5, 35)
+    fake.lose_replies = 2
+    t0 = time.monotonic()
+    assert pump.start() == "RUNNING"
+    assert time.monotonic() - t0 < 3 * 0.3 + 1.0
+    starts = fake.lines_with("START")
+    assert len(starts) == 3 and len(set(starts)) == 1      # same bytes, same id
+    assert fake.count("START") == 1                        # executed once
+    assert pump.stats.retransmits == 2
+
+
+def test_crc_error_reply_triggers_immediate_retransmit(fake, pump):
+    fake.crc_errors = 1
+    t0 = time.monotonic()
+    st = pump.status(timeout=5.0)
+    assert time.monotonic() - t0 < 1.0                     # did not wait for the 5 s timeout
+    assert st.state == "IDLE"
+    lines = fake.lines_with("STATUS")
+    assert len(lines) == 2 and lines[0] == lines[1]
+
+
+def test_persistent_crc_errors_give_link_error(fake, pump):
+    fake.crc_errors = 10
+    with pytest.raises(LinkError, match="corrupted"):
+        pump.status()
+    assert len(fake.lines_with("STATUS")) == 3
+
+
+def test_timeout_within_bound(fake, pump):
+    fake.silent = True
+    t0 = time.monotonic()
+    with pytest.raises(Timeout):
+        pump.status(timeout=0.1)
+    elapsed = time.monotonic() - t0
+    assert 0.3 <= elapsed < 0.3 + 1.0        # 3 tries of 0.1 s, plus scheduling slack
+    lines = fake.lines_with("STATUS")
+    assert len(lines) == 3 and len(set(lines)) == 1
+
+
+def test_timeout_is_a_link_error(fake, pump):
+    fake.silent = True
+    with pytest.raises(LinkError):
+        pump.status(timeout=0.05)
+
+
+def test_refused_by_pump(fake, pump):
+    with pytest.raises(PumpRefused) as e:
+        pump.program(drug="ketamine", dose="0.9 mg/kg", over="40 min", weight_kg=70)
+    assert e.value.code == "SOFT" and "confirm" in e.value.reason
+    res = pump.program(drug="ketamine", dose="0.9 mg/kg", over="40 min", weight_kg=70,
+                       confirm=True)
+    assert res.soft and res.confirm
+    assert fake.executed[-1].fields["confirm"] == "1"
+
+
+def test_hard_limit_prechecked_on_host_without_sending(fake, pump):
+    with pytest.raises(LimitExceeded, match="dose"):
+        pump.program(drug="ketamine", dose="2 mg/kg", over="40 min", weight_kg=70)
+    assert fake.count("PROG") == 0
+
+
+def test_hard_limit_from_pump_when_library_differs():
+    fake = FakePump(libh="0000000000000000")     # pump enforces another library: no precheck
+    try:
+        with Pump.open(fake.path, timeout=0.3) as p:
+            with pytest.raises(PumpRefused) as e:
+                p.program(drug="ketamine", dose="2 mg/kg", over="40 min", weight_kg=70)
+            assert e.value.code == "LIMIT"
+        assert fake.count("PROG") == 1
+    finally:
+        fake.close()
+
+
+def test_events_delivered_while_request_pending(fake, pump):
+    seen: list = []
+    pump.on_event(seen.append)
+    fake.before_reply = [codec.encode_event("ALARM", {"alarm": "OCCLUSION", "prio": 3}),
+                         codec.encode_telemetry({"state": "RUNNING", "del_nl": 5, "rate_ul_h": 1,
+                                                 "p_mmhg": 300, "el_ms": 9})]
+    pump.status()
+    got = list(pump.events(timeout=0.2))
+    assert isinstance(got[0], Event) and got[0].name == "ALARM"
+    assert got[0].fields == {"alarm": "OCCLUSION", "prio": "3"}
+    assert isinstance(got[1], Telemetry) and got[1].get_int("p_mmhg") == 300
+    assert seen == got
+
+
+def test_state_events_update_the_mirror(fake, pump):
+    pump.program(1, 1)
+    pump.start()
+    fake.write(codec.encode_event("STATE", {"state": "ALARM"}))
+    ev = next(pump.events(timeout=1.0))
+    while not (isinstance(ev, Event) and ev.fields.get("state") == "ALARM"):
+        ev = next(pump.events(timeout=1.0))
+    assert pump.state == "ALARM"
+
+
+def test_garbage_on_the_line_is_ignored(fake, pump):
+    good = codec.encode_event("STATE", {"state": "IDLE"})
+    bad_crc = good[:-3] + (b"0" if good[-3:-2] != b"0" else b"1") + b"\n"
+    fake.before_reply = [b"\x00\xff\xfenoise\r\n", bad_crc, b"x" * 500 + b"\n", b"5 OK a=1\n",
+                         b"\n\n"]
+    assert pump.status().state == "IDLE"
+    assert pump.stats.bad_frames >= 3
+    assert pump.stats.overlong == 1
+
+
+def test_telemetry_stream(fake, pump):
+    assert pump.telemetry(50) == 50
+    frames = []
+    for ev in pump.events(timeout=1.0):
+        frames.append(ev)
+        if len(frames) == 3:
+            break
+    assert all(isinstance(f, Telemetry) for f in frames)
+    assert pump.telemetry(0) == 0
+
+
+def test_events_iterator_ends_on_timeout_and_on_close(fake, pump):
+    t0 = time.monotonic()
+    assert list(pump.events(timeout=0.1)) == []
+    assert time.monotonic() - t0 < 0.5
+    threading.Timer(0.1, pump.close).start()
+    assert list(pump.events()) == []
+
+
+# ------------------------------------------------------------------------------ state mirror
+
+def test_illegal_command_refused_locally(fake, pump):
+    pump.status()
+    with pytest.raises(IllegalCommand) as e:
+        pump.start()
+    assert e.value.code == "STATE" and e.value.state == "IDLE"
+    assert fake.count("START") == 0
+
+
+def test_unknown_or_stale_mirror_is_refreshed_with_status(fake, pump):
+    assert pump.state is None                 # HELLO says nothing about the state
+    fake.state = "PROGRAMMED"                 # pump changed without us seeing an event
+    assert pump.start() == "RUNNING"
+    assert [r.word for r in fake.executed[-2:]] == ["STATUS", "START"]
+    fake.state = "PAUSED"                     # mirror says RUNNING: stale
+    assert pump.resume() == "RUNNING"
+    assert [r.word for r in fake.executed[-2:]] == ["STATUS", "RESUME"]
+
+
+def test_pump_state_refusal_forgets_mirror(fake):
+    with Pump.open(fake.path, timeout=0.3, check_state=False) as p:
+        with pytest.raises(PumpRefused) as e:
+            p.start()
+        assert e.value.code == "STATE"
+        assert p.state is None
+
+
+# ------------------------------------------------------------------------------ threads, link
+
+def test_concurrent_requests_are_serialised(fake, pump):
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            for _ in range(10):
+                assert pump.status().state == "IDLE"
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert not errors
+    ids = [r.id for r in fake.executed]
+    assert len(ids) == len(set(ids)) == 51
+
+
+def test_request_from_callback_is_refused(fake, pump):
+    outcome: list = []
+
+    @pump.on_event
+    def cb(ev):
+        try:
+            pump.status()
+        except Exception as e:
+            outcome.append(e)
+
+    fake.write(codec.encode_event("STATE", {"state": "IDLE"}))
+    list(pump.events(timeout=0.2))
+    assert outcome and "callback" in str(outcome[0])
+
+
+def test_device_gone_gives_link_error():
+    fake = FakePump()
+    p = Pump.open(fake.path, timeout=0.3)
+    try:
+        fake.hang_up()
+        with pytest.raises(LinkError):
+            for _ in range(3):
+                p.status()
+    finally:
+        p.close()
+
+
+def test_open_nonexistent_port():
+    with pytest.raises(LinkError, match="cannot open"):
+        Pump.open("/dev/nonexistent-infusekit", timeout=0.1)
+
+
+def test_closed_pump_refuses_requests(fake, pump):
+    pump.close()
+    pump.close()  # idempotent
+    with pytest.raises(LinkError):
+        pump.status()
