@@ -17,7 +17,30 @@ import threading
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the simulator's commands to a top-level ``infusekit`` parser."""
+    _register_demo(subparsers)
     _register_sim(subparsers)
+
+
+def _register_demo(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "demo", help="ketamine 0.5 mg/kg over 40 min for 70 kg on a simulated pump",
+        description="The main job: a simulated pump (firmware under the real micropython "
+                    "interpreter by default) driven over a pseudo-terminal by the host library, "
+                    "in virtual time, with a progress display, a report and a plot.")
+    p.add_argument("--runtime", choices=("micropython", "cpython"), default="micropython")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
+    p.add_argument("--weight", type=float, default=70.0, help="patient weight in kg (default 70)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--speed", type=_speed, default=None, help="factor (1 = real time) or 'max' (default)")
+    p.add_argument("--plot", default="out/demo.png", help="where to save the plot")
+    p.add_argument("--no-plot", action="store_true")
+
+    def run(args: argparse.Namespace) -> int:
+        from hil_sim.demo import cmd_demo
+        return cmd_demo(args)
+
+    p.set_defaults(func=run)
+    return p
 
 
 def _register_sim(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

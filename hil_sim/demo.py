@@ -1,0 +1,188 @@
+"""`infusekit demo`: the main job, end to end through every real part.
+
+A simulated pump (plant in CPython, firmware under the real `micropython` interpreter or
+in-process) serves its UART on a pseudo-terminal; the host library opens that pty with
+pyserial, programs ketamine 0.5 mg/kg over 40 min for a 70 kg patient from the drug library,
+starts it and follows it to the end. The report compares the programmed volume with the
+gravimetric volume the plant measured, lists the alarms the pump raised, and gives the wall
+time and the speed-up over real time; a plot goes to out/demo.png.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from hil_sim.cosim import Simulation
+from hil_sim.link import PtyEndpoint
+from hil_sim.serve import serve
+
+SETTLE_MS = 30_000      # after completion, let the line pressure relax before weighing
+
+
+@dataclass
+class DemoResult:
+    runtime: str
+    drug: str
+    dose: str
+    weight_kg: float
+    over: str
+    programmed_ml: float
+    delivered_ml: float          # gravimetric: what left the line
+    pump_reported_ml: float      # what the pump says it delivered
+    error_pct: float
+    alarms: list[str] = field(default_factory=list)
+    final_state: str = ""
+    sim_s: float = 0.0           # virtual time from start to completion
+    wall_s: float = 0.0          # wall time from start to completion
+    speedup_x: float = 0.0
+    url: str = ""
+    plot: str | None = None
+
+
+def run_demo(runtime: str = "micropython", *, weight_kg: float = 70, dose: str = "0.5 mg/kg",
+             over: str = "40 min", drug: str = "ketamine", seed: int = 0, speed: float | None = None,
+             plot: str | None = "out/demo.png", progress: bool = True) -> DemoResult:
+    from host import Pump  # the host library, exactly as a user would use it
+
+    sim = Simulation(runtime=runtime, seed=seed)
+    ep = PtyEndpoint()
+    stop = threading.Event()
+    server = threading.Thread(target=serve, args=(sim, ep, speed, stop), name="sim-serve", daemon=True)
+    server.start()
+    alarms: list[str] = []
+    try:
+        with Pump.open(ep.url, timeout=5.0) as pump:
+            pump.on_event(lambda ev: _collect_alarm(ev, alarms))
+            prog = pump.program(drug=drug, dose=dose, over=over, weight_kg=weight_kg)
+            programmed_ml = prog.vtbi_nl / 1e6
+            pump.telemetry(TELEMETRY_MS)
+            t_wall0 = time.perf_counter()
+            pump.start()
+            st = _follow(pump, programmed_ml, progress)
+            t_wall1 = time.perf_counter()
+            # let the line relax, then weigh
+            target = sim.t_ms + SETTLE_MS
+            while sim.t_ms < target and server.is_alive():
+                time.sleep(0.01)
+            final = pump.status()
+    finally:
+        stop.set()
+        server.join(timeout=10)
+        ep.close()
+        runtime_name = sim.runtime_name
+        sim.close()
+    delivered = sim.plant.delivered_ml
+    # virtual time of the infusion: motor enabled → motor disabled, as the simulator saw it
+    on = [t for t, e in sim.enables if e]
+    off = [t for t, e in sim.enables if not e and on and t > on[0]]
+    sim_s = ((off[0] if off else sim.t_ms) - (on[0] if on else 0)) / 1000
+    wall_s = t_wall1 - t_wall0
+    res = DemoResult(
+        runtime=runtime_name, drug=drug, dose=dose, weight_kg=weight_kg, over=over,
+        programmed_ml=round(programmed_ml, 6), delivered_ml=round(delivered, 6),
+        pump_reported_ml=final.del_nl / 1e6,
+        error_pct=round((delivered - programmed_ml) / programmed_ml * 100, 4),
+        alarms=alarms, final_state=st.state, sim_s=round(sim_s, 3), wall_s=round(wall_s, 3),
+        speedup_x=round(sim_s / wall_s, 1) if wall_s > 0 else 0.0, url=ep.url)
+    if plot:
+        res.plot = str(_plot(sim, res, Path(plot)))
+    return res
+
+
+def _collect_alarm(ev, alarms: list[str]) -> None:
+    if getattr(ev, "name", "") == "ALARM":
+        alarms.append(f"{ev.fields.get('alarm', '?')} (priority {ev.fields.get('prio', '?')})")
+
+
+TELEMETRY_MS = 5000     # one telemetry frame per 5 s of pump time drives the progress bar
+_ENDED = ("COMPLETE", "ALARM", "IDLE")
+
+
+def _follow(pump, programmed_ml: float, show: bool):
+    """Follow the infusion from the pump's telemetry and events (no polling) until it ends."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from host.codec import Event, Telemetry
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                  TextColumn("{task.completed:6.2f}/{task.total:.2f} mL"),
+                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                  disable=not (show and sys.stdout.isatty()), transient=False) as bar:
+        task = bar.add_task("ketamine", total=programmed_ml, info="")
+        for ev in pump.events(timeout=30):
+            if isinstance(ev, Telemetry):
+                f = ev.fields
+                bar.update(task, completed=int(f.get("del_nl", 0)) / 1e6,
+                           info=f"{f.get('state', '?'):<9} t={int(f.get('el_ms', 0)) / 60000:5.1f} min"
+                                f"  p={f.get('p_mmhg', '?'):>3} mmHg")
+            elif isinstance(ev, Event) and ev.name == "STATE" and ev.fields.get("state") in _ENDED:
+                break
+        st = pump.status()
+        bar.update(task, completed=st.del_nl / 1e6,
+                   info=f"{st.state:<9} t={st.el_ms / 60000:5.1f} min  p={st.p_mmhg:>3} mmHg")
+        return st
+
+
+def _plot(sim: Simulation, res: DemoResult, path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rec = sim.record
+    on = [t for t, e in sim.enables if e]
+    t0 = on[0] / 1000 if on else 0.0        # time axis starts when the motor starts
+    t_min = [(t - t0) / 60 for t in rec.t_s]
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    ax1.plot(t_min, rec.delivered_ml, label="delivered (gravimetric)")
+    ax1.axhline(res.programmed_ml, color="grey", ls="--", label=f"programmed {res.programmed_ml:.2f} mL")
+    ax1.set_ylabel("volume (mL)")
+    ax1.legend(loc="lower right")
+    ax1.set_title(f"{res.drug} {res.dose} over {res.over}, {res.weight_kg:g} kg — firmware on {res.runtime}")
+    ax2.plot(t_min, rec.pressure_mmhg, color="tab:red", lw=0.6, label="line pressure (plant)")
+    ax2.set_ylabel("pressure (mmHg)")
+    ax2.set_xlabel("virtual time since start (min)")
+    ax2.legend(loc="upper right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def print_report(res: DemoResult) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="InfuseKit demo report", show_header=False)
+    t.add_row("program", f"{res.drug} {res.dose} over {res.over}, {res.weight_kg:g} kg")
+    t.add_row("firmware runtime", res.runtime)
+    t.add_row("programmed", f"{res.programmed_ml:.3f} mL")
+    t.add_row("delivered (gravimetric)", f"{res.delivered_ml:.3f} mL")
+    t.add_row("delivered (pump record)", f"{res.pump_reported_ml:.3f} mL")
+    t.add_row("error", f"{res.error_pct:+.3f} %")
+    t.add_row("alarms", ", ".join(res.alarms) or "none")
+    t.add_row("final state", res.final_state)
+    t.add_row("virtual time", f"{res.sim_s:.1f} s ({res.sim_s / 60:.1f} min)")
+    t.add_row("wall time", f"{res.wall_s:.2f} s")
+    t.add_row("speed-up", f"{res.speedup_x:.0f}x real time")
+    t.add_row("plot", res.plot or "-")
+    Console().print(t)
+
+
+def cmd_demo(args) -> int:
+    try:
+        res = run_demo(args.runtime, weight_kg=args.weight, seed=args.seed, speed=args.speed,
+                       plot=None if args.no_plot else args.plot, progress=not args.json)
+    except Exception as e:  # one line that says what went wrong
+        print(f"demo failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(asdict(res)))
+    else:
+        print_report(res)
+    ok = abs(res.error_pct) <= 0.5 and res.final_state == "COMPLETE"
+    return 0 if ok else 1
