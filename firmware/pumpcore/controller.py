@@ -337,7 +337,9 @@ class Controller:
             self._state_error(rid)
             return
         if trigger == fsm.T_ACK:
-            if self.alarm == A_OCCLUSION and self.pressure >= self.cfg.occl_mmhg:
+            # the occlusion is gone when the pressure has fallen below half the limit
+            # (hysteresis against sensor noise; the Alaris restart rule, CONTEXT.md §2)
+            if self.alarm == A_OCCLUSION and self.pressure * 2 >= self.cfg.occl_mmhg:
                 self._error(rid, P.E_STATE, b"alarm condition still present").end()
                 return
             self._clear_alarm()

@@ -132,6 +132,9 @@ def check_occlusion_alarm_stops_motor():
     assert r.steps == s
     assert not r.ctl.out.enable and r.ctl.out.alarm_prio == 3
     assert b"ER STATE alarm condition still present" in r.cmd("ACK")
+    r.inp.pressure_mmhg = 290      # below the limit but not clear of it: still refused
+    assert b"ER STATE alarm condition still present" in r.cmd("ACK")
+    assert r.state() == fsm.ALARM
     r.inp.pressure_mmhg = 30
     assert r.cmd("ACK").endswith(b"state=PAUSED")
     assert r.ctl.out.alarm_prio == 0 or r.run(50).ctl.out.alarm_prio == 0

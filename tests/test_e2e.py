@@ -1,0 +1,152 @@
+"""End to end: host library and CLI → real pty / TCP → simulator → firmware under `micropython`."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from hil_sim.cosim import Simulation
+from hil_sim.demo import run_demo
+from hil_sim.link import PtyEndpoint
+from hil_sim.serve import serve
+from host import Pump
+from host.errors import PumpRefused
+
+pytestmark = [pytest.mark.e2e, pytest.mark.micropython]
+INFUSEKIT = [sys.executable, "-m", "host"]
+
+
+def test_demo_delivers_ketamine_within_half_a_percent(tmp_path):
+    res = run_demo("micropython", plot=str(tmp_path / "demo.png"), progress=False)
+    assert res.runtime == "micropython"
+    assert res.programmed_ml == pytest.approx(35.0)
+    assert abs(res.error_pct) <= 0.5
+    assert res.delivered_ml <= res.programmed_ml            # never more than programmed
+    assert res.final_state == "COMPLETE"
+    assert any(a.startswith("VTBI_DONE") for a in res.alarms)
+    assert res.sim_s == pytest.approx(2400, abs=1)
+    assert (tmp_path / "demo.png").stat().st_size > 10_000
+
+
+def test_demo_cli_json_contract():
+    p = subprocess.run(INFUSEKIT + ["demo", "--runtime", "micropython", "--json", "--no-plot"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    for key in ("programmed_ml", "delivered_ml", "error_pct", "alarms", "sim_s", "wall_s", "runtime"):
+        assert key in out
+    assert out["runtime"] == "micropython" and abs(out["error_pct"]) <= 0.5
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cli_drives_sim_serve_over_tcp():
+    port = _free_port()
+    server = subprocess.Popen(INFUSEKIT + ["sim", "serve", "--runtime", "micropython", "--link", f"tcp:{port}",
+                                           "--speed", "50"], stdout=subprocess.PIPE, text=True)
+    try:
+        url = server.stdout.readline().strip()
+        assert url == f"socket://127.0.0.1:{port}"
+        env = dict(os.environ, INFUSEKIT_PORT=url)
+
+        def cli(*args):
+            p = subprocess.run(INFUSEKIT + ["--json", *args], capture_output=True, text=True, timeout=60, env=env)
+            return p.returncode, (json.loads(p.stdout) if p.stdout.strip() else None), p.stderr
+
+        rc, out, err = cli("program", "--drug", "ketamine", "--dose", "0.5 mg/kg", "--over", "40 min", "--weight", "70")
+        assert rc == 0, err
+        rc, out, err = cli("start")
+        assert rc == 0, err
+        time.sleep(0.5)
+        rc, st, err = cli("status")
+        assert rc == 0, err
+        assert st["state"] == "RUNNING"
+        rc, out, err = cli("stop")
+        assert rc == 0, err
+        rc, st, err = cli("status")
+        assert st["state"] == "IDLE"
+        rc, out, err = cli("start")             # refused by the pump (or the host mirror): exit 3
+        assert rc == 3
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+class SimOnPty:
+    def __init__(self, runtime="micropython"):
+        self.sim = Simulation(runtime=runtime, seed=1)
+        self.ep = PtyEndpoint()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=serve, args=(self.sim, self.ep, 20.0, self.stop), daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(timeout=10)
+        self.ep.close()
+        self.sim.close()
+
+
+def test_occlusion_stops_the_motor_and_latches():
+    with SimOnPty() as s, Pump.open(s.ep.url, timeout=3) as pump:
+        pump.program(rate=25, vtbi=10)
+        pump.start()
+        time.sleep(0.3)
+        s.sim.inject("occlusion", on=True)
+        deadline = time.monotonic() + 20
+        while pump.status().state != "ALARM":
+            assert time.monotonic() < deadline, "no occlusion alarm"
+            time.sleep(0.05)
+        st = pump.status()
+        assert st.alarm == "OCCLUSION" and st.prio == 3
+        steps = s.sim.plant.motor
+        time.sleep(0.3)
+        assert s.sim.plant.motor == steps, "motor moved after a high-priority alarm"
+        with pytest.raises(PumpRefused):
+            pump.ack()                     # condition still present
+        s.sim.inject("occlusion", on=False)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                assert pump.ack() == "PAUSED"
+                break
+            except PumpRefused:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+
+
+def test_corrupt_overlong_and_unknown_frames_change_nothing():
+    import serial
+    with SimOnPty() as s:
+        with Pump.open(s.ep.url, timeout=3) as pump:
+            pump.program(rate=10, vtbi=5)
+            before = pump.status()
+        raw = serial.serial_for_url(s.ep.url, timeout=2)
+        try:
+            raw.reset_input_buffer()
+            raw.write(b"9 START*0000\n")
+            assert raw.readline().startswith(b"? ER CRC")
+            raw.write(b"10 " + b"X" * 300 + b"\n")
+            assert raw.readline().startswith(b"? ER LEN")
+            raw.write(b"11 FLY\n")
+            assert raw.readline().startswith(b"11 ER")
+            raw.write(b"12 START\n")                   # a therapy command without CRC
+            assert raw.readline().startswith(b"12 ER CRC")
+        finally:
+            raw.close()
+        with Pump.open(s.ep.url, timeout=3) as pump:
+            after = pump.status()
+        assert (after.state, after.rate_ul_h, after.vtbi_nl, after.del_nl) == \
+               (before.state, before.rate_ul_h, before.vtbi_nl, before.del_nl)
