@@ -8,7 +8,10 @@ from pumpcore.controller import Controller, Config, Inputs, TICK_MS
 from pumpcore.druglib import DrugLibrary
 from pumpcore import protocol as P
 
+import pumpcore
+
 NL_PER_KSTEP = 217078
+LIB_PATH = pumpcore.__file__.rsplit("/", 2)[0] + "/druglib.json"  # the firmware tree's library
 T0 = 0x3FFFFFFF - 60000          # a minute before the 2**30 clock wraps
 
 
@@ -24,7 +27,7 @@ class Rig:
     """A controller with a virtual clock and a scripted pressure reading."""
 
     def __init__(self, **cfg):
-        self.ctl = Controller(Config(NL_PER_KSTEP, **cfg), DrugLibrary.load("druglib.json"))
+        self.ctl = Controller(Config(NL_PER_KSTEP, **cfg), DrugLibrary.load(LIB_PATH))
         self.inp = Inputs()
         self.inp.pressure_mmhg = 20
         self.t = T0
