@@ -45,12 +45,16 @@ def main(argv=None):
     ap.add_argument("--only", help="comma-separated benchmark names")
     ap.add_argument("--out", default=str(HERE / "results.json"))
     args = ap.parse_args(argv)
-    names = args.only.split(",") if args.only else list(benchlib.BENCHMARKS)
+    registry = benchlib.load()
+    names = args.only.split(",") if args.only else list(registry)
     results: dict[str, object] = {}
+    out = Path(args.out)
+    if args.only and out.exists():      # a partial run updates the figures it measured
+        results.update(json.loads(out.read_text()))
     for name in names:
         t = time.perf_counter()
         print(f"-- {name} ...", flush=True)
-        results.update(benchlib.BENCHMARKS[name]())
+        results.update(registry[name]())
         print(f"   {time.perf_counter() - t:.1f} s", flush=True)
     results["meta.machine"] = f"{platform.machine()} {platform.python_implementation()} {platform.python_version()}"
     results["meta.date"] = time.strftime("%Y-%m-%d %H:%M:%S")
