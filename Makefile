@@ -24,6 +24,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
+docs: $(STAMP)
+	$(BIN)/python -m host.statemachine --write docs/statemachine.md
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache bench/results.json
 

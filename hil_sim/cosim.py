@@ -14,17 +14,55 @@ One slice of n calls at t0, t0+step, …:
   5. each call's bytes onto the pump→host wire at the call's time;
   6. changes of the alarm priority and motor enable recorded with their time (the firmware
      reports them at slice end, so their resolution is one slice: 200 ms by default; the
-     pump's ``! EV ALARM`` frames on the link carry the exact call).
+     pump's ``! EV ALARM`` frames on the link carry the exact call);
+  7. the patient (when there is one) receives the drug the plant delivered in the slice.
+
+Faults (`inject`, `schedule`, and the thread-safe `post` used while serving) change the plant,
+the link, the patient or the firmware's power: a power cut stops calling the firmware (the
+motor stops, bytes to the UART are lost) and restoring power *reboots* it (`Runtime.restart`:
+a new harness in-process, a new `micropython` process, on the same flash), then calls every
+``on_power_restore`` hook. A watchdog stall stops calling the firmware while the step
+generator keeps its last rate; past ``watchdog_ms`` the board resets (a reboot as above).
+Slices are cut at scheduled fault times, so a fault lands on its tick.
 """
 from __future__ import annotations
 
+import heapq
 import math
+import queue
 import time
 from collections.abc import Callable
 
 from hil_sim.link import SerialLink
+from hil_sim.patient import Patient, PatientParams
 from hil_sim.plant import Plant, PlantParams, Record
 from hil_sim.runtime import Runtime, make_runtime
+
+#: every fault `Simulation.inject` knows, with the meaning of its value (docs/simulator.md)
+FAULTS = {
+    "occlusion": "bool: downstream occlusion (where='up': at the syringe tip)",
+    "occlusion_up": "bool: upstream occlusion (at the syringe tip, before the line)",
+    "air": "bool|None: force the air sensor (None: back to the bubbles)",
+    "bubble_ul": "float: an air bubble of N µL leaves the syringe now",
+    "door_open": "bool: door/latch open",
+    "empty": "bool: the syringe is empty from now (the stopper meets the barrel end)",
+    "fill_ml": "float: volume left in the syringe",
+    "stall": "bool: the mechanism jams; every step is missed",
+    "encoder_fail": "bool: the encoder stops counting",
+    "runaway": "bool|float: the driver steps on its own while enabled (float: mL/h, default 100)",
+    "sensor_stuck": "bool: the pressure reading freezes at its current value",
+    "sensor_drift": "float: the pressure reading drifts by N mmHg/min",
+    "height_cm": "float: pump height above the patient (siphon)",
+    "mains": "bool: mains power present (False: on battery)",
+    "battery_mv": "int|None: force the battery reading (None: discharge model)",
+    "battery_soc": "float: battery state of charge 0..1",
+    "power_cut": "bool: all power lost (True) / restored (False, the firmware reboots)",
+    "watchdog_stall": "int: the firmware hangs for N ms (past watchdog_ms the board resets)",
+    "link_drop": "float: probability per byte of a dropped byte",
+    "link_corrupt": "float: probability per byte of a flipped bit",
+    "host_silence": "bool: nothing the host sends reaches the pump",
+    "hypertension": "bool: the patient becomes a hypertensive responder",
+}
 
 DEFAULT_START_MS = 2**30 - 60_000
 _MASK = (1 << 30) - 1
@@ -38,14 +76,35 @@ class Simulation:
     def __init__(self, runtime: str | Runtime = "cpython", seed: int = 0,
                  params: PlantParams | None = None, tick_ms: int = 50, slice_ms: int = 200,
                  start_ms: int = DEFAULT_START_MS, link: SerialLink | None = None,
-                 firmware_dir: str | None = None, compiled: bool = False) -> None:
+                 firmware_dir: str | None = None, compiled: bool = False,
+                 patient: PatientParams | Patient | None = None, conc_mg_ml: float = 1.0,
+                 watchdog_ms: int = 2000) -> None:
         if slice_ms < tick_ms or slice_ms % tick_ms:
             raise ValueError("slice_ms must be a multiple of tick_ms")
-        self.runtime: Runtime = (make_runtime(runtime, firmware_dir, compiled=compiled)
+        self.params = params or PlantParams()
+        cal = self.params.nl_per_kstep
+        cal = None if cal == PlantParams().nl_per_kstep else cal
+        self.runtime: Runtime = (make_runtime(runtime, firmware_dir, compiled=compiled,
+                                              nl_per_kstep=cal)
                                  if isinstance(runtime, str) else runtime)
         self.seed = seed
-        self.params = params or PlantParams()
         self.plant = Plant(self.params, seed)
+        self.patient: Patient | None = (Patient(patient, seed) if isinstance(patient, PatientParams)
+                                        else patient)
+        self.conc_mg_ml = conc_mg_ml
+        self._pt_ml = 0.0
+        self.watchdog_ms = watchdog_ms
+        self._hang_until: float | None = None   # watchdog stall: firmware hangs until then
+        self._hang_start = 0.0
+        self._hang_steps = 0
+        self._last_steps = 0
+        self.host_silent = False
+        self.on_power_restore: list[Callable[[Simulation], None]] = []
+        self.restarts: list[tuple[int, str]] = []   # (t_ms, cause) of every firmware reboot
+        self.faults: list[tuple[int, str, object]] = []   # (t_ms, fault, value) as applied
+        self._sched: list[tuple[float, int, str, dict]] = []
+        self._sched_n = 0
+        self._posted: queue.SimpleQueue = queue.SimpleQueue()
         self.link = link or SerialLink(seed=seed)
         self.tick_ms = tick_ms
         self.slice_ms = slice_ms
@@ -79,7 +138,10 @@ class Simulation:
     # ------------------------------------------------------------------ the host side
     def host_send(self, data: bytes, at_ms: float | None = None) -> None:
         """Put host bytes on the wire now (virtual time ``t_ms``), or at ``at_ms`` (the paced
-        server passes the scaled wall clock, which may trail ``t_ms`` by less than a step)."""
+        server passes the scaled wall clock, which may trail ``t_ms`` by less than a step).
+        Nothing reaches the pump while the ``host_silence`` fault is on."""
+        if self.host_silent:
+            return
         self.link.to_pump.send(data, self.t_ms if at_ms is None else at_ms)
 
     def host_recv(self, at_ms: float | None = None) -> bytes:
@@ -88,59 +150,192 @@ class Simulation:
 
     # ------------------------------------------------------------------ faults
     def inject(self, fault: str | None = None, /, **kw: object) -> None:
-        """Inject or clear faults now: ``inject("occlusion", on=True)`` or
-        ``inject(occlusion=True, door_open=False, battery_mv=3300, link_drop=0.01)``.
-
-        Known faults: ``occlusion``, ``door_open``, ``air`` (bool), ``battery_mv`` (int),
-        ``link_drop``, ``link_corrupt`` (probability per byte)."""
+        """Inject or clear faults now: ``inject("occlusion", on=True)``,
+        ``inject("bubble_ul", 150)`` or ``inject(occlusion=True, battery_mv=3300)``.
+        ``FAULTS`` lists every name; an unknown one raises ValueError."""
         faults: dict[str, object] = {}
+        where = kw.pop("where", "down")
         if fault is not None:
-            faults[fault] = kw.pop("on", True)
+            if "on" in kw:
+                faults[fault] = kw.pop("on")
+            elif "value" in kw:
+                faults[fault] = kw.pop("value")
+            else:
+                faults[fault] = True
         faults.update(kw)
+        for name in faults:
+            if name not in FAULTS:
+                raise ValueError(f"unknown fault {name!r} (known: {', '.join(FAULTS)})")
         p = self.plant
         for name, value in faults.items():
+            self.faults.append((self.t_ms, name, value))
             if name == "occlusion":
-                p.set_occluded(bool(value))
+                p.set_occluded(bool(value), where=str(where))
+            elif name == "occlusion_up":
+                p.set_occluded(bool(value), where="up")
             elif name == "door_open":
                 p.door_open = bool(value)
             elif name == "air":
-                p.air = bool(value)
+                p.air = None if value is None else bool(value)
+            elif name == "bubble_ul":
+                p.add_bubble(float(value))  # type: ignore[arg-type]
+            elif name == "empty":
+                if value:
+                    p.set_empty()
+            elif name == "fill_ml":
+                p.set_fill(float(value))  # type: ignore[arg-type]
+            elif name == "stall":
+                p.stall = bool(value)
+            elif name == "encoder_fail":
+                p.encoder_stuck = p.sensors()[1] if value else None
+            elif name == "runaway":
+                p.runaway = bool(value)
+                if not isinstance(value, bool):
+                    p.runaway_ml_h = float(value)  # type: ignore[arg-type]
+            elif name == "sensor_stuck":
+                p.sensor_stuck = p.sensors()[0] if value else None
+            elif name == "sensor_drift":
+                p.sensor_drift_mmhg_min = float(value)  # type: ignore[arg-type]
+            elif name == "height_cm":
+                p.height_cm = float(value)  # type: ignore[arg-type]
+            elif name == "mains":
+                p.mains = bool(value)
+                if value and not p.powered:
+                    self._power_on("mains")
             elif name == "battery_mv":
-                p.battery_mv = int(value)  # type: ignore[arg-type]
+                p.battery_mv = None if value is None else int(value)  # type: ignore[arg-type]
+            elif name == "battery_soc":
+                p.soc = float(value)  # type: ignore[arg-type]
+            elif name == "power_cut":
+                if value:
+                    p.powered = False
+                elif not p.powered:
+                    self._power_on("power")
+            elif name == "watchdog_stall":
+                ms = float(value)  # type: ignore[arg-type]
+                self._hang_start = self.t_ms
+                self._hang_until = self.t_ms + ms
+                self._hang_steps = self._last_steps
             elif name == "link_drop":
                 self.link.set_noise(drop_p=float(value))  # type: ignore[arg-type]
             elif name == "link_corrupt":
                 self.link.set_noise(corrupt_p=float(value))  # type: ignore[arg-type]
-            else:
-                raise ValueError(f"unknown fault {name!r}")
+            elif name == "host_silence":
+                self.host_silent = bool(value)
+            elif name == "hypertension":
+                if self.patient is None:
+                    raise ValueError("hypertension needs a patient")
+                self.patient.hypertensive = bool(value)
+
+    def schedule(self, at_ms: float, fault: str, value: object = True, **kw: object) -> None:
+        """Inject ``fault`` at virtual time ``at_ms`` (the slice is cut there)."""
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}")
+        self._sched_n += 1
+        heapq.heappush(self._sched, (float(at_ms), self._sched_n, fault, dict(kw, value=value)))
+
+    def post(self, fault: str, value: object = True, **kw: object) -> None:
+        """Thread-safe `inject` for a running server: applied before the next slice."""
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}")
+        self._posted.put((fault, dict(kw, value=value)))
+
+    def _power_on(self, cause: str) -> None:
+        p = self.plant
+        if not p.mains and p.battery_mv < p.params.brownout_mv:
+            return                    # nothing to boot from
+        p.powered = True
+        self._reboot(cause)
+
+    def _reboot(self, cause: str) -> None:
+        self.runtime.restart(cause)
+        self.restarts.append((self.t_ms, cause))
+        self._hang_until = None
+        self.link.to_pump.clear()
+        for hook in list(self.on_power_restore):
+            hook(self)
 
     # ------------------------------------------------------------------ stepping
     def slice(self, n: int, step_ms: int | None = None) -> int:
         """Run up to n controller calls ``step_ms`` apart (default: the control tick); fewer
-        when host bytes are due (see module doc). Returns the number of calls run."""
+        when host bytes are due or a fault is scheduled (see module doc). Returns the number
+        of calls run."""
         step = step_ms or self.tick_ms
         t0 = self.t_ms
+        while not self._posted.empty():
+            fault, kw = self._posted.get()
+            self.inject(fault, **kw)
+        sched = self._sched
+        while sched and sched[0][0] <= t0:
+            _, _, fault, kw = heapq.heappop(sched)
+            self.inject(fault, **kw)
+        if sched:
+            m = math.ceil((sched[0][0] - t0) / step - 1e-9)
+            if m < n:
+                n = max(1, m)
+        plant = self.plant
+        if not plant.powered or self._hang_until is not None:
+            return self._dead_slice(n, step)
         rx = self.link.to_pump.schedule(t0, step, n)
         if rx:
             n = rx[-1][0] + 1
-        plant = self.plant
         press, enc, flags, batt = plant.sensors()
         steps, enable, alarm, tx = self.runtime.slice(
             (self.start_ms + t0) & _MASK, step, n, press, enc, flags, batt, rx)
+        plant.enable = enable
         plant.drive(t0, step, steps, self.tick_ms)
+        if steps:
+            self._last_steps = steps[-1] if step == self.tick_ms else sum(steps) * self.tick_ms // (step * n)
         if tx:
             send = self.link.to_host.send
             for k, data in tx:
                 send(data, t0 + k * step)
         self.t_ms = t0 + n * step
+        self._after_slice(alarm, enable)
+        return n
+
+    def _dead_slice(self, n: int, step: int) -> int:
+        """The firmware is not running (no power, or hung): no calls, bytes to it are lost."""
+        t0 = self.t_ms
+        plant = self.plant
+        hang = self._hang_until is not None and plant.powered
+        if hang:
+            # the step generator keeps the last rate it was given
+            per_tick = self._hang_steps
+            plant.drive(t0, step, [per_tick * step // self.tick_ms] * n if per_tick else [0] * n,
+                        self.tick_ms)
+        else:
+            plant.enable = 0
+            plant.drive(t0, step, [0] * n, self.tick_ms)
+        self.link.to_pump.schedule(t0, step, n)     # arrives at a dead UART
+        self.t_ms = t0 + n * step
+        if hang:
+            if self.t_ms - self._hang_start >= self.watchdog_ms:
+                self._reboot("watchdog")
+            elif self.t_ms >= self._hang_until:   # type: ignore[operator]
+                self._hang_until = None
+            self._after_slice(self.alarm, self.enable)
+        else:
+            self._after_slice(0, 0)
+            if plant.powered:                      # powered again by itself (never: needs mains)
+                self._reboot("power")
+        return n
+
+    def _after_slice(self, alarm: int, enable: int) -> None:
         if alarm != self.alarm:
             self.alarm = alarm
             self.alarms.append((self.t_ms, alarm))
         if enable != self.enable:
             self.enable = enable
             self.enables.append((self.t_ms, enable))
+        pt = self.patient
+        if pt is not None:
+            d = self.plant.delivered_ml
+            dt = self.t_ms / 1000.0 - pt.t_s
+            if dt > 0:
+                pt.advance(dt, max(0.0, d - self._pt_ml) * self.conc_mg_ml)
+                self._pt_ml = max(self._pt_ml, d)
         self.slices += 1
-        return n
 
     def advance_to(self, t_ms: float, step_ms: int | None = None,
                    max_calls: int | None = None) -> None:

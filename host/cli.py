@@ -17,7 +17,7 @@ import sys
 from typing import Any, Callable
 
 from host import units
-from host.errors import LinkError, ProtocolError, Refused
+from host.errors import KeyStoreError, LinkError, ProtocolError, Refused
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_REFUSED, EXIT_LINK = 0, 1, 2, 3, 4
 ENV_PORT = "INFUSEKIT_PORT"
@@ -29,6 +29,11 @@ _HINTS = {
     "STATE": "check the pump's state with `infusekit status`",
     "DRUG": "see `infusekit drugs list`",
     "RANGE": "the value is outside what the pump can do",
+    "AUTH": "this host has no valid key for the pump; see `infusekit firmware flash` and "
+            "--key-store",
+    "UNKNOWN": "the pump's firmware does not know this command; update it "
+               "(`infusekit firmware flash`)",
+    "ARG": "the pump did not accept the arguments; see `infusekit COMMAND --help`",
 }
 
 
@@ -58,7 +63,9 @@ def _open(args: argparse.Namespace):
     if not port:
         raise UsageError(f"no pump port: pass --port URL or set {ENV_PORT} "
                          f"(`infusekit ports` lists serial ports)")
-    return Pump.open(port, timeout=args.timeout, retries=args.retries)
+    from host.auth import KeyStore
+    store = KeyStore(getattr(args, "key_store", None) or None)
+    return Pump.open(port, timeout=args.timeout, retries=args.retries, key_store=store)
 
 
 # ------------------------------------------------------------------------- pump commands
@@ -93,6 +100,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_program(args: argparse.Namespace) -> int:
+    if args.dose_rate is not None:
+        return _program_dose_rate(args)
+    if args.load is not None or args.load_over is not None:
+        raise UsageError("--load and --load-over go with --dose-rate")
     by_drug = args.drug is not None
     if by_drug:
         missing = [o for o, v in (("--dose", args.dose), ("--over", args.over),
@@ -107,9 +118,28 @@ def cmd_program(args: argparse.Namespace) -> int:
     with _open(args) as pump:
         if by_drug:
             res = pump.program(drug=args.drug, dose=args.dose, over=args.over,
-                               weight_kg=args.weight, confirm=args.confirm)
+                               weight_kg=args.weight, confirm=args.confirm, kvo=args.kvo)
         else:
-            res = pump.program(args.rate, args.vtbi, over=args.over)
+            res = pump.program(args.rate, args.vtbi, over=args.over, kvo=args.kvo)
+    return _program_done(args, res)
+
+
+def _program_dose_rate(args: argparse.Namespace) -> int:
+    if args.drug is None or args.weight is None or args.dose is not None or args.rate is not None:
+        raise UsageError("program by dose rate needs --drug, --dose-rate, --weight and one of "
+                         "--vtbi/--over (not --dose or --rate)")
+    if (args.vtbi is None) == (args.over is None):
+        raise UsageError("program by dose rate needs exactly one of --vtbi and --over")
+    if (args.load is None) != (args.load_over is None):
+        raise UsageError("a loading dose needs both --load and --load-over")
+    with _open(args) as pump:
+        res = pump.program(drug=args.drug, dose_rate=args.dose_rate, weight_kg=args.weight,
+                           vtbi=args.vtbi, over=args.over, load=args.load,
+                           load_over=args.load_over, kvo=args.kvo, confirm=args.confirm)
+    return _program_done(args, res)
+
+
+def _program_done(args: argparse.Namespace, res) -> int:
     head = f"programmed {res.drug}: dose {res.dose_ug / 1000:g} mg, " if res.drug and res.dose_ug is not None \
         else "programmed: "
     text = (head + f"{units.fmt_ml(res.vtbi_nl)} at {units.fmt_rate(res.rate_ul_h)} "
@@ -131,48 +161,237 @@ def _state_cmd(method: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def cmd_monitor(args: argparse.Namespace) -> int:
-    """Live progress until the infusion ends (COMPLETE or IDLE), Ctrl-C to leave."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from host.codec import Event, Telemetry
+def cmd_bolus(args: argparse.Namespace) -> int:
     with _open(args) as pump:
-        st = pump.status()
-        alarms: list[str] = []
+        res = pump.bolus(args.volume, args.rate)
+    _emit(args, {"ok": True, **res.to_json()},
+          f"bolus {units.fmt_ml(res.vol_nl)} at {units.fmt_rate(res.rate_ul_h)} started")
+    return EXIT_OK
+
+
+def cmd_titrate(args: argparse.Namespace) -> int:
+    if (args.rate is None) == (args.dose_rate is None):
+        raise UsageError("titrate needs exactly one of --rate and --dose-rate")
+    with _open(args) as pump:
+        res = pump.titrate(args.rate, dose_rate=args.dose_rate, confirm=args.confirm)
+    text = f"rate now {units.fmt_rate(res.rate_ul_h)}"
+    if args.confirm:
+        text += ("; --confirm given: soft limit overridden" if res.soft
+                 else "; --confirm given (no soft limit was exceeded)")
+    _emit(args, {"ok": True, "confirm": bool(args.confirm), **res.to_json()}, text)
+    return EXIT_OK
+
+
+def cmd_silence(args: argparse.Namespace) -> int:
+    with _open(args) as pump:
+        until = pump.silence()
+    _emit(args, {"ok": True, "until_ms": until},
+          "audio paused for 120 s (the alarm stays active until acknowledged)")
+    return EXIT_OK
+
+
+def cmd_vitals(args: argparse.Namespace) -> int:
+    with _open(args) as pump:
+        action = pump.vitals(sbp=args.sbp, dbp=args.dbp, hr=args.hr, spo2=args.spo2)
+    _emit(args, {"ok": True, "action": action},
+          "reading relayed" + (" — the pump PAUSED the infusion (vitals interlock)"
+                               if action == "paused" else ""))
+    return EXIT_OK
+
+
+def _setting(text: str) -> tuple[str, int | str]:
+    key, eq, value = text.partition("=")
+    if not eq or not key or not value:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, int(value) if value.isdigit() else value
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    with _open(args) as pump:
+        now = pump.configure(**dict(args.settings))
+    _emit(args, {"ok": True, "settings": now},
+          "  ".join(f"{k}={v}" for k, v in now.items()))
+    return EXIT_OK
+
+
+LOG_COLUMNS = ("seq", "t_ms", "ev")
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    import csv
+    import io
+    with _open(args) as pump:
+        records = pump.read_log(args.start, limit=args.limit)
+    rows = [dict(r.fields) for r in records]
+    for row in rows:
+        for k in ("seq", "t_ms"):
+            if k in row and row[k].isdigit():
+                row[k] = int(row[k])    # type: ignore[assignment]
+    if args.format == "csv":
+        cols = list(LOG_COLUMNS) + sorted({k for r in rows for k in r} - set(LOG_COLUMNS))
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        text = buf.getvalue()
+    else:
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        if args.json:
+            print(json.dumps({"ok": True, "records": len(rows), "out": args.out,
+                              "format": args.format,
+                              "next": (rows[-1]["seq"] + 1) if rows else args.start}))
+        else:
+            print(f"{len(rows)} records written to {args.out}", file=sys.stderr)
+    elif args.json:
+        print(json.dumps({"ok": True, "records": rows}))
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+END_STATES = ("COMPLETE", "IDLE")
+
+
+class _View:
+    """What ``monitor`` shows, updated from STATUS, telemetry and events."""
+
+    def __init__(self, st) -> None:
+        self.state = st.state
+        self.rate_ul_h = st.rate_ul_h
+        self.vtbi_nl = st.vtbi_nl
+        self.del_nl = st.del_nl
+        self.p_mmhg = st.p_mmhg
+        self.el_ms = st.el_ms
+        self.active: dict[str, int] = {} if st.alarm == "NONE" else {st.alarm: st.prio}
+        self.alarms: list[str] = []          # every alarm raised while monitoring
+
+    def status(self, st) -> None:
+        self.state, self.rate_ul_h, self.vtbi_nl = st.state, st.rate_ul_h, st.vtbi_nl
+        self.del_nl, self.p_mmhg, self.el_ms = st.del_nl, st.p_mmhg, st.el_ms
+        if st.alarm != "NONE":
+            self.active.setdefault(st.alarm, st.prio)
+
+    def frame(self, ev) -> str | None:
+        """Apply a frame; return a one-line note for state changes and alarms."""
+        from host.codec import Telemetry
+        f = ev.fields
+        if isinstance(ev, Telemetry):
+            self.state = f.get("state", self.state)
+            for attr, key in (("del_nl", "del_nl"), ("rate_ul_h", "rate_ul_h"),
+                              ("p_mmhg", "p_mmhg"), ("el_ms", "el_ms")):
+                if key in f and f[key].isdigit():
+                    setattr(self, attr, int(f[key]))
+            return None
+        if ev.name == "STATE":
+            self.state = f.get("state", self.state)
+            return f"state {self.state}"
+        if ev.name == "ALARM":
+            name = f.get("alarm", "?")
+            self.active[name] = int(f.get("prio", "0") or 0)
+            self.alarms.append(name)
+            return f"ALARM {name} (priority {f.get('prio', '?')})"
+        if ev.name == "CLEAR":
+            self.active.pop(f.get("alarm", "?"), None)
+            return f"cleared {f.get('alarm', '?')}"
+        return f"event {ev.name} " + " ".join(f"{k}={v}" for k, v in f.items())
+
+    @property
+    def remaining_ms(self) -> int | None:
+        from host.client import remaining_ms
+        return remaining_ms(self.vtbi_nl, self.del_nl,
+                            self.rate_ul_h if self.state == "RUNNING" else 0)
+
+    def line(self) -> str:
+        left = self.remaining_ms
+        pct = f" ({100 * self.del_nl / self.vtbi_nl:.1f} %)" if self.vtbi_nl else ""
+        return (f"{self.state}  {units.fmt_rate(self.rate_ul_h)}  "
+                f"{units.fmt_ml(self.del_nl)} of {units.fmt_ml(self.vtbi_nl)}{pct}  "
+                f"left {units.fmt_duration(left) if left is not None else '-'}  "
+                f"{self.p_mmhg} mmHg  alarms {', '.join(self.active) or 'none'}")
+
+    def render(self):
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        colour = {"RUNNING": "green", "ALARM": "bold red", "PAUSED": "yellow",
+                  "COMPLETE": "cyan"}.get(self.state, "white")
+        t = Table.grid(padding=(0, 2))
+        t.add_column(justify="right", style="dim")
+        t.add_column()
+        t.add_row("state", f"[{colour}]{self.state}[/]")
+        t.add_row("rate", units.fmt_rate(self.rate_ul_h))
+        t.add_row("delivered", ProgressBar(total=max(self.vtbi_nl, 1), completed=self.del_nl,
+                                           width=40))
+        t.add_row("", f"{units.fmt_ml(self.del_nl)} of {units.fmt_ml(self.vtbi_nl)}")
+        left = self.remaining_ms
+        t.add_row("time left", units.fmt_duration(left) if left is not None else "-")
+        t.add_row("pressure", f"{self.p_mmhg} mmHg")
+        t.add_row("alarms", ", ".join(f"[red]{a}[/] ({p})" for a, p in self.active.items())
+                  or "none")
+        return t
+
+    def to_json(self) -> dict[str, Any]:
+        return {"state": self.state, "rate_ul_h": self.rate_ul_h, "vtbi_nl": self.vtbi_nl,
+                "del_nl": self.del_nl, "p_mmhg": self.p_mmhg, "el_ms": self.el_ms,
+                "remaining_ms": self.remaining_ms, "active_alarms": list(self.active),
+                "alarms": self.alarms}
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    """Live view until the infusion ends (COMPLETE or IDLE), ``--for`` seconds, or Ctrl-C."""
+    import time
+    tty = sys.stdout.isatty() and not args.json
+    interrupted = False
+    with _open(args) as pump:
+        view = _View(pump.status())
+        deadline = time.monotonic() + args.duration if args.duration else None
         pump.telemetry(args.period)
+        live = None
         try:
-            with Progress(TextColumn("{task.description}"), BarColumn(),
-                          TextColumn("{task.percentage:>5.1f}%"), TimeElapsedColumn(),
-                          disable=args.json) as bar:
-                task = bar.add_task(st.state, total=max(st.vtbi_nl, 1), completed=st.del_nl)
-                state = st.state
-                while state not in ("COMPLETE", "IDLE"):
-                    got = False
-                    for ev in pump.events(timeout=max(2.0, 3 * args.period / 1000)):
-                        got = True
-                        if isinstance(ev, Telemetry):
-                            state = ev.fields.get("state", state)
-                            bar.update(task, completed=int(ev.fields.get("del_nl", "0")),
-                                       description=f"{state} {units.fmt_ml(int(ev.fields.get('del_nl', '0')))}")
-                        elif isinstance(ev, Event):
-                            if ev.name == "ALARM":
-                                alarms.append(ev.fields.get("alarm", "?"))
-                                bar.console.print(f"ALARM {ev.fields.get('alarm')} prio {ev.fields.get('prio')}")
-                            state = ev.fields.get("state", state) if ev.name == "STATE" else state
-                        if state in ("COMPLETE", "IDLE"):
-                            break
-                    if not got:
-                        state = pump.status().state
+            if tty:
+                from rich.live import Live
+                live = Live(view.render(), refresh_per_second=4, transient=False)
+                live.start()
+            elif not args.json:
+                print(view.line(), flush=True)
+            last_status = time.monotonic()
+            wait = max(0.5, 2 * args.period / 1000)
+            while view.state not in END_STATES:
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                got = False
+                for ev in pump.events(timeout=wait):
+                    got = True
+                    note = view.frame(ev)
+                    if note and live is not None:
+                        live.console.print(note)
+                    elif note and not args.json:
+                        print(note, flush=True)
+                    if live is not None:
+                        live.update(view.render())
+                    if view.state in END_STATES or (deadline and time.monotonic() >= deadline):
+                        break
+                    if time.monotonic() - last_status > 5:
+                        break
+                if not got or time.monotonic() - last_status > 5:
+                    view.status(pump.status())         # VTBI and alarms from the source
+                    last_status = time.monotonic()
+                    if live is not None:
+                        live.update(view.render())
         except KeyboardInterrupt:
-            pass
+            interrupted = True
         finally:
+            if live is not None:
+                live.stop()
             try:
                 pump.telemetry(0)
             except (LinkError, Refused):
                 pass
-        st = pump.status()
-    _emit(args, {**st.to_json(), "alarms": alarms},
-          f"state {st.state}, delivered {units.fmt_ml(st.del_nl)} of {units.fmt_ml(st.vtbi_nl)}")
+        view.status(pump.status())
+    _emit(args, {"ok": True, **view.to_json(), "interrupted": interrupted},
+          f"{view.line()}" + ("  (interrupted)" if interrupted else ""))
     return EXIT_OK
 
 
@@ -228,9 +447,13 @@ def cmd_firmware_flash(args: argparse.Namespace) -> int:
     from host.firmware_tools import flash
     if not args.port:
         raise UsageError(f"firmware flash needs --port (or {ENV_PORT})")
-    fw = flash(args.port, args.board, timeout=args.timeout)
-    _emit(args, {"ok": True, "port": args.port, "board": args.board, "fw": fw},
-          f"flashed {args.board} on {args.port}: firmware {fw}")
+    from host.auth import KeyStore
+    res = flash(args.port, args.board, timeout=args.timeout,
+                key_store=None if args.no_key else KeyStore(args.key_store or None))
+    _emit(args, {"ok": True, "port": args.port, "board": args.board, "fw": res.fw,
+                 "dev": res.dev, "key_file": str(res.key_file) if res.key_file else None},
+          f"flashed {args.board} on {args.port}: device {res.dev}, firmware {res.fw}"
+          + (f"; key stored in {res.key_file}" if res.key_file else ""))
     return EXIT_OK
 
 
@@ -252,6 +475,9 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
                    help="retransmissions of a request before giving up")
     p.add_argument("--json", action="store_true", default=d(False),
                    help="print one JSON object instead of text")
+    p.add_argument("--key-store", metavar="DIR", default=d(None),
+                   help="pump keys for signed commands (default $INFUSEKIT_KEYS or "
+                        "~/.config/infusekit/keys)")
     return p
 
 
@@ -281,6 +507,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drug", metavar="NAME", help="drug from the library (`infusekit drugs list`)")
     p.add_argument("--dose", metavar="DOSE", help="dose per kg ('0.5 mg/kg', '500 mcg/kg')")
     p.add_argument("--weight", metavar="KG", help="patient weight, kg or with a unit")
+    p.add_argument("--dose-rate", metavar="RATE",
+                   help="continuous dose ('0.5 mg/kg/h', '10 mcg/kg/min') with --drug, "
+                        "--weight and --vtbi or --over")
+    p.add_argument("--load", metavar="DOSE", help="loading dose per kg before --dose-rate")
+    p.add_argument("--load-over", metavar="DURATION", help="duration of the loading dose")
+    p.add_argument("--kvo", metavar="ML_H", help="keep-vein-open rate after the VTBI")
     p.add_argument("--confirm", action="store_true",
                    help="override a drug-library soft limit (echoed back)")
     add("start", _state_cmd("start"), "start the programmed infusion")
@@ -288,9 +520,33 @@ def build_parser() -> argparse.ArgumentParser:
     add("resume", _state_cmd("resume"), "resume a paused infusion")
     add("stop", _state_cmd("stop"), "end the infusion and clear the program")
     add("ack", _state_cmd("ack"), "acknowledge the alarm once its cause is gone")
-    p = add("monitor", cmd_monitor, "live progress until the infusion ends")
+    add("standby", _state_cmd("standby"), "keep the program, deliver nothing")
+    p = add("bolus", cmd_bolus, "clinician bolus on top of the running infusion")
+    p.add_argument("--volume", required=True, metavar="ML", help="bolus volume, mL or with a unit")
+    p.add_argument("--rate", required=True, metavar="ML_H", help="bolus rate, mL/h or with a unit")
+    p = add("titrate", cmd_titrate, "change the rate of the running infusion")
+    p.add_argument("--rate", metavar="ML_H", help="new rate")
+    p.add_argument("--dose-rate", metavar="RATE", help="new dose rate ('0.3 mg/kg/h')")
+    p.add_argument("--confirm", action="store_true",
+                   help="override a drug-library soft limit (echoed back)")
+    add("silence", cmd_silence, "pause the alarm sound for 120 s (the alarm stays)")
+    p = add("vitals", cmd_vitals, "relay a patient-monitor reading to the pump")
+    for name, what in (("--sbp", "systolic mmHg"), ("--dbp", "diastolic mmHg"),
+                       ("--hr", "heart rate /min"), ("--spo2", "SpO2 %")):
+        p.add_argument(name, type=int, required=True, help=what)
+    p = add("config", cmd_config, "change pump settings (CFG), e.g. hb_ms=5000 hb_action=pause")
+    p.add_argument("settings", nargs="+", type=_setting, metavar="KEY=VALUE")
+    p = add("monitor", cmd_monitor, "live view until the infusion ends (Ctrl-C to leave)")
     p.add_argument("--period", type=int, default=1000, metavar="MS",
                    help="telemetry period in ms (default %(default)s)")
+    p.add_argument("--for", dest="duration", type=float, metavar="S",
+                   help="stop after S seconds")
+    p = add("log", cmd_log, "export the pump's event log (JSONL or CSV)")
+    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    p.add_argument("--from", dest="start", type=int, default=0, metavar="SEQ",
+                   help="first sequence number (default 0)")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N records")
+    p.add_argument("--out", metavar="FILE", help="write to FILE instead of stdout")
 
     p = sub.add_parser("drugs", help="the drug library, with soft and hard limits",
                        description="the drug library, with soft and hard limits")
@@ -315,6 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("flash", cmd_firmware_flash,
             "build, copy to the board with mpremote, reset and check the version", fsub)
     p.add_argument("--board", default="rp2_pico", help="target board (default %(default)s)")
+    p.add_argument("--no-key", action="store_true",
+                   help="do not provision an authentication key")
 
     _register_sim(sub)
     return parser
@@ -364,6 +622,8 @@ def main(argv: list[str] | None = None) -> int:
         return _error(args, EXIT_REFUSED, "refused",
                       f"refused: {e.code} {e.reason}" + (f" — {hint}" if hint else ""),
                       code=e.code, reason=e.reason)
+    except KeyStoreError as e:
+        return _error(args, EXIT_USAGE, "key", str(e))
     except (LinkError, ProtocolError) as e:
         return _error(args, EXIT_LINK, "link",
                       f"link error: {e}" if "check" in str(e)

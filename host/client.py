@@ -1,48 +1,58 @@
 """Serial client for an InfuseKit pump: ``Pump.open(url)`` and typed, thread-safe commands.
 
-One background reader thread per pump reads the port (blocking reads, never busy-polling),
-splits lines, hands replies to the request waiting for that id and queues events and
-telemetry for ``events()`` / ``on_event()`` callbacks. Requests are serialised by one lock:
-exactly one is in flight, each with an explicit timeout per attempt. A timed-out request is
-retransmitted with the same bytes and the same id (the pump answers a repeated id from its
-cache and never executes it twice), and so is one the pump answered with ``? ER CRC|LEN``.
-A call gives up with ``Timeout`` after at most ``timeout * (retries + 1)`` seconds.
+One background reader thread per connection reads the port (blocking reads, never
+busy-polling), splits lines, hands replies to the request waiting for that id, queues events
+and telemetry for ``events()`` / ``on_event()`` callbacks, and event-log records for
+``read_log()``. Requests are serialised by one lock: exactly one is in flight, each with an
+explicit timeout per attempt. A timed-out request is retransmitted with the same bytes and
+the same id (the pump answers a repeated id from its cache and never executes it twice), and
+so is one the pump answered with ``? ER CRC|LEN``. A call gives up with ``Timeout`` after at
+most ``timeout * (retries + 1)`` seconds.
 
 Before a state-changing command the host consults its mirror of the pump's state machine
 (host/statemachine.py, built from the firmware's table) and raises ``IllegalCommand``
 without sending anything when the table forbids it; an unknown or disagreeing mirror is
 refreshed with STATUS first.
+
+After a link failure (port gone, pump unplugged) ``reconnect()`` — or, with
+``auto_reconnect=True``, the next call — reopens the port, says HELLO (refusing a different
+device), and re-reads the pump's state with STATUS. The command that was in flight when the
+link failed is *never* re-sent: its caller got a ``LinkError`` and must look at the status.
+
+With the pump's key (``key=`` or ``key_store=``) every command other than HELLO, STATUS,
+LOG, HB and VITALS is signed (host/auth.py).
 """
 from __future__ import annotations
 
 import datetime as _dt
 import logging
 import queue
+import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Union
+from typing import Callable, Iterator, Sequence, Union
 
 import serial
 
 from host import units
-from host.codec import (PROTO_VERSION, Event, FrameError, LineSplitter, Reply, Telemetry,
-                        decode_line, encode_request)
+from host.auth import OPEN_WORDS, KeyStore, Signer
+from host.codec import (PROTO_VERSION, Event, FrameError, LineSplitter, LogRecord, Reply,
+                        Telemetry, decode_line, encode_request, encode_signed_request)
 from host.druglib import DrugLibrary
-from host.errors import (IllegalCommand, LinkError, ProtocolError, PumpError, PumpRefused,
-                         Timeout)
-from host.statemachine import COMMAND_WORDS, StateMirror
+from host.errors import (IllegalCommand, KeyStoreError, LinkError, ProtocolError, PumpError,
+                         PumpRefused, Timeout)
+from host.statemachine import COMMAND_WORDS, StateMirror, word_allowed
 
 log = logging.getLogger("infusekit.client")
 
 READ_POLL_S = 0.2          # serial read timeout of the reader thread (bounds close() latency)
 EVENT_QUEUE_MAX = 10_000   # oldest events are dropped beyond this (counted in stats)
 RESEND_CODES = ("CRC", "LEN", "SYNTAX")   # "? ER <code>" while a request is pending: resend
+LOG_MAX = 32               # records per LOG request (protocol limit)
 
 Number = Union[int, float, str]
 Unsolicited = Union[Event, Telemetry]
-
-
 # ----------------------------------------------------------------------------- results
 
 @dataclass(frozen=True)
@@ -54,15 +64,25 @@ class Hello:
     lib: str
     libh: str
     tick_ms: int
+    auth: bool = False          # the pump requires signed therapy commands (CFG auth=1)
+    ctr: int | None = None      # last authentication counter the pump accepted
     fields: dict[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_reply(cls, r: Reply) -> "Hello":
         if "proto" not in r.fields or "dev" not in r.fields:
             raise ProtocolError(f"not a HELLO reply: {r.fields}")
+        ctr = r.fields.get("ctr")
         return cls(dev=r.fields["dev"], fw=r.fields.get("fw", "?"), proto=r.get_int("proto"),
                    lib=r.fields.get("lib", "?"), libh=r.fields.get("libh", "?"),
-                   tick_ms=int(r.fields.get("tick_ms", "0")), fields=dict(r.fields))
+                   tick_ms=int(r.fields.get("tick_ms", "0")),
+                   auth=r.fields.get("auth") == "1",
+                   ctr=int(ctr) if ctr is not None and ctr.isdigit() else None,
+                   fields=dict(r.fields))
+
+    def to_json(self) -> dict:
+        return {"dev": self.dev, "fw": self.fw, "proto": self.proto, "lib": self.lib,
+                "libh": self.libh, "tick_ms": self.tick_ms, "auth": self.auth}
 
 
 @dataclass(frozen=True)
@@ -107,12 +127,26 @@ class Status:
         """Delivered fraction of the VTBI (0..1), None without a program."""
         return min(1.0, self.del_nl / self.vtbi_nl) if self.vtbi_nl > 0 else None
 
+    @property
+    def remaining_ms(self) -> int | None:
+        """Time left at the current rate (None when not delivering)."""
+        return remaining_ms(self.vtbi_nl, self.del_nl, self.rate_ul_h)
+
     def to_json(self) -> dict:
         return {"state": self.state, "rate_ul_h": self.rate_ul_h, "vtbi_nl": self.vtbi_nl,
                 "del_nl": self.del_nl, "el_ms": self.el_ms, "p_mmhg": self.p_mmhg,
                 "alarm": self.alarm, "prio": self.prio, "drug": self.drug,
                 "rate_ml_h": self.rate_ml_h, "vtbi_ml": self.vtbi_ml,
-                "delivered_ml": self.delivered_ml, "progress": self.progress}
+                "delivered_ml": self.delivered_ml, "progress": self.progress,
+                "remaining_ms": self.remaining_ms}
+
+
+def remaining_ms(vtbi_nl: int, del_nl: int, rate_ul_h: int) -> int | None:
+    """ms to deliver the rest of the VTBI at ``rate_ul_h`` (None at rate 0)."""
+    if rate_ul_h <= 0 or vtbi_nl <= 0:
+        return None
+    left = max(0, vtbi_nl - del_nl)
+    return -(-left * 3600 // rate_ul_h)          # nL / (µL/h) = 3.6 ms
 
 
 @dataclass(frozen=True)
@@ -145,6 +179,48 @@ class ProgramResult:
                 "duration_s": self.duration_s}
 
 
+@dataclass(frozen=True)
+class Step:
+    """One step of a multi-step program: a rate for a volume or for a duration."""
+    rate: Number
+    volume: Number | None = None
+    over: Number | _dt.timedelta | None = None
+
+    def wire(self, i: int) -> dict[str, int | str]:
+        if (self.volume is None) == (self.over is None):
+            raise ValueError(f"step {i}: give exactly one of volume and over")
+        f: dict[str, int | str] = {"i": i, "rate_ul_h": units.rate_ul_h(self.rate)}
+        if self.volume is not None:
+            f["vol_nl"] = units.volume_nl(self.volume)
+        else:
+            f["dur_ms"] = units.duration_ms(self.over)  # type: ignore[arg-type]
+        return f
+
+
+@dataclass(frozen=True)
+class BolusResult:
+    """BOLUS reply: the bolus the pump is delivering on top of the program."""
+    vol_nl: int
+    rate_ul_h: int
+
+    def to_json(self) -> dict:
+        return {"vol_nl": self.vol_nl, "rate_ul_h": self.rate_ul_h,
+                "vol_ml": self.vol_nl / 1_000_000, "rate_ml_h": self.rate_ul_h / 1000}
+
+
+@dataclass(frozen=True)
+class TitrateResult:
+    """TITRATE reply: the new rate of the running program."""
+    rate_ul_h: int
+    soft: bool = False
+    fields: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def to_json(self) -> dict:
+        return {"rate_ul_h": self.rate_ul_h, "rate_ml_h": self.rate_ul_h / 1000,
+                "soft": self.soft, **{k: v for k, v in self.fields.items()
+                                      if k not in ("rate_ul_h", "soft")}}
+
+
 @dataclass
 class LinkStats:
     """Counters of what the reader and the request loop saw."""
@@ -154,6 +230,7 @@ class LinkStats:
     retransmits: int = 0
     stray_replies: int = 0
     dropped_events: int = 0
+    reconnects: int = 0
 
 
 class _Closed:
@@ -169,47 +246,66 @@ class Pump:
     """A connection to one pump. Use ``Pump.open(url)``; close it (or use ``with``)."""
 
     def __init__(self, port: serial.SerialBase, *, timeout: float = 2.0, retries: int = 2,
-                 first_id: int = 1, check_state: bool = True,
-                 library: DrugLibrary | None | str = "auto") -> None:
-        """Wrap an already open pyserial port (its read timeout should be short)."""
+                 first_id: int | None = None, check_state: bool = True,
+                 library: DrugLibrary | None | str = "auto", key: bytes | None = None,
+                 key_store: KeyStore | str | bool | None = None, url: str | None = None,
+                 baudrate: int = 115200, auto_reconnect: bool = False) -> None:
+        """Wrap an already open pyserial port (its read timeout should be short).
+
+        ``first_id`` defaults to a random id, so two sessions never collide in the pump's
+        retry cache. ``url``/``baudrate`` let ``reconnect()`` reopen the port.
+        """
         if timeout <= 0:
             raise ValueError("timeout must be > 0")
         if retries < 0:
             raise ValueError("retries must be >= 0")
+        if first_id is None:
+            first_id = random.randint(1, 65535)
         if not 1 <= first_id <= 65535:
             raise ValueError("first_id must be 1..65535")
         self.port = port
+        self.url = url
+        self.baudrate = baudrate
         self.timeout = float(timeout)
         self.retries = int(retries)
         self.check_state = check_state
+        self.auto_reconnect = auto_reconnect
         self.mirror = StateMirror()
         self.stats = LinkStats()
         self.info: Hello | None = None
+        self.signer: Signer | None = None
+        self._key = key
+        if key_store is True:
+            key_store = KeyStore()
+        elif isinstance(key_store, str):
+            key_store = KeyStore(key_store)
+        self._key_store: KeyStore | None = key_store or None
         self._library = library
         self._next_id = first_id
-        self._req_lock = threading.Lock()      # one request in flight
+        self._req_lock = threading.RLock()     # one request in flight
         self._cond = threading.Condition()     # guards the fields below
         self._pending: int | None = None
         self._reply: Reply | None = None
         self._resend = False
         self._link_error: LinkError | None = None
         self._closed = False
+        self._last_tx = time.monotonic()
         self._events: queue.Queue = queue.Queue(maxsize=EVENT_QUEUE_MAX)
+        self._log: queue.Queue = queue.Queue()
         self._callbacks: list[Callable[[Unsolicited], None]] = []
+        self._hb_thread: threading.Thread | None = None
+        self._hb_stop = threading.Event()
+        self._start_reader()
+
+    def _start_reader(self) -> None:
         self._splitter = LineSplitter()
-        self._reader = threading.Thread(target=self._read_loop, name="infusekit-reader",
-                                        daemon=True)
+        self._reader = threading.Thread(target=self._read_loop, args=(self.port,),
+                                        name="infusekit-reader", daemon=True)
         self._reader.start()
 
     # ------------------------------------------------------------------ opening/closing
-    @classmethod
-    def open(cls, url: str, *, timeout: float = 2.0, baudrate: int = 115200, retries: int = 2,
-             handshake: bool = True, **kwargs) -> "Pump":
-        """Open any pyserial URL (``/dev/ttyACM0``, ``/dev/pts/N``, ``socket://h:p``,
-        ``rfc2217://h:p``, ``loop://``), then HELLO and check ``proto``.
-
-        ``timeout`` is the per-attempt reply timeout of every call (overridable per call).
-        """
+    @staticmethod
+    def _open_port(url: str, baudrate: int, timeout: float) -> serial.SerialBase:
         try:
             port = serial.serial_for_url(url, baudrate=baudrate, timeout=READ_POLL_S,
                                          write_timeout=max(timeout, 1.0))
@@ -219,7 +315,21 @@ class Pump:
             port.reset_input_buffer()
         except (serial.SerialException, OSError):
             pass
-        pump = cls(port, timeout=timeout, retries=retries, **kwargs)
+        return port
+
+    @classmethod
+    def open(cls, url: str, *, timeout: float = 2.0, baudrate: int = 115200, retries: int = 2,
+             handshake: bool = True, **kwargs) -> "Pump":
+        """Open any pyserial URL (``/dev/ttyACM0``, ``/dev/pts/N``, ``socket://h:p``,
+        ``rfc2217://h:p``, ``loop://``), then HELLO and check ``proto``.
+
+        ``timeout`` is the per-attempt reply timeout of every call (overridable per call).
+        ``key=`` (32 bytes) or ``key_store=`` (a KeyStore, a directory, or True for the
+        default store) signs therapy-changing commands. ``auto_reconnect=True`` reopens the
+        port on the next call after the link failed.
+        """
+        port = cls._open_port(url, baudrate, timeout)
+        pump = cls(port, timeout=timeout, retries=retries, url=url, baudrate=baudrate, **kwargs)
         if handshake:
             try:
                 pump.hello()
@@ -229,12 +339,19 @@ class Pump:
         return pump
 
     def close(self) -> None:
-        """Stop the reader and close the port. Idempotent."""
+        """Stop the reader (and heartbeat) and close the port. Idempotent."""
         with self._cond:
             if self._closed:
                 return
             self._closed = True
             self._cond.notify_all()
+        self._hb_stop.set()
+        self._shutdown_port()
+        if self._hb_thread is not None and threading.current_thread() is not self._hb_thread:
+            self._hb_thread.join(timeout=2 * self.timeout * (self.retries + 1) + 1)
+        self._push(_Closed(None))
+
+    def _shutdown_port(self) -> None:
         cancel = getattr(self.port, "cancel_read", None)
         if cancel is not None:
             try:
@@ -247,7 +364,6 @@ class Pump:
             self.port.close()
         except Exception:  # pragma: no cover - best effort
             pass
-        self._push(_Closed(None))
 
     def __enter__(self) -> "Pump":
         return self
@@ -259,14 +375,75 @@ class Pump:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def link_ok(self) -> bool:
+        """False after the link failed (until ``reconnect()``)."""
+        return self._link_error is None and not self._closed
+
+    def reconnect(self, *, attempts: int = 3, delay: float = 0.5,
+                  timeout: float | None = None) -> Status:
+        """Reopen the port, HELLO (must be the same device), then re-read the state.
+
+        Nothing that was in flight is re-sent. Returns the pump's STATUS. Raises LinkError
+        when the port cannot be reopened after ``attempts`` tries ``delay`` s apart, and
+        ProtocolError when another device answers.
+        """
+        if self.url is None:
+            raise LinkError("reconnect needs the port's URL (use Pump.open)")
+        with self._req_lock:
+            if self._closed:
+                raise LinkError("pump connection is closed")
+            old_dev = self.info.dev if self.info else None
+            last: LinkError | None = None
+            for i in range(max(1, attempts)):
+                if i:
+                    time.sleep(delay)
+                self._shutdown_port()
+                try:
+                    self.port = self._open_port(self.url, self.baudrate, self.timeout)
+                except LinkError as e:
+                    last = e
+                    continue
+                with self._cond:
+                    self._link_error = None
+                    self._pending, self._reply, self._resend = None, None, False
+                self._drain_closed()
+                self.mirror.forget()
+                self._start_reader()
+                try:
+                    info = self.hello(timeout=timeout)
+                    if old_dev is not None and info.dev != old_dev:
+                        raise ProtocolError(f"reconnected to device {info.dev}, expected "
+                                            f"{old_dev}; check which pump is on {self.url}")
+                    st = self.status(timeout=timeout)
+                except Timeout as e:
+                    last = e
+                    continue
+                self.stats.reconnects += 1
+                log.info("reconnected to %s: %s", self.url, st.state)
+                return st
+            raise LinkError(f"cannot reconnect to {self.url}: {last}")
+
+    def _drain_closed(self) -> None:
+        """Drop the link-failure sentinels left in the event queue."""
+        keep = []
+        while True:
+            try:
+                item = self._events.get_nowait()
+            except queue.Empty:
+                break
+            if not isinstance(item, _Closed):
+                keep.append(item)
+        for item in keep:
+            self._push(item)
+
     # ------------------------------------------------------------------ reader thread
-    def _read_loop(self) -> None:
-        port = self.port
-        while not self._closed:
+    def _read_loop(self, port: serial.SerialBase) -> None:
+        while not self._closed and port is self.port:
             try:
                 data = port.read(port.in_waiting or 1)
             except Exception as e:  # SerialException, OSError, TypeError on a closed fd
-                if not self._closed:
+                if not self._closed and port is self.port:
                     self._fail(LinkError(f"serial link failed: {e}"))
                 return
             if data:
@@ -279,6 +456,7 @@ class Pump:
         with self._cond:
             self._link_error = err
             self._cond.notify_all()
+        self.mirror.forget()
         self._push(_Closed(err))
 
     def _on_line(self, line: bytes) -> None:
@@ -301,6 +479,9 @@ class Pump:
                     return
             self.stats.stray_replies += 1
             log.debug("stray reply %r", line)
+            return
+        if isinstance(frame, LogRecord):
+            self._log.put(frame)
             return
         state = frame.fields.get("state")
         if state is not None and (isinstance(frame, Telemetry) or frame.name == "STATE"):
@@ -334,10 +515,11 @@ class Pump:
         return rid
 
     def request(self, word: str, fields: dict[str, int | str] | None = None, *,
-                timeout: float | None = None) -> Reply:
+                timeout: float | None = None, sign: bool | None = None) -> Reply:
         """Send one request and return its OK reply (PumpRefused on ER, Timeout, LinkError).
 
-        Low level: no state-mirror check. ``timeout`` is per attempt.
+        Low level: no state-mirror check. ``timeout`` is per attempt. ``sign`` defaults to
+        "when the host has the pump's key and ``word`` is not one of the open commands".
         """
         if threading.current_thread() is self._reader:
             raise PumpError("pump requests cannot be made from an event callback "
@@ -349,9 +531,20 @@ class Pump:
             if self._closed:
                 raise LinkError("pump connection is closed")
             if self._link_error is not None:
-                raise LinkError(str(self._link_error))
+                if not (self.auto_reconnect and self.url):
+                    raise LinkError(f"{self._link_error}; call reconnect()")
+                self.reconnect(timeout=timeout)
+            if sign is None:
+                sign = self.signer is not None and word not in OPEN_WORDS
             rid = self._alloc_id()
-            frame = encode_request(rid, word, fields or {})
+            if sign:
+                if self.signer is None:
+                    raise KeyStoreError(f"{word} must be signed but this host has no key for "
+                                        f"the pump; pass key= or key_store=")
+                frame = encode_signed_request(rid, word, fields or {},
+                                              self.signer.next_counter(), self.signer.mac)
+            else:
+                frame = encode_request(rid, word, fields or {})
             with self._cond:
                 self._pending, self._reply, self._resend = rid, None, False
             try:
@@ -382,7 +575,8 @@ class Pump:
                 if reply is not None:
                     return reply
                 if self._link_error is not None:
-                    raise LinkError(str(self._link_error))
+                    raise LinkError(f"{word} (id {rid}): {self._link_error}; it may or may not "
+                                    f"have been executed — reconnect and check the status")
                 if self._closed:
                     raise LinkError("pump connection closed during the request")
             if sends > self.retries:
@@ -399,21 +593,24 @@ class Pump:
         try:
             self.port.write(frame)
             self.port.flush()
+            self._last_tx = time.monotonic()
         except Exception as e:
             err = LinkError(f"cannot write to the pump: {e}")
             with self._cond:
                 self._link_error = err
+            self.mirror.forget()
             raise err from e
 
     # ------------------------------------------------------------------ state mirror
     def _ensure_legal(self, word: str, timeout: float | None) -> None:
         if not self.check_state:
             return
-        trigger = COMMAND_WORDS[word]
-        if self.mirror.can(trigger):
+        state = self.mirror.state
+        if state is not None and word_allowed(word, state) is not False:
             return
-        self.status(timeout=timeout)          # unknown, or maybe stale: ask the pump
-        self.mirror.check(trigger, word)
+        st = self.status(timeout=timeout)     # unknown, or maybe stale: ask the pump
+        if word_allowed(word, st.state) is False:
+            raise IllegalCommand(word, st.state)
 
     def _command(self, word: str, fields: dict[str, int | str] | None = None, *,
                  timeout: float | None = None) -> Reply:
@@ -428,7 +625,7 @@ class Pump:
         try:
             if state is not None:
                 self.mirror.set(state)
-            else:
+            elif word in COMMAND_WORDS:
                 self.mirror.fire(COMMAND_WORDS[word])
         except (IllegalCommand, ProtocolError):
             self.mirror.forget()
@@ -441,13 +638,28 @@ class Pump:
 
     # ------------------------------------------------------------------ commands
     def hello(self, *, timeout: float | None = None) -> Hello:
-        """HELLO: device, firmware, protocol and library versions. Checks ``proto``."""
+        """HELLO: device, firmware, protocol and library versions. Checks ``proto``;
+        sets up signing when the host has this pump's key."""
         info = Hello.from_reply(self.request("HELLO", timeout=timeout))
         if info.proto != PROTO_VERSION:
             raise ProtocolError(f"pump speaks protocol {info.proto}, this host speaks "
                                 f"{PROTO_VERSION}; update the host or the firmware")
         self.info = info
+        self._setup_signer(info)
         return info
+
+    def _setup_signer(self, info: Hello) -> None:
+        if self.signer is None or self.signer.dev != info.dev:
+            store = self._key_store
+            if self._key is not None:
+                self.signer = Signer(self._key, store, info.dev)
+            elif store is not None and store.has(info.dev):
+                self.signer = Signer(store.load(info.dev), store, info.dev)
+            elif info.auth:
+                log.warning("pump %s requires signed commands and this host has no key for it",
+                            info.dev)
+        if self.signer is not None and info.ctr is not None:
+            self.signer.sync(info.ctr)
 
     def status(self, *, timeout: float | None = None) -> Status:
         """STATUS; also refreshes the state mirror."""
@@ -457,21 +669,38 @@ class Pump:
 
     def program(self, rate: Number | None = None, vtbi: Number | None = None, *,
                 over: Number | _dt.timedelta | None = None, drug: str | None = None,
-                dose: Number | None = None, weight_kg: Number | None = None,
-                confirm: bool = False, timeout: float | None = None) -> ProgramResult:
+                dose: Number | None = None, dose_rate: Number | None = None,
+                weight_kg: Number | None = None, load: Number | None = None,
+                load_over: Number | _dt.timedelta | None = None, conc: Number | None = None,
+                kvo: Number | None = None, confirm: bool = False,
+                timeout: float | None = None) -> ProgramResult:
         """Program the pump.
 
         By rate: two of ``rate`` (mL/h or "52.5 mL/h"), ``vtbi`` (mL or "35 mL") and
         ``over`` ("40 min"); the third is computed (rounded down, like the pump).
-        By drug: ``drug``, ``dose`` ("0.5 mg/kg"; a bare number is in the library's
-        ``dose_unit``), ``over`` and ``weight_kg``; ``confirm=True`` overrides soft limits.
-        Hard limits of the local library are checked before sending when it is the one
-        the pump reports (HELLO ``libh``).
+        By dose: ``drug``, ``dose`` ("0.5 mg/kg"; a bare number is in the library's
+        ``dose_unit``), ``over`` and ``weight_kg``.
+        By dose rate: ``drug``, ``dose_rate`` ("0.5 mg/kg/h", "10 mcg/kg/min"),
+        ``weight_kg`` and one of ``vtbi``/``over``; optionally a loading dose ``load``
+        ("0.2 mg/kg") over ``load_over`` and a concentration ``conc`` ("1 mg/mL" = 1000
+        µg/mL, or a bare µg/mL number).
+        ``kvo`` (mL/h) sets the keep-vein-open rate after the VTBI; ``confirm=True``
+        overrides a drug-library soft limit. Hard limits of the local library are checked
+        before sending when it is the one the pump reports (HELLO ``libh``).
         """
+        extra: dict[str, int | str] = {}
+        if kvo is not None:
+            extra["kvo_ul_h"] = units.rate_ul_h(kvo)
+        if drug is not None and dose_rate is not None:
+            return self._program_dose_rate(drug, dose_rate, weight_kg, vtbi, over, load,
+                                           load_over, conc, confirm, extra, timeout)
         if drug is not None:
-            return self._program_drug(drug, dose, over, weight_kg, confirm, timeout)
-        if dose is not None or weight_kg is not None:
-            raise ValueError("dose and weight_kg need drug=...")
+            if rate is not None or vtbi is not None:
+                raise ValueError("program by dose takes drug, dose, over and weight_kg, "
+                                 "not rate/vtbi")
+            return self._program_drug(drug, dose, over, weight_kg, confirm, extra, timeout)
+        if any(x is not None for x in (dose, weight_kg, dose_rate, load, load_over, conc)):
+            raise ValueError("dose, dose_rate, weight_kg, load and conc need drug=...")
         given = [x is not None for x in (rate, vtbi, over)]
         if sum(given) != 2:
             raise ValueError("program by rate needs exactly two of rate, vtbi, over")
@@ -485,12 +714,22 @@ class Pump:
             if ms <= 0:
                 raise ValueError("over must be > 0")
             r = v * 3600 // ms
-        reply = self._command("PROG", {"rate_ul_h": r, "vtbi_nl": v}, timeout=timeout)
+        if r <= 0 or v <= 0:
+            raise ValueError("rate and volume must be > 0")
+        reply = self._command("PROG", {"rate_ul_h": r, "vtbi_nl": v, **extra}, timeout=timeout)
+        return self._program_result(reply, None, confirm)
+
+    @staticmethod
+    def _program_result(reply: Reply, drug: str | None, confirm: bool) -> ProgramResult:
         return ProgramResult(rate_ul_h=reply.get_int("rate_ul_h"),
-                             vtbi_nl=reply.get_int("vtbi_nl"), dur_ms=reply.get_int("dur_ms"))
+                             vtbi_nl=reply.get_int("vtbi_nl"), dur_ms=reply.get_int("dur_ms"),
+                             drug=reply.fields.get("drug", drug),
+                             dose_ug=int(reply.fields["dose_ug"]) if "dose_ug" in reply.fields
+                             else None,
+                             soft=reply.fields.get("soft") == "1", confirm=bool(confirm))
 
     def _program_drug(self, drug: str, dose: Number | None, over: object,
-                      weight_kg: Number | None, confirm: bool,
+                      weight_kg: Number | None, confirm: bool, extra: dict[str, int | str],
                       timeout: float | None) -> ProgramResult:
         missing = [n for n, v in (("dose", dose), ("over", over), ("weight_kg", weight_kg))
                    if v is None]
@@ -504,15 +743,65 @@ class Pump:
         if entry is not None and self.info is not None and self.info.libh == lib.sha16:  # type: ignore[union-attr]
             lib.precheck(entry.name, dose_v, wt, over_v)  # type: ignore[union-attr]
         fields: dict[str, int | str] = {"drug": drug, "dose_ug_kg": dose_v, "wt_g": wt,
-                                        "over_ms": over_v}
+                                        "over_ms": over_v, **extra}
         if confirm:
             fields["confirm"] = 1
         reply = self._command("PROG", fields, timeout=timeout)
-        return ProgramResult(rate_ul_h=reply.get_int("rate_ul_h"),
-                             vtbi_nl=reply.get_int("vtbi_nl"), dur_ms=reply.get_int("dur_ms"),
-                             drug=reply.fields.get("drug", drug),
-                             dose_ug=int(reply.fields["dose_ug"]) if "dose_ug" in reply.fields else None,
-                             soft=reply.fields.get("soft") == "1", confirm=bool(confirm))
+        return self._program_result(reply, drug, confirm)
+
+    def _program_dose_rate(self, drug: str, dose_rate: Number, weight_kg: Number | None,
+                           vtbi: Number | None, over: object, load: Number | None,
+                           load_over: object, conc: Number | None, confirm: bool,
+                           extra: dict[str, int | str], timeout: float | None) -> ProgramResult:
+        if weight_kg is None:
+            raise ValueError("program by dose rate needs weight_kg")
+        if (vtbi is None) == (over is None):
+            raise ValueError("program by dose rate needs exactly one of vtbi and over")
+        if (load is None) != (load_over is None):
+            raise ValueError("a loading dose needs both load and load_over")
+        lib = self.library
+        entry = lib.get(drug) if lib is not None and drug in lib else None
+        unit = f"{entry.dose_unit}/h" if entry else None
+        fields: dict[str, int | str] = {"drug": drug}
+        if load is not None:
+            fields["load_ug_kg"] = units.dose_ug_kg(load, default_unit=entry.dose_unit
+                                                    if entry else None)
+            fields["load_ms"] = units.duration_ms(load_over)  # type: ignore[arg-type]
+        fields["dose_ug_kg_h"] = units.dose_rate_ug_kg_h(dose_rate, default_unit=unit)
+        fields["wt_g"] = units.weight_g(weight_kg)
+        if vtbi is not None:
+            fields["vtbi_nl"] = units.volume_nl(vtbi)
+        else:
+            fields["dur_ms"] = units.duration_ms(over)  # type: ignore[arg-type]
+        if conc is not None:
+            fields["conc_ug_ml"] = units.concentration_ug_ml(conc)
+        fields.update(extra)
+        if confirm:
+            fields["confirm"] = 1
+        reply = self._command("PROG", fields, timeout=timeout)
+        return self._program_result(reply, drug, confirm)
+
+    def program_steps(self, steps: Sequence[Step | tuple], *, drug: str | None = None,
+                      kvo: Number | None = None, confirm: bool = False,
+                      timeout: float | None = None) -> ProgramResult:
+        """A multi-step program (ramp / hold / taper): ``STEP i …`` for each step, then
+        ``PROG steps=n``. Each step is a Step or a tuple ``(rate, volume)`` /
+        ``(rate, None, over)``. Nothing starts until ``start()``."""
+        if not 1 <= len(steps) <= 8:
+            raise ValueError("a multi-step program has 1..8 steps")
+        wires = [(s if isinstance(s, Step) else Step(*s)).wire(i) for i, s in enumerate(steps)]
+        self._ensure_legal("PROG", timeout)
+        for w in wires:
+            self.request("STEP", w, timeout=timeout)
+        fields: dict[str, int | str] = {"steps": len(wires)}
+        if drug is not None:
+            fields["drug"] = drug
+        if kvo is not None:
+            fields["kvo_ul_h"] = units.rate_ul_h(kvo)
+        if confirm:
+            fields["confirm"] = 1
+        reply = self._command("PROG", fields, timeout=timeout)
+        return self._program_result(reply, drug, confirm)
 
     @property
     def library(self) -> DrugLibrary | None:
@@ -534,9 +823,11 @@ class Pump:
         return self._state_command("START", timeout)
 
     def pause(self, *, timeout: float | None = None) -> str:
+        """PAUSE: stop the motor, keep the program."""
         return self._state_command("PAUSE", timeout)
 
     def resume(self, *, timeout: float | None = None) -> str:
+        """RESUME a paused (or standby) infusion."""
         return self._state_command("RESUME", timeout)
 
     def stop(self, *, timeout: float | None = None) -> str:
@@ -544,13 +835,166 @@ class Pump:
         return self._state_command("STOP", timeout)
 
     def ack(self, *, timeout: float | None = None) -> str:
-        """ACK the alarm (only once its condition is gone); moves to PAUSED."""
+        """ACK the alarm (only once its condition is gone); from ALARM moves to PAUSED."""
         return self._state_command("ACK", timeout)
 
+    def standby(self, *, timeout: float | None = None) -> str:
+        """STANDBY: keep the program, deliver nothing, suspend the callback alarm."""
+        return self._state_command("STANDBY", timeout)
+
+    def titrate(self, rate: Number | None = None, *, dose_rate: Number | None = None,
+                confirm: bool = False, timeout: float | None = None) -> TitrateResult:
+        """TITRATE the running program to a new ``rate`` (mL/h) or ``dose_rate``
+        ("0.3 mg/kg/h"); the delivered volume is kept."""
+        if (rate is None) == (dose_rate is None):
+            raise ValueError("titrate needs exactly one of rate and dose_rate")
+        fields: dict[str, int | str] = (
+            {"rate_ul_h": units.rate_ul_h(rate)} if rate is not None
+            else {"dose_ug_kg_h": units.dose_rate_ug_kg_h(dose_rate, default_unit=None)})  # type: ignore[arg-type]
+        if confirm:
+            fields["confirm"] = 1
+        reply = self._command("TITRATE", fields, timeout=timeout)
+        return TitrateResult(rate_ul_h=reply.get_int("rate_ul_h"),
+                             soft=reply.fields.get("soft") == "1", fields=dict(reply.fields))
+
+    def bolus(self, volume: Number, rate: Number, *, timeout: float | None = None) -> BolusResult:
+        """BOLUS ``volume`` (mL or "0.5 mL") at ``rate`` (mL/h) on top of the running
+        program; limited by the drug's ``bolus_max_ul`` and the pump's maximum rate."""
+        fields: dict[str, int | str] = {"vol_nl": units.volume_nl(volume),
+                                        "rate_ul_h": units.rate_ul_h(rate)}
+        if fields["vol_nl"] <= 0 or fields["rate_ul_h"] <= 0:
+            raise ValueError("bolus volume and rate must be > 0")
+        reply = self._command("BOLUS", fields, timeout=timeout)
+        return BolusResult(vol_nl=reply.get_int("vol_nl"), rate_ul_h=reply.get_int("rate_ul_h"))
+
+    def silence(self, *, timeout: float | None = None) -> int:
+        """SILENCE the audio signal for 120 s (never clears an alarm); returns ``until_ms``
+        (pump clock)."""
+        reply = self.request("SILENCE", timeout=timeout)
+        return int(reply.fields.get("until_ms", "0"))
+
+    def vitals(self, *, sbp: int, dbp: int, hr: int, spo2: int,
+               timeout: float | None = None) -> str:
+        """Relay a patient-monitor reading (mmHg, /min, %); returns the pump's ``action``
+        (``none`` or ``paused`` when the interlock stopped the infusion)."""
+        fields: dict[str, int | str] = {}
+        for name, value, lo, hi in (("sbp", sbp, 0, 400), ("dbp", dbp, 0, 300),
+                                    ("hr", hr, 0, 350), ("spo2", spo2, 0, 100)):
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise ValueError(f"{name} must be a whole number {lo}..{hi}, not {value!r}")
+            fields[name] = value
+        if dbp > sbp:
+            raise ValueError(f"diastolic {dbp} above systolic {sbp}")
+        reply = self.request("VITALS", fields, timeout=timeout)
+        return reply.fields.get("action", "none")
+
+    def heartbeat(self, *, timeout: float | None = None) -> None:
+        """HB: tell the pump the host is alive (any request also counts)."""
+        self.request("HB", timeout=timeout)
+
+    def configure(self, *, timeout: float | None = None, **settings: int | str) -> dict[str, str]:
+        """CFG: change settings (``occl_mmhg``, ``occl_level``, ``hb_ms``, ``hb_action``,
+        ``interlock``, ``vitals_age_ms``, ``auth``); returns the values now in force."""
+        if not settings:
+            raise ValueError("configure needs at least one setting")
+        fields = {k: (int(v) if isinstance(v, bool) else v) for k, v in settings.items()}
+        return dict(self.request("CFG", fields, timeout=timeout).fields)
+
     def telemetry(self, period_ms: int, *, timeout: float | None = None) -> int:
-        """Set the telemetry period (0 = off, 50..60000 ms); returns the period set."""
+        """Set the telemetry period (0 = off, else the pump's minimum..60000 ms); returns the
+        period set."""
         reply = self.request("TLM", {"period_ms": int(period_ms)}, timeout=timeout)
         return int(reply.fields.get("period_ms", period_ms))
+
+    # ------------------------------------------------------------------ event log
+    def read_log(self, start: int = 0, *, limit: int | None = None, batch: int = LOG_MAX,
+                 timeout: float | None = None) -> list[LogRecord]:
+        """Read the pump's event log from sequence number ``start`` (LOG, read-only).
+
+        Each ``LOG from=… max=…`` reply says how many ``! LG`` records follow; a batch whose
+        records do not all arrive within the timeout is asked for again (reading twice is
+        harmless). Stops at the end of the log or after ``limit`` records.
+        """
+        per_try = self.timeout if timeout is None else float(timeout)
+        batch = max(1, min(LOG_MAX, batch))
+        out: list[LogRecord] = []
+        seq = int(start)
+        while limit is None or len(out) < limit:
+            want = batch if limit is None else min(batch, limit - len(out))
+            for attempt in range(self.retries + 1):
+                with self._req_lock:
+                    self._drain_log()
+                    reply = self.request("LOG", {"from": seq, "max": want}, timeout=timeout)
+                    n = reply.get_int("n")
+                    nxt = reply.get_int("next")
+                    got = self._collect_log(n, seq, per_try)
+                if len(got) == n:
+                    break
+                log.debug("LOG from=%d: %d of %d records arrived, asking again", seq, len(got), n)
+            else:
+                raise Timeout(f"LOG from={seq}: the records did not all arrive after "
+                              f"{self.retries + 1} tries; check the link")
+            out.extend(got)
+            if n == 0 or nxt <= seq or n < want:
+                break
+            seq = nxt
+        return out
+
+    def _drain_log(self) -> None:
+        while True:
+            try:
+                self._log.get_nowait()
+            except queue.Empty:
+                return
+
+    def _collect_log(self, n: int, seq: int, per_try: float) -> list[LogRecord]:
+        got: list[LogRecord] = []
+        deadline = time.monotonic() + per_try
+        while len(got) < n:
+            try:
+                rec = self._log.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            try:
+                if rec.seq >= seq and (not got or rec.seq > got[-1].seq):
+                    got.append(rec)
+            except FrameError:
+                self.stats.bad_frames += 1
+        return got
+
+    # ------------------------------------------------------------------ heartbeat
+    def start_heartbeat(self, period_s: float) -> None:
+        """Send HB whenever the host has been silent for ``period_s`` (a background thread;
+        stops on close). Pair it with ``configure(hb_ms=…)`` larger than the period."""
+        if period_s <= 0:
+            raise ValueError("heartbeat period must be > 0")
+        if self._hb_thread is not None and self._hb_thread.is_alive():
+            raise PumpError("heartbeat already running")
+        self._hb_stop.clear()
+
+        def run() -> None:
+            while not self._hb_stop.wait(max(0.01, self._last_tx + period_s - time.monotonic())):
+                if time.monotonic() - self._last_tx < period_s:
+                    continue
+                try:
+                    self.request("HB")
+                except LinkError as e:
+                    log.warning("heartbeat: %s", e)
+                    if self._closed:
+                        return
+                    self._last_tx = time.monotonic()
+                except PumpError as e:
+                    log.warning("heartbeat refused: %s", e)
+                    self._last_tx = time.monotonic()
+
+        self._hb_thread = threading.Thread(target=run, name="infusekit-heartbeat", daemon=True)
+        self._hb_thread.start()
+
+    def stop_heartbeat(self) -> None:
+        self._hb_stop.set()
+        if self._hb_thread is not None:
+            self._hb_thread.join(timeout=2 * self.timeout * (self.retries + 1) + 1)
+            self._hb_thread = None
 
     # ------------------------------------------------------------------ events
     def events(self, timeout: float | None = None) -> Iterator[Unsolicited]:

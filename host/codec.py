@@ -11,7 +11,7 @@ import binascii
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Mapping, Union
+from typing import Callable, Iterable, Iterator, Mapping, Union
 
 from host._firmware import pumpcore
 from host.errors import FrameError
@@ -82,7 +82,21 @@ class Telemetry:
         return _int_field(self.fields, key)
 
 
-Frame = Union[Reply, Event, Telemetry]
+@dataclass(frozen=True)
+class LogRecord:
+    """One event-log record sent after a ``LOG`` reply: ``! LG seq=… t_ms=… ev=… …``."""
+    fields: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def seq(self) -> int:
+        return _int_field(self.fields, "seq")
+
+    def get_int(self, key: str) -> int:
+        """Field ``key`` as an integer (FrameError when missing or not a number)."""
+        return _int_field(self.fields, key)
+
+
+Frame = Union[Reply, Event, Telemetry, LogRecord]
 
 
 def _int_field(fields: Mapping[str, str], key: str) -> int:
@@ -135,6 +149,18 @@ def encode_request(req_id: int, word: str, fields: Mapping[str, FieldValue] | No
     return _seal(f"{req_id} {word}{_fields_text(fields or {})}", crc)
 
 
+def encode_signed_request(req_id: int, word: str, fields: Mapping[str, FieldValue] | None,
+                          ctr: int, mac: Callable[[bytes], str]) -> bytes:
+    """A request with ``ctr=<ctr>`` and, last, ``mac=<mac(body before " mac=")>``."""
+    if isinstance(req_id, bool) or not isinstance(req_id, int) or not 1 <= req_id <= 65535:
+        raise ValueError(f"request id must be 1..65535, not {req_id!r}")
+    _check_word(word)
+    items = [(k, v) for k, v in (fields or {}).items() if k not in ("ctr", "mac")]
+    body = f"{req_id} {word}{_fields_text(items)}{_fields_text([('ctr', ctr)])}"
+    tag = mac(body.encode("ascii"))
+    return _seal(body + _fields_text([("mac", tag)]))
+
+
 def _id_token(req_id: int | None) -> str:
     if req_id is None:
         return "?"
@@ -167,6 +193,11 @@ def encode_telemetry(fields: Mapping[str, FieldValue]) -> bytes:
     return _seal(f"! TL{_fields_text(fields)}")
 
 
+def encode_log(fields: Mapping[str, FieldValue]) -> bytes:
+    """An event-log record ``! LG k=v…*CRC\n``."""
+    return _seal(f"! LG{_fields_text(fields)}")
+
+
 def encode(frame: Frame) -> bytes:
     """Encode a decoded Reply/Event/Telemetry back to bytes (inverse of decode_line)."""
     if isinstance(frame, Reply):
@@ -177,6 +208,8 @@ def encode(frame: Frame) -> bytes:
         return encode_event(frame.name, frame.fields)
     if isinstance(frame, Telemetry):
         return encode_telemetry(frame.fields)
+    if isinstance(frame, LogRecord):
+        return encode_log(frame.fields)
     raise TypeError(f"cannot encode {frame!r}")
 
 
@@ -231,7 +264,7 @@ def _parse_fields(tokens: list[str]) -> dict[str, str]:
 
 
 def decode_line(line: bytes, *, require_crc: bool = True) -> Frame:
-    """Decode one frame the pump sent (reply, event or telemetry).
+    """Decode one frame the pump sent (reply, event, telemetry or log record).
 
     Raises FrameError on a bad CRC (or a missing one, unless ``require_crc=False``), a
     grammar violation or a frame longer than MAX_FRAME.
@@ -252,6 +285,8 @@ def decode_line(line: bytes, *, require_crc: bool = True) -> Frame:
     if id_tok == "!":
         if word == "TL":
             return Telemetry(_parse_fields(tokens[2:]))
+        if word == "LG":
+            return LogRecord(_parse_fields(tokens[2:]))
         if word == "EV":
             if len(tokens) < 3 or not _WORD_RE.match(tokens[2]):
                 raise FrameError("event needs a name")

@@ -9,8 +9,9 @@
     │   └── LimitExceeded          ... by the host: a drug-library hard limit (pre-check)
     ├── LinkError                  the serial link failed (port gone, write failed, garbled)
     │   └── Timeout                no reply after every retry
-    └── ProtocolError              the pump speaks something this host does not support
-        └── FrameError             one frame broke the grammar, the CRC or the length limit
+    ├── ProtocolError              the pump speaks something this host does not support
+    │   └── FrameError             one frame broke the grammar, the CRC or the length limit
+    └── KeyStoreError              the pump's authentication key is missing or unusable
 
 ``Timeout`` is a ``LinkError``: to a caller both mean "the pump did not answer; the command
 may or may not have been executed — ask STATUS". ``Refused`` means it was certainly not.
@@ -65,3 +66,7 @@ class ProtocolError(PumpError):
 
 class FrameError(ProtocolError, ValueError):
     """A frame broke the grammar, the CRC or the length limit."""
+
+
+class KeyStoreError(PumpError, ValueError):
+    """An authentication key is missing, the wrong size or stored unsafely."""

@@ -16,7 +16,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from host._firmware import firmware_dir, firmware_version
+
+if TYPE_CHECKING:
+    from host.auth import KeyStore
 
 SOURCE_FILES = ("main.py", "boot.py")   # copied as source, not compiled
 DATA_SUFFIXES = (".json",)
@@ -94,31 +99,73 @@ def build(board: str = "rp2_pico", out_dir: str | Path = "build/firmware",
     return written
 
 
+@dataclass(frozen=True)
+class FlashResult:
+    fw: str                    # firmware version the board reports
+    dev: str                   # its device id
+    key_file: Path | None      # where the host keeps its key (None: no key provisioned)
+
+
+ENV_MPREMOTE = "INFUSEKIT_MPREMOTE"
+
+
+def mpremote_command() -> list[str]:
+    """``$INFUSEKIT_MPREMOTE`` (split on spaces) or ``python -m mpremote``."""
+    env = os.environ.get(ENV_MPREMOTE)
+    return env.split() if env else [sys.executable, "-m", "mpremote"]
+
+
+def _mpremote(port: str, args: list[str], cwd: Path) -> None:
+    cmd = [*mpremote_command(), "connect", port, *args]
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        shown = " ".join(a for a in args)
+        raise FirmwareToolError(f"mpremote failed ({shown}): "
+                                f"{(proc.stderr or proc.stdout).strip()}; check the port and "
+                                f"that no other program has it open")
+
+
 def flash(port: str, board: str = "rp2_pico", *, out_dir: str | Path | None = None,
-          boot_wait_s: float = 2.0, timeout: float = 3.0) -> str:
+          boot_wait_s: float = 2.0, timeout: float = 3.0,
+          key_store: "KeyStore | None" = None) -> FlashResult:
     """Build, copy to the board with mpremote, reset, and check HELLO's ``fw``.
 
-    Returns the firmware version the board reports.
+    With ``key_store``, a fresh random 32-byte key is written to the board as ``key.bin``
+    (from a private temporary file that is deleted afterwards) and, once the board has
+    answered HELLO with its device id, saved in the store as ``<dev>.key`` (mode 0600). The
+    key is never printed.
     """
     import tempfile
 
+    from host.auth import KEY_FILE, generate_key
     from host.client import Pump
 
+    key = generate_key() if key_store is not None else None
     with tempfile.TemporaryDirectory(prefix="infusekit-fw-") as tmp:
         out = Path(out_dir) if out_dir else Path(tmp) / "firmware"
         build(board, out)
         items = sorted(p.name for p in out.iterdir())
-        mpremote = [sys.executable, "-m", "mpremote"]
-        cmd = [*mpremote, "connect", port, "fs", "cp", "-r", *items, ":", "+", "reset"]
-        proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True, timeout=300)
-        if proc.returncode != 0:
-            raise FirmwareToolError(f"mpremote failed ({' '.join(cmd[2:])}): "
-                                    f"{(proc.stderr or proc.stdout).strip()}")
+        _mpremote(port, ["fs", "cp", "-r", *items, ":"], out)
+        if key is not None:
+            secret = Path(tmp) / "secret"
+            secret.mkdir(mode=0o700)
+            kf = secret / KEY_FILE
+            fd = os.open(kf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, key)
+            finally:
+                os.close(fd)
+            try:
+                _mpremote(port, ["fs", "cp", KEY_FILE, f":{KEY_FILE}"], secret)
+            finally:
+                kf.unlink()
+        _mpremote(port, ["reset"], out)
     expected = firmware_version()
     time.sleep(boot_wait_s)
     with Pump.open(port, timeout=timeout) as pump:
-        fw = pump.info.fw if pump.info else pump.hello().fw
-    if fw != expected:
-        raise FirmwareToolError(f"board reports firmware {fw}, expected {expected}; "
+        info = pump.info or pump.hello()
+    if info.fw != expected:
+        raise FirmwareToolError(f"board reports firmware {info.fw}, expected {expected}; "
                                 f"reset the board and flash again")
-    return fw
+    key_file = key_store.save(info.dev, key) if key_store is not None and key is not None else None
+    return FlashResult(info.fw, info.dev, key_file)

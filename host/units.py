@@ -12,6 +12,7 @@ rate_ul_h   µL/h         mL/h, µL/h (uL/h), L/h, mL/min           mL/h
 volume_nl   nL           mL, µL (uL), nL, L                       mL
 duration_ms ms           ms, s, min, h (and "1 h 30 min")         refused
 dose_ug_kg  µg/kg        mg/kg, µg/kg (mcg/kg, ug/kg), g/kg       ``default``
+dose_rate   µg/kg/h      mg/kg/h, µg/kg/h, µg/kg/min, mg/kg/min   ``default``
 weight_g    g            kg, g                                    kg
 ==========  ===========  ======================================  ============
 """
@@ -56,6 +57,8 @@ _DURATION = {
 }
 _DOSE = {"mg/kg": 1000, "ug/kg": 1, "g/kg": 1_000_000}
 _WEIGHT = {"kg": 1000, "g": 1}
+_DOSE_RATE = {"mg/kg/h": 1000, "mg/kg/hr": 1000, "ug/kg/h": 1, "ug/kg/hr": 1,
+              "mg/kg/min": 60_000, "ug/kg/min": 60, "g/kg/h": 1_000_000}
 
 
 def to_fraction(value: Quantity) -> Fraction:
@@ -102,7 +105,8 @@ def _split(text: Quantity, what: str) -> tuple[Fraction, str | None]:
 
 _EXAMPLES = {
     "rate": "'52.5 mL/h'", "volume": "'35 mL'", "duration": "'40 min'",
-    "dose": "'0.5 mg/kg'", "weight": "'70 kg'",
+    "dose": "'0.5 mg/kg'", "weight": "'70 kg'", "dose rate": "'0.5 mg/kg/h'",
+    "concentration": "'1 mg/mL'",
 }
 
 
@@ -158,6 +162,22 @@ def dose_ug_kg(text: Quantity, default_unit: str | None = None) -> int:
     A bare number needs ``default_unit`` (e.g. the drug library's ``dose_unit``).
     """
     return _convert(text, "dose", _DOSE, default_unit, "µg/kg")
+
+
+def dose_rate_ug_kg_h(text: Quantity, default_unit: str | None = None) -> int:
+    """'0.5 mg/kg/h' → 500, '10 mcg/kg/min' → 600 µg/kg/h (mg/kg/h ×1000, mcg/kg/min ×60).
+
+    A bare number needs ``default_unit``.
+    """
+    return _convert(text, "dose rate", _DOSE_RATE, default_unit, "µg/kg/h")
+
+
+_CONC = {"ug/ml": 1, "mg/ml": 1000, "g/ml": 1_000_000, "mg/l": 1, "g/l": 1000}
+
+
+def concentration_ug_ml(text: Quantity, default_unit: str = "ug/mL") -> int:
+    """'1 mg/mL' → 1000 µg/mL; a bare number is µg/mL."""
+    return _convert(text, "concentration", _CONC, default_unit, "µg/mL")
 
 
 def weight_g(text: Quantity, default_unit: str = "kg") -> int:

@@ -11,7 +11,7 @@ import pytest
 from host import cli
 from host._firmware import firmware_dir
 from host.firmware_tools import build
-from test_host_client import FakePump
+from host_fake import FakePump
 
 
 @pytest.fixture

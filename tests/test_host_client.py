@@ -1,179 +1,18 @@
-"""host.client against a scripted fake pump on the far end of a real pseudo-terminal.
-
-The fake follows docs/protocol.md closely enough for the client: the state table from the
-firmware, a retry cache keyed by (id, CRC), EV STATE after state-changing replies, and knobs
-to lose replies, answer ``? ER CRC``, stay silent, inject events and garbage.
-"""
+"""host.client against a scripted fake pump (tests/host_fake.py) on the far end of a real
+pseudo-terminal: typed results, retries, timeouts, garbage, the state mirror, threads."""
 from __future__ import annotations
 
-import os
-import select
 import threading
 import time
-import tty
-from dataclasses import dataclass, field
 
 import pytest
 
 from host import codec
 from host.client import Pump
-from host.codec import Event, LineSplitter, Telemetry
-from host.druglib import DrugLibrary
+from host.codec import Event, Telemetry
 from host.errors import (IllegalCommand, LimitExceeded, LinkError, ProtocolError, PumpRefused,
                          Timeout)
-from host.statemachine import COMMAND_WORDS, target
-
-LIB = DrugLibrary.load()
-
-
-@dataclass
-class FakePump:
-    """A scripted pump on the master side of a pty; ``path`` is the slave to open."""
-    proto: int = 0
-    libh: str = LIB.sha16
-    state: str = "IDLE"
-    silent: bool = False            # never answer
-    lose_replies: int = 0           # execute but do not send the next N replies
-    crc_errors: int = 0             # answer the next N frames with "? ER CRC"
-    before_reply: list[bytes] = field(default_factory=list)   # written before the next reply
-    received: list[bytes] = field(default_factory=list)        # every request line received
-    executed: list[codec.Request] = field(default_factory=list)
-    tlm_period_ms: int = 0
-    rate_ul_h: int = 0
-    vtbi_nl: int = 0
-    del_nl: int = 0
-
-    def __post_init__(self) -> None:
-        self.master, self.slave = os.openpty()
-        tty.setraw(self.slave)
-        self.path = os.ttyname(self.slave)
-        self._stop_r, self._stop_w = os.pipe()
-        self._lock = threading.Lock()
-        self._last: tuple[int, bytes, bytes] | None = None   # (id, crc text, reply)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    # ---- plumbing
-    def write(self, data: bytes) -> None:
-        os.write(self.master, data)
-
-    def close(self) -> None:
-        os.write(self._stop_w, b"x")
-        self._thread.join(2)
-        for fd in (self.master, self.slave, self._stop_r, self._stop_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-    def hang_up(self) -> None:
-        """Simulate the device disappearing: stop and close both pty ends."""
-        self.close()
-
-    def _run(self) -> None:
-        split = LineSplitter()
-        next_tlm = None
-        while True:
-            wait = None
-            if self.tlm_period_ms:
-                now = time.monotonic()
-                next_tlm = next_tlm or now
-                wait = max(0.0, next_tlm - now)
-            r, _, _ = select.select([self.master, self._stop_r], [], [], wait)
-            if self._stop_r in r:
-                return
-            if self.master in r:
-                try:
-                    data = os.read(self.master, 4096)
-                except OSError:
-                    return
-                for line in split.feed(data):
-                    self._handle(line)
-            if self.tlm_period_ms and next_tlm is not None and time.monotonic() >= next_tlm:
-                next_tlm += self.tlm_period_ms / 1000
-                self.write(codec.encode_telemetry({"state": self.state, "del_nl": self.del_nl,
-                                                   "rate_ul_h": self.rate_ul_h, "p_mmhg": 20,
-                                                   "el_ms": 0}))
-
-    # ---- the pump
-    def _handle(self, line: bytes) -> None:
-        with self._lock:
-            self.received.append(line)
-            if self.silent:
-                return
-            if self.crc_errors:
-                self.crc_errors -= 1
-                self.write(codec.encode_error(None, "CRC", "bad CRC"))
-                return
-            try:
-                req = codec.decode_request(line)
-            except codec.FrameError:
-                self.write(codec.encode_error(None, "CRC", "bad CRC"))
-                return
-            crc = line.rpartition(b"*")[2]
-            if self._last and self._last[0] == req.id and self._last[1] == crc and req.has_crc:
-                reply, events = self._last[2], b""
-            else:
-                self.executed.append(req)
-                reply, events = self._execute(req)
-                self._last = (req.id, crc, reply)
-            for extra in self.before_reply:
-                self.write(extra)
-            self.before_reply = []
-            if self.lose_replies:
-                self.lose_replies -= 1
-            else:
-                self.write(reply)
-            if events:
-                self.write(events)
-
-    def _execute(self, req: codec.Request) -> tuple[bytes, bytes]:
-        w, f = req.word, req.fields
-        if w == "HELLO":
-            return codec.encode_ok(req.id, {"dev": "FAKE-1", "fw": "0.1.0", "proto": self.proto,
-                                            "lib": LIB.version, "libh": self.libh,
-                                            "tick_ms": 10}), b""
-        if w == "STATUS":
-            return codec.encode_ok(req.id, {"state": self.state, "rate_ul_h": self.rate_ul_h,
-                                            "vtbi_nl": self.vtbi_nl, "del_nl": self.del_nl,
-                                            "el_ms": 1000, "p_mmhg": 21, "alarm": "NONE",
-                                            "prio": 0}), b""
-        if w == "TLM":
-            self.tlm_period_ms = int(f["period_ms"])
-            return codec.encode_ok(req.id, {"period_ms": self.tlm_period_ms}), b""
-        if w not in COMMAND_WORDS:
-            return codec.encode_error(req.id, "UNKNOWN", "no such command"), b""
-        dest = target(COMMAND_WORDS[w], self.state)
-        if dest is None:
-            return codec.encode_error(req.id, "STATE", f"not allowed in {self.state}"), b""
-        ok: dict[str, int | str] = {}
-        if w == "PROG":
-            if "drug" in f:
-                plan = LIB.plan(f["drug"], int(f["dose_ug_kg"]), int(f["wt_g"]), int(f["over_ms"]))
-                if plan.hard:
-                    return codec.encode_error(req.id, "LIMIT", plan.hard[0]), b""
-                if plan.soft and f.get("confirm") != "1":
-                    return codec.encode_error(req.id, "SOFT", "outside soft limits; resend "
-                                              "with confirm=1"), b""
-                ok = {"drug": plan.drug, "dose_ug": plan.dose_ug, "rate_ul_h": plan.rate_ul_h,
-                      "vtbi_nl": plan.vtbi_nl, "dur_ms": plan.over_ms, "soft": int(bool(plan.soft))}
-                self.rate_ul_h, self.vtbi_nl = plan.rate_ul_h, plan.vtbi_nl
-            else:
-                self.rate_ul_h, self.vtbi_nl = int(f["rate_ul_h"]), int(f["vtbi_nl"])
-                ok = {"rate_ul_h": self.rate_ul_h, "vtbi_nl": self.vtbi_nl,
-                      "dur_ms": -(-self.vtbi_nl * 3600 // self.rate_ul_h)}
-        else:
-            ok = {"state": dest}
-        changed = dest != self.state
-        self.state = dest
-        event = codec.encode_event("STATE", {"state": dest}) if changed else b""
-        return codec.encode_ok(req.id, ok), event
-
-    def count(self, word: str) -> int:
-        return sum(1 for r in self.executed if r.word == word)
-
-    def lines_with(self, word: str) -> list[bytes]:
-        return [ln for ln in self.received if f" {word}".encode() in ln]
+from host_fake import LIB, FakePump
 
 
 @pytest.fixture
@@ -196,7 +35,15 @@ def test_open_says_hello(fake, pump):
     assert pump.info is not None
     assert (pump.info.dev, pump.info.proto, pump.info.lib) == ("FAKE-1", 0, LIB.version)
     assert pump.info.libh == LIB.sha16
-    assert fake.received[0].startswith(b"1 HELLO*")
+    assert fake.received[0].split(b" ")[1].startswith(b"HELLO*")
+
+
+def test_first_id_is_random_per_session(fake):
+    ids = set()
+    for _ in range(3):
+        with Pump.open(fake.path, timeout=0.3) as p:
+            ids.add(p.info and fake.executed[-1].id)
+    assert len(ids) == 3
 
 
 def test_wrong_protocol_version_is_refused():

@@ -2,29 +2,66 @@
 firmware (the session is replayed against a real controller, byte for byte)."""
 import re
 import sys
-from pathlib import Path
 
-from conftest import ROOT
+import pytest
+
+from conftest import FIRMWARE, ROOT
 from host import codec
+from host.auth import mac_hex
 
 sys.path.insert(0, str(ROOT / "tests" / "fw"))
 from fwkit import Rig  # noqa: E402
 
 SPEC = (ROOT / "docs" / "protocol.md").read_text()
-BLOCKS = re.findall(r"```\n(.*?)```", SPEC, re.S)
-EXAMPLES = [ln for ln in BLOCKS[-2].splitlines() if ln.strip()] if len(BLOCKS) >= 2 else []
-SESSION = [ln for ln in BLOCKS[-1].splitlines() if ln.startswith(("> ", "< "))]
+EXAMPLES_SECTION = SPEC.split("\n## Examples\n", 1)[1].split("\n## ", 1)[0]
+BLOCKS = re.findall(r"```\n(.*?)```", EXAMPLES_SECTION, re.S)
+EXAMPLES = [ln for ln in BLOCKS[0].splitlines() if ln.strip()]
+ADDED = [ln for ln in BLOCKS[1].splitlines() if ln.strip()]
+SESSION = [ln for ln in BLOCKS[2].splitlines() if ln.startswith(("> ", "< "))]
+FW_SOURCE = "".join(p.read_text() for p in (FIRMWARE / "pumpcore").glob("*.py"))
 
 
-def test_spec_examples_have_valid_crcs_and_parse_in_firmware():
+def _crc_ok(line):
+    body, _, crc = line.partition("*")
+    return not crc or int(crc, 16) == codec.crc16(body.encode())
+
+
+def test_every_frame_in_the_spec_has_a_valid_crc():
+    frames = re.findall(r"^(?:[<>] )?((?:\d+|[!?]) [A-Z]+[^*\n]*\*[0-9A-F]{4})", SPEC, re.M)
+    assert len(frames) >= 30
+    bad = [f for f in frames if not _crc_ok(f)]
+    assert bad == ["9 START*0000"]          # the session's deliberately corrupt frame
+
+
+def test_python_host_prints_the_same_examples():
+    assert codec.examples() == EXAMPLES
+
+
+def test_spec_examples_parse_in_firmware():
     assert len(EXAMPLES) >= 10
     r = Rig()
     for line in EXAMPLES:
-        body, _, crc = line.partition("*")
-        if crc:
-            assert int(crc, 16) == codec.crc16(body.encode()), line
         tx = r.send(line.encode(), crc=False)
         assert b" ER CRC" not in tx and b" ER SYNTAX" not in tx and b" ER UNKNOWN" not in tx, (line, tx)
+
+
+def _known_to_firmware(line):
+    """Whether the firmware implements the command (and, for PROG, the added forms, which
+    come together with the multi-step program)."""
+    word = line.split()[1].split("*")[0]
+    if word == "PROG":
+        return 'b"steps"' in FW_SOURCE
+    return f'b"{word}"' in FW_SOURCE
+
+
+@pytest.mark.parametrize("line", ADDED)
+def test_added_commands_parse_in_firmware(line):
+    if not _known_to_firmware(line):
+        pytest.skip(f"the firmware does not implement {line.split('*')[0]} yet")
+    r = Rig()
+    tx = r.send(line.encode(), crc=False)
+    assert b" ER CRC" not in tx and b" ER SYNTAX" not in tx and b" ER UNKNOWN" not in tx, (line, tx)
+    assert b" ER ARG" not in tx, (line, tx)
 
 
 def test_spec_session_replays_byte_for_byte():
@@ -40,3 +77,10 @@ def test_spec_session_replays_byte_for_byte():
         else:
             expected.append(text.encode())
     assert got == expected
+
+
+def test_authentication_example_matches_the_host_signer():
+    line = re.search(r"^> (7 START ctr=5 mac=[0-9A-F]{16}\*[0-9A-F]{4})$", SPEC, re.M).group(1)
+    key = bytes(range(32))
+    frame = codec.encode_signed_request(7, "START", {}, 5, lambda b: mac_hex(key, b))
+    assert frame.decode().rstrip("\n") == line

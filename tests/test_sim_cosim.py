@@ -53,7 +53,7 @@ def test_occlusion_raises_a_high_priority_alarm_and_stops_the_motor():
         t_occ = sim.t_ms
         assert sim.run_until(lambda s: s.alarm == 3, 120_000)
         p = sim.params
-        rise_s = (300 - 20) * p.compliance_ml_per_mmhg / (52.5 / 3600)   # ~38 s
+        rise_s = (300 - 20) * p.total_compliance / (52.5 / 3600)   # ~38 s
         assert (sim.t_ms - t_occ) / 1000 == pytest.approx(rise_s, rel=0.15)
         assert sim.enable == 0
         motor = sim.plant.motor

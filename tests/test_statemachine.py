@@ -22,6 +22,7 @@ def test_table_is_loaded_from_the_firmware():
     assert sm.INITIAL == TABLE.INITIAL
     assert set(sm.INTERNAL_TRIGGERS) <= set(sm.TRIGGERS)
     assert set(sm.COMMAND_WORDS.values()) == set(sm.COMMAND_TRIGGERS)
+    assert sm.COMMAND_WORDS["PROG"] == "program" and sm.COMMAND_WORDS["START"] == "start"
 
 
 @pytest.mark.parametrize("trigger, state", PAIRS)
@@ -93,8 +94,10 @@ def test_unknown_mirror():
 
 
 def test_legal_triggers():
-    assert sm.legal_triggers("IDLE") == ("program",)
-    assert set(sm.legal_triggers("RUNNING")) == {"pause", "complete", "alarm", "stop"}
+    for state in sm.STATES:
+        assert set(sm.legal_triggers(state)) == {t for t, s, _ in TABLE.TRANSITIONS if s == state}
+    assert "program" in sm.legal_triggers("IDLE") and "start" not in sm.legal_triggers("IDLE")
+    assert {"pause", "complete", "alarm", "stop"} <= set(sm.legal_triggers("RUNNING"))
 
 
 def test_mermaid_has_every_transition():
@@ -111,3 +114,11 @@ def test_mermaid_fallback_matches():
     text = sm._mermaid_from_table("t")
     for tr, src, dst in sm.TRANSITIONS:
         assert re.search(rf"{src} --> {dst}: .*\b{tr}\b", text)
+
+
+def test_committed_diagram_matches_the_table():
+    from host._firmware import firmware_dir
+    doc = (firmware_dir().parent / sm.DOC_PATH).read_text()
+    assert doc == sm.markdown(), "docs/statemachine.md is stale: run `make docs`"
+    for tr, src, dst in sm.TRANSITIONS:
+        assert f"| `{src}` | `{tr}` | `{dst}` |" in doc

@@ -7,20 +7,42 @@ this, so the simulated board cannot drift from the real one.
 A board provides: `ticks_ms()`, `read_inputs(inp)`, `uart_read(buf) -> n`,
 `uart_write(buf, n)`, `drive(out)` (steps, enable, alarm signal), `feed_watchdog()`,
 `wait_next(deadline_ms)`, and the attributes `NL_PER_KSTEP`, `DEVICE_ID`, `LIB_PATH`.
+Optional: `store` (a `pumpcore.store` file store for the event log; None = no log),
+`log_key` (bytes: the chain becomes an HMAC chain), `reset_cause()` (str), `LOG_INTERVAL_MS`.
+
+The event log (`pumpcore.eventlog`, docs/safety/) is written here, never inside the
+controller: every command received (except the read-only polls), every reply to one, every
+event frame, a therapy snapshot whenever the state or program changes, and the delivered
+volume every `LOG_INTERVAL_MS` while the motor may move. The records of one tick are
+committed in one append *before* that tick's steps and bytes go out (write-ahead), so a
+reply the host has seen is always on flash, and the motor never runs ahead of the record. At boot the log is verified and folded; an interrupted infusion is handed
+to the controller's recovery entry point (it comes up paused, never infusing).
 """
 from pumpcore.controller import Controller, Config, Inputs, TICK_MS, ticks_add, ticks_diff
-from pumpcore.druglib import DrugLibrary
+from pumpcore.boot import build_controller
+from pumpcore import fsm
+from pumpcore import VERSION
 
 _RX_CHUNK = 256
+_LINE = 160                  # longest request line logged (the protocol's MAX_FRAME)
+LOG_INTERVAL_MS = 10000      # delivered volume is logged at least this often while infusing
+_CMD_PER_S = 20              # request lines logged per second at most (a noisy link cannot
+                             # flood the flash; the excess is counted in a DROP record)
+_READS = (b"STATUS", b"HELLO", b"HB", b"LOG")   # polls: not logged
 
 
 class App:
     def __init__(self, board):
         self.board = board
-        cfg = Config(board.NL_PER_KSTEP, device_id=board.DEVICE_ID)
-        self.ctl = Controller(cfg, DrugLibrary.load(board.LIB_PATH))
+        self.ctl = build_controller(board)   # library, settings, key; FAULT when corrupt
         self.inp = Inputs()
         self.rx = bytearray(_RX_CHUNK)
+        self.log = None
+        self.recovered = None       # the eventlog.Therapy of an interrupted infusion, if any
+        self.log_check = None       # the eventlog.Verify of the log found at boot
+        store = getattr(board, "store", None)
+        if store is not None:
+            self._boot_log(store)
 
     def tick(self):
         b = self.board
@@ -28,11 +50,203 @@ class App:
         b.read_inputs(self.inp)
         n = b.uart_read(self.rx)
         out = self.ctl.step(now, self.inp, self.rx, n)
+        if self.log is not None:
+            # write-ahead: this tick's records are on flash before its steps and bytes go out
+            self._log_tick(now, n, out)
         b.drive(out)
         if out.tx.n:
             b.uart_write(out.tx.buf, out.tx.n)
         b.feed_watchdog()
         return out
+
+    # ------------------------------------------------------------ event log
+    def _boot_log(self, store):
+        from pumpcore.eventlog import open_log
+        b = self.board
+        log, v, th = open_log(store, getattr(b, "log_key", None))
+        self.log = log
+        self.log_check = v
+        self._line = bytearray(_LINE)
+        self._ln = 0
+        self._skip = []
+        self._cmd_budget = _CMD_PER_S
+        self._cmd_sec = 0
+        self._dropped = 0
+        self._interval = getattr(b, "LOG_INTERVAL_MS", LOG_INTERVAL_MS)
+        now = b.ticks_ms()
+        self._cmd_sec = now
+        if th.interrupted():
+            self.recovered = th
+            self._recover(th)
+        self._last = self._key()
+        self._next_del = now
+        self._ub = 0
+        log.snapshot = self._snapshot
+        cause = b.reset_cause() if hasattr(b, "reset_cause") else "?"
+        log.add(now, b"BOOT", b"n=%d fw=%s reset=%s" % (log.boots + 1, VERSION.encode(),
+                                                        cause.encode()))
+        if not v.ok:
+            log.add(now, b"FAULT", b"log chain broken at seq=%d: %s" % (v.bad_seq, v.reason.encode()))
+        if v.torn:
+            log.add(now, b"REC", b"torn=%d (writes cut by a power loss)" % v.torn)
+        if th.interrupted():
+            log.add(now, b"REC", b"interrupted st=%s r=%d v=%d dr=%s d=%d ub=%d el=%d" % (
+                th.state, th.rate, th.vtbi, th.drug, th.delivered, th.bound, th.el_ms))
+        self._th(now)
+        log.commit()
+
+    def _recover(self, th):
+        """Hand an interrupted infusion to the controller (it restores it PAUSED, with a
+        latched RESTART alarm). The delivered volume passed is the record's upper bound
+        `ub` (capped at the VTBI): RESUME can then under-deliver by at most one logging
+        interval, and never deliver twice what was already given."""
+        c = self.ctl
+        rec = getattr(c, "recover", None)
+        if rec is None:
+            return
+        di = -1
+        if c.lib is not None:
+            for i in range(len(c.lib.drugs)):
+                if c.lib.drugs[i].name == th.drug:
+                    di = i
+        d = th.bound if th.bound > th.delivered else th.delivered
+        if d > th.vtbi:
+            d = th.vtbi
+        rec(th.state, th.rate, th.vtbi, d, di, th.kvo)
+
+    def _delivered(self):
+        c = self.ctl
+        d = getattr(c, "delivered_nl", None)
+        return d() if d is not None else c.line.delivered_nl
+
+    def _rate(self):
+        """The highest rate the motor may follow now (µL/h): basal, bolus or KVO."""
+        c = self.ctl
+        r = c.rate
+        cr = getattr(c, "current_rate", None)
+        if cr is not None:
+            x = cr()
+            if x > r:
+                r = x
+        return r
+
+    def _lg(self):
+        log = self.log
+        assert log is not None
+        return log
+
+    def _key(self):
+        c = self.ctl
+        return (c.fsm.state, self._rate(), c.vtbi, c.drug)
+
+    def _bound(self, d):
+        """Delivered volume the pump cannot pass before the next DEL record (nL): the
+        interval (+ two ticks of lateness) at the current rate, plus one microstep."""
+        c = self.ctl
+        return d + self._rate() * (self._interval + 2 * TICK_MS) // 3600 + c.cfg.nl_per_kstep // 1000 + 1
+
+    def _snapshot(self):
+        c = self.ctl
+        dr = c.lib.drugs[c.drug].name if (c.drug >= 0 and c.lib is not None) else b"-"
+        return b"st=%s r=%d v=%d dr=%s do=%d kv=%d d=%d ub=%d el=%d" % (
+            fsm.STATE_NAMES[c.fsm.state], c.rate, c.vtbi, dr, c.dose_ug, getattr(c, "kvo", 0),
+            self._delivered(), self._ub, c.el_ms)
+
+    def _th(self, now):
+        d = self._delivered()
+        self._ub = self._bound(d) if self._rate() > 0 or self.ctl.fsm.state == fsm.RUNNING else d
+        self._next_del = ticks_add(now, self._interval)
+        self._lg().add(now, b"TH", self._snapshot())
+
+    def _log_tick(self, now, n, out):
+        log = self._lg()
+        if n:
+            self._log_rx(now, n)
+        if out.tx.n:
+            self._log_tx(now, out.tx.buf, out.tx.n)
+        c = self.ctl
+        st = c.fsm.state
+        last = self._last
+        if (st != last[0] or self._rate() != last[1] or c.vtbi != last[2]
+                or c.drug != last[3]):
+            self._last = self._key()
+            self._th(now)
+        elif (st == fsm.RUNNING or self._rate() > 0) and ticks_diff(now, self._next_del) >= 0:
+            d = self._delivered()
+            self._ub = self._bound(d)
+            self._next_del = ticks_add(now, self._interval)
+            log.add(now, b"DEL", b"d=%d ub=%d el=%d" % (d, self._ub, c.el_ms))
+        if self._skip:
+            self._skip.clear()
+        if log._pending:
+            if not log.commit() and not getattr(self, "_fault_logged", False):
+                self._fault_logged = True
+                fault = getattr(c, "enter_fault", None)   # the controller's internal fault
+                if fault is not None:
+                    fault(b"event log not writable")
+
+    def _log_rx(self, now, n):
+        buf = self._line
+        rx = self.rx
+        for i in range(n):
+            ch = rx[i]
+            if ch == 10:
+                m = self._ln
+                self._ln = 0
+                if m and buf[m - 1] == 13:
+                    m -= 1
+                if m:
+                    self._log_line(now, buf, m)
+            elif self._ln < _LINE:
+                buf[self._ln] = ch
+                self._ln += 1
+
+    def _log_line(self, now, buf, m):
+        line = bytes(buf[:m])
+        star = line.find(b"*")
+        if star >= 0:
+            line = line[:star]
+        p = line.split(b" ", 2)
+        if len(p) >= 2 and p[1] in _READS:
+            self._skip.append(p[0])
+            return
+        if ticks_diff(now, self._cmd_sec) >= 1000:
+            self._cmd_sec = now
+            self._cmd_budget = _CMD_PER_S
+            if self._dropped:
+                self._lg().add(now, b"DROP", b"n=%d request lines not logged (rate limit)" % self._dropped)
+                self._dropped = 0
+        if self._cmd_budget <= 0:
+            self._dropped += 1
+            return
+        self._cmd_budget -= 1
+        self._lg().add(now, b"CMD", line)
+
+    def _log_tx(self, now, buf, n):
+        i = 0
+        while i < n:
+            j = i
+            while j < n and buf[j] != 10:
+                j += 1
+            if j - i >= 4:
+                if buf[i] == 33:        # "!": an unsolicited frame; log events, not telemetry
+                    if buf[i + 2] == 69 and buf[i + 3] == 86:   # "EV"
+                        self._lg().add(now, b"EV", self._strip(buf, i + 2, j))
+                else:
+                    line = self._strip(buf, i, j)
+                    rid = line.split(b" ", 1)[0]
+                    if rid in self._skip:
+                        self._skip.remove(rid)
+                    else:
+                        self._lg().add(now, b"RSP", line)
+            i = j + 1
+
+    @staticmethod
+    def _strip(buf, i, j):
+        k = i
+        while k < j and buf[k] != 42:   # up to "*CRC"
+            k += 1
+        return bytes(buf[i:k])
 
 
 def run(board):

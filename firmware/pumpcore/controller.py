@@ -1,16 +1,26 @@
 """The pump controller: one `step(now_ms, inputs, rx, nrx)` call per tick or per burst of bytes.
 
-Owns the state machine, the infusion program, the rate loop, alarm detection and the
-command interpreter. It sees the world only through its arguments (time, sensor inputs,
-received bytes) and answers only through `Outputs` (microsteps for the coming tick, motor
-enable, alarm priority, bytes to send). Steady-state steps allocate nothing.
+Owns the state machine, the program being delivered, alarm detection and the outputs; the
+other jobs live in their own modules: `commands` (the command interpreter), `rateloop`
+(closed loop on the encoder, take-up, back-off, stall/runaway), `occlusion` (pressure
+trend), `alarms` (priorities, latching, silence), `auth`, `settings`, `druglib`, `dose`.
+It sees the world only through its arguments (time, sensor inputs, received bytes) and
+answers only through `Outputs` (microsteps for the coming tick, motor enable, alarm priority
+and audio, bytes to send). Steady-state steps allocate nothing.
 """
+from array import array
+
 from pumpcore import fsm
 from pumpcore import protocol as P
-from pumpcore.dose import VolumeLine, dose_ug, volume_nl, rate_ul_h, duration_ms
-from pumpcore import VERSION
-
-_FW = VERSION.encode()
+from pumpcore import alarms as AL
+from pumpcore import commands
+from pumpcore.alarms import Alarms
+from pumpcore.dose import VolumeLine
+from pumpcore.occlusion import Occlusion
+from pumpcore.rateloop import RateLoop, BACKOFF, RUN
+from pumpcore.rateloop import IDLE as LOOP_IDLE
+from pumpcore.settings import Settings
+from pumpcore.ticks import ticks_diff, ticks_add
 
 try:
     from micropython import const
@@ -19,19 +29,17 @@ except ImportError:  # CPython: const() is only a marker for the MicroPython com
 
 TICK_MS = const(50)
 _MAX_DT = const(200)          # a late tick never integrates more than this
-_HALF = const(0x20000000)     # half the 2**30 tick period
-_TMAX = const(0x3FFFFFFF)     # largest clock value
 
-# alarm ids (index into ALARM_NAMES / ALARM_PRIO)
-A_NONE = const(0)
-A_OCCLUSION = const(1)
-A_VTBI_DONE = const(2)
-ALARM_NAMES = (b"NONE", b"OCCLUSION", b"VTBI_DONE")
-PRIO_NONE = const(0)
-PRIO_LOW = const(1)
-PRIO_MEDIUM = const(2)
-PRIO_HIGH = const(3)
-ALARM_PRIO = (PRIO_NONE, PRIO_HIGH, PRIO_LOW)
+# alarm ids and priorities (kept here for older imports)
+A_NONE = AL.A_NONE
+A_OCCLUSION = AL.A_OCCLUSION
+A_VTBI_DONE = AL.A_VTBI_DONE
+ALARM_NAMES = AL.NAMES
+ALARM_PRIO = AL.PRIO
+PRIO_NONE = AL.PRIO_NONE
+PRIO_LOW = AL.PRIO_LOW
+PRIO_MEDIUM = AL.PRIO_MEDIUM
+PRIO_HIGH = AL.PRIO_HIGH
 
 # limits of any program, whatever the drug
 RATE_MIN = const(100)              # µL/h  (0.1 mL/h)
@@ -39,49 +47,48 @@ RATE_MAX = const(1200000)          # µL/h  (1200 mL/h)
 VTBI_MIN = const(1000)             # nL    (1 µL)
 VTBI_MAX = const(1000000000)       # nL    (1 L)
 DURATION_MAX = const(345600000)    # ms    (96 h)
-TLM_MIN = const(50)
+TLM_MIN = const(10)
 TLM_MAX = const(60000)
+KVO_MIN = const(100)               # µL/h (0.1 mL/h)
+KVO_MAX = const(20000)             # µL/h (20 mL/h)
+KVO_DEFAULT = const(1000)
+BOLUS_MAX_NL = const(10000000)     # 10 mL when no drug sets a smaller limit
+MAXSEG = const(10)                 # a loading segment + 8 steps, with room
+MAXSTEP = const(8)
 
-_CMD_HELLO = b"HELLO"
-_CMD_STATUS = b"STATUS"
-_CMD_PROG = b"PROG"
-_CMD_START = b"START"
-_CMD_PAUSE = b"PAUSE"
-_CMD_RESUME = b"RESUME"
-_CMD_STOP = b"STOP"
-_CMD_ACK = b"ACK"
-_CMD_TLM = b"TLM"
-_RATE_KEYS = (b"rate_ul_h", b"vtbi_nl")
-_DOSE_KEYS = (b"drug", b"dose_ug_kg", b"wt_g", b"over_ms", b"confirm")
-_TLM_KEYS = (b"period_ms",)
-_NO_KEYS = ()
+NEAR_MS = const(300000)            # VTBI / syringe near-end warning: 5 min ahead
+AIR_BUBBLE_NL = const(50000)       # single bubble limit 50 µL (Alaris: 50-200 µL)
+AIR_CUM_NL = const(1000000)        # 1 mL of air ...
+AIR_BUCKET_MS = const(60000)       # ... in 15 one-minute buckets (rolling 15 min)
+AIR_BUCKETS = const(15)
+DIS_SETTLE = const(3)              # ticks after the enable drops before the encoder must rest
+DIS_TOL = const(4)                 # encoder counts of motion allowed with the motor off
+RUNAWAY_QUIET = const(20)          # ticks without motion: the runaway condition is gone
+BATT_DEBOUNCE = const(20)          # ticks (1 s) below a battery threshold
+BATT_HYST_MV = const(50)
 
-
-def ticks_diff(new, old):
-    """new - old for a clock that wraps at 2**30, without leaving small-int range."""
-    d = new - old
-    if d >= _HALF:
-        d = d - _HALF - _HALF
-    elif d < -_HALF:
-        d = d + _HALF + _HALF
-    return d
-
-
-def ticks_add(t, d):
-    """t + d on the 2**30 clock (0 <= d < 2**29), without leaving small-int range."""
-    if t > _TMAX - d:
-        return t - _HALF - _HALF + d
-    return t + d
+S_IDLE = fsm.IDLE
+S_PROGRAMMED = fsm.PROGRAMMED
+S_RUNNING = fsm.RUNNING
+S_PAUSED = fsm.PAUSED
+S_COMPLETE = fsm.COMPLETE
+S_ALARM = fsm.ALARM
+S_STANDBY = fsm.STANDBY
+S_KVO = fsm.KVO
+S_FAULT = fsm.FAULT
 
 
 class Config:
     """Per-pump settings the board provides (mechanism calibration, alarm thresholds)."""
 
-    def __init__(self, nl_per_kstep, device_id=b"SIM0", occl_mmhg=300, occl_debounce=3):
+    def __init__(self, nl_per_kstep, device_id=b"SIM0", occl_mmhg=400, occl_debounce=3,
+                 batt_low_mv=3600, batt_depleted_mv=3400):
         self.nl_per_kstep = nl_per_kstep
         self.device_id = device_id
         self.occl_mmhg = occl_mmhg
         self.occl_debounce = occl_debounce
+        self.batt_low_mv = batt_low_mv            # ≥ 30 min of running left (board curve)
+        self.batt_depleted_mv = batt_depleted_mv  # stop ≥ 3 min before the cell cuts out
 
 
 class Inputs:
@@ -92,6 +99,8 @@ class Inputs:
         self.encoder = 0
         self.door_open = False
         self.air = False
+        self.end_stop = False       # plunger at the end stop: syringe empty
+        self.on_battery = False     # mains lost
         self.battery_mv = 4000
 
 
@@ -99,43 +108,130 @@ class Outputs:
     """What the board must do after a step: preallocated, rewritten every step."""
 
     def __init__(self):
-        self.steps = 0          # microsteps to issue, spread over the coming tick
+        self.steps = 0          # microsteps to issue over the coming tick (negative: reverse)
         self.enable = False     # motor driver enable
         self.alarm_prio = 0     # highest active alarm priority, drives LED and buzzer
+        self.alarm = 0          # its id (pumpcore.alarms)
+        self.audio = False      # buzzer on (False while silenced or for low priority)
         self.tx = P.TxBuffer(1024)
 
 
 class Controller:
-    def __init__(self, config, library):
+    def __init__(self, config, library, settings=None, fault=None, auth=None):
+        from pumpcore.auth import Auth
         self.cfg = config
         self.lib = library
         self.fsm = fsm.Machine()
         self.out = Outputs()
         self.reader = P.FrameReader()
         self.frame = P.Frame(self.reader.buf)
-        self.line = VolumeLine(config.nl_per_kstep)
+        k = config.nl_per_kstep
+        self.nl_per_kstep = k
+        self.line = VolumeLine(k)       # the basal program (all segments)
+        self.bline = VolumeLine(k)      # a clinician bolus
+        self.kline = VolumeLine(k)      # keep-vein-open after the VTBI
+        self.loop = RateLoop()
+        self.settings = settings if settings is not None else Settings()
+        if settings is None:
+            self.settings.occl_mmhg = config.occl_mmhg
+        self.occl = Occlusion(self.settings.occl_mmhg)
+        self.alarms = Alarms()
+        self.auth = auth if auth is not None else Auth()
+        self.auth.required = bool(self.settings.auth) and self.auth.provisioned
+        self.store_settings = None      # callable(bytes), set by the app from the board
+        self.log_source = None          # object with export(ctl, rid, frm, mx) (event log)
         self._last_reply = bytearray(P.MAX_FRAME)
         self._last_reply_len = 0
         self._last_id = -1
         self._last_crc = -1
-        # program
-        self.rate = 0           # µL/h
-        self.vtbi = 0           # nL
+        # program: segments (rate µL/h, volume nL)
+        self.seg_rate = array("i", [0] * MAXSEG)
+        self.seg_vol = array("i", [0] * MAXSEG)
+        self.seg_d = array("i", [0] * MAXSEG)       # occlusion plan per segment
+        self.seg_n = array("i", [0] * MAXSEG)
+        self.seg_thr = array("i", [0] * MAXSEG)
+        self.nseg = 0
+        self.seg = 0
+        self.st_rate = array("i", [0] * MAXSTEP)    # staged STEP entries
+        self.st_vol = array("i", [0] * MAXSTEP)
+        self.st_mask = 0
+        self.rate = 0           # µL/h of the current segment
+        self.vtbi = 0           # nL, all segments
         self.drug = -1
         self.dose_ug = 0
+        self.wt_g = 0
+        self.conc = 0
+        self.dose_h = 0         # µg/kg/h of a continuous dose program (titration by dose)
+        self.kvo = 0            # µL/h after the VTBI (0: stop)
+        self.kvo_plan = array("i", [1, 10, 1 << 29])
+        self.bolus_on = False
+        self.bolus_rate = 0
+        self.bolus_nl = 0       # bolus volume delivered in this infusion (finished boluses)
+        self.bolus_plan = array("i", [1, 10, 1 << 29])
+        self.started = False    # the program has delivered (START seen) since PROG
         # time
         self._started = False
         self._next_ctrl = 0
         self._last_ctrl = 0
+        self._now = 0
         self.el_ms = 0          # time spent RUNNING in this infusion
-        # alarms
-        self.alarm = A_NONE
-        self._occl_count = 0
+        self.state_since = 0
+        # sensors and alarm detectors
         self.pressure = 0
-        # telemetry
+        self.bubble_nl = 0
+        self.air_b = array("i", [0] * AIR_BUCKETS)
+        self.air_bi = 0
+        self.air_bt = 0
+        self.dis_ticks = 0
+        self.dis_ref = 0
+        self.run_quiet = 0
+        self.batt_low_n = 0
+        self.batt_dep_n = 0
+        self.syr_nl = 0         # volume loaded in the syringe (CFG syr_nl; 0 = unknown)
+        self.syr_used = 0
+        self.last_rx = 0
+        self.vit_t = 0
+        self.vit_seen = False
+        self.vit_sbp = 0
+        self.vit_dbp = 0
+        self.vit_hr = 0
+        self.vit_spo2 = 0
         self.tlm_period = 0
         self._next_tlm = 0
-        self._now = 0
+        self.fault_reason = b""
+        self.auth_refused = 0
+        self.last_door = False
+        self.last_enc = 0
+        self._pending_fault = fault
+        if library is None and fault is None:
+            self._pending_fault = b"no drug library"
+
+    # ------------------------------------------------------------ accessors (event log)
+    def state_name(self):
+        return fsm.STATE_NAMES[self.fsm.state]
+
+    @property
+    def alarm(self):
+        return self.alarms.highest()
+
+    def delivered_nl(self):
+        """Therapy volume delivered: basal program plus clinician boluses (KVO apart)."""
+        d = self.line.delivered_nl + self.bolus_nl
+        if self.bolus_on:
+            d += self.bline.delivered_nl
+        return d
+
+    def kvo_nl(self):
+        return self.kline.delivered_nl
+
+    def current_rate(self):
+        """µL/h the motor is following now (0 when not delivering)."""
+        st = self.fsm.state
+        if st == S_KVO:
+            return self.kvo
+        if st != S_RUNNING:
+            return 0
+        return self.bolus_rate if self.bolus_on else self.rate
 
     # ------------------------------------------------------------------ step
     def step(self, now, inp, rx, nrx):
@@ -145,16 +241,23 @@ class Controller:
         out.steps = 0
         self._now = now
         self.pressure = inp.pressure_mmhg
+        self.last_door = inp.door_open
+        self.last_enc = inp.encoder
         if not self._started:
             self._started = True
             self._next_ctrl = now
             self._last_ctrl = now
+            self.last_rx = now
+            self.state_since = now
+            if self._pending_fault is not None:
+                self.enter_fault(self._pending_fault)
+                self._pending_fault = None
         for i in range(nrx):
             r = self.reader.push(rx[i])
             if r == P.FRAME:
-                self._handle_frame()
+                commands.handle_frame(self)
             elif r == P.OVERLONG:
-                self._error(P.ID_NONE, P.E_LEN, b"frame longer than 160 bytes").end()
+                commands.error(self, P.ID_NONE, P.E_LEN, b"frame longer than 160 bytes").end()
         if ticks_diff(now, self._next_ctrl) >= 0:
             dt = ticks_diff(now, self._last_ctrl)
             if dt > _MAX_DT:
@@ -164,335 +267,322 @@ class Controller:
             self._last_ctrl = now
             self._next_ctrl = ticks_add(now, TICK_MS)
             self._control(inp, dt)
-        if self.fsm.changed:
-            self.fsm.changed = False
-            self._event_state()
-        out.enable = self.fsm.state == fsm.RUNNING
-        out.alarm_prio = ALARM_PRIO[self.alarm]
+        self.events()
+        st = self.fsm.state
+        ph = self.loop.phase
+        out.enable = (((st == S_RUNNING or st == S_KVO) and ph != LOOP_IDLE) or ph == BACKOFF) \
+            and not self.alarms.is_active(AL.A_RUNAWAY)
+        if not out.enable:
+            out.steps = 0
+        a = self.alarms.highest()
+        out.alarm = a
+        out.alarm_prio = self.alarms.prio(a)
+        out.audio = self.alarms.audio(now)
         return out
 
-    def _control(self, inp, dt):
-        st = self.fsm.state
-        if st == fsm.RUNNING:
-            if self.pressure >= self.cfg.occl_mmhg:
-                self._occl_count += 1
-                if self._occl_count >= self.cfg.occl_debounce:
-                    self._raise(A_OCCLUSION)
-                    return
-            else:
-                self._occl_count = 0
-            self.el_ms += dt
-            self.out.steps = self.line.advance(self.rate, dt)
-            if self.line.done():
-                self.fsm.fire(fsm.T_COMPLETE)
-                self._raise(A_VTBI_DONE)
-        else:
-            self._occl_count = 0
-        if self.tlm_period and ticks_diff(self._now, self._next_tlm) >= 0:
-            self._next_tlm = ticks_add(self._now, self.tlm_period)
-            self._telemetry()
-
-    def _raise(self, alarm):
-        if ALARM_PRIO[alarm] == PRIO_HIGH:
-            self.fsm.fire(fsm.T_ALARM)
-        if ALARM_PRIO[alarm] >= ALARM_PRIO[self.alarm]:
-            self.alarm = alarm
-        tx = self.out.tx
-        tx.begin(P.ID_EVENT)
-        tx.put(b" EV ALARM")
-        tx.field_lit(b"alarm", ALARM_NAMES[alarm])
-        tx.field_int(b"prio", ALARM_PRIO[alarm])
-        tx.end()
-
-    def _clear_alarm(self):
-        if self.alarm != A_NONE:
+    def events(self):
+        if self.fsm.changed:
+            self.fsm.changed = False
+            self.state_since = self._now
             tx = self.out.tx
             tx.begin(P.ID_EVENT)
-            tx.put(b" EV CLEAR")
-            tx.field_lit(b"alarm", ALARM_NAMES[self.alarm])
+            tx.put(b" EV STATE")
+            tx.field_lit(b"state", fsm.STATE_NAMES[self.fsm.state])
             tx.end()
-            self.alarm = A_NONE
 
-    # --------------------------------------------------------------- frames
-    def _event_state(self):
-        tx = self.out.tx
-        tx.begin(P.ID_EVENT)
-        tx.put(b" EV STATE")
-        tx.field_lit(b"state", fsm.STATE_NAMES[self.fsm.state])
-        tx.end()
+    # ------------------------------------------------------------------ control
+    def _control(self, inp, dt):
+        st = self.fsm.state
+        loop = self.loop
+        self._watch(inp, st, dt)
+        st = self.fsm.state
+        steps = 0
+        if (st == S_RUNNING or st == S_KVO) and loop.phase != LOOP_IDLE:
+            if st == S_RUNNING:
+                self.el_ms += dt
+            p = self.pressure
+            r = self.occl.update(p, dt)
+            if r:
+                self._occlusion(r)
+                return self._telemetry_due()
+            n_line = 0
+            if loop.phase == RUN:
+                n_line = self._advance_lines(dt)
+            steps = loop.tick(inp.encoder, p, n_line, dt)
+            if loop.engaged_now:
+                self.occl.restart()
+            if loop.stall:
+                loop.stall = False
+                self.raise_high(AL.A_STALL)
+            if loop.runaway:
+                self._runaway()
+        elif loop.phase == BACKOFF:
+            steps = loop.tick(inp.encoder, self.pressure, 0, dt)
+            if loop.runaway:
+                self._runaway()
+        self.out.steps = steps
+        if steps > 0 and (st == S_RUNNING or st == S_KVO):
+            nl = steps * self.nl_per_kstep // 1000
+            self.syr_used += nl
+            self._air(inp, nl)
+        self._telemetry_due()
 
-    def _telemetry(self):
-        tx = self.out.tx
-        tx.begin(P.ID_EVENT)
-        tx.put(b" TL")
-        tx.field_lit(b"state", fsm.STATE_NAMES[self.fsm.state])
-        tx.field_int(b"del_nl", self.line.delivered_nl)
-        tx.field_int(b"rate_ul_h", self.rate if self.fsm.state == fsm.RUNNING else 0)
-        tx.field_int(b"p_mmhg", self.pressure)
-        tx.field_int(b"el_ms", self.el_ms)
-        tx.end()
+    def _telemetry_due(self):
+        if self.tlm_period and ticks_diff(self._now, self._next_tlm) >= 0:
+            self._next_tlm = ticks_add(self._now, self.tlm_period)
+            commands.telemetry(self)
 
-    def _error(self, rid, code, reason):
-        tx = self.out.tx
-        tx.begin(rid)
-        tx.put(b" ER ")
-        tx.put(P.ERR_NAMES[code])
-        tx.put(b" ")
-        tx.put(reason)
-        return tx
-
-    def _ok(self, rid):
-        tx = self.out.tx
-        tx.begin(rid)
-        tx.put(b" OK")
-        return tx
-
-    def _handle_frame(self):
-        f = self.frame
-        n = self.reader.length
-        r = f.parse(n)
-        if r == P.E_CRC:
-            self._error(P.ID_NONE, P.E_CRC, b"bad CRC").end()
-            return
-        if r != P.OK:
-            self._error(f.id if f.id > 0 else P.ID_NONE, r, b"malformed frame").end()
-            return
-        rid = f.id
-        # a retry of the request just executed: same answer, not executed again
-        if rid == self._last_id and f.has_crc and f.crc == self._last_crc:
-            self.out.tx.put_span(self._last_reply, 0, self._last_reply_len)
-            return
-        tx = self.out.tx
-        start = tx.n
-        self._dispatch(f, rid)
-        if tx.n > start and f.has_crc:
-            m = tx.n - start
-            if m <= P.MAX_FRAME:
-                for i in range(m):
-                    self._last_reply[i] = tx.buf[start + i]
-                self._last_reply_len = m
-                self._last_id = rid
-                self._last_crc = f.crc
-
-    def _check_fields(self, f, rid, keys):
-        for k in range(2, f.ntok):
-            if not f.key_in(k, keys):
-                self._error(rid, P.E_ARG, b"unknown field").end()
-                return False
-        if f.duplicate_keys():
-            self._error(rid, P.E_ARG, b"duplicated field").end()
-            return False
-        return True
-
-    def _need_crc(self, f, rid):
-        if not f.has_crc:
-            self._error(rid, P.E_CRC, b"this command needs a CRC").end()
-            return False
-        return True
-
-    def _state_error(self, rid):
-        tx = self._error(rid, P.E_STATE, b"not allowed in ")
-        tx.put(fsm.STATE_NAMES[self.fsm.state])
-        tx.end()
-
-    def _dispatch(self, f, rid):
-        if f.word_is(_CMD_STATUS):
-            if self._check_fields(f, rid, _NO_KEYS):
-                self._reply_status(rid)
-        elif f.word_is(_CMD_HELLO):
-            if self._check_fields(f, rid, _NO_KEYS):
-                self._reply_hello(rid)
-        elif f.word_is(_CMD_PROG):
-            if self._need_crc(f, rid):
-                self._cmd_prog(f, rid)
-        elif f.word_is(_CMD_START):
-            self._simple(f, rid, fsm.T_START)
-        elif f.word_is(_CMD_PAUSE):
-            self._simple(f, rid, fsm.T_PAUSE)
-        elif f.word_is(_CMD_RESUME):
-            self._simple(f, rid, fsm.T_RESUME)
-        elif f.word_is(_CMD_STOP):
-            self._simple(f, rid, fsm.T_STOP)
-        elif f.word_is(_CMD_ACK):
-            self._simple(f, rid, fsm.T_ACK)
-        elif f.word_is(_CMD_TLM):
-            if self._need_crc(f, rid) and self._check_fields(f, rid, _TLM_KEYS):
-                k = f.field(b"period_ms")
-                v = f.int_value(k) if k >= 0 else -1
-                if v != 0 and not (TLM_MIN <= v <= TLM_MAX):
-                    self._error(rid, P.E_RANGE, b"period_ms 0 or 50..60000").end()
-                    return
-                self.tlm_period = v
-                self._next_tlm = self._now
-                tx = self._ok(rid)
-                tx.field_int(b"period_ms", v)
-                tx.end()
+    def _advance_lines(self, dt):
+        if self.fsm.state == S_KVO:
+            return self.kline.advance(self.kvo, dt)
+        if self.bolus_on:
+            n = self.bline.advance(self.bolus_rate, dt)
+            if self.bline.done():
+                self.bolus_on = False
+                self.bolus_nl += self.bline.delivered_nl
+                self.bline.reset(0)
+                self.use_seg_plan()
+            return n
+        line = self.line
+        n = line.advance(self.rate, dt)
+        if line.done():
+            if self.seg + 1 < self.nseg:
+                self.seg += 1
+                line.limit_nl += self.seg_vol[self.seg]
+                self.rate = self.seg_rate[self.seg]
+                self.use_seg_plan()
+            else:
+                self._complete()
         else:
-            self._error(rid, P.E_UNKNOWN, b"no such command").end()
+            rem = self.vtbi - line.target_nl
+            if rem <= self.rate * 250 // 3 and self.seg + 1 >= self.nseg:   # 5 min ahead
+                self.alarms.raise_(AL.A_VTBI_NEAR, self.out.tx, self._now)
+        return n
 
-    def _simple(self, f, rid, trigger):
-        if not (self._need_crc(f, rid) and self._check_fields(f, rid, _NO_KEYS)):
-            return
-        if not self.fsm.can(trigger):
-            self._state_error(rid)
-            return
-        if trigger == fsm.T_ACK:
-            # the occlusion is gone when the pressure has fallen below half the limit
-            # (hysteresis against sensor noise; the Alaris restart rule, CONTEXT.md §2)
-            if self.alarm == A_OCCLUSION and self.pressure * 2 >= self.cfg.occl_mmhg:
-                self._error(rid, P.E_STATE, b"alarm condition still present").end()
-                return
-            self._clear_alarm()
-            self._occl_count = 0
-        elif trigger == fsm.T_STOP:
-            self._clear_alarm()
-            self._clear_program()
-        elif trigger == fsm.T_START:
-            self.line.reset(self.vtbi)
-            self.el_ms = 0
-        self.fsm.fire(trigger)
-        tx = self._ok(rid)
-        tx.field_lit(b"state", fsm.STATE_NAMES[self.fsm.state])
-        tx.end()
+    def use_seg_plan(self):
+        s = self.seg
+        self.occl.d = self.seg_d[s]
+        self.occl.n = self.seg_n[s]
+        self.occl.thr_num = self.seg_thr[s]
+        self.occl.restart()
 
-    def _clear_program(self):
-        self.rate = 0
-        self.vtbi = 0
-        self.drug = -1
-        self.dose_ug = 0
+    def use_plan(self, plan):
+        self.occl.d = plan[0]
+        self.occl.n = plan[1]
+        self.occl.thr_num = plan[2]
+        self.occl.restart()
 
-    def _cmd_prog(self, f, rid):
-        if not self.fsm.can(fsm.T_PROGRAM):
-            self._state_error(rid)
-            return
-        if f.field(b"drug") >= 0:
-            self._cmd_prog_dose(f, rid)
-            return
-        if not self._check_fields(f, rid, _RATE_KEYS):
-            return
-        kr = f.field(b"rate_ul_h")
-        kv = f.field(b"vtbi_nl")
-        if kr < 0 or kv < 0:
-            self._error(rid, P.E_ARG, b"needs rate_ul_h and vtbi_nl").end()
-            return
-        rate = f.int_value(kr)
-        vtbi = f.int_value(kv)
-        if not (RATE_MIN <= rate <= RATE_MAX):
-            self._error(rid, P.E_RANGE, b"rate_ul_h must be 100..1200000").end()
-            return
-        if not (VTBI_MIN <= vtbi <= VTBI_MAX):
-            self._error(rid, P.E_RANGE, b"vtbi_nl must be 1000..1000000000").end()
-            return
-        dur = duration_ms(vtbi, rate)
-        if dur > DURATION_MAX:
-            self._error(rid, P.E_RANGE, b"duration over 96 h").end()
-            return
-        self._accept(rid, rate, vtbi, -1, 0, dur, 0)
+    def _complete(self):
+        tx = self.out.tx
+        self.alarms.clear(AL.A_VTBI_NEAR, tx)
+        self.alarms.raise_(AL.A_VTBI_DONE, tx, self._now)
+        self.alarms.condition_gone(AL.A_VTBI_DONE, tx)
+        if self.kvo > 0:
+            self.kline.reset(VTBI_MAX)
+            self.fsm.fire(fsm.T_KVO)
+            self.use_plan(self.kvo_plan)
+        else:
+            self.loop.stop()
+            self.fsm.fire(fsm.T_COMPLETE)
 
-    def _limit_error(self, rid, name, what, bound):
-        tx = self._error(rid, P.E_LIMIT, name)
-        tx.put(what)
-        tx.put_int(bound)
-        tx.end()
+    def _occlusion(self, why):
+        self.raise_high(AL.A_OCCLUSION)
+        # relieve the pressure stored in the compliance (no bolus when the line opens)
+        base = self.occl.oldest_mmhg()
+        if base < 0 or base >= self.occl.limit // 2:
+            base = self.occl.limit // 4
+        self.loop.backoff(base)
 
-    def _cmd_prog_dose(self, f, rid):
-        if not self._check_fields(f, rid, _DOSE_KEYS):
-            return
-        kd = f.field(b"drug")
-        kdose = f.field(b"dose_ug_kg")
-        kw = f.field(b"wt_g")
-        ko = f.field(b"over_ms")
-        kc = f.field(b"confirm")
-        if kdose < 0 or kw < 0 or ko < 0:
-            self._error(rid, P.E_ARG, b"needs drug, dose_ug_kg, wt_g, over_ms").end()
-            return
-        di = self.lib.index_of(f, kd)
-        if di < 0:
-            self._error(rid, P.E_DRUG, b"drug not in library").end()
-            return
-        d = self.lib.drugs[di]
-        dose = f.int_value(kdose)
-        wt = f.int_value(kw)
-        over = f.int_value(ko)
-        confirm = kc >= 0 and f.value_is(kc, b"1")
-        if kc >= 0 and not (f.value_is(kc, b"1") or f.value_is(kc, b"0")):
-            self._error(rid, P.E_RANGE, b"confirm must be 0 or 1").end()
-            return
-        if dose < 0 or wt < 0 or over < 0:
-            self._error(rid, P.E_RANGE, b"values must be non-negative integers").end()
-            return
-        if wt < d.weight.hard_min:
-            return self._limit_error(rid, b"wt_g below hard min ", b"", d.weight.hard_min)
-        if wt > d.weight.hard_max:
-            return self._limit_error(rid, b"wt_g above hard max ", b"", d.weight.hard_max)
-        if dose < d.dose.hard_min:
-            return self._limit_error(rid, b"dose_ug_kg below hard min ", b"", d.dose.hard_min)
-        if dose > d.dose.hard_max:
-            return self._limit_error(rid, b"dose_ug_kg above hard max ", b"", d.dose.hard_max)
-        if over < d.over.hard_min:
-            return self._limit_error(rid, b"over_ms below hard min ", b"", d.over.hard_min)
-        if over > d.over.hard_max:
-            return self._limit_error(rid, b"over_ms above hard max ", b"", d.over.hard_max)
-        amount = dose_ug(dose, wt)
-        vtbi = volume_nl(amount, d.conc_ug_ml)
-        rate = rate_ul_h(vtbi, over)
-        if rate > d.rate_max:
-            return self._limit_error(rid, b"rate_ul_h above hard max ", b"", d.rate_max)
-        if not (RATE_MIN <= rate <= RATE_MAX) or not (VTBI_MIN <= vtbi <= VTBI_MAX):
-            self._error(rid, P.E_RANGE, b"resulting rate or volume outside the pump's range").end()
-            return
-        soft = (dose < d.dose.soft_min or dose > d.dose.soft_max or over < d.over.soft_min
-                or over > d.over.soft_max or wt < d.weight.soft_min or wt > d.weight.soft_max)
-        if soft and not confirm:
-            tx = self._error(rid, P.E_SOFT, b"outside soft limits (dose ")
-            tx.put_int(d.dose.soft_min)
-            tx.put(b"..")
-            tx.put_int(d.dose.soft_max)
-            tx.put(b" ug/kg, over ")
-            tx.put_int(d.over.soft_min // 60000)
-            tx.put(b"..")
-            tx.put_int(d.over.soft_max // 60000)
-            tx.put(b" min); resend with confirm=1")
-            tx.end()
-            return
-        self._accept(rid, rate, vtbi, di, amount, duration_ms(vtbi, rate), 1 if soft else 0)
+    def _runaway(self):
+        self.loop.runaway = False
+        self.raise_high(AL.A_RUNAWAY)
+        self.run_quiet = 0
 
-    def _accept(self, rid, rate, vtbi, drug, amount, dur, soft):
-        self.rate = rate
-        self.vtbi = vtbi
-        self.drug = drug
-        self.dose_ug = amount
-        self._clear_alarm()
-        self.fsm.fire(fsm.T_PROGRAM)
-        tx = self._ok(rid)
-        if drug >= 0:
-            tx.field_lit(b"drug", self.lib.drugs[drug].name)
-            tx.field_int(b"dose_ug", amount)
-        tx.field_int(b"rate_ul_h", rate)
-        tx.field_int(b"vtbi_nl", vtbi)
-        tx.field_int(b"dur_ms", dur)
-        if drug >= 0:
-            tx.field_int(b"soft", soft)
-        tx.end()
+    def raise_high(self, a):
+        """Raise alarm a; a high-priority alarm stops delivery (state ALARM)."""
+        self.alarms.raise_(a, self.out.tx, self._now)
+        if self.alarms.prio(a) == PRIO_HIGH:
+            self.stop_delivery()
+            self.fsm.fire(fsm.T_ALARM)
 
-    def _reply_status(self, rid):
-        tx = self._ok(rid)
-        tx.field_lit(b"state", fsm.STATE_NAMES[self.fsm.state])
-        tx.field_int(b"rate_ul_h", self.rate)
-        tx.field_int(b"vtbi_nl", self.vtbi)
-        tx.field_int(b"del_nl", self.line.delivered_nl)
-        tx.field_int(b"el_ms", self.el_ms)
-        tx.field_int(b"p_mmhg", self.pressure)
-        tx.field_lit(b"alarm", ALARM_NAMES[self.alarm])
-        tx.field_int(b"prio", ALARM_PRIO[self.alarm])
-        tx.end()
+    def stop_delivery(self):
+        if self.loop.phase != BACKOFF:
+            self.loop.stop()
+        self.end_bolus()
 
-    def _reply_hello(self, rid):
-        tx = self._ok(rid)
-        tx.field_lit(b"dev", self.cfg.device_id)
-        tx.field_lit(b"fw", _FW)
-        tx.field_int(b"proto", P.PROTO_VERSION)
-        tx.field_lit(b"lib", self.lib.version)
-        tx.field_lit(b"libh", self.lib.sha256_16)
-        tx.field_int(b"tick_ms", TICK_MS)
-        tx.end()
+    def end_bolus(self):
+        if self.bolus_on:
+            self.bolus_on = False
+            self.bolus_nl += self.bline.delivered_nl
+            self.bline.reset(0)
+            if self.nseg:
+                self.use_seg_plan()
+
+    # ------------------------------------------------------------ alarm conditions
+    def _watch(self, inp, st, dt):
+        al = self.alarms
+        tx = self.out.tx
+        now = self._now
+        delivering = st == S_RUNNING or st == S_KVO
+        # motion with the motor disabled: runaway / free flow (highest priority)
+        if not self.out.enable and self.loop.phase != BACKOFF:
+            if self.dis_ticks < DIS_SETTLE:
+                self.dis_ticks += 1
+                self.dis_ref = inp.encoder
+            elif inp.encoder - self.dis_ref > DIS_TOL:
+                self.dis_ref = inp.encoder
+                self._runaway()
+            elif al.is_active(AL.A_RUNAWAY):
+                if inp.encoder == self.dis_ref:
+                    self.run_quiet += 1
+                    if self.run_quiet >= RUNAWAY_QUIET:
+                        al.condition_gone(AL.A_RUNAWAY, tx)
+                else:
+                    self.run_quiet = 0
+                    self.dis_ref = inp.encoder
+        else:
+            self.dis_ticks = 0
+        # door, syringe empty
+        if inp.door_open:
+            if delivering:
+                self.raise_high(AL.A_DOOR)
+        else:
+            al.condition_gone(AL.A_DOOR, tx)
+        if inp.end_stop:
+            if delivering:
+                self.raise_high(AL.A_EMPTY)
+        else:
+            al.condition_gone(AL.A_EMPTY, tx)
+        if not inp.air:
+            self.bubble_nl = 0
+            al.condition_gone(AL.A_AIR, tx)
+        # syringe near empty (needs the loaded volume, CFG syr_nl)
+        if self.syr_nl > 0 and delivering:
+            if self.syr_nl - self.syr_used <= self.current_rate() * 250 // 3:
+                al.raise_(AL.A_NEAR_EMPTY, tx, now)
+        elif not delivering:
+            al.condition_gone(AL.A_NEAR_EMPTY, tx)
+        # battery: only while running on it
+        if inp.on_battery:
+            mv = inp.battery_mv
+            if mv <= self.cfg.batt_depleted_mv:
+                self.batt_dep_n += 1
+                if self.batt_dep_n >= BATT_DEBOUNCE and not al.is_active(AL.A_BATT_DEPLETED):
+                    self.raise_high(AL.A_BATT_DEPLETED)
+            else:
+                self.batt_dep_n = 0
+                if mv > self.cfg.batt_depleted_mv + BATT_HYST_MV:
+                    al.condition_gone(AL.A_BATT_DEPLETED, tx)
+            if mv <= self.cfg.batt_low_mv:
+                self.batt_low_n += 1
+                if self.batt_low_n >= BATT_DEBOUNCE:
+                    al.raise_(AL.A_BATT_LOW, tx, now)
+            else:
+                self.batt_low_n = 0
+                if mv > self.cfg.batt_low_mv + BATT_HYST_MV:
+                    al.condition_gone(AL.A_BATT_LOW, tx)
+        else:
+            self.batt_low_n = 0
+            self.batt_dep_n = 0
+            al.condition_gone(AL.A_BATT_LOW, tx)
+            al.condition_gone(AL.A_BATT_DEPLETED, tx)
+        # host heartbeat
+        s = self.settings
+        if s.hb_ms and ticks_diff(now, self.last_rx) > s.hb_ms and not al.is_active(AL.A_COMM_LOSS):
+            al.comm_prio = PRIO_HIGH if s.hb_pause else PRIO_MEDIUM
+            al.raise_(AL.A_COMM_LOSS, tx, now)
+            if s.hb_pause and delivering:
+                self.stop_delivery()
+                self.fsm.fire(fsm.T_PAUSE)
+        # callback: programmed but not started, or paused, for too long
+        if (st == S_PROGRAMMED or st == S_PAUSED) and ticks_diff(now, self.state_since) >= s.callback_ms:
+            al.raise_(AL.A_CALLBACK, tx, now)
+        elif st != S_PROGRAMMED and st != S_PAUSED:
+            al.condition_gone(AL.A_CALLBACK, tx)
+        # vitals interlock: readings too old while delivering
+        if s.interlock and delivering:
+            if ticks_diff(now, self.vit_t) > s.vitals_age_ms:
+                al.raise_(AL.A_VITALS_STALE, tx, now)
+        elif not s.interlock:
+            al.condition_gone(AL.A_VITALS_STALE, tx)
+
+    def _air(self, inp, nl):
+        """Air at the line sensor while nl were pushed: single bubble and rolling 15 min."""
+        now = self._now
+        if ticks_diff(now, self.air_bt) >= AIR_BUCKET_MS:
+            self.air_bt = now
+            i = self.air_bi + 1
+            if i >= AIR_BUCKETS:
+                i = 0
+            self.air_bi = i
+            self.air_b[i] = 0
+        if not inp.air:
+            return
+        self.bubble_nl += nl
+        b = self.air_b[self.air_bi] + nl
+        if b > AIR_CUM_NL:
+            b = AIR_CUM_NL
+        self.air_b[self.air_bi] = b
+        if self.bubble_nl >= AIR_BUBBLE_NL:
+            self.raise_high(AL.A_AIR)
+            return
+        tot = 0
+        for i in range(AIR_BUCKETS):
+            tot += self.air_b[i]
+        if tot > AIR_CUM_NL:
+            self.raise_high(AL.A_AIR_CUM)
+
+    def vitals_violation(self):
+        """Name of the vital-sign limit the last reading breaks (bytes), or None."""
+        if not self.vit_seen or self.lib is None:
+            return None
+        lim = self.lib.drugs[self.drug].vitals if self.drug >= 0 else self.lib.vitals_default
+        if lim is None:
+            return None
+        return lim.violated(self.vit_sbp, self.vit_dbp, self.vit_hr, self.vit_spo2)
+
+    def vitals_ok(self):
+        return self.vitals_violation() is None
+
+    def air_cum_clear(self):
+        for i in range(AIR_BUCKETS):
+            self.air_b[i] = 0
+
+    # ------------------------------------------------------------ lifecycle hooks
+    def enter_fault(self, reason):
+        """Internal fault (corrupt library or settings): refuse to infuse, say why."""
+        self.fault_reason = reason
+        self.stop_delivery()
+        self.loop.stop()
+        if self.fsm.state != S_IDLE and self.fsm.state != S_FAULT:
+            self.fsm.state = S_IDLE
+        self.fsm.fire(fsm.T_FAULT)
+        self.alarms.raise_(AL.A_FAULT, self.out.tx, self._now)
+
+    def recover(self, state_name, rate_ul_h, vtbi_nl, delivered_nl, drug_index=-1, kvo_ul_h=0):
+        """After a power cut or watchdog reset: restore an interrupted infusion into PAUSED
+        with a latched RESTART alarm (ACK clears it); RESUME delivers only the remainder.
+        Returns True when a program was restored."""
+        if isinstance(state_name, str):
+            state_name = state_name.encode()
+        if state_name not in (b"RUNNING", b"PAUSED", b"ALARM", b"STANDBY", b"KVO"):
+            return False
+        if self.fsm.state != S_IDLE:
+            return False
+        if not (RATE_MIN <= rate_ul_h <= RATE_MAX and VTBI_MIN <= vtbi_nl <= VTBI_MAX):
+            return False
+        if delivered_nl < 0:
+            delivered_nl = 0
+        if delivered_nl > vtbi_nl:
+            delivered_nl = vtbi_nl
+        commands.set_single(self, rate_ul_h, vtbi_nl)
+        self.drug = drug_index if self.lib is not None and 0 <= drug_index < len(self.lib.drugs) else -1
+        self.kvo = kvo_ul_h if 0 <= kvo_ul_h <= rate_ul_h else 0
+        self.line.reset(vtbi_nl)
+        self.line.preset(delivered_nl)
+        self.started = True
+        self.fsm.fire(fsm.T_RECOVER)
+        tx = self.out.tx
+        self.alarms.raise_(AL.A_RESTART, tx, self._now)
+        self.alarms.condition_gone(AL.A_RESTART, tx)
+        return True

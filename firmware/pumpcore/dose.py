@@ -62,6 +62,17 @@ class VolumeLine:
         self._step_rem = 0      # nL·1000 not yet a whole step (< nl_per_kstep)
         self._del_rem = 0       # step·nl_per_kstep not yet a whole nL (< 1000)
 
+    def preset(self, nl):
+        """Start the line at nl already delivered (restored after a reboot)."""
+        if nl > self.limit_nl:
+            nl = self.limit_nl
+        self.target_nl = nl
+        self.steps = nl * 1000 // self.nl_per_kstep
+        self._step_rem = nl * 1000 - self.steps * self.nl_per_kstep
+        dacc = self.steps * self.nl_per_kstep
+        self.delivered_nl = dacc // 1000
+        self._del_rem = dacc - self.delivered_nl * 1000
+
     def done(self):
         return self.target_nl >= self.limit_nl
 

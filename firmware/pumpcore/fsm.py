@@ -27,6 +27,9 @@ RUNNING = _t.STATES.index("RUNNING")
 PAUSED = _t.STATES.index("PAUSED")
 COMPLETE = _t.STATES.index("COMPLETE")
 ALARM = _t.STATES.index("ALARM")
+STANDBY = _t.STATES.index("STANDBY")
+KVO = _t.STATES.index("KVO")
+FAULT = _t.STATES.index("FAULT")
 
 # trigger ids (indexes into TRIGGERS)
 T_PROGRAM = TRIGGERS.index("program")
@@ -37,6 +40,10 @@ T_COMPLETE = TRIGGERS.index("complete")
 T_ALARM = TRIGGERS.index("alarm")
 T_ACK = TRIGGERS.index("ack")
 T_STOP = TRIGGERS.index("stop")
+T_STANDBY = TRIGGERS.index("standby")
+T_KVO = TRIGGERS.index("kvo")
+T_FAULT = TRIGGERS.index("fault")
+T_RECOVER = TRIGGERS.index("recover")
 
 STATE_NAMES = tuple(s.encode() for s in _t.STATES)  # bytes, for frames
 

@@ -34,8 +34,10 @@ E_RANGE = const(7)
 E_LIMIT = const(8)
 E_SOFT = const(9)
 E_DRUG = const(10)
+E_AUTH = const(11)
+E_FAULT = const(12)
 ERR_NAMES = (b"OK", b"CRC", b"LEN", b"SYNTAX", b"UNKNOWN", b"STATE", b"ARG", b"RANGE",
-             b"LIMIT", b"SOFT", b"DRUG")
+             b"LIMIT", b"SOFT", b"DRUG", b"AUTH", b"FAULT")
 
 ID_NONE = const(-1)    # no trustworthy id: replies go out with id "?"
 ID_EVENT = const(-2)   # "!" unsolicited frame

@@ -5,7 +5,8 @@ This table is the single source of truth. The firmware runs it with the small en
 docs draw it. Keep it plain tuples of strings so every consumer can read it.
 """
 
-STATES = ("IDLE", "PROGRAMMED", "RUNNING", "PAUSED", "COMPLETE", "ALARM")
+STATES = ("IDLE", "PROGRAMMED", "RUNNING", "PAUSED", "COMPLETE", "ALARM", "STANDBY", "KVO",
+          "FAULT")
 
 # (trigger, source, destination). A trigger absent for a state is illegal in that state.
 TRANSITIONS = (
@@ -24,12 +25,31 @@ TRANSITIONS = (
     ("stop", "PAUSED", "IDLE"),
     ("stop", "COMPLETE", "IDLE"),
     ("stop", "ALARM", "IDLE"),
+    # standby: the program is kept, nothing is delivered, the callback alarm is suspended
+    ("standby", "PROGRAMMED", "STANDBY"),
+    ("standby", "PAUSED", "STANDBY"),
+    ("start", "STANDBY", "RUNNING"),
+    ("resume", "STANDBY", "RUNNING"),
+    ("program", "STANDBY", "PROGRAMMED"),
+    ("stop", "STANDBY", "IDLE"),
+    # keep vein open after the VTBI when the program has a KVO rate (else "complete")
+    ("kvo", "RUNNING", "KVO"),
+    ("pause", "KVO", "PAUSED"),
+    ("alarm", "KVO", "ALARM"),
+    ("program", "KVO", "PROGRAMMED"),
+    ("stop", "KVO", "IDLE"),
+    # internal fault (corrupt drug library or settings): refuses to infuse; STOP leaves it
+    # only when the fault is gone (the controller checks)
+    ("fault", "IDLE", "FAULT"),
+    ("stop", "FAULT", "IDLE"),
+    # after a power cut or watchdog reset an interrupted infusion comes back paused
+    ("recover", "IDLE", "PAUSED"),
 )
 
 # Triggers the pump fires itself; the others come from host commands.
-INTERNAL_TRIGGERS = ("complete", "alarm")
+INTERNAL_TRIGGERS = ("complete", "alarm", "kvo", "fault", "recover")
 
 # The states in which the motor may move.
-DELIVERING = ("RUNNING",)
+DELIVERING = ("RUNNING", "KVO")
 
 INITIAL = "IDLE"

@@ -6,7 +6,8 @@ from pumpcore.controller import ticks_diff, ticks_add
 
 def snapshot(r):
     c = r.ctl
-    return (c.fsm.state, c.rate, c.vtbi, c.drug, c.line.steps, c.alarm, c.tlm_period)
+    return (c.fsm.state, c.rate, c.vtbi, c.drug, c.line.steps, c.alarm, c.tlm_period, c.nseg,
+            c.kvo, c.alarms.act, c.settings.values())
 
 
 def check_rate_program_delivers_exactly():
@@ -46,7 +47,7 @@ def check_soft_limit_needs_confirm():
 
 def check_unknown_drug():
     r = Rig()
-    assert r.cmd("PROG", "drug=propofol dose_ug_kg=500 wt_g=70000 over_ms=2400000").startswith(b"1 ER DRUG")
+    assert r.cmd("PROG", "drug=fentanyl dose_ug_kg=500 wt_g=70000 over_ms=2400000").startswith(b"1 ER DRUG")
 
 
 def check_out_of_state_commands_change_nothing():
@@ -54,7 +55,7 @@ def check_out_of_state_commands_change_nothing():
     for w in ("START", "PAUSE", "RESUME", "ACK"):
         before = snapshot(r)
         rep = r.cmd(w)
-        assert b" ER STATE not allowed in IDLE" in rep, rep
+        assert b" ER STATE " in rep, rep
         assert snapshot(r) == before
 
 
@@ -161,7 +162,7 @@ def check_status_and_hello():
 
 def check_telemetry_period():
     r = Rig()
-    assert r.cmd("TLM", "period_ms=10").startswith(b"1 ER RANGE")
+    assert r.cmd("TLM", "period_ms=5").startswith(b"1 ER RANGE")
     assert r.cmd("TLM", "period_ms=1000") == b"2 OK period_ms=1000"
     n = 0
     for _ in range(100):

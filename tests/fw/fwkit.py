@@ -1,4 +1,10 @@
-"""Helpers for portable firmware checks: build a controller, send frames, step time."""
+"""Helpers for portable firmware checks: build a controller, send frames, step time.
+
+`Rig` carries a tiny plant so the closed loop has something to close on: the encoder
+follows the motor through a dead band of `slack` µsteps (one count per µstep of plunger
+travel), the force sensor reads `inp.pressure_mmhg` (scripted by the check, or driven by
+`occluded` = pressure rising with the pushed volume into a compliance).
+"""
 import sys
 
 if "." not in sys.path:
@@ -13,6 +19,13 @@ import pumpcore
 NL_PER_KSTEP = 217078
 LIB_PATH = pumpcore.__file__.rsplit("/", 2)[0] + "/druglib.json"  # the firmware tree's library
 T0 = 0x3FFFFFFF - 60000          # a minute before the 2**30 clock wraps
+_LIB = []
+
+
+def library():
+    if not _LIB:
+        _LIB.append(DrugLibrary.load(LIB_PATH))
+    return _LIB[0]
 
 
 def crc_frame(body):
@@ -24,26 +37,50 @@ def crc_frame(body):
 
 
 class Rig:
-    """A controller with a virtual clock and a scripted pressure reading."""
+    """A controller with a virtual clock, a slack/encoder plant stub and scripted pressure."""
 
-    def __init__(self, **cfg):
-        self.ctl = Controller(Config(NL_PER_KSTEP, **cfg), DrugLibrary.load(LIB_PATH))
+    def __init__(self, slack=0, lib=None, settings=None, fault=None, auth=None, **cfg):
+        self.ctl = Controller(Config(NL_PER_KSTEP, **cfg), lib or library(), settings, fault, auth)
         self.inp = Inputs()
         self.inp.pressure_mmhg = 20
         self.t = T0
-        self.steps = 0
+        self.steps = 0          # net µsteps commanded
+        self.motor = 0
+        self.plunger = 0
+        self.slack = slack
+        self.frozen = False     # a stalled mechanism: the plunger does not move
+        self.drift = 0          # µsteps per tick the plunger moves on its own (runaway)
+        self.occluded = False
+        self.ul_per_mmhg = 2    # compliance when occluded (≈ 0.002 mL/mmHg)
+        self.events = []
         self.nid = 0
         self.ctl.step(self.t, self.inp, b"", 0)
 
     def _adv(self, ms):
         self.t = (self.t + ms) & 0x3FFFFFFF
 
+    def _plant(self, out):
+        n = out.steps
+        self.steps += n
+        self.motor += n
+        if not self.frozen:
+            if self.motor > self.plunger + self.slack:
+                self.plunger = self.motor - self.slack
+            elif self.motor < self.plunger:
+                self.plunger = self.motor
+        if self.drift:
+            self.plunger += self.drift
+            self.motor += self.drift
+        self.inp.encoder = self.plunger
+        if out.tx.n:
+            self.events.append(bytes(out.tx.buf[:out.tx.n]))
+
     def send(self, body, crc=True):
-        """Send one request; return the reply line (bytes, without CRC/LF) and all tx."""
+        """Send one request; return everything the pump sent in that step."""
         data = crc_frame(body) if crc else (body.encode() if isinstance(body, str) else body) + b"\n"
         out = self.ctl.step(self.t, self.inp, data, len(data))
-        self.steps += out.steps
         tx = bytes(out.tx.buf[:out.tx.n])
+        self._plant(out)
         return tx
 
     def cmd(self, word, fields=""):
@@ -59,9 +96,34 @@ class Rig:
         n = ms // TICK_MS
         for _ in range(n):
             self._adv(TICK_MS)
+            p0 = self.plunger
             out = self.ctl.step(self.t, self.inp, b"", 0)
-            self.steps += out.steps
+            self._plant(out)
+            if self.occluded:
+                dv = (self.plunger - p0) * NL_PER_KSTEP // 1000      # nL pushed
+                self._occ_nl += dv
+                self.inp.pressure_mmhg = self._occ_p0 + self._occ_nl // (self.ul_per_mmhg * 1000)
         return self
+
+    def occlude(self, on=True):
+        self.occluded = on
+        self._occ_p0 = self.inp.pressure_mmhg
+        self._occ_nl = 0
+
+    def run_until(self, pred, max_ms):
+        n = 0
+        while n < max_ms:
+            if pred(self):
+                return True
+            self.run(TICK_MS)
+            n += TICK_MS
+        return pred(self)
 
     def state(self):
         return self.ctl.fsm.state
+
+    def alarm(self):
+        return self.ctl.alarms.highest()
+
+    def event_text(self):
+        return b"".join(self.events)

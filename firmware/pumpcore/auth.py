@@ -1,0 +1,82 @@
+"""HMAC-SHA256 message authentication for therapy-changing commands (docs/protocol.md).
+
+MicroPython ships `hashlib.sha256` but no `hmac`, so HMAC (RFC 2104) is built here from the
+hash. The key (32 random bytes in the board's `key.bin`, provisioned at flash time) never
+leaves the pump. A command carries `ctr=<n>` and, as its last field, `mac=<16 hex>`: the first
+16 hex digits of HMAC-SHA256(key, frame body before " mac="). `ctr` must exceed the last
+accepted counter, which the board keeps across reboots (`store_counter`). Runs only when a
+therapy frame arrives, never in the control tick.
+"""
+try:
+    import hashlib
+except ImportError:  # some ports ship it as uhashlib
+    import uhashlib as hashlib  # type: ignore
+
+_BLOCK = 64
+_HEX = b"0123456789ABCDEF"
+
+
+def hmac_sha256(key, msg):
+    """HMAC-SHA256(key, msg) as 32 bytes."""
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    k = bytearray(_BLOCK)
+    for i in range(len(key)):
+        k[i] = key[i]
+    ipad = bytearray(_BLOCK)
+    opad = bytearray(_BLOCK)
+    for i in range(_BLOCK):
+        ipad[i] = k[i] ^ 0x36
+        opad[i] = k[i] ^ 0x5C
+    h = hashlib.sha256(bytes(ipad))
+    h.update(msg)
+    inner = h.digest()
+    h = hashlib.sha256(bytes(opad))
+    h.update(inner)
+    return h.digest()
+
+
+def mac16(key, msg):
+    """The wire MAC: first 16 upper-case hex digits of HMAC-SHA256 (8 bytes)."""
+    d = hmac_sha256(key, msg)
+    out = bytearray(16)
+    for i in range(8):
+        out[2 * i] = _HEX[d[i] >> 4]
+        out[2 * i + 1] = _HEX[d[i] & 15]
+    return bytes(out)
+
+
+class Auth:
+    """Key, required flag and the replay counter (persisted through the board hooks)."""
+
+    def __init__(self, key=None, counter=0, store=None):
+        self.key = key if key else None
+        self.required = False
+        self.counter = counter
+        self._store = store         # callable(n) that makes the counter survive a reboot
+
+    @property
+    def provisioned(self):
+        return self.key is not None
+
+    def check(self, buf, end_body, ctr, mac_start, mac_end):
+        """Verify a frame: body buf[:end_body] was MACed, mac digits at buf[mac_start:mac_end].
+        Returns None when good (and advances the counter), else a reason (bytes)."""
+        if self.key is None:
+            return b"pump has no key"
+        if ctr < 0:
+            return b"missing ctr"
+        if mac_end - mac_start != 16:
+            return b"mac must be 16 hex digits"
+        want = mac16(self.key, bytes(buf[:end_body]))
+        bad = 0
+        for i in range(16):
+            bad |= want[i] ^ buf[mac_start + i]
+        if bad:
+            return b"wrong MAC"
+        if ctr <= self.counter:
+            return b"replayed counter"
+        self.counter = ctr
+        if self._store is not None:
+            self._store(ctr)
+        return None

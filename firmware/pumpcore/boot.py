@@ -1,0 +1,51 @@
+"""Build the controller from what a board provides at boot: drug library, settings, key and
+replay counter. A library or settings record that fails its checks puts the pump in FAULT
+(it refuses to infuse and says why); nothing falls back to defaults silently.
+
+Optional board hooks (all may be absent): `load_settings() -> bytes | None`,
+`store_settings(bytes)`, `load_key() -> bytes | None`, `load_counter() -> int`,
+`store_counter(int)`. Without `load_key` the board has no key and authentication cannot be
+turned on.
+"""
+from pumpcore.controller import Controller, Config
+from pumpcore.druglib import DrugLibrary, LibraryError
+from pumpcore.settings import Settings
+from pumpcore.auth import Auth
+
+
+def build_controller(board):
+    cfg = Config(board.NL_PER_KSTEP, device_id=board.DEVICE_ID)
+    for k in ("batt_low_mv", "batt_depleted_mv"):
+        if hasattr(board, k.upper()):
+            setattr(cfg, k, getattr(board, k.upper()))
+    fault = None
+    lib = None
+    try:
+        lib = DrugLibrary.load(board.LIB_PATH)
+    except LibraryError as e:
+        fault = b"drug library: " + str(e).encode()
+    except Exception as e:  # anything unexpected in the file is a corrupt library too
+        fault = b"drug library unreadable: " + str(e).encode()[:40]
+    settings = Settings()
+    load = getattr(board, "load_settings", None)
+    raw = load() if load is not None else None
+    if raw is not None:
+        why = settings.decode(raw)
+        if why is not None and fault is None:
+            fault = why
+    key = None
+    lk = getattr(board, "load_key", None)
+    if lk is not None:
+        key = lk()
+        if key is not None and len(key) < 16:
+            key = None
+            if fault is None:
+                fault = b"key.bin too short"
+    lc = getattr(board, "load_counter", None)
+    ctr = lc() if lc is not None else 0
+    auth = Auth(key, ctr, getattr(board, "store_counter", None))
+    if settings.auth and key is None and fault is None:
+        fault = b"settings require authentication but no key is provisioned"
+    ctl = Controller(cfg, lib, settings, fault, auth)
+    ctl.store_settings = getattr(board, "store_settings", None)
+    return ctl

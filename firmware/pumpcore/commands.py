@@ -1,0 +1,1061 @@
+"""The command interpreter: one parsed frame in, exactly one reply (plus events) out.
+
+Every command is checked completely — state, fields, ranges, drug-library limits,
+authentication — before anything changes, so a refused command changes nothing. Replies
+and events are written straight into the controller's preallocated TxBuffer. Commands run
+at command time, not in the control tick: program arithmetic may use big intermediates and
+the occlusion plan may use floats here.
+"""
+from pumpcore import fsm
+from pumpcore import protocol as P
+from pumpcore import alarms as AL
+from pumpcore import settings as SET
+from pumpcore.dose import dose_ug, volume_nl, rate_ul_h, duration_ms
+from pumpcore.occlusion import plan_ints
+from pumpcore import VERSION
+
+_FW = VERSION.encode()
+_NO_KEYS = ()
+_AUTH_KEYS = (b"ctr", b"mac")
+
+
+# ------------------------------------------------------------------ reply helpers
+def error(ctl, rid, code, reason):
+    tx = ctl.out.tx
+    tx.begin(rid)
+    tx.put(b" ER ")
+    tx.put(P.ERR_NAMES[code])
+    tx.put(b" ")
+    tx.put(reason)
+    return tx
+
+
+def ok(ctl, rid):
+    tx = ctl.out.tx
+    tx.begin(rid)
+    tx.put(b" OK")
+    return tx
+
+
+def _state_error(ctl, rid):
+    tx = error(ctl, rid, P.E_STATE, b"not allowed in ")
+    tx.put(fsm.STATE_NAMES[ctl.fsm.state])
+    tx.end()
+
+
+def _reply_state(ctl, rid):
+    tx = ok(ctl, rid)
+    tx.field_lit(b"state", fsm.STATE_NAMES[ctl.fsm.state])
+    tx.end()
+
+
+def telemetry(ctl):
+    tx = ctl.out.tx
+    tx.begin(P.ID_EVENT)
+    tx.put(b" TL")
+    tx.field_lit(b"state", fsm.STATE_NAMES[ctl.fsm.state])
+    tx.field_int(b"del_nl", ctl.delivered_nl())
+    tx.field_int(b"rate_ul_h", ctl.current_rate())
+    tx.field_int(b"p_mmhg", ctl.pressure)
+    tx.field_int(b"el_ms", ctl.el_ms)
+    tx.end()
+
+
+# ------------------------------------------------------------------ frames
+def handle_frame(ctl):
+    f = ctl.frame
+    r = f.parse(ctl.reader.length)
+    if r == P.E_CRC:
+        error(ctl, P.ID_NONE, P.E_CRC, b"bad CRC").end()
+        return
+    if r != P.OK:
+        error(ctl, f.id if f.id > 0 else P.ID_NONE, r, b"malformed frame").end()
+        return
+    rid = f.id
+    ctl.last_rx = ctl._now            # any valid request is a heartbeat
+    if ctl.alarms.is_active(AL.A_COMM_LOSS):
+        ctl.alarms.condition_gone(AL.A_COMM_LOSS, ctl.out.tx)
+    # a retry of the request just executed: same answer, not executed again
+    if rid == ctl._last_id and f.has_crc and f.crc == ctl._last_crc:
+        ctl.out.tx.put_span(ctl._last_reply, 0, ctl._last_reply_len)
+        return
+    tx = ctl.out.tx
+    start = tx.n
+    dispatch(ctl, f, rid)
+    if tx.n > start and f.has_crc:
+        # remember the reply (the first frame written) for retries
+        end = start
+        while end < tx.n and tx.buf[end] != 10:
+            end += 1
+        m = end + 1 - start
+        if m <= P.MAX_FRAME:
+            for i in range(m):
+                ctl._last_reply[i] = tx.buf[start + i]
+            ctl._last_reply_len = m
+            ctl._last_id = rid
+            ctl._last_crc = f.crc
+
+
+def _fields(ctl, f, rid, keys):
+    """Every field's key is in keys (or ctr/mac); no duplicates."""
+    for k in range(2, f.ntok):
+        if not (f.key_in(k, keys) or f.key_in(k, _AUTH_KEYS)):
+            tx = error(ctl, rid, P.E_ARG, b"unknown field ")
+            tx.put_span(f.buf, f.ts[k], f.eq[k])
+            tx.end()
+            return False
+    if f.duplicate_keys():
+        error(ctl, rid, P.E_ARG, b"duplicated field").end()
+        return False
+    return True
+
+
+def _need_crc(ctl, f, rid):
+    if not f.has_crc:
+        error(ctl, rid, P.E_CRC, b"this command needs a CRC").end()
+        return False
+    return True
+
+
+def _auth(ctl, f, rid):
+    """CRC always; with authentication on, a good ctr/mac too."""
+    if not _need_crc(ctl, f, rid):
+        return False
+    a = ctl.auth
+    if not a.required:
+        return True
+    km = f.field(b"mac")
+    kc = f.field(b"ctr")
+    if km < 0 or km != f.ntok - 1:
+        error(ctl, rid, P.E_AUTH, b"needs ctr and mac as the last field").end()
+        return False
+    ctr = f.int_value(kc) if kc >= 0 else -1
+    why = a.check(f.buf, f.ts[km] - 1, ctr, f.eq[km] + 1, f.te[km])
+    if why is not None:
+        ctl.auth_refused += 1
+        error(ctl, rid, P.E_AUTH, why).end()
+        return False
+    return True
+
+
+def _fault(ctl, rid):
+    """True (and replied) when the pump is in an internal fault and must not infuse."""
+    if ctl.fsm.state == fsm.FAULT:
+        tx = error(ctl, rid, P.E_FAULT, ctl.fault_reason)
+        tx.end()
+        return True
+    return False
+
+
+def _int(f, key):
+    """Value of an integer field, -1 when absent, -2 when not a non-negative integer."""
+    k = f.field(key)
+    if k < 0:
+        return -1
+    v = f.int_value(k)
+    return v if v >= 0 else -2
+
+
+def dispatch(ctl, f, rid):
+    w = f.word_is
+    if w(b"STATUS"):
+        if _fields(ctl, f, rid, _NO_KEYS):
+            _status(ctl, rid)
+    elif w(b"HELLO"):
+        if _fields(ctl, f, rid, _NO_KEYS):
+            _hello(ctl, rid)
+    elif w(b"PROG"):
+        if _auth(ctl, f, rid) and not _fault(ctl, rid):
+            _prog(ctl, f, rid)
+    elif w(b"STEP"):
+        if _auth(ctl, f, rid) and not _fault(ctl, rid):
+            _step(ctl, f, rid)
+    elif w(b"START"):
+        if _auth(ctl, f, rid) and not _fault(ctl, rid):
+            _start(ctl, f, rid, fsm.T_START)
+    elif w(b"RESUME"):
+        if _auth(ctl, f, rid) and not _fault(ctl, rid):
+            _start(ctl, f, rid, fsm.T_RESUME)
+    elif w(b"PAUSE"):
+        if _need_crc(ctl, f, rid) and _fields(ctl, f, rid, _NO_KEYS):
+            if not ctl.fsm.can(fsm.T_PAUSE):
+                return _state_error(ctl, rid)
+            ctl.stop_delivery()
+            ctl.fsm.fire(fsm.T_PAUSE)
+            _reply_state(ctl, rid)
+    elif w(b"STANDBY"):
+        if _need_crc(ctl, f, rid) and _fields(ctl, f, rid, _NO_KEYS):
+            if not ctl.fsm.can(fsm.T_STANDBY):
+                return _state_error(ctl, rid)
+            ctl.stop_delivery()
+            ctl.fsm.fire(fsm.T_STANDBY)
+            ctl.alarms.clear(AL.A_CALLBACK, ctl.out.tx)
+            _reply_state(ctl, rid)
+    elif w(b"STOP"):
+        if _need_crc(ctl, f, rid) and _fields(ctl, f, rid, _NO_KEYS):
+            _stop(ctl, rid)
+    elif w(b"ACK"):
+        if _need_crc(ctl, f, rid) and _fields(ctl, f, rid, _NO_KEYS):
+            _ack(ctl, rid)
+    elif w(b"SILENCE"):
+        if _need_crc(ctl, f, rid) and _fields(ctl, f, rid, _NO_KEYS):
+            tx = ok(ctl, rid)
+            tx.field_int(b"until_ms", ctl.alarms.silence(ctl._now))
+            tx.end()
+    elif w(b"TITRATE"):
+        if _auth(ctl, f, rid) and not _fault(ctl, rid):
+            _titrate(ctl, f, rid)
+    elif w(b"BOLUS"):
+        if _auth(ctl, f, rid) and not _fault(ctl, rid):
+            _bolus(ctl, f, rid)
+    elif w(b"VITALS"):
+        if _need_crc(ctl, f, rid):
+            _vitals(ctl, f, rid)
+    elif w(b"HB"):
+        if _fields(ctl, f, rid, _NO_KEYS):
+            ok(ctl, rid).end()
+    elif w(b"CFG"):
+        if _auth(ctl, f, rid):
+            _cfg(ctl, f, rid)
+    elif w(b"LOG"):
+        _log(ctl, f, rid)
+    elif w(b"TLM"):
+        if _need_crc(ctl, f, rid) and _fields(ctl, f, rid, (b"period_ms",)):
+            v = _int(f, b"period_ms")
+            if v != 0 and not (ctl_TLM_MIN <= v <= ctl_TLM_MAX):
+                error(ctl, rid, P.E_RANGE, b"period_ms 0 or 10..60000").end()
+                return
+            ctl.tlm_period = v
+            ctl._next_tlm = ctl._now
+            tx = ok(ctl, rid)
+            tx.field_int(b"period_ms", v)
+            tx.end()
+    else:
+        error(ctl, rid, P.E_UNKNOWN, b"no such command").end()
+
+
+ctl_TLM_MIN = 10
+ctl_TLM_MAX = 60000
+
+
+# ------------------------------------------------------------------ read-only
+def _status(ctl, rid):
+    tx = ok(ctl, rid)
+    tx.field_lit(b"state", fsm.STATE_NAMES[ctl.fsm.state])
+    tx.field_int(b"rate_ul_h", ctl.rate)
+    tx.field_int(b"vtbi_nl", ctl.vtbi)
+    tx.field_int(b"del_nl", ctl.delivered_nl())
+    tx.field_int(b"el_ms", ctl.el_ms)
+    tx.field_int(b"p_mmhg", ctl.pressure)
+    a = ctl.alarms.highest()
+    tx.field_lit(b"alarm", AL.NAMES[a])
+    tx.field_int(b"prio", ctl.alarms.prio(a))
+    if ctl.fsm.state == fsm.KVO:
+        tx.field_int(b"kvo_nl", ctl.kvo_nl())
+    tx.end()
+
+
+def _hello(ctl, rid):
+    tx = ok(ctl, rid)
+    tx.field_lit(b"dev", ctl.cfg.device_id)
+    tx.field_lit(b"fw", _FW)
+    tx.field_int(b"proto", P.PROTO_VERSION)
+    if ctl.lib is not None:
+        tx.field_lit(b"lib", ctl.lib.version)
+        tx.field_lit(b"libh", ctl.lib.sha256_16)
+    else:
+        tx.field_lit(b"lib", b"NONE")
+        tx.field_lit(b"libh", b"NONE")
+    tx.field_int(b"tick_ms", 50)
+    if ctl.fsm.state == fsm.FAULT:
+        tx.field_lit(b"fault", b"1")
+    tx.end()
+
+
+def _log(ctl, f, rid):
+    if not _fields(ctl, f, rid, (b"from", b"max")):
+        return
+    frm = _int(f, b"from")
+    mx = _int(f, b"max")
+    if frm < 0:
+        error(ctl, rid, P.E_ARG, b"needs from").end()
+        return
+    if mx == -1:
+        mx = 32
+    if mx < 1 or mx > 32:
+        error(ctl, rid, P.E_RANGE, b"max must be 1..32").end()
+        return
+    src = ctl.log_source
+    if src is None:
+        tx = ok(ctl, rid)
+        tx.field_int(b"n", 0)
+        tx.field_int(b"next", frm)
+        tx.end()
+        return
+    src.export(ctl, rid, frm, mx)
+
+
+# ------------------------------------------------------------------ programs
+def set_single(ctl, rate, vtbi):
+    ctl.nseg = 1
+    ctl.seg_rate[0] = rate
+    ctl.seg_vol[0] = vtbi
+    _plan_segments(ctl)
+
+
+def _plan_segments(ctl):
+    tot = 0
+    for i in range(ctl.nseg):
+        d, n, thr = plan_ints(ctl.seg_rate[i])
+        ctl.seg_d[i] = d
+        ctl.seg_n[i] = n
+        ctl.seg_thr[i] = thr
+        tot += ctl.seg_vol[i]
+    ctl.vtbi = tot
+    ctl.seg = 0
+    ctl.rate = ctl.seg_rate[0]
+
+
+def _range_check(ctl, rid, rate, vtbi, what=b""):
+    if not (ctl_RATE_MIN <= rate <= ctl_RATE_MAX):
+        tx = error(ctl, rid, P.E_RANGE, what)
+        tx.put(b"rate_ul_h must be 100..1200000")
+        tx.end()
+        return False
+    if not (ctl_VTBI_MIN <= vtbi <= ctl_VTBI_MAX):
+        tx = error(ctl, rid, P.E_RANGE, what)
+        tx.put(b"vtbi_nl must be 1000..1000000000")
+        tx.end()
+        return False
+    if duration_ms(vtbi, rate) > ctl_DURATION_MAX:
+        error(ctl, rid, P.E_RANGE, b"duration over 96 h").end()
+        return False
+    return True
+
+
+ctl_RATE_MIN = 100
+ctl_RATE_MAX = 1200000
+ctl_VTBI_MIN = 1000
+ctl_VTBI_MAX = 1000000000
+ctl_DURATION_MAX = 345600000
+
+
+def _limit_error(ctl, rid, what, bound):
+    tx = error(ctl, rid, P.E_LIMIT, what)
+    tx.put_int(bound)
+    tx.end()
+
+
+def _check_limits(ctl, rid, lim, v, name, soft_acc):
+    """Hard limit → reply LIMIT and return -1; soft → add to soft_acc (returned)."""
+    if v < lim.hard_min:
+        tx = error(ctl, rid, P.E_LIMIT, name)
+        tx.put(b" below hard min ")
+        tx.put_int(lim.hard_min)
+        tx.end()
+        return -1
+    if v > lim.hard_max:
+        tx = error(ctl, rid, P.E_LIMIT, name)
+        tx.put(b" above hard max ")
+        tx.put_int(lim.hard_max)
+        tx.end()
+        return -1
+    if lim.soft(v):
+        return soft_acc + 1
+    return soft_acc
+
+
+def _confirm(ctl, f, rid):
+    """-1 on a bad value (replied), else 0/1."""
+    k = f.field(b"confirm")
+    if k < 0:
+        return 0
+    if f.value_is(k, b"1"):
+        return 1
+    if f.value_is(k, b"0"):
+        return 0
+    error(ctl, rid, P.E_RANGE, b"confirm must be 0 or 1").end()
+    return -1
+
+
+def _drug(ctl, f, rid, required):
+    """Drug index, -1 for none (when not required), -2 on error (replied)."""
+    k = f.field(b"drug")
+    if k < 0:
+        if required:
+            error(ctl, rid, P.E_ARG, b"needs drug").end()
+            return -2
+        return -1
+    di = ctl.lib.index_of(f, k)
+    if di < 0:
+        error(ctl, rid, P.E_DRUG, b"drug not in library").end()
+        return -2
+    return di
+
+
+def _kvo(ctl, f, rid, default, last_rate):
+    """KVO rate in force (clamped to the last programmed rate), -1 on error (replied)."""
+    v = _int(f, b"kvo_ul_h")
+    if v == -2:
+        error(ctl, rid, P.E_RANGE, b"kvo_ul_h must be 0 or 100..20000").end()
+        return -1
+    if v == -1:
+        v = default
+    elif v != 0 and not (100 <= v <= 20000):
+        error(ctl, rid, P.E_RANGE, b"kvo_ul_h must be 0 or 100..20000").end()
+        return -1
+    if v > last_rate:
+        v = last_rate                 # never above the programmed rate
+    return v
+
+
+def _soft_error(ctl, rid, what):
+    tx = error(ctl, rid, P.E_SOFT, b"outside soft limits (")
+    tx.put(what)
+    tx.put(b"); resend with confirm=1")
+    tx.end()
+
+
+_RATE_KEYS = (b"rate_ul_h", b"vtbi_nl", b"dur_ms", b"kvo_ul_h", b"drug")
+_DOSE_KEYS = (b"drug", b"dose_ug_kg", b"wt_g", b"over_ms", b"confirm", b"kvo_ul_h", b"conc_ug_ml")
+_DOSEH_KEYS = (b"drug", b"dose_ug_kg_h", b"wt_g", b"vtbi_nl", b"dur_ms", b"conc_ug_ml",
+               b"confirm", b"kvo_ul_h", b"load_ug_kg", b"load_ms")
+_STEPS_KEYS = (b"steps", b"drug", b"confirm", b"kvo_ul_h")
+
+
+def _prog(ctl, f, rid):
+    if not ctl.fsm.can(fsm.T_PROGRAM):
+        return _state_error(ctl, rid)
+    if f.field(b"steps") >= 0:
+        return _prog_steps(ctl, f, rid)
+    if f.field(b"dose_ug_kg_h") >= 0 or f.field(b"load_ug_kg") >= 0:
+        return _prog_dose_rate(ctl, f, rid)
+    if f.field(b"dose_ug_kg") >= 0:
+        return _prog_dose(ctl, f, rid)
+    if not _fields(ctl, f, rid, _RATE_KEYS):
+        return
+    rate = _int(f, b"rate_ul_h")
+    vtbi = _int(f, b"vtbi_nl")
+    dur = _int(f, b"dur_ms")
+    if rate == -2 or vtbi == -2 or dur == -2:
+        error(ctl, rid, P.E_RANGE, b"values must be non-negative integers").end()
+        return
+    new_form = False
+    if rate >= 0 and vtbi >= 0 and dur == -1:
+        pass
+    elif vtbi >= 0 and dur >= 0 and rate == -1:
+        if dur == 0:
+            error(ctl, rid, P.E_RANGE, b"dur_ms must be positive").end()
+            return
+        rate = rate_ul_h(vtbi, dur)
+        new_form = True
+    else:
+        error(ctl, rid, P.E_ARG, b"needs rate_ul_h and vtbi_nl, or vtbi_nl and dur_ms").end()
+        return
+    if not _range_check(ctl, rid, rate, vtbi):
+        return
+    di = _drug(ctl, f, rid, False)
+    if di == -2:
+        return
+    if di >= 0 and rate > ctl.lib.drugs[di].rate_max:
+        return _limit_error(ctl, rid, b"rate_ul_h above hard max ", ctl.lib.drugs[di].rate_max)
+    dflt = 0
+    if new_form or f.field(b"kvo_ul_h") >= 0:
+        dflt = ctl.lib.drugs[di].kvo_ul_h if di >= 0 else 1000
+    kvo = _kvo(ctl, f, rid, dflt, rate)
+    if kvo < 0:
+        return
+    set_single(ctl, rate, vtbi)
+    _accept(ctl, rid, di, 0, 0, kvo, -1)
+
+
+def _prog_dose(ctl, f, rid):
+    """The v0 form: drug, dose_ug_kg, wt_g, over_ms (dose over a duration)."""
+    if not _fields(ctl, f, rid, _DOSE_KEYS):
+        return
+    dose = _int(f, b"dose_ug_kg")
+    wt = _int(f, b"wt_g")
+    over = _int(f, b"over_ms")
+    if dose == -1 or wt == -1 or over == -1 or f.field(b"drug") < 0:
+        error(ctl, rid, P.E_ARG, b"needs drug, dose_ug_kg, wt_g, over_ms").end()
+        return
+    di = _drug(ctl, f, rid, True)
+    if di < 0:
+        return
+    confirm = _confirm(ctl, f, rid)
+    if confirm < 0:
+        return
+    if dose < 0 or wt < 0 or over < 0:
+        error(ctl, rid, P.E_RANGE, b"values must be non-negative integers").end()
+        return
+    d = ctl.lib.drugs[di]
+    conc = _conc(ctl, f, rid, d)
+    if conc < 0:
+        return
+    soft = _check_limits(ctl, rid, d.weight, wt, b"wt_g", 0)
+    if soft >= 0:
+        soft = _check_limits(ctl, rid, d.dose, dose, b"dose_ug_kg", soft)
+    if soft >= 0:
+        soft = _check_limits(ctl, rid, d.over, over, b"over_ms", soft)
+    if soft < 0:
+        return
+    amount = dose_ug(dose, wt)
+    vtbi = volume_nl(amount, conc)
+    rate = rate_ul_h(vtbi, over) if over > 0 else 0
+    if rate > d.rate_max:
+        return _limit_error(ctl, rid, b"rate_ul_h above hard max ", d.rate_max)
+    if not (ctl_RATE_MIN <= rate <= ctl_RATE_MAX) or not (ctl_VTBI_MIN <= vtbi <= ctl_VTBI_MAX):
+        error(ctl, rid, P.E_RANGE, b"resulting rate or volume outside the pump's range").end()
+        return
+    if soft and not confirm:
+        tx = error(ctl, rid, P.E_SOFT, b"outside soft limits (dose ")
+        tx.put_int(d.dose.soft_min)
+        tx.put(b"..")
+        tx.put_int(d.dose.soft_max)
+        tx.put(b" ug/kg, over ")
+        tx.put_int(d.over.soft_min // 60000)
+        tx.put(b"..")
+        tx.put_int(d.over.soft_max // 60000)
+        tx.put(b" min); resend with confirm=1")
+        tx.end()
+        return
+    kvo = _kvo(ctl, f, rid, d.kvo_ul_h if f.field(b"kvo_ul_h") >= 0 else 0, rate)
+    if kvo < 0:
+        return
+    set_single(ctl, rate, vtbi)
+    ctl.wt_g = wt
+    ctl.conc = conc
+    _accept(ctl, rid, di, amount, 1 if soft else 0, kvo, -1)
+
+
+def _conc(ctl, f, rid, d):
+    c = _int(f, b"conc_ug_ml")
+    if c == -1:
+        return d.conc_ug_ml
+    if c in d.concs:
+        return c
+    error(ctl, rid, P.E_LIMIT, b"conc_ug_ml not a library concentration for this drug").end()
+    return -1
+
+
+def _prog_dose_rate(ctl, f, rid):
+    """Continuous dose (µg/kg/h) for a volume or a duration, optionally after a loading
+    dose (load_ug_kg over load_ms)."""
+    if not _fields(ctl, f, rid, _DOSEH_KEYS):
+        return
+    doseh = _int(f, b"dose_ug_kg_h")
+    wt = _int(f, b"wt_g")
+    vtbi = _int(f, b"vtbi_nl")
+    dur = _int(f, b"dur_ms")
+    load = _int(f, b"load_ug_kg")
+    load_ms = _int(f, b"load_ms")
+    if doseh == -1 or wt == -1 or (vtbi == -1) == (dur == -1) or (load == -1) != (load_ms == -1):
+        error(ctl, rid, P.E_ARG,
+              b"needs drug, dose_ug_kg_h, wt_g, one of vtbi_nl/dur_ms (load_ug_kg with load_ms)").end()
+        return
+    if doseh == -2 or wt == -2 or vtbi == -2 or dur == -2 or load == -2 or load_ms == -2:
+        error(ctl, rid, P.E_RANGE, b"values must be non-negative integers").end()
+        return
+    di = _drug(ctl, f, rid, True)
+    if di < 0:
+        return
+    confirm = _confirm(ctl, f, rid)
+    if confirm < 0:
+        return
+    d = ctl.lib.drugs[di]
+    if d.dose_h is None:
+        error(ctl, rid, P.E_LIMIT, b"drug has no continuous-dose limits").end()
+        return
+    conc = _conc(ctl, f, rid, d)
+    if conc < 0:
+        return
+    soft = _check_limits(ctl, rid, d.weight, wt, b"wt_g", 0)
+    if soft >= 0:
+        soft = _check_limits(ctl, rid, d.dose_h, doseh, b"dose_ug_kg_h", soft)
+    if soft >= 0 and load >= 0:
+        soft = _check_limits(ctl, rid, d.dose, load, b"load_ug_kg", soft)
+        if soft >= 0:
+            soft = _check_limits(ctl, rid, d.over, load_ms, b"load_ms", soft)
+    if soft < 0:
+        return
+    rate = doseh * wt // conc                     # µg/kg/h × kg / (µg/mL) → µL/h
+    if dur >= 0:
+        vtbi = rate * dur // 3600
+    if rate > d.rate_max:
+        return _limit_error(ctl, rid, b"rate_ul_h above hard max ", d.rate_max)
+    if not _range_check(ctl, rid, rate, vtbi):
+        return
+    load_nl = 0
+    load_rate = 0
+    if load >= 0:
+        load_nl = volume_nl(dose_ug(load, wt), conc)
+        load_rate = rate_ul_h(load_nl, load_ms) if load_ms > 0 else 0
+        if load_rate > d.rate_max:
+            return _limit_error(ctl, rid, b"load rate_ul_h above hard max ", d.rate_max)
+        if not _range_check(ctl, rid, load_rate, load_nl, b"load "):
+            return
+        if load_nl + vtbi > ctl_VTBI_MAX:
+            error(ctl, rid, P.E_RANGE, b"total volume over 1 L").end()
+            return
+    if soft and not confirm:
+        return _soft_error(ctl, rid, b"dose, load or weight")
+    kvo = _kvo(ctl, f, rid, d.kvo_ul_h, rate)
+    if kvo < 0:
+        return
+    if load >= 0:
+        ctl.nseg = 2
+        ctl.seg_rate[0] = load_rate
+        ctl.seg_vol[0] = load_nl
+        ctl.seg_rate[1] = rate
+        ctl.seg_vol[1] = vtbi
+        _plan_segments(ctl)
+    else:
+        set_single(ctl, rate, vtbi)
+    ctl.wt_g = wt
+    ctl.conc = conc
+    amount = (load * wt // 1000 if load > 0 else 0) + (vtbi * conc // 1000000)
+    _accept(ctl, rid, di, amount, 1 if soft else 0, kvo, doseh)
+
+
+def _step(ctl, f, rid):
+    if not ctl.fsm.can(fsm.T_PROGRAM):
+        return _state_error(ctl, rid)
+    if not _fields(ctl, f, rid, (b"i", b"rate_ul_h", b"vol_nl", b"dur_ms")):
+        return
+    i = _int(f, b"i")
+    rate = _int(f, b"rate_ul_h")
+    vol = _int(f, b"vol_nl")
+    dur = _int(f, b"dur_ms")
+    if i == -1 or rate == -1 or (vol == -1) == (dur == -1):
+        error(ctl, rid, P.E_ARG, b"needs i, rate_ul_h and one of vol_nl/dur_ms").end()
+        return
+    if not (0 <= i < 8):
+        error(ctl, rid, P.E_RANGE, b"i must be 0..7").end()
+        return
+    if rate < 0 or vol == -2 or dur == -2:
+        error(ctl, rid, P.E_RANGE, b"values must be non-negative integers").end()
+        return
+    if dur >= 0:
+        vol = rate * dur // 3600
+    if not _range_check(ctl, rid, rate, vol):
+        return
+    ctl.st_rate[i] = rate
+    ctl.st_vol[i] = vol
+    ctl.st_mask |= 1 << i
+    tx = ok(ctl, rid)
+    tx.field_int(b"i", i)
+    tx.field_int(b"rate_ul_h", rate)
+    tx.field_int(b"vol_nl", vol)
+    tx.field_int(b"dur_ms", duration_ms(vol, rate))
+    tx.end()
+
+
+def _prog_steps(ctl, f, rid):
+    if not _fields(ctl, f, rid, _STEPS_KEYS):
+        return
+    n = _int(f, b"steps")
+    if not (1 <= n <= 8):
+        error(ctl, rid, P.E_RANGE, b"steps must be 1..8").end()
+        return
+    for i in range(n):
+        if not (ctl.st_mask >> i) & 1:
+            tx = error(ctl, rid, P.E_ARG, b"step not stored: i=")
+            tx.put_int(i)
+            tx.end()
+            return
+    di = _drug(ctl, f, rid, False)
+    if di == -2:
+        return
+    tot = 0
+    dur = 0
+    for i in range(n):
+        tot += ctl.st_vol[i]
+        dur += duration_ms(ctl.st_vol[i], ctl.st_rate[i])
+        if di >= 0 and ctl.st_rate[i] > ctl.lib.drugs[di].rate_max:
+            return _limit_error(ctl, rid, b"rate_ul_h above hard max ", ctl.lib.drugs[di].rate_max)
+    if tot > ctl_VTBI_MAX or dur > ctl_DURATION_MAX:
+        error(ctl, rid, P.E_RANGE, b"total volume over 1 L or duration over 96 h").end()
+        return
+    kvo = _kvo(ctl, f, rid, ctl.lib.drugs[di].kvo_ul_h if di >= 0 else 1000, ctl.st_rate[n - 1])
+    if kvo < 0:
+        return
+    ctl.nseg = n
+    for i in range(n):
+        ctl.seg_rate[i] = ctl.st_rate[i]
+        ctl.seg_vol[i] = ctl.st_vol[i]
+    _plan_segments(ctl)
+    ctl.st_mask = 0
+    _accept(ctl, rid, di, 0, 0, kvo, -1)
+
+
+def _accept(ctl, rid, di, amount, soft, kvo, doseh):
+    """Commit the program already written to the segments and reply."""
+    ctl.drug = di
+    ctl.dose_ug = amount
+    ctl.dose_h = doseh if doseh > 0 else 0
+    ctl.kvo = kvo
+    d, n, thr = plan_ints(kvo if kvo > 0 else 100)
+    ctl.kvo_plan[0] = d
+    ctl.kvo_plan[1] = n
+    ctl.kvo_plan[2] = thr
+    ctl.started = False
+    ctl.el_ms = 0
+    ctl.bolus_nl = 0
+    ctl.loop.reset()
+    ctl.line.reset(ctl.seg_vol[0])
+    ctl.kline.reset(0)
+    tx = ctl.out.tx
+    for a in (AL.A_VTBI_DONE, AL.A_VTBI_NEAR, AL.A_CALLBACK):
+        ctl.alarms.clear(a, tx)
+    ctl.fsm.fire(fsm.T_PROGRAM)
+    dur = 0
+    for i in range(ctl.nseg):
+        dur += duration_ms(ctl.seg_vol[i], ctl.seg_rate[i])
+    tx = ok(ctl, rid)
+    if di >= 0:
+        tx.field_lit(b"drug", ctl.lib.drugs[di].name)
+        if amount:
+            tx.field_int(b"dose_ug", amount)
+    tx.field_int(b"rate_ul_h", ctl.rate)
+    tx.field_int(b"vtbi_nl", ctl.vtbi)
+    tx.field_int(b"dur_ms", dur)
+    if kvo:
+        tx.field_int(b"kvo_ul_h", kvo)
+    if soft >= 0 and di >= 0:
+        tx.field_int(b"soft", soft)
+    tx.end()
+
+
+# ------------------------------------------------------------------ delivery control
+def _start(ctl, f, rid, trigger):
+    if not _fields(ctl, f, rid, _NO_KEYS):
+        return
+    st = ctl.fsm.state
+    if not ctl.fsm.can(trigger):
+        return _state_error(ctl, rid)
+    al = ctl.alarms
+    if al.high_with_condition() or al.any_high():
+        error(ctl, rid, P.E_STATE, b"a high-priority alarm is active").end()
+        return
+    if ctl.last_door:
+        error(ctl, rid, P.E_STATE, b"door open").end()
+        return
+    if not ctl.started:
+        # a fresh start of the program (also from STANDBY before it ever ran)
+        ctl.line.reset(ctl.seg_vol[0])
+        ctl.seg = 0
+        ctl.rate = ctl.seg_rate[0]
+        ctl.el_ms = 0
+        ctl.bolus_nl = 0
+        ctl.loop.reset()
+        ctl.started = True
+        ctl.vit_t = ctl._now if not ctl.vit_seen else ctl.vit_t
+    if st == fsm.PAUSED and ctl.line.done() and ctl.seg + 1 >= ctl.nseg and ctl.kvo == 0:
+        error(ctl, rid, P.E_STATE, b"program complete").end()
+        return
+    ctl.use_seg_plan()
+    ctl.loop.start(ctl.last_enc, ctl.pressure)
+    al.clear(AL.A_CALLBACK, ctl.out.tx)
+    ctl.fsm.fire(trigger)
+    if ctl.line.done() and ctl.seg + 1 >= ctl.nseg and ctl.kvo > 0:
+        if ctl.kline.limit_nl == 0:
+            ctl.kline.reset(1000000000)
+        ctl.fsm.fire(fsm.T_KVO)
+        ctl.use_plan(ctl.kvo_plan)
+    _reply_state(ctl, rid)
+
+
+def _stop(ctl, rid):
+    if ctl.fsm.state == fsm.FAULT:
+        tx = error(ctl, rid, P.E_FAULT, ctl.fault_reason)
+        tx.end()
+        return
+    if not ctl.fsm.can(fsm.T_STOP):
+        return _state_error(ctl, rid)
+    ctl.stop_delivery()
+    ctl.loop.stop()
+    tx = ctl.out.tx
+    al = ctl.alarms
+    for a in (AL.A_VTBI_DONE, AL.A_VTBI_NEAR, AL.A_CALLBACK, AL.A_NEAR_EMPTY, AL.A_VITALS_STALE):
+        al.clear(a, tx)
+    al.ack(tx)                  # latched alarms whose condition is gone end with the infusion
+    ctl.fsm.fire(fsm.T_STOP)
+    ctl.rate = 0
+    ctl.vtbi = 0
+    ctl.nseg = 0
+    ctl.drug = -1
+    ctl.dose_ug = 0
+    ctl.kvo = 0
+    ctl.started = False
+    _reply_state(ctl, rid)
+
+
+def _ack(ctl, rid):
+    al = ctl.alarms
+    tx = ctl.out.tx
+    if not al.act:
+        return _state_error_msg(ctl, rid, b"no alarm to acknowledge")
+    # refresh conditions that are judged at ACK time
+    if al.is_active(AL.A_OCCLUSION):
+        if ctl.pressure * 2 >= ctl.occl.limit:
+            al.cond |= 1 << AL.A_OCCLUSION
+        else:
+            al.cond &= ~(1 << AL.A_OCCLUSION)
+    if al.is_active(AL.A_STALL):
+        al.cond &= ~(1 << AL.A_STALL)
+    if al.is_active(AL.A_AIR_CUM):
+        ctl.air_cum_clear()
+        al.cond &= ~(1 << AL.A_AIR_CUM)
+    if al.is_active(AL.A_VITALS) and ctl.vitals_ok():
+        al.cond &= ~(1 << AL.A_VITALS)
+    if ctl.fsm.state == fsm.ALARM and al.high_with_condition():
+        return _state_error_msg(ctl, rid, b"alarm condition still present")
+    if al.is_active(AL.A_RESTART):
+        al.cond &= ~(1 << AL.A_RESTART)
+    al.ack(tx)
+    if ctl.fsm.state == fsm.ALARM and not al.any_high():
+        ctl.loop.stop()
+        ctl.fsm.fire(fsm.T_ACK)
+    _reply_state(ctl, rid)
+
+
+def _state_error_msg(ctl, rid, msg):
+    error(ctl, rid, P.E_STATE, msg).end()
+
+
+def _titrate(ctl, f, rid):
+    st = ctl.fsm.state
+    if st != fsm.RUNNING and st != fsm.PAUSED:
+        return _state_error(ctl, rid)
+    if not _fields(ctl, f, rid, (b"rate_ul_h", b"dose_ug_kg_h", b"confirm")):
+        return
+    rate = _int(f, b"rate_ul_h")
+    doseh = _int(f, b"dose_ug_kg_h")
+    if (rate == -1) == (doseh == -1):
+        error(ctl, rid, P.E_ARG, b"needs one of rate_ul_h, dose_ug_kg_h").end()
+        return
+    if rate == -2 or doseh == -2:
+        error(ctl, rid, P.E_RANGE, b"values must be non-negative integers").end()
+        return
+    confirm = _confirm(ctl, f, rid)
+    if confirm < 0:
+        return
+    soft = 0
+    d = ctl.lib.drugs[ctl.drug] if ctl.drug >= 0 else None
+    if doseh >= 0:
+        if d is None or d.dose_h is None or ctl.wt_g <= 0 or ctl.conc <= 0:
+            error(ctl, rid, P.E_ARG, b"dose titration needs a continuous-dose program").end()
+            return
+        soft = _check_limits(ctl, rid, d.dose_h, doseh, b"dose_ug_kg_h", 0)
+        if soft < 0:
+            return
+        rate = doseh * ctl.wt_g // ctl.conc
+    if not (ctl_RATE_MIN <= rate <= ctl_RATE_MAX):
+        error(ctl, rid, P.E_RANGE, b"rate_ul_h must be 100..1200000").end()
+        return
+    if d is not None and rate > d.rate_max:
+        return _limit_error(ctl, rid, b"rate_ul_h above hard max ", d.rate_max)
+    rem = ctl.vtbi - ctl.line.target_nl
+    if rem > 0 and duration_ms(rem, rate) > ctl_DURATION_MAX:
+        error(ctl, rid, P.E_RANGE, b"duration over 96 h").end()
+        return
+    if soft and not confirm:
+        return _soft_error(ctl, rid, b"dose_ug_kg_h")
+    s = ctl.seg
+    ctl.seg_rate[s] = rate
+    dd, nn, thr = plan_ints(rate)
+    ctl.seg_d[s] = dd
+    ctl.seg_n[s] = nn
+    ctl.seg_thr[s] = thr
+    ctl.rate = rate
+    if doseh >= 0:
+        ctl.dose_h = doseh
+    if ctl.kvo > rate:
+        ctl.kvo = rate                # KVO never above the programmed rate
+    if not ctl.bolus_on:
+        ctl.use_seg_plan()
+    tx = ok(ctl, rid)
+    tx.field_int(b"rate_ul_h", rate)
+    tx.field_int(b"del_nl", ctl.delivered_nl())
+    tx.field_int(b"dur_ms", duration_ms(rem, rate) if rem > 0 else 0)
+    if d is not None:
+        tx.field_int(b"soft", soft)
+    tx.end()
+
+
+def _bolus(ctl, f, rid):
+    if ctl.fsm.state != fsm.RUNNING:
+        return _state_error(ctl, rid)
+    if not _fields(ctl, f, rid, (b"vol_nl", b"rate_ul_h")):
+        return
+    vol = _int(f, b"vol_nl")
+    rate = _int(f, b"rate_ul_h")
+    if vol == -1 or rate == -1:
+        error(ctl, rid, P.E_ARG, b"needs vol_nl and rate_ul_h").end()
+        return
+    if ctl.bolus_on:
+        error(ctl, rid, P.E_STATE, b"a bolus is already running").end()
+        return
+    d = ctl.lib.drugs[ctl.drug] if ctl.drug >= 0 else None
+    vmax = d.bolus_max_nl if d is not None else 10000000
+    rmax = d.rate_max if d is not None else ctl_RATE_MAX
+    if vol < 1000:
+        error(ctl, rid, P.E_RANGE, b"vol_nl must be at least 1000").end()
+        return
+    if rate < ctl_RATE_MIN:
+        error(ctl, rid, P.E_RANGE, b"rate_ul_h must be at least 100").end()
+        return
+    if vol > vmax:
+        return _limit_error(ctl, rid, b"vol_nl above bolus max ", vmax)
+    if rate > rmax:
+        return _limit_error(ctl, rid, b"rate_ul_h above max ", rmax)
+    d2, n2, thr = plan_ints(rate)
+    ctl.bolus_plan[0] = d2
+    ctl.bolus_plan[1] = n2
+    ctl.bolus_plan[2] = thr
+    ctl.bline.reset(vol)
+    ctl.bolus_rate = rate
+    ctl.bolus_on = True
+    ctl.use_plan(ctl.bolus_plan)
+    tx = ok(ctl, rid)
+    tx.field_int(b"vol_nl", vol)
+    tx.field_int(b"rate_ul_h", rate)
+    tx.end()
+
+
+# ------------------------------------------------------------------ vitals, settings
+def _vitals(ctl, f, rid):
+    if not _fields(ctl, f, rid, (b"sbp", b"dbp", b"hr", b"spo2")):
+        return
+    sbp = _int(f, b"sbp")
+    dbp = _int(f, b"dbp")
+    hr = _int(f, b"hr")
+    spo2 = _int(f, b"spo2")
+    if sbp == -1 or dbp == -1 or hr == -1 or spo2 == -1:
+        error(ctl, rid, P.E_ARG, b"needs sbp, dbp, hr, spo2").end()
+        return
+    if not (0 < sbp <= 350 and 0 < dbp <= 300 and 0 < hr <= 350 and 0 < spo2 <= 100):
+        error(ctl, rid, P.E_RANGE, b"implausible reading").end()
+        return
+    ctl.vit_sbp = sbp
+    ctl.vit_dbp = dbp
+    ctl.vit_hr = hr
+    ctl.vit_spo2 = spo2
+    ctl.vit_t = ctl._now
+    ctl.vit_seen = True
+    tx = ctl.out.tx
+    ctl.alarms.condition_gone(AL.A_VITALS_STALE, tx)
+    action = b"none"
+    bad = ctl.vitals_violation()
+    if bad is not None and ctl.settings.interlock:
+        st = ctl.fsm.state
+        if st == fsm.RUNNING or st == fsm.KVO or st == fsm.PAUSED:
+            ctl.raise_high(AL.A_VITALS)        # stops delivery: the interlock only lowers
+            action = b"paused"
+    elif bad is None:
+        ctl.alarms.cond &= ~(1 << AL.A_VITALS)
+    tx = ok(ctl, rid)
+    tx.field_lit(b"action", action)
+    if bad is not None:
+        tx.field_lit(b"limit", bad)
+    tx.end()
+
+
+def _cfg(ctl, f, rid):
+    keys = (b"occl_mmhg", b"occl_level", b"hb_ms", b"hb_action", b"interlock",
+            b"vitals_age_ms", b"auth", b"callback_ms", b"syr_nl")
+    if not _fields(ctl, f, rid, keys):
+        return
+    st = ctl.fsm.state
+    s = ctl.settings
+    occl = _int(f, b"occl_mmhg")
+    kl = f.field(b"occl_level")
+    hb = _int(f, b"hb_ms")
+    ka = f.field(b"hb_action")
+    il = _int(f, b"interlock")
+    va = _int(f, b"vitals_age_ms")
+    au = _int(f, b"auth")
+    cb = _int(f, b"callback_ms")
+    syr = _int(f, b"syr_nl")
+    if f.ntok <= 2:
+        pass                           # no fields: report the settings in force
+    elif st != fsm.IDLE:
+        # occlusion, interlock and syringe settings may change with a program loaded
+        mid = st == fsm.PROGRAMMED or st == fsm.PAUSED or st == fsm.STANDBY
+        if not mid or hb != -1 or ka >= 0 or au != -1 or cb != -1:
+            return _state_error(ctl, rid)
+    if occl >= 0 and kl >= 0:
+        error(ctl, rid, P.E_ARG, b"occl_mmhg and occl_level are exclusive").end()
+        return
+    if kl >= 0:
+        occl = -2
+        for i in range(3):
+            if f.value_is(kl, SET.OCCL_LEVELS[i]):
+                occl = SET.OCCL_LEVEL_MMHG[i]
+        if occl < 0:
+            error(ctl, rid, P.E_RANGE, b"occl_level must be L, M or H").end()
+            return
+    if occl == -2 or (occl >= 0 and not (SET.OCCL_MIN <= occl <= SET.OCCL_MAX)):
+        error(ctl, rid, P.E_RANGE, b"occl_mmhg must be 103..1034").end()
+        return
+    if hb == -2 or (hb > 0 and not (SET.HB_MIN <= hb <= SET.HB_MAX)):
+        error(ctl, rid, P.E_RANGE, b"hb_ms must be 0 or 1000..600000").end()
+        return
+    hbp = -1
+    if ka >= 0:
+        if f.value_is(ka, b"continue"):
+            hbp = 0
+        elif f.value_is(ka, b"pause"):
+            hbp = 1
+        else:
+            error(ctl, rid, P.E_RANGE, b"hb_action must be continue or pause").end()
+            return
+    if il not in (-1, 0, 1) or au not in (-1, 0, 1):
+        error(ctl, rid, P.E_RANGE, b"interlock and auth must be 0 or 1").end()
+        return
+    if va == -2 or (va >= 0 and not (SET.VAGE_MIN <= va <= SET.VAGE_MAX)):
+        error(ctl, rid, P.E_RANGE, b"vitals_age_ms must be 10000..3600000").end()
+        return
+    if cb == -2 or (cb >= 0 and not (SET.CB_MIN <= cb <= SET.CB_MAX)):
+        error(ctl, rid, P.E_RANGE, b"callback_ms must be 10000..3600000").end()
+        return
+    if syr == -2 or (syr >= 0 and syr != 0 and not (1000000 <= syr <= 100000000)):
+        error(ctl, rid, P.E_RANGE, b"syr_nl must be 0 or 1000000..100000000").end()
+        return
+    if au == 1 and not ctl.auth.provisioned:
+        error(ctl, rid, P.E_AUTH, b"no key provisioned: auth cannot be turned on").end()
+        return
+    if occl >= 0:
+        s.occl_mmhg = occl
+        ctl.occl.limit = occl
+    if hb >= 0:
+        s.hb_ms = hb
+        ctl.last_rx = ctl._now
+    if hbp >= 0:
+        s.hb_pause = hbp
+    if il >= 0:
+        s.interlock = il
+        if il and not ctl.vit_seen:
+            ctl.vit_t = ctl._now
+    if va >= 0:
+        s.vitals_age_ms = va
+    if au >= 0:
+        s.auth = au
+        ctl.auth.required = bool(au)
+    if cb >= 0:
+        s.callback_ms = cb
+    if syr >= 0:
+        ctl.syr_nl = syr
+        ctl.syr_used = 0
+    if f.ntok > 2 and ctl.store_settings is not None:
+        ctl.store_settings(s.encode())
+    tx = ok(ctl, rid)
+    tx.field_int(b"occl_mmhg", s.occl_mmhg)
+    tx.field_int(b"hb_ms", s.hb_ms)
+    tx.field_lit(b"hb_action", b"pause" if s.hb_pause else b"continue")
+    tx.field_int(b"interlock", s.interlock)
+    tx.field_int(b"vitals_age_ms", s.vitals_age_ms)
+    tx.field_int(b"auth", s.auth)
+    tx.field_int(b"callback_ms", s.callback_ms)
+    tx.field_int(b"syr_nl", ctl.syr_nl)
+    tx.end()

@@ -1,0 +1,393 @@
+"""The pump's event log and therapy record: an append-only hash chain on non-volatile storage.
+
+One record per line, ASCII, so that it can be exported as `LOG` frames as it is:
+
+    <seq> <t_ms> <EV> <data> #<h>\\n
+
+* `seq` counts records from 1 and never restarts (it survives reboots); `t_ms` is the board
+  clock; `EV` is the record type (below); `data` is printable ASCII without `#`;
+* `h` is 16 hex digits: the first 8 bytes of SHA-256(prev ‖ body), where `body` is the line up
+  to and including the space before `#` and `prev` is the previous record's 8 hash bytes.
+  With a device key, HMAC-SHA256(key, prev ‖ body) instead, so that a chain cannot be
+  rewritten without the key. Any change to a record (a bit flip, an edit, a deletion, a
+  reordering) breaks the chain at that record: `verify()` finds it.
+
+Records live in segments `log000001`, `log000002`, … of at most `seg_records` records; the
+oldest are deleted beyond `keep` segments. The first record of every segment is a `TH`
+(therapy) snapshot carrying `ph=<h>`, the hash of the record before it, so a segment can be
+verified alone and the chain across segments checked. A segment may end in one torn line
+(power lost in the middle of an append on a store that tears writes); the next boot then
+starts a new segment, and `verify()` accepts a torn tail only where the next segment's `ph`
+proves nothing after it was committed.
+
+Record types written by `pumpcore.app`:
+
+    BOOT  n=<boot count> fw=<version> reset=<cause>
+    CMD   <request line as received, without its CRC>
+    RSP   <reply line, without its CRC>
+    EV    <event line (state change, alarm, clear), without its CRC>
+    TH    st=<state> r=<µL/h> v=<nL> dr=<drug> do=<µg> kv=<µL/h> d=<nL> ub=<nL> el=<ms> [ph=<h>]
+    DEL   d=<delivered nL> ub=<bound nL> el=<ms>
+    REC   <what was recovered after a reset>
+    FAULT <storage or other internal fault>
+
+`d` is the volume delivered when the record was written; `ub` is a bound the pump
+guarantees not to pass before it writes the next record (the app writes a `DEL` well before
+delivery can reach it), so after a power cut the volume actually delivered lies in
+[d, ub] of the last record: the therapy record is right to within one logging interval.
+"""
+try:
+    import hashlib
+except ImportError:  # pragma: no cover - very old ports
+    import uhashlib as hashlib  # type: ignore
+try:
+    import binascii
+except ImportError:  # pragma: no cover
+    import ubinascii as binascii  # type: ignore
+
+from pumpcore.store import PowerCut
+
+SEG_RECORDS = 256        # records per segment
+KEEP_SEGS = 4            # segments kept (oldest deleted)
+MAX_DATA = 120           # bytes of data per record (longer data is cut)
+_GENESIS = b"\x00" * 8
+_PREFIX = "log"
+
+
+def _idle():
+    return bytes(b"st=IDLE")
+
+
+def _seg_name(n):
+    s = str(n)
+    return _PREFIX + "0" * (6 - len(s)) + s
+
+
+def _seg_no(name):
+    if not name.startswith(_PREFIX) or len(name) != 9:
+        return -1
+    try:
+        return int(name[3:])
+    except ValueError:
+        return -1
+
+
+def clean(data, limit=MAX_DATA):
+    """Printable ASCII without '#' and newlines; at most `limit` bytes."""
+    if isinstance(data, str):
+        data = data.encode()
+    n = len(data)
+    if n > limit:
+        n = limit
+    out = bytearray(n)
+    for i in range(n):
+        c = data[i]
+        out[i] = c if (32 <= c <= 126 and c != 35) else 46
+    return bytes(out)
+
+
+class Record:
+    __slots__ = ("seq", "t", "ev", "data", "h")
+
+    def __init__(self, seq, t, ev, data, h):
+        self.seq = seq
+        self.t = t
+        self.ev = ev
+        self.data = data
+        self.h = h
+
+    def field(self, key, default=None):
+        """Value of `key=` in data (bytes), or default."""
+        k = key + b"="
+        for tok in self.data.split(b" "):
+            if tok.startswith(k):
+                return tok[len(k):]
+        return default
+
+    def ifield(self, key, default=0):
+        v = self.field(key)
+        try:
+            return int(v) if v is not None else default
+        except ValueError:
+            return default
+
+
+class Verify:
+    """Result of a chain check. `ok` is False when any committed record is missing or bad."""
+
+    def __init__(self):
+        self.ok = True
+        self.records = 0
+        self.first = 0
+        self.last = 0
+        self.torn = 0          # torn tails found (power cuts during an append)
+        self.bad_seq = 0       # first seq at which the chain broke (0: none)
+        self.reason = ""
+
+    def fail(self, seq, reason):
+        if self.ok:
+            self.ok = False
+            self.bad_seq = seq
+            self.reason = reason
+
+
+def parse_line(line):
+    """(Record, body_end) for one line without its newline, or None if it is malformed."""
+    i = line.rfind(b" #")
+    if i < 0 or len(line) - i != 18:
+        return None
+    body = line[: i + 1]
+    p = body.split(b" ", 3)
+    if len(p) < 4:
+        return None
+    try:
+        seq = int(p[0])
+        t = int(p[1])
+    except ValueError:
+        return None
+    data = p[3]
+    if data.endswith(b" "):
+        data = data[:-1]
+    return Record(seq, t, p[2], data, line[i + 2:]), i + 1
+
+
+class EventLog:
+    def __init__(self, store, key=None, seg_records=SEG_RECORDS, keep=KEEP_SEGS):
+        self.store = store
+        self.seg_records = seg_records
+        self.keep = keep
+        self._key = None
+        if key:
+            k = key if len(key) <= 64 else hashlib.sha256(key).digest()
+            k = k + b"\x00" * (64 - len(k))
+            self._ipad = bytes([c ^ 0x36 for c in k])
+            self._opad = bytes([c ^ 0x5C for c in k])
+            self._key = True
+        self.seq = 0           # last committed (or pending) seq
+        self.prev = _GENESIS   # hash bytes of the last record
+        self.seg = 0           # current segment number
+        self.seg_count = 0     # records in the current segment
+        self._new_seg = True
+        self._pending = bytearray()
+        self.snapshot = _idle  # callable -> TH data (bytes) for segment headers
+        self.boots = 0
+        self.failed = False    # a write failed (storage fault)
+        self.torn = 0
+        self._rotate_after = False
+        self._c = (0, _GENESIS, 0)   # committed head: seq, hash, segment records
+
+    # ------------------------------------------------------------ hashing
+    def _hash(self, prev, body):
+        if self._key:
+            h = hashlib.sha256(self._ipad)
+            h.update(prev)
+            h.update(body)
+            o = hashlib.sha256(self._opad)
+            o.update(h.digest())
+            return o.digest()[:8]
+        h = hashlib.sha256(prev)
+        h.update(body)
+        return h.digest()[:8]
+
+    # ------------------------------------------------------------- writing
+    def add(self, t, ev, data=b""):
+        """Queue one record (hashed now, in order); `commit()` makes it durable."""
+        if self._new_seg or self.seg_count >= self.seg_records:
+            self._start_segment(t)
+        self._add(t, ev, data)
+
+    def _add(self, t, ev, data):
+        self.seq += 1
+        if isinstance(ev, str):
+            ev = ev.encode()
+        body = b"%d %d %s %s " % (self.seq, t, ev, clean(data))
+        h = self._hash(self.prev, body)
+        self.prev = h
+        self._pending.extend(body)
+        self._pending.extend(b"#")
+        self._pending.extend(binascii.hexlify(h).upper())
+        self._pending.extend(b"\n")
+        self.seg_count += 1
+
+    def _start_segment(self, t):
+        if self._pending:
+            self.commit()
+        self.seg += 1
+        self.seg_count = 0
+        self._new_seg = False
+        snap = self.snapshot()
+        self._add(t, b"TH", snap + b" ph=" + binascii.hexlify(self.prev).upper())
+        # drop the oldest segments beyond `keep` (after the new one exists)
+        self._rotate_after = True
+
+    def commit(self):
+        """Write the queued records in one append. Returns False (and sets `failed`) when
+        the store refused; raises PowerCut when the (simulated) power failed."""
+        if not self._pending:
+            return True
+        data = bytes(self._pending)
+        self._pending = bytearray()
+        try:
+            self.store.append(_seg_name(self.seg), data)
+        except PowerCut:
+            raise
+        except OSError:
+            # roll back to the committed head; continue in a fresh segment so that nothing
+            # is ever appended after a partial write
+            self.failed = True
+            self.seq, self.prev, _ = self._c
+            self._new_seg = True
+            return False
+        self._c = (self.seq, self.prev, self.seg_count)
+        if self._rotate_after:
+            self._rotate_after = False
+            old = self.seg - self.keep
+            for name in self.store.names():
+                n = _seg_no(name)
+                if 0 < n <= old:
+                    try:
+                        self.store.remove(name)
+                    except OSError:
+                        pass
+        return True
+
+    # ------------------------------------------------------------- reading
+    def segments(self):
+        segs = []
+        for name in self.store.names():
+            n = _seg_no(name)
+            if n > 0:
+                segs.append(n)
+        segs.sort()
+        return segs
+
+    def scan(self, visit=None):
+        """Read and verify every kept record in order; call visit(record) for each good one.
+        Returns a `Verify`; sets the writer's head (seq, hash, segment) from what it found."""
+        v = Verify()
+        prev = None            # hash bytes of the last good record
+        last_seq = 0
+        segs = self.segments()
+        for si in range(len(segs)):
+            n = segs[si]
+            if si and n != segs[si - 1] + 1:
+                v.fail(last_seq + 1, "segment missing")
+            raw = self.store.read(_seg_name(n)) or b""
+            lines = raw.split(b"\n")
+            # lines[-1] is b"" after a complete last line, else a torn fragment
+            nl = len(lines)
+            first = True
+            for li in range(nl):
+                line = lines[li]
+                is_tail = li == nl - 1
+                if is_tail and not line:
+                    break
+                r = parse_line(line) if not is_tail else None
+                ok = False
+                if r is not None:
+                    rec, be = r
+                    if first:
+                        ph = rec.field(b"ph")
+                        if rec.ev != b"TH" or ph is None or len(ph) != 16:
+                            p = None
+                        else:
+                            try:
+                                p = binascii.unhexlify(ph)
+                            except ValueError:
+                                p = None
+                        if p is not None and prev is not None and p != prev:
+                            v.fail(last_seq + 1, "chain broken between segments")
+                    else:
+                        p = prev
+                    if p is not None:
+                        h = self._hash(p, line[:be])
+                        ok = binascii.hexlify(h).upper() == rec.h and (
+                            last_seq == 0 or rec.seq == last_seq + 1)
+                if not ok:
+                    if is_tail:
+                        # an unterminated last line: an append torn by a power cut (it never
+                        # returned, so nothing in it was committed)
+                        v.torn += 1
+                        break
+                    v.fail(last_seq + 1, "bad record")
+                    return self._head(v, prev, last_seq, segs)
+                first = False
+                prev = h
+                last_seq = rec.seq
+                if v.first == 0:
+                    v.first = rec.seq
+                v.records += 1
+                if rec.ev == b"BOOT":
+                    self.boots = rec.ifield(b"n", self.boots)
+                if visit is not None:
+                    visit(rec)
+        return self._head(v, prev, last_seq, segs)
+
+    def _head(self, v, prev, last_seq, segs):
+        v.last = last_seq
+        self.torn = v.torn
+        self.seq = last_seq
+        self.prev = prev if prev is not None else _GENESIS
+        self.seg = segs[-1] if segs else 0
+        self.seg_count = self.seg_records  # always open a new segment after a boot
+        self._new_seg = True
+        self._c = (self.seq, self.prev, 0)
+        return v
+
+    def records(self, from_seq=0, limit=1 << 30):
+        """The verified records with seq >= from_seq (a list; for export and tests)."""
+        out = []
+
+        def visit(r):
+            if r.seq >= from_seq and len(out) < limit:
+                out.append(r)
+        saved = (self.seq, self.prev, self.seg, self.seg_count, self._new_seg)
+        self.scan(visit)
+        self.seq, self.prev, self.seg, self.seg_count, self._new_seg = saved
+        return out
+
+
+class Therapy:
+    """What the log says about the infusion at the last record: folded from TH/DEL records."""
+
+    def __init__(self):
+        self.state = b"IDLE"
+        self.rate = 0
+        self.vtbi = 0
+        self.drug = b"-"
+        self.dose = 0
+        self.kvo = 0
+        self.delivered = 0     # nL, last logged (a lower bound of what was delivered)
+        self.bound = 0         # nL, upper bound of what can have been delivered
+        self.el_ms = 0
+        self.seq = 0
+
+    def visit(self, r):
+        if r.ev == b"TH":
+            self.state = r.field(b"st", b"IDLE")
+            self.rate = r.ifield(b"r")
+            self.vtbi = r.ifield(b"v")
+            self.drug = r.field(b"dr", b"-")
+            self.dose = r.ifield(b"do")
+            self.kvo = r.ifield(b"kv")
+            self.delivered = r.ifield(b"d")
+            self.bound = r.ifield(b"ub", self.delivered)
+            self.el_ms = r.ifield(b"el")
+            self.seq = r.seq
+        elif r.ev == b"DEL":
+            self.delivered = r.ifield(b"d")
+            self.bound = r.ifield(b"ub", self.delivered)
+            self.el_ms = r.ifield(b"el")
+            self.seq = r.seq
+
+    def interrupted(self):
+        """True when an infusion was under way (started, not finished or stopped)."""
+        return self.vtbi > 0 and self.state not in (b"IDLE", b"PROGRAMMED", b"COMPLETE", b"FAULT")
+
+
+def open_log(store, key=None, seg_records=SEG_RECORDS, keep=KEEP_SEGS):
+    """Mount the log: verify the chain, fold the therapy record. Returns (log, verify, therapy)."""
+    log = EventLog(store, key, seg_records, keep)
+    th = Therapy()
+    v = log.scan(th.visit)
+    return log, v, th

@@ -1,0 +1,153 @@
+"""Downstream occlusion: a pressure-trend detector with a fixed-threshold backstop.
+
+Physics (docs/firmware.md): with the line closed, every nL the plunger pushes goes into the
+syringe/line compliance C, so the pressure rises at dP/dt = Q / C — a straight line whose
+slope is known from the programmed rate Q and the worst-case (largest) compliance. With
+the line open the pressure settles at Pv + Q·R instead. The detector fits a least-squares
+slope to the pressure over a sliding window and alarms when that slope stays above half the
+slowest occlusion slope (Q / C_max / 2) for three samples in a row.
+
+The window is chosen per rate when the rate changes (program time, floats allowed there):
+the shortest window, and the coarsest decimation, in which the slope's noise (σ_slope of a
+least-squares fit) is K = 6 times below the threshold. High rates get a window of a few
+seconds; 1 mL/h about a minute; below that the threshold is raised to K·σ_slope of the
+longest window. After a rate change the detector waits HOLDOFF_MS for the line's R·C
+transient (which starts exactly like an occlusion) to die out.
+
+The tick path (`update`) is integer only: running sums S0 = Σy and S1 = Σi·y updated in
+O(1) per sample, slope test without division, every value below 2**30.
+"""
+from array import array
+
+try:
+    from micropython import const
+except ImportError:  # CPython: const() is only a marker for the MicroPython compiler
+    const = lambda x: x  # noqa: E731
+
+N_MAX = const(250)            # samples in the longest window
+N_MIN = const(10)
+HOLDOFF_MS = const(10000)     # wait after a rate change: 5 τ of a 2 s line time constant
+DEBOUNCE_TICKS = const(3)     # fixed threshold: three ticks at or above the limit
+OVER_N = const(3)             # trend: three samples in a row above the slope threshold
+_P_CLAMP = const(2000)        # readings above this are above every limit anyway
+K_SIGMA = 6                   # threshold / σ_slope
+SIGMA_MMHG = 2.0              # design noise of one pressure reading (sim: 1.5)
+C_MAX_ML_MMHG = 0.0028        # largest syringe+line compliance, 0.021 mL/kPa (Snijder 2015)
+TICK_S = 0.05
+_BASE_TICKS = const(4)        # one sample = mean of 4·D readings (D = decimation)
+
+TREND = const(1)
+THRESHOLD = const(2)
+
+
+def plan_ints(rate_ul_h):
+    """(D, N, integer threshold) for a rate: computed at program time, used in the tick."""
+    d, n, thr = plan(rate_ul_h)
+    thr_y = thr * TICK_S * _BASE_TICKS * d * 4.0
+    return d, n, int(thr_y * n * (n * n - 1) / 6.0) + 1
+
+
+def plan(rate_ul_h):
+    """(decimation D, window N, slope threshold in mmHg/s) for a delivery rate."""
+    q_ml_s = rate_ul_h / 3600000.0
+    s_half = q_ml_s / C_MAX_ML_MMHG / 2.0
+    d = 1
+    while True:
+        ts = TICK_S * _BASE_TICKS * d
+        sig = SIGMA_MMHG / (d ** 0.5)
+        for n in range(N_MIN, N_MAX + 1):
+            sig_slope = sig * (12.0 / (n * (n * n - 1))) ** 0.5 / ts
+            if K_SIGMA * sig_slope <= s_half:
+                return d, n, s_half
+        if d >= 32:
+            sig_slope = sig * (12.0 / (N_MAX * (N_MAX * N_MAX - 1))) ** 0.5 / ts
+            return d, N_MAX, K_SIGMA * sig_slope
+        d *= 2
+
+
+class Occlusion:
+    def __init__(self, limit_mmhg):
+        self.limit = limit_mmhg
+        self.ring = array("i", [0] * N_MAX)
+        self.d = 1
+        self.n = N_MAX
+        self.thr_num = 1 << 29
+        self.slope_mmhg_min = 0     # last threshold, for STATUS/docs (mmHg/min)
+        self.restart()
+
+    def oldest_mmhg(self):
+        """Mean pressure of the oldest sample in a full window (the level before a rise), or -1."""
+        if self.count < self.n:
+            return -1
+        return self.ring[self.head] // 4
+
+    def configure(self, rate_ul_h):
+        """Choose the window for this rate (program time: may allocate) and restart."""
+        d, n, thr = plan(rate_ul_h)
+        ts = TICK_S * _BASE_TICKS * d
+        thr_y = thr * ts * 4.0                  # y is 4 × the mean reading
+        self.d = d
+        self.n = n
+        self.thr_num = int(thr_y * n * (n * n - 1) / 6.0) + 1
+        self.slope_mmhg_min = int(thr * 60.0 + 0.5)
+        self.restart()
+
+    def restart(self):
+        self.count = 0
+        self.head = 0
+        self.s0 = 0
+        self.s1 = 0
+        self.acc = 0
+        self.acc_n = 0
+        self.over = 0
+        self.hi = 0
+        self.hold = HOLDOFF_MS
+        self.num = 0
+
+    def update(self, p, dt):
+        """One control tick of pressure p (mmHg). Returns 0, TREND or THRESHOLD."""
+        if p >= self.limit:
+            self.hi += 1
+            if self.hi >= DEBOUNCE_TICKS:
+                return THRESHOLD
+        else:
+            self.hi = 0
+        if self.hold > 0:
+            self.hold -= dt
+            return 0
+        if p > _P_CLAMP:
+            p = _P_CLAMP
+        elif p < 0:
+            p = 0
+        self.acc += p
+        self.acc_n += 1
+        if self.acc_n < _BASE_TICKS * self.d:
+            return 0
+        y = self.acc // self.d
+        self.acc = 0
+        self.acc_n = 0
+        n = self.n
+        ring = self.ring
+        if self.count < n:
+            ring[self.count] = y
+            self.s1 += self.count * y
+            self.s0 += y
+            self.count += 1
+            if self.count < n:
+                return 0
+        else:
+            h = self.head
+            old = ring[h]
+            self.s1 = self.s1 - (self.s0 - old) + (n - 1) * y
+            self.s0 = self.s0 - old + y
+            ring[h] = y
+            h += 1
+            self.head = 0 if h >= n else h
+        self.num = 2 * self.s1 - (n - 1) * self.s0
+        if self.num >= self.thr_num:
+            self.over += 1
+            if self.over >= OVER_N:
+                return TREND
+        else:
+            self.over = 0
+        return 0

@@ -1,0 +1,249 @@
+"""host.Pump and the CLI against the simulated pump — firmware in-process (CPython) and
+under the real `micropython` interpreter — over a real pseudo-terminal (and TCP for the
+link-drop case): commands, events, retries, reconnect, a pump that reboots, a lossy link."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from hil_sim.cosim import Simulation
+from hil_sim.link import PtyEndpoint, TcpEndpoint
+from hil_sim.serve import serve
+from host import Pump, cli
+from host.codec import Event, Telemetry
+from host.errors import IllegalCommand, LinkError, PumpRefused, Timeout
+
+pytestmark = [pytest.mark.e2e]
+RUNTIMES = ["cpython", pytest.param("micropython", marks=pytest.mark.micropython)]
+
+
+class Recorder:
+    """Wraps an endpoint and keeps every byte the host sent to the pump."""
+
+    def __init__(self, ep):
+        self.ep, self.sent = ep, bytearray()
+        self.url = ep.url
+        self.drop = False               # TCP: drop the client (from the serving thread)
+
+    def read(self):
+        if self.drop:
+            self.drop = False
+            self.ep._drop_client()
+        data = self.ep.read()
+        self.sent += data
+        return data
+
+    def __getattr__(self, name):
+        return getattr(self.ep, name)
+
+    def lines(self):
+        return [ln for ln in bytes(self.sent).split(b"\n") if ln]
+
+
+class Served:
+    """A simulated pump served on an endpoint from a thread; ``reboot()`` swaps in a fresh
+    simulation (a power cycle: the firmware starts over) on the same port."""
+
+    def __init__(self, runtime="cpython", speed=20.0, ep=None, seed=1):
+        self.runtime, self.speed, self.seed = runtime, speed, seed
+        self.ep = Recorder(ep or PtyEndpoint())
+        self._start(Simulation(runtime=runtime, seed=seed))
+
+    def _start(self, sim):
+        self.sim = sim
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=serve, args=(sim, self.ep, self.speed, self.stop),
+                                       daemon=True)
+        self.thread.start()
+
+    def reboot(self):
+        self.stop.set()
+        self.thread.join(10)
+        self.sim.close()
+        self._start(Simulation(runtime=self.runtime, seed=self.seed + 1))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(10)
+        self.ep.close()
+        self.sim.close()
+
+
+def therapy_lines(rec, word):
+    return [ln for ln in rec.lines() if ln.split(b" ")[1:2] == [word.encode()]
+            or ln.split(b" ")[1:2] == [word.encode() + b"*"]
+            or ln.split(b" ")[1].split(b"*")[0] == word.encode()]
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_full_session_events_and_telemetry(runtime):
+    with Served(runtime) as s, Pump.open(s.ep.url, timeout=2) as pump:
+        assert pump.info.proto == 0 and pump.info.dev and pump.info.fw == s.sim.fw_version
+        assert pump.info.libh == pump.library.sha16          # the pump enforces our library
+        res = pump.program(drug="ketamine", dose="0.5 mg/kg", over="40 min", weight_kg=70)
+        assert (res.vtbi_nl, res.rate_ul_h, res.dose_ug, res.soft) == (35_000_000, 52500, 35000, False)
+        assert pump.start() == "RUNNING"
+        assert pump.telemetry(100) == 100
+        seen_state, tl = [], []
+        for ev in pump.events(timeout=3):
+            if isinstance(ev, Event) and ev.name == "STATE":
+                seen_state.append(ev.fields["state"])
+            elif isinstance(ev, Telemetry):
+                tl.append(ev)
+            if len(tl) >= 3:
+                break
+        assert "RUNNING" in seen_state and len(tl) >= 3
+        assert tl[-1].fields["state"] == "RUNNING" and tl[-1].get_int("del_nl") > 0
+        assert pump.pause() == "PAUSED" and pump.state == "PAUSED"
+        with pytest.raises(IllegalCommand):
+            pump.pause()                                     # refused by the mirror
+        assert pump.resume() == "RUNNING"
+        st = pump.status()
+        assert st.state == "RUNNING" and st.vtbi_nl == 35_000_000 and 0 < st.del_nl < st.vtbi_nl
+        assert pump.stop() == "IDLE"
+        pump.telemetry(0)
+    starts = [ln for ln in s.ep.lines() if b" START*" in ln]
+    assert len(starts) == 1                                  # never a command not asked for
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_pump_refusals_reach_the_caller(runtime):
+    with Served(runtime) as s, Pump.open(s.ep.url, timeout=2, check_state=False) as pump:
+        with pytest.raises(PumpRefused) as e:
+            pump.start()
+        assert e.value.code == "STATE" and "IDLE" in e.value.reason
+        with pytest.raises(PumpRefused) as e:
+            pump.program(drug="ketamine", dose="0.9 mg/kg", over="40 min", weight_kg=70)
+        assert e.value.code == "SOFT"
+        res = pump.program(drug="ketamine", dose="0.9 mg/kg", over="40 min", weight_kg=70,
+                           confirm=True)
+        assert res.soft and res.confirm
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_lost_reply_is_retried_and_executed_once_by_the_firmware(runtime):
+    with Served(runtime) as s, Pump.open(s.ep.url, timeout=0.5) as pump:
+        pump.program(rate=10, vtbi=5)
+        real = pump._on_line
+        dropped = []
+
+        def lossy(line):                 # the START reply is lost on the way back once
+            if b" OK state=RUNNING" in line and not dropped:
+                dropped.append(line)
+                return
+            real(line)
+        pump._on_line = lossy
+        assert pump.start() == "RUNNING"
+        assert dropped and pump.stats.retransmits == 1
+        pump._on_line = real
+        states = [ev.fields["state"] for ev in pump.events(timeout=0.5)
+                  if isinstance(ev, Event) and ev.name == "STATE"]
+        assert states.count("RUNNING") == 1                  # executed once
+        starts = [ln for ln in s.ep.lines() if b" START*" in ln]
+        assert len(starts) == 2 and starts[0] == starts[1]   # same id, same bytes
+
+
+def test_reconnect_after_link_drop_over_tcp():
+    with Served("cpython", ep=TcpEndpoint()) as s:
+        with Pump.open(s.ep.url, timeout=1) as pump:
+            pump.program(rate=10, vtbi=5)
+            pump.start()
+            n = len(s.ep.lines())
+            s.ep.drop = True                                 # the link drops
+            deadline = time.monotonic() + 5
+            while pump.link_ok:
+                assert time.monotonic() < deadline, "link drop not noticed"
+                time.sleep(0.05)
+            with pytest.raises(LinkError):
+                pump.status()
+            st = pump.reconnect()
+            assert st.state == "RUNNING" and pump.state == "RUNNING"
+            sent = [ln.split(b" ")[1].split(b"*")[0] for ln in s.ep.lines()[n:]]
+            assert sent == [b"HELLO", b"STATUS"]                 # nothing re-sent
+            assert pump.pause() == "PAUSED"
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_pump_reboot_mid_session(runtime):
+    with Served(runtime) as s, Pump.open(s.ep.url, timeout=1) as pump:
+        pump.program(rate=10, vtbi=5)
+        pump.start()
+        s.reboot()
+        with pytest.raises(PumpRefused) as e:                # the pump lost its program
+            pump.pause()
+        assert e.value.code == "STATE" and pump.state is None
+        assert pump.status().state == "IDLE"
+        assert pump.hello().dev
+    assert len([ln for ln in s.ep.lines() if b" START*" in ln]) == 1
+    assert len([ln for ln in s.ep.lines() if b" PROG " in ln]) == 1
+
+
+def test_pump_that_never_answers_times_out_within_bound():
+    ep = PtyEndpoint()                                       # nobody serves it
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(Timeout):
+            Pump.open(ep.url, timeout=0.2, retries=1)
+        assert time.monotonic() - t0 < 0.4 + 1.0
+    finally:
+        ep.close()
+
+
+def test_lossy_link_gives_answers_or_timely_errors():
+    with Served("cpython", speed=50) as s, Pump.open(s.ep.url, timeout=0.3, retries=3) as pump:
+        pump.program(rate=10, vtbi=5)
+        s.sim.inject(link_drop=0.002, link_corrupt=0.001)   # per byte
+        ok = errors = 0
+        for _ in range(25):
+            t0 = time.monotonic()
+            try:
+                assert pump.status().state == "PROGRAMMED"
+                ok += 1
+            except LinkError:                                # Timeout or persistent corruption
+                errors += 1
+            assert time.monotonic() - t0 < 0.3 * 4 + 1.0
+        s.sim.inject(link_drop=0.0, link_corrupt=0.0)
+        assert ok >= 15
+        assert pump.status().state == "PROGRAMMED"
+    assert not [ln for ln in s.ep.lines() if b" START" in ln]   # nothing it was not asked for
+
+
+# ------------------------------------------------------------------------------ CLI end to end
+
+def run(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, (json.loads(out) if out.strip() else None), err
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_cli_commands_end_to_end_json(runtime, capsys):
+    with Served(runtime, speed=50) as s:
+        p = ["--port", s.ep.url, "--json", "--timeout", "2"]
+        code, out, err = run(capsys, *p, "info")
+        assert code == 0 and out["proto"] == 0 and out["lib_matches_local"], err
+        code, out, err = run(capsys, *p, "program", "--rate", "100 mL/h", "--vtbi", "0.5 mL")
+        assert code == 0 and out["rate_ul_h"] == 100000 and out["vtbi_nl"] == 500000, err
+        code, out, _ = run(capsys, *p, "start")
+        assert code == 0 and out == {"ok": True, "state": "RUNNING"}
+        code, out, _ = run(capsys, *p, "pause")
+        assert code == 0 and out["state"] == "PAUSED"
+        code, out, _ = run(capsys, *p, "start")             # illegal in PAUSED: exit 3
+        assert code == 3 and out["ok"] is False and out["code"] == "STATE"
+        code, out, _ = run(capsys, *p, "resume")
+        assert code == 0 and out["state"] == "RUNNING"
+        code, out, err = run(capsys, *p, "monitor", "--period", "100")
+        assert code == 0 and out["state"] == "COMPLETE", err   # 0.5 mL at 100 mL/h: 18 s
+        assert out["del_nl"] == pytest.approx(500000, rel=1e-3) and "VTBI_DONE" in out["alarms"]
+        code, out, _ = run(capsys, *p, "status")
+        assert code == 0 and out["state"] == "COMPLETE" and out["progress"] == pytest.approx(1.0, abs=1e-3)
+        code, out, _ = run(capsys, *p, "stop")
+        assert code == 0 and out["state"] == "IDLE"
+        code, out, _ = run(capsys, *p, "ack")
+        assert code == 3 and out["code"] == "STATE"
