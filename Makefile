@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint docs clean venv typecheck
+.PHONY: demo test bench lint docs clean venv typecheck trace
 
 venv: $(STAMP)
 
@@ -20,6 +20,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# hazard → requirement → test → result (docs/safety/traceability.md); fails when a
+# requirement has no passing test or a tag names something that does not exist
+trace: $(STAMP)
+	$(BIN)/python tools/trace.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

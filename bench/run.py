@@ -29,6 +29,10 @@ GOALS = {
     "acc.ketamine_error_pct": ("<=", 0.5),
     "host.rtt_ms": ("<=", 15),
     "host.rtt_wire_ratio": ("<=", 1.5),
+    "rel.fuzz_frames": (">=", 100000),
+    "rel.fuzz_failures": ("<=", 0),
+    "rel.power_cuts": (">=", 1000),
+    "rel.power_cut_losses": ("<=", 0),
 }
 
 

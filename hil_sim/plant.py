@@ -272,11 +272,12 @@ class Plant:
             # a purge took up the slack and loaded the stopper spring to the glide force
             self.engaged = True
             self.nut = self.motor = p.slack_usteps / self._lead
-            self.pusher = self._slack
+            self.pusher = self._slack = self.nut * self._lead + self._per * math.sin(self._w * self.nut)
             self._s0 = self.stopper = -(self._Fk + self._An * self.pressure) / self._k
             self._stroke += self._s0
         self._exp_dt = -1.0
         self._exp_val = 0.0
+        self._eg: dict[float, tuple[float, float]] = {}
         self._windows: list[list[float]] = []   # [t_end_ms, µsteps per ms] still running
         self._rec_every_ms = p.record_every_s * 1000.0
         self._next_rec_ms = self._rec_every_ms
@@ -544,25 +545,41 @@ class Plant:
             return
         n = 1
         if self._dF > 0.0 and dd:
-            n = int(abs(dd) / (0.5 * self._stick_u)) + 1
+            # at most one stick phase per sub-step
+            n = int(abs(dd) / self._stick_u) + 1
             if n > 8:
                 n = 8
         dts = dt_ms / n
         ddn = dd / n
         k = self._k
         An = self._An
+        fs0 = self._Fk + self._dF
         for _ in range(n):
             self.plunger += ddn
             s = self.stopper
             f = k * (self.plunger - s) - An * self.pressure
-            fs = self._Fk + self._dF
-            if self._Fb:
+            fs = fs0
+            if self._Fb and self._rest_ms:
                 fs += self._Fb * (1.0 - math.exp(-self._rest_ms / self._tau_b))
             ds = 0.0
-            if f > fs:
-                ds = (f - self._Fk) / (k + An * self._a / self.C)
-            elif f < -fs:
-                ds = (f + self._Fk) / (k + An * self._a / self.C)
+            if f > fs or f < -fs:
+                # slip to where spring, pressure at the end of the sub-step and glide friction
+                # balance: P_end = P·e + (1 − e)·Pv' + g·ds, linear in ds
+                if self.occluded or self.occluded_up:
+                    e, g = 1.0, self._a / self.C
+                else:
+                    eg = self._eg.get(dts)
+                    if eg is None:
+                        C = self._Cs + self._Cl
+                        e = math.exp(-dts / (C * self._R * 1000.0))
+                        eg = self._eg[dts] = (e, (1.0 - e) * self._R * self._a * 1000.0 / dts)
+                    e, g = eg
+                pv = self._Pv - self.height_cm * MMHG_PER_CM_H2O
+                fe = k * (self.plunger - s) - An * (self.pressure * e + (1.0 - e) * pv)
+                fk = self._Fk if f > 0 else -self._Fk
+                ds = (fe - fk) / (k + An * g)
+                if (f > 0) != (ds > 0):
+                    ds = 0.0
             if ds:
                 if s + ds > self._stroke:
                     ds = self._stroke - s

@@ -250,8 +250,10 @@ class MicroPythonRuntime:
             cmd = cmd.replace("sim.serve_stdio", f"sim.Board.NL_PER_KSTEP = {int(nl_per_kstep)}; "
                                                  "sim.serve_stdio", 1)
         self._cmd = [_exe("micropython"), "-c", cmd]
-        # the pump's flash survives restarts of the process (boards.sim reads INFUSEKIT_FLASH)
-        fd, self.flash_path = tempfile.mkstemp(prefix="infusekit-flash-", suffix=".img")
+        # the pump's flash survives restarts of the process (boards.sim reads INFUSEKIT_FLASH);
+        # the image lives in RAM (/dev/shm) where there is one: the board flushes every write
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+        fd, self.flash_path = tempfile.mkstemp(prefix="infusekit-flash-", suffix=".img", dir=shm)
         os.close(fd)
         os.unlink(self.flash_path)
         self._env = dict(os.environ, INFUSEKIT_FLASH=self.flash_path)

@@ -196,6 +196,7 @@ class _Host:
         self.rid = 0
         self.split = LineSplitter()
         self.replies: dict[int, Reply] = {}
+        self.probes: dict[int, float] = {}     # STATUS request id -> reboot time (s)
 
     def send(self, word: str, fields: dict | None = None) -> int:
         self.rid = self.rid % 65535 + 1
@@ -229,6 +230,15 @@ class _Host:
                 self.res.log.append((t, "<", text))
                 if fr.id is not None:
                     self.replies[fr.id] = fr
+                    if fr.id in self.probes and fr.ok:
+                        # a STATUS after a reboot: an alarm raised at boot counts from here
+                        name = fr.fields.get("alarm", "NONE")
+                        since = self.probes.pop(fr.id)
+                        if name != "NONE" and not any(a["name"] == name and a["t_s"] >= since
+                                                      for a in self.res.alarms):
+                            self.res.alarms.append({"t_s": round(t, 3), "name": name,
+                                                    "prio": int(fr.fields.get("prio", "0")),
+                                                    "via": "STATUS"})
 
 
 def run_scenario(scn: Scenario | str | Path, runtime: str | None = None, *,
@@ -265,6 +275,7 @@ def run_scenario(scn: Scenario | str | Path, runtime: str | None = None, *,
     wall0 = time.perf_counter()
     try:
         _play(sim, host, res, raw, prog, pat, hostc, runc, weight)
+        _final_status(sim, host, res)
     finally:
         res.wall_s = time.perf_counter() - wall0
         res.sim_s = sim.t_ms / 1000.0
@@ -292,9 +303,13 @@ def _play(sim, host, res, raw, prog, pat, hostc, runc, weight) -> None:
     if tlm:
         actions.append((0, 0, "tlm", tlm))
     if prog:
-        actions.append((max(0, start_ms - 500), 0, "prog", None))
-        actions.append((start_ms, 0, "start", None))
+        prog_ms = int(prog["prog_at_s"] * 1000) if "prog_at_s" in prog else max(0, start_ms - 500)
+        actions.append((prog_ms, 0, "prog", None))
+        if prog.get("start", True):
+            actions.append((start_ms, 0, "start", None))
     actions.sort(key=lambda a: (a[0], a[1]))
+    n_restarts = 0
+    probe_at: int | None = None
     next_hb = hb_ms if hb_ms else None
     next_mon = mon_ms if mon_ms else None
     complete_at = None
@@ -323,6 +338,12 @@ def _play(sim, host, res, raw, prog, pat, hostc, runc, weight) -> None:
                                     + (f" {kw}" if kw else "")))
                 else:
                     host.send(ev["command"], ev.get("fields", {}))
+        if len(sim.restarts) > n_restarts:
+            n_restarts = len(sim.restarts)
+            probe_at = now + 1000              # the host polls the pump after it rebooted
+        if probe_at is not None and now >= probe_at and not sim.host_silent:
+            probe_at = None
+            host.probes[host.send("STATUS")] = sim.restarts[-1][0] / 1000.0
         if next_hb is not None and now >= next_hb:
             if not sim.host_silent:
                 host.send("HB")
@@ -347,6 +368,25 @@ def _play(sim, host, res, raw, prog, pat, hostc, runc, weight) -> None:
                 s["state"] in ("COMPLETE",) for s in res.states[-2:]):
             complete_at = sim.t_ms
             duration_ms = min(duration_ms, complete_at + settle_ms)
+
+
+def _final_status(sim, host, res) -> None:
+    """Ask the pump for its STATUS over a clean link at the end (events may have been lost to
+    link noise): ``metrics["status"]``."""
+    if not sim.plant.powered:
+        return
+    sim.link.set_noise(0.0, 0.0)
+    silent, sim.host_silent = sim.host_silent, False
+    rid = host.send("STATUS")
+    for _ in range(10):
+        sim.slice(2)
+        host.poll()
+        if rid in host.replies:
+            rep = host.replies[rid]
+            if rep.ok:
+                res.metrics["status"] = dict(rep.fields)
+            break
+    sim.host_silent = silent
 
 
 def _t_of_fault(raw: dict, name: str, value_true: bool = True) -> list[float]:
@@ -399,7 +439,8 @@ def _measure(res: Result, sim: Simulation, raw, prog, weight, conc_ug_ml, params
         m["patient"] = {"cp_ng_ml": round(pt.cp, 2), "ce_ng_ml": round(pt.ce, 2),
                         "total_mg": round(pt.total_mg, 4), "hypertensive": pt.hypertensive,
                         "vitals_true": [round(x, 1) for x in pt.true_vitals()]}
-    m["final_state"] = res.states[-1]["state"] if res.states else "IDLE"
+    st = m.get("status", {}).get("state")
+    m["final_state"] = st or (res.states[-1]["state"] if res.states else "IDLE")
 
 
 def _check(res: Result, exp: dict) -> None:

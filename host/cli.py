@@ -380,6 +380,12 @@ def cmd_monitor(args: argparse.Namespace) -> int:
                     last_status = time.monotonic()
                     if live is not None:
                         live.update(view.render())
+            for ev in pump.events(timeout=0.3):   # events sent with the last state change
+                note = view.frame(ev)
+                if note and live is not None:
+                    live.console.print(note)
+                elif note and not args.json:
+                    print(note, flush=True)
         except KeyboardInterrupt:
             interrupted = True
         finally:

@@ -295,11 +295,12 @@ class Pump:
         self._callbacks: list[Callable[[Unsolicited], None]] = []
         self._hb_thread: threading.Thread | None = None
         self._hb_stop = threading.Event()
+        self._gen = 0                          # connection generation (reconnect bumps it)
         self._start_reader()
 
     def _start_reader(self) -> None:
         self._splitter = LineSplitter()
-        self._reader = threading.Thread(target=self._read_loop, args=(self.port,),
+        self._reader = threading.Thread(target=self._read_loop, args=(self.port, self._gen),
                                         name="infusekit-reader", daemon=True)
         self._reader.start()
 
@@ -398,6 +399,7 @@ class Pump:
             for i in range(max(1, attempts)):
                 if i:
                     time.sleep(delay)
+                self._gen += 1                     # the old reader stops, and never reports
                 self._shutdown_port()
                 try:
                     self.port = self._open_port(self.url, self.baudrate, self.timeout)
@@ -438,15 +440,15 @@ class Pump:
             self._push(item)
 
     # ------------------------------------------------------------------ reader thread
-    def _read_loop(self, port: serial.SerialBase) -> None:
-        while not self._closed and port is self.port:
+    def _read_loop(self, port: serial.SerialBase, gen: int) -> None:
+        while not self._closed and gen == self._gen:
             try:
                 data = port.read(port.in_waiting or 1)
             except Exception as e:  # SerialException, OSError, TypeError on a closed fd
-                if not self._closed and port is self.port:
+                if not self._closed and gen == self._gen:
                     self._fail(LinkError(f"serial link failed: {e}"))
                 return
-            if data:
+            if data and gen == self._gen:
                 for line in self._splitter.feed(data):
                     self._on_line(line)
                 self.stats.overlong = self._splitter.overlong

@@ -25,6 +25,9 @@ MAX_VALUE: int = _proto.MAX_VALUE
 _ID_RE = re.compile(r"[0-9]{1,5}\Z")
 _WORD_RE = re.compile(r"[A-Z]{1,8}\Z")
 _KEY_RE = re.compile(r"[a-z0-9_]{1,%d}\Z" % MAX_KEY)
+# Receivers are lenient on key length (the firmware's CFG reply has ``vitals_age_ms``, 13
+# characters); senders keep to MAX_KEY, which is what the firmware's parser accepts.
+_KEY_RX_RE = re.compile(r"[a-z0-9_]{1,16}\Z")
 _VALUE_RE = re.compile(r"[\x21-\x29\x2b-\x3c\x3e-\x7e]{1,%d}\Z" % MAX_VALUE)  # no '*' '='
 _CRC_RE = re.compile(rb"[0-9A-F]{4}\Z")
 _REASON_RE = re.compile(r"[\x20-\x29\x2b-\x7e]*\Z")  # printable ASCII without '*'
@@ -255,7 +258,7 @@ def _parse_fields(tokens: list[str]) -> dict[str, str]:
     fields: dict[str, str] = {}
     for tok in tokens:
         key, eq, value = tok.partition("=")
-        if not eq or not _KEY_RE.match(key) or not _VALUE_RE.match(value):
+        if not eq or not _KEY_RX_RE.match(key) or not _VALUE_RE.match(value):
             raise FrameError(f"bad field {tok!r}")
         if key in fields:
             raise FrameError(f"duplicated field {key!r}")

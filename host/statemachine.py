@@ -44,7 +44,11 @@ def word_allowed(word: str, state: str) -> bool | None:
     no rule for it (the pump decides)."""
     trigger = COMMAND_WORDS.get(word)
     if trigger is not None:
-        return target(trigger, state) is not None
+        if target(trigger, state) is not None:
+            return True
+        # ACK is also allowed, without a state change, in any state with a latched alarm
+        # (docs/protocol.md); the host cannot see latched alarms, so the pump decides
+        return None if word == "ACK" else False
     rule = STATE_RULES.get(word)
     if rule is None:
         return None

@@ -37,3 +37,45 @@ def run_micropython(script, cwd=FIRMWARE, timeout=120, args=()):
 @pytest.fixture
 def firmware_dir():
     return FIRMWARE
+
+
+# --- requirement traceability (docs/safety, `make trace`) -------------------------------
+# `@pytest.mark.req("REQ-…", …)` names the requirements a test verifies; with
+# `--req-report FILE` the run writes {nodeid: {"reqs": [...], "outcome": ...}} for tools/trace.py.
+
+def pytest_addoption(parser):
+    parser.addoption("--req-report", default=None, help="write requirement→test results (JSON)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "req(*ids): requirements (docs/safety/requirements.md) this test verifies")
+    config._req_results = {}
+
+
+def pytest_collection_finish(session):
+    res = session.config._req_results
+    for item in session.items:
+        reqs = [r for m in item.iter_markers("req") for r in m.args]
+        if reqs:
+            res[item.nodeid] = {"reqs": sorted(set(reqs)), "outcome": "not run"}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    res = item.config._req_results.get(item.nodeid)
+    if res is None:
+        return
+    if rep.when == "call" or (rep.when == "setup" and rep.outcome != "passed"):
+        if hasattr(rep, "wasxfail"):
+            res["outcome"] = "xfail" if rep.skipped else "xpass"
+        else:
+            res["outcome"] = rep.outcome
+
+
+def pytest_sessionfinish(session, exitstatus):
+    path = session.config.getoption("--req-report")
+    if path:
+        import json
+        Path(path).write_text(json.dumps(session.config._req_results, indent=1, sort_keys=True))

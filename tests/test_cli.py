@@ -225,4 +225,4 @@ def test_druglib_limits_and_hash():
     with pytest.raises(LimitExceeded, match="duration 10 min below hard min 20 min"):
         lib.precheck("ketamine", 500, 70000, 600_000)
     with pytest.raises(KeyError, match="known: ketamine"):
-        lib.get("propofol")
+        lib.get("nosuchdrug")

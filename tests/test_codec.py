@@ -159,7 +159,7 @@ def _sealed(body: bytes) -> bytes:
     b"0 OK", b"65536 OK", b"123456 OK", b"x OK", b"1 ok", b"1 YES", b"! XX a=1", b"! EV",
     b"! EV state", b"1 OK state", b"1 OK =x", b"1 OK A=1", b"1 OK a==1", b"1 OK a=1 a=2",
     b"1  OK", b" 1 OK", b"1 OK ", b"1 ER", b"1 ER lower reason", b"1", b"1 OK a=\x01",
-    b"1 OK k=" + b"v" * 33, b"1 OK " + b"k" * 13 + b"=1",
+    b"1 OK k=" + b"v" * 33, b"1 OK " + b"k" * 17 + b"=1",
 ])
 def test_grammar_violations(body):
     with pytest.raises(FrameError):

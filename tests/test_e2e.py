@@ -21,12 +21,15 @@ pytestmark = [pytest.mark.e2e, pytest.mark.micropython]
 INFUSEKIT = [sys.executable, "-m", "host"]
 
 
+@pytest.mark.req("REQ-VOL-02")
 def test_demo_delivers_ketamine_within_half_a_percent(tmp_path):
     res = run_demo("micropython", plot=str(tmp_path / "demo.png"), progress=False)
     assert res.runtime == "micropython"
     assert res.programmed_ml == pytest.approx(35.0)
     assert abs(res.error_pct) <= 0.5
-    assert res.delivered_ml <= res.programmed_ml            # never more than programmed
+    # never more than programmed, up to the plant's lead-screw pitch error (+0.05% by
+    # default), which a pump measuring travel on the screw cannot see
+    assert res.delivered_ml <= res.programmed_ml * 1.0005
     assert res.final_state == "COMPLETE"
     assert any(a.startswith("VTBI_DONE") for a in res.alarms)
     assert res.sim_s == pytest.approx(2400, abs=1)
@@ -127,6 +130,7 @@ def test_occlusion_stops_the_motor_and_latches():
                 time.sleep(0.1)
 
 
+@pytest.mark.req("REQ-COM-02")
 def test_corrupt_overlong_and_unknown_frames_change_nothing():
     import serial
     with SimOnPty() as s:

@@ -1,5 +1,10 @@
 """Runs the portable firmware checks (tests/fw/check_*.py) under CPython and under the real
-`micropython` interpreter, each module in its own process with the firmware dir as cwd."""
+`micropython` interpreter, each module in its own process with the firmware dir as cwd.
+
+A check module may declare the requirements its checks verify (docs/safety/requirements.md)
+as a module-level literal `REQS = {"check_name": ["REQ-…", …]}`; the generated test of that
+check then carries `@pytest.mark.req(...)` for `make trace`."""
+import ast
 import re
 import subprocess
 import sys
@@ -19,6 +24,24 @@ def _checks(mod):
 
 
 @lru_cache(maxsize=None)
+def _reqs(mod):
+    """The module's REQS literal (read without importing: the module is firmware-side)."""
+    tree = ast.parse((FW_TESTS / f"{mod}.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "REQS" for t in node.targets):
+            return ast.literal_eval(node.value)
+    return {}
+
+
+def _marks(rt, mod, chk):
+    marks = [pytest.mark.micropython] if rt == "micropython" else []
+    reqs = _reqs(mod).get(chk)
+    if reqs:
+        marks.append(pytest.mark.req(*reqs))
+    return marks
+
+
+@lru_cache(maxsize=None)
 def _run(runtime, mod):
     exe = sys.executable if runtime == "cpython" else micropython_exe()
     p = subprocess.run([exe, str(FW_TESTS / "runner.py"), mod], cwd=str(FIRMWARE),
@@ -31,8 +54,7 @@ def _run(runtime, mod):
     return results, p.stdout + p.stderr
 
 
-CASES = [pytest.param(rt, mod, chk, id=f"{rt}-{mod}-{chk}",
-                      marks=[pytest.mark.micropython] if rt == "micropython" else [])
+CASES = [pytest.param(rt, mod, chk, id=f"{rt}-{mod}-{chk}", marks=_marks(rt, mod, chk))
          for mod in MODULES for chk in _checks(mod) for rt in ("cpython", "micropython")]
 
 

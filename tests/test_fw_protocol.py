@@ -1,6 +1,8 @@
 """The firmware's frame reader and parser: CRC, grammar, split input, garbage."""
 import binascii
 
+import pytest
+
 from hypothesis import given, strategies as st
 
 from pumpcore import protocol as P
@@ -55,6 +57,7 @@ def test_valid_frames_parse_to_their_parts(rid, word, fields):
 
 
 @given(st.integers(1, 65535), WORD, st.lists(st.tuples(KEY, VALUE), max_size=4), st.data())
+@pytest.mark.req("REQ-COM-05")
 def test_any_single_bit_flip_is_caught(rid, word, fields, data):
     line = bytearray(encode(rid, word, fields)[:-1])
     i = data.draw(st.integers(0, len(line) - 1))
@@ -84,6 +87,7 @@ def test_split_reads_give_same_frames(chunks):
 
 
 @given(st.binary(max_size=400))
+@pytest.mark.req("REQ-COM-01")
 def test_garbage_never_raises(data):
     r = P.FrameReader()
     f = P.Frame(r.buf)

@@ -106,6 +106,7 @@ def test_ids_increment_and_wrap(fake):
 
 # ------------------------------------------------------------------------------ robustness
 
+@pytest.mark.req("REQ-COM-04", "REQ-HOST-03")
 def test_lost_reply_is_retried_with_same_id_and_executed_once(fake, pump):
     pump.program(52.5, 35)
     fake.lose_replies = 2
@@ -162,6 +163,7 @@ def test_refused_by_pump(fake, pump):
     assert fake.executed[-1].fields["confirm"] == "1"
 
 
+@pytest.mark.req("REQ-HOST-02", "REQ-LIM-01")
 def test_hard_limit_prechecked_on_host_without_sending(fake, pump):
     with pytest.raises(LimitExceeded, match="dose"):
         pump.program(drug="ketamine", dose="2 mg/kg", over="40 min", weight_kg=70)
@@ -235,6 +237,7 @@ def test_events_iterator_ends_on_timeout_and_on_close(fake, pump):
 
 # ------------------------------------------------------------------------------ state mirror
 
+@pytest.mark.req("REQ-HOST-01")
 def test_illegal_command_refused_locally(fake, pump):
     pump.status()
     with pytest.raises(IllegalCommand) as e:

@@ -13,6 +13,7 @@ from hil_sim.cosim import Simulation
 from hil_sim.link import PtyEndpoint, TcpEndpoint
 from hil_sim.serve import serve
 from host import Pump, cli
+from host.client import Step
 from host.codec import Event, Telemetry
 from host.errors import IllegalCommand, LinkError, PumpRefused, Timeout
 
@@ -99,7 +100,7 @@ def test_full_session_events_and_telemetry(runtime):
             if len(tl) >= 3:
                 break
         assert "RUNNING" in seen_state and len(tl) >= 3
-        assert tl[-1].fields["state"] == "RUNNING" and tl[-1].get_int("del_nl") > 0
+        assert tl[-1].fields["state"] == "RUNNING" and tl[-1].get_int("el_ms") > 0
         assert pump.pause() == "PAUSED" and pump.state == "PAUSED"
         with pytest.raises(IllegalCommand):
             pump.pause()                                     # refused by the mirror
@@ -228,8 +229,8 @@ def test_cli_commands_end_to_end_json(runtime, capsys):
         p = ["--port", s.ep.url, "--json", "--timeout", "2"]
         code, out, err = run(capsys, *p, "info")
         assert code == 0 and out["proto"] == 0 and out["lib_matches_local"], err
-        code, out, err = run(capsys, *p, "program", "--rate", "100 mL/h", "--vtbi", "0.5 mL")
-        assert code == 0 and out["rate_ul_h"] == 100000 and out["vtbi_nl"] == 500000, err
+        code, out, err = run(capsys, *p, "program", "--rate", "100 mL/h", "--vtbi", "2 mL")
+        assert code == 0 and out["rate_ul_h"] == 100000 and out["vtbi_nl"] == 2_000_000, err
         code, out, _ = run(capsys, *p, "start")
         assert code == 0 and out == {"ok": True, "state": "RUNNING"}
         code, out, _ = run(capsys, *p, "pause")
@@ -237,13 +238,38 @@ def test_cli_commands_end_to_end_json(runtime, capsys):
         code, out, _ = run(capsys, *p, "start")             # illegal in PAUSED: exit 3
         assert code == 3 and out["ok"] is False and out["code"] == "STATE"
         code, out, _ = run(capsys, *p, "resume")
-        assert code == 0 and out["state"] == "RUNNING"
+        assert code == 0 and out["state"] == "RUNNING", out
         code, out, err = run(capsys, *p, "monitor", "--period", "100")
-        assert code == 0 and out["state"] == "COMPLETE", err   # 0.5 mL at 100 mL/h: 18 s
-        assert out["del_nl"] == pytest.approx(500000, rel=1e-3) and "VTBI_DONE" in out["alarms"]
+        assert code == 0 and out["state"] == "COMPLETE", err   # 2 mL at 100 mL/h: 72 s
+        assert out["del_nl"] == pytest.approx(2_000_000, rel=1e-3) and "VTBI_DONE" in out["alarms"]
         code, out, _ = run(capsys, *p, "status")
         assert code == 0 and out["state"] == "COMPLETE" and out["progress"] == pytest.approx(1.0, abs=1e-3)
         code, out, _ = run(capsys, *p, "stop")
         assert code == 0 and out["state"] == "IDLE"
-        code, out, _ = run(capsys, *p, "ack")
+        code, out, _ = run(capsys, *p, "pause")             # refused by the host mirror
         assert code == 3 and out["code"] == "STATE"
+        code, out, _ = run(capsys, *p, "status")
+        assert out["state"] == "IDLE" and out["vtbi_nl"] == 0
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_added_commands_against_the_firmware(runtime):
+    with Served(runtime, speed=50) as s, Pump.open(s.ep.url, timeout=2) as pump:
+        pump.heartbeat()
+        now = pump.configure(hb_ms=5000, hb_action="pause")
+        assert now["hb_ms"] == "5000" and now["hb_action"] == "pause"
+        pump.configure(hb_ms=0)
+        assert pump.vitals(sbp=120, dbp=80, hr=70, spo2=98) == "none"
+        res = pump.program_steps([Step("10 mL/h", volume="0.2 mL"), Step("20 mL/h", volume="0.3 mL")])
+        assert res.vtbi_nl == 500_000 and pump.state == "PROGRAMMED"
+        assert pump.standby() == "STANDBY"
+        assert pump.start() == "RUNNING"
+        t = pump.titrate("15 mL/h")
+        assert t.rate_ul_h == 15000
+        b = pump.bolus("0.05 mL", "100 mL/h")
+        assert b.vol_nl == 50_000 and b.rate_ul_h == 100_000
+        assert pump.silence() > 0
+        assert pump.stop() == "IDLE"
+        records = pump.read_log()          # the firmware's log may still be empty here;
+        assert [r.seq for r in records] == sorted(r.seq for r in records)   # LOG itself works
+        assert all("ev" in r.fields for r in records)

@@ -27,7 +27,7 @@ def script():
         press = 20 if i < 20 else 400            # occlusion from slice 20
         if i >= 28:
             press = 10
-        yield (t, 50, 4, press, i * 13, 0, 4000 - i, rx_at.get(i, []))
+        yield (t, 50, 4, press, 0, 0, 4000 - i, rx_at.get(i, []))
         t += 200
     # calls faster than the control tick
     for i in range(5):

@@ -43,6 +43,7 @@ def test_mirror_legal_iff_in_table(trigger, state):
 
 
 @pytest.mark.parametrize("trigger, state", PAIRS)
+@pytest.mark.req("REQ-SW-01")
 def test_mirror_agrees_with_firmware_engine(trigger, state):
     fsm = pumpcore("fsm")
     t = fsm.TRIGGERS.index(trigger)

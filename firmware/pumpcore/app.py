@@ -210,7 +210,8 @@ class App:
         if len(p) >= 2 and p[1] in _READS:
             self._skip.append(p[0])
             return
-        if ticks_diff(now, self._cmd_sec) >= 1000:
+        el = ticks_diff(now, self._cmd_sec)
+        if el >= 1000 or el < 0:
             self._cmd_sec = now
             self._cmd_budget = _CMD_PER_S
             if self._dropped:

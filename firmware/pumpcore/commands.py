@@ -157,33 +157,32 @@ def _int(f, key):
 
 
 def dispatch(ctl, f, rid):
-    w = f.word_is
-    if w(b"STATUS"):
+    if f.word_is(b"STATUS"):
         if _fields(ctl, f, rid, _NO_KEYS):
             _status(ctl, rid)
-    elif w(b"HELLO"):
+    elif f.word_is(b"HELLO"):
         if _fields(ctl, f, rid, _NO_KEYS):
             _hello(ctl, rid)
-    elif w(b"PROG"):
+    elif f.word_is(b"PROG"):
         if _auth(ctl, f, rid) and not _fault(ctl, rid):
             _prog(ctl, f, rid)
-    elif w(b"STEP"):
+    elif f.word_is(b"STEP"):
         if _auth(ctl, f, rid) and not _fault(ctl, rid):
             _step(ctl, f, rid)
-    elif w(b"START"):
+    elif f.word_is(b"START"):
         if _auth(ctl, f, rid) and not _fault(ctl, rid):
             _start(ctl, f, rid, fsm.T_START)
-    elif w(b"RESUME"):
+    elif f.word_is(b"RESUME"):
         if _auth(ctl, f, rid) and not _fault(ctl, rid):
             _start(ctl, f, rid, fsm.T_RESUME)
-    elif w(b"PAUSE"):
+    elif f.word_is(b"PAUSE"):
         if _need_crc(ctl, f, rid) and _fields(ctl, f, rid, _NO_KEYS):
             if not ctl.fsm.can(fsm.T_PAUSE):
                 return _state_error(ctl, rid)
             ctl.stop_delivery()
             ctl.fsm.fire(fsm.T_PAUSE)
             _reply_state(ctl, rid)
-    elif w(b"STANDBY"):
+    elif f.word_is(b"STANDBY"):
         if _need_crc(ctl, f, rid) and _fields(ctl, f, rid, _NO_KEYS):
             if not ctl.fsm.can(fsm.T_STANDBY):
                 return _state_error(ctl, rid)
@@ -191,35 +190,35 @@ def dispatch(ctl, f, rid):
             ctl.fsm.fire(fsm.T_STANDBY)
             ctl.alarms.clear(AL.A_CALLBACK, ctl.out.tx)
             _reply_state(ctl, rid)
-    elif w(b"STOP"):
+    elif f.word_is(b"STOP"):
         if _need_crc(ctl, f, rid) and _fields(ctl, f, rid, _NO_KEYS):
             _stop(ctl, rid)
-    elif w(b"ACK"):
+    elif f.word_is(b"ACK"):
         if _need_crc(ctl, f, rid) and _fields(ctl, f, rid, _NO_KEYS):
             _ack(ctl, rid)
-    elif w(b"SILENCE"):
+    elif f.word_is(b"SILENCE"):
         if _need_crc(ctl, f, rid) and _fields(ctl, f, rid, _NO_KEYS):
             tx = ok(ctl, rid)
             tx.field_int(b"until_ms", ctl.alarms.silence(ctl._now))
             tx.end()
-    elif w(b"TITRATE"):
+    elif f.word_is(b"TITRATE"):
         if _auth(ctl, f, rid) and not _fault(ctl, rid):
             _titrate(ctl, f, rid)
-    elif w(b"BOLUS"):
+    elif f.word_is(b"BOLUS"):
         if _auth(ctl, f, rid) and not _fault(ctl, rid):
             _bolus(ctl, f, rid)
-    elif w(b"VITALS"):
+    elif f.word_is(b"VITALS"):
         if _need_crc(ctl, f, rid):
             _vitals(ctl, f, rid)
-    elif w(b"HB"):
+    elif f.word_is(b"HB"):
         if _fields(ctl, f, rid, _NO_KEYS):
             ok(ctl, rid).end()
-    elif w(b"CFG"):
+    elif f.word_is(b"CFG"):
         if _auth(ctl, f, rid):
             _cfg(ctl, f, rid)
-    elif w(b"LOG"):
+    elif f.word_is(b"LOG"):
         _log(ctl, f, rid)
-    elif w(b"TLM"):
+    elif f.word_is(b"TLM"):
         if _need_crc(ctl, f, rid) and _fields(ctl, f, rid, (b"period_ms",)):
             v = _int(f, b"period_ms")
             if v != 0 and not (ctl_TLM_MIN <= v <= ctl_TLM_MAX):
@@ -659,7 +658,7 @@ def _prog_steps(ctl, f, rid):
         return
     for i in range(n):
         if not (ctl.st_mask >> i) & 1:
-            tx = error(ctl, rid, P.E_ARG, b"step not stored: i=")
+            tx = error(ctl, rid, P.E_STATE, b"step not stored: i=")
             tx.put_int(i)
             tx.end()
             return
@@ -793,11 +792,9 @@ def _stop(ctl, rid):
 def _ack(ctl, rid):
     al = ctl.alarms
     tx = ctl.out.tx
-    if not al.act:
-        return _state_error_msg(ctl, rid, b"no alarm to acknowledge")
     # refresh conditions that are judged at ACK time
     if al.is_active(AL.A_OCCLUSION):
-        if ctl.pressure * 2 >= ctl.occl.limit:
+        if ctl.occlusion_present():
             al.cond |= 1 << AL.A_OCCLUSION
         else:
             al.cond &= ~(1 << AL.A_OCCLUSION)

@@ -66,6 +66,7 @@ DIS_TOL = const(4)                 # encoder counts of motion allowed with the m
 RUNAWAY_QUIET = const(20)          # ticks without motion: the runaway condition is gone
 BATT_DEBOUNCE = const(20)          # ticks (1 s) below a battery threshold
 BATT_HYST_MV = const(50)
+OCCL_PROBE_MMHG = const(10)        # pressure left after the occlusion back-off
 
 S_IDLE = fsm.IDLE
 S_PROGRAMMED = fsm.PROGRAMMED
@@ -200,6 +201,8 @@ class Controller:
         self._next_tlm = 0
         self.fault_reason = b""
         self.auth_refused = 0
+        self._finish = False
+        self.occl_base = 0
         self.last_door = False
         self.last_enc = 0
         self._pending_fault = fault
@@ -270,8 +273,9 @@ class Controller:
         self.events()
         st = self.fsm.state
         ph = self.loop.phase
-        out.enable = (((st == S_RUNNING or st == S_KVO) and ph != LOOP_IDLE) or ph == BACKOFF) \
-            and not self.alarms.is_active(AL.A_RUNAWAY)
+        out.enable = (((st == S_RUNNING or st == S_KVO) and ph != LOOP_IDLE) or ph == BACKOFF
+                      or self._finish) and not self.alarms.is_active(AL.A_RUNAWAY)
+        self._finish = False
         if not out.enable:
             out.steps = 0
         a = self.alarms.highest()
@@ -305,10 +309,11 @@ class Controller:
             if r:
                 self._occlusion(r)
                 return self._telemetry_due()
-            n_line = 0
-            if loop.phase == RUN:
-                n_line = self._advance_lines(dt)
+            # the volume-time line runs from START; the loop catches up after take-up
+            n_line = self._advance_lines(dt)
             steps = loop.tick(inp.encoder, p, n_line, dt)
+            if self._finish:
+                loop.stop()
             if loop.engaged_now:
                 self.occl.restart()
             if loop.stall:
@@ -382,7 +387,7 @@ class Controller:
             self.fsm.fire(fsm.T_KVO)
             self.use_plan(self.kvo_plan)
         else:
-            self.loop.stop()
+            self._finish = True           # the last steps of this tick still go out
             self.fsm.fire(fsm.T_COMPLETE)
 
     def _occlusion(self, why):
@@ -391,7 +396,15 @@ class Controller:
         base = self.occl.oldest_mmhg()
         if base < 0 or base >= self.occl.limit // 2:
             base = self.occl.limit // 4
-        self.loop.backoff(base)
+        self.occl_base = base
+        # leave a small probe pressure (≈ 0.02 mL in a typical compliance): a closed line
+        # holds it, an open one lets it fall to the base within seconds — that is how ACK
+        # knows whether the occlusion is gone
+        self.loop.backoff(base + OCCL_PROBE_MMHG)
+
+    def occlusion_present(self):
+        p = self.pressure
+        return p * 2 >= self.occl.limit or p >= self.occl_base + OCCL_PROBE_MMHG // 2
 
     def _runaway(self):
         self.loop.runaway = False

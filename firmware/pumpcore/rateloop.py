@@ -97,6 +97,10 @@ class RateLoop:
         self.enc_rel = enc - self.enc_ref
         self.phase = TAKEUP
         self.x_start = self.enc_rel
+        # the encoder counts only real plunger travel: whatever moves from here on is
+        # delivered, slack is not; the line's steps from here on are what must move
+        self.anchor_x = self.x_start
+        self.anchor_t = self.tgt
         self.take = 0
         self.p_start = p
         self.stall_ms = 0
@@ -114,7 +118,7 @@ class RateLoop:
         """Start relieving pressure down to p_base + BACKOFF_MARGIN."""
         self.phase = BACKOFF
         self.back_ms = 0
-        self.back_target = p_base + BACKOFF_MARGIN
+        self.back_target = p_base
         self.back_from = self.enc_rel
         self.back_ok = 0
 
@@ -130,13 +134,11 @@ class RateLoop:
         ph = self.phase
         n = 0
         if ph == TAKEUP:
+            self.tgt += n_line
+            n_line = 0
             if x - self.x_start >= ENGAGE_COUNTS or p - self.p_start >= ENGAGE_MMHG:
                 ph = self.phase = RUN
                 self.engaged_now = True
-                # the encoder counts only real plunger travel: whatever moved since the
-                # (re)start was delivered, slack was not
-                self.anchor_x = self.x_start
-                self.anchor_t = self.tgt
                 lm = m_old - x
                 if lm < 0:
                     lm = 0
@@ -180,7 +182,11 @@ class RateLoop:
                     or self.back_ms >= BACKOFF_MS):
                 self.phase = IDLE
             elif ex > 0:
-                n = -ex if ex < BACKOFF_STEP_MAX else -BACKOFF_STEP_MAX
+                # gentle proportional gain: with readings LAG ticks old and a compliance as
+                # small as 0.3 µL/mmHg, ex/8 per tick never overshoots the target
+                n = -(ex // 8) - 1
+                if n < -BACKOFF_STEP_MAX:
+                    n = -BACKOFF_STEP_MAX
         self.m += n
         # runaway: the plunger is ahead of every position the motor could have put it at
         # (pushing, the plunger is never ahead of the motor; while the motor reverses or looks

@@ -42,6 +42,15 @@ TRANSITIONS = (
     # only when the fault is gone (the controller checks)
     ("fault", "IDLE", "FAULT"),
     ("stop", "FAULT", "IDLE"),
+    # ACK clears latched alarms whose condition is gone in any state; only ALARM moves
+    ("ack", "IDLE", "IDLE"),
+    ("ack", "PROGRAMMED", "PROGRAMMED"),
+    ("ack", "RUNNING", "RUNNING"),
+    ("ack", "PAUSED", "PAUSED"),
+    ("ack", "COMPLETE", "COMPLETE"),
+    ("ack", "STANDBY", "STANDBY"),
+    ("ack", "KVO", "KVO"),
+    ("ack", "FAULT", "FAULT"),
     # after a power cut or watchdog reset an interrupted infusion comes back paused
     ("recover", "IDLE", "PAUSED"),
 )

@@ -1,4 +1,8 @@
-"""The steady-state control tick and the frame parser allocate nothing (MicroPython only)."""
+"""The steady-state control tick and the frame parser allocate nothing (MicroPython only).
+
+The tick runs under `micropython.heap_lock()` with an integer-only plant in the loop (the
+encoder follows the motor), in every delivering regime: basal infusion with telemetry,
+a clinician bolus, keep-vein-open, and a paused pump with a medium alarm sounding."""
 from fwkit import Rig, crc_frame, TICK_MS
 
 try:
@@ -15,6 +19,23 @@ def _locked(fn):
         micropython.heap_unlock()
 
 
+def _ticks(r, n):
+    ctl = r.ctl
+    inp = r.inp
+    empty = bytearray(1)
+
+    def go():
+        t = r.t
+        for _ in range(n):
+            t = t + TICK_MS
+            if t > 0x3FFFFFFF:
+                t = t - 0x20000000 - 0x20000000
+            out = ctl.step(t, inp, empty, 0)
+            inp.encoder = inp.encoder + out.steps
+        r.t = t
+    return go
+
+
 def check_running_tick_allocates_nothing():
     if micropython is None:
         return
@@ -23,21 +44,43 @@ def check_running_tick_allocates_nothing():
     r.cmd("TLM", "period_ms=100")
     r.cmd("START")
     r.run(1000)
-    ctl = r.ctl
-    inp = r.inp
-    empty = bytearray(1)
+    s0 = r.ctl.line.steps
+    _locked(_ticks(r, 400))
+    r.plunger = r.motor = r.inp.encoder
+    assert r.ctl.line.steps > s0
+    assert r.state() == 2
 
-    def ticks():
-        t = r.t
-        for _ in range(400):
-            t = t + TICK_MS
-            if t > 0x3FFFFFFF:
-                t = t - 0x20000000 - 0x20000000
-            ctl.step(t, inp, empty, 0)
-        r.t = t
 
-    _locked(ticks)
-    assert ctl.line.steps > 0
+def check_bolus_and_kvo_ticks_allocate_nothing():
+    if micropython is None:
+        return
+    r = Rig()
+    r.cmd("PROG", "vtbi_nl=300000 dur_ms=60000 kvo_ul_h=1000")
+    r.cmd("TLM", "period_ms=50")
+    r.cmd("START")
+    r.run(1000)
+    assert r.cmd("BOLUS", "vol_nl=100000 rate_ul_h=600000").startswith(b"4 OK")
+    _locked(_ticks(r, 200))          # the bolus, its end, the basal rest
+    r.plunger = r.motor = r.inp.encoder
+    r.run(70000)
+    assert r.ctl.fsm.state == 7, r.ctl.fsm.state    # KVO
+    k0 = r.ctl.kline.steps
+    _locked(_ticks(r, 400))
+    assert r.ctl.kline.steps > k0
+
+
+def check_paused_with_alarm_allocates_nothing():
+    if micropython is None:
+        return
+    r = Rig()
+    r.cmd("CFG", "callback_ms=10000")
+    r.cmd("PROG", "rate_ul_h=52500 vtbi_nl=35000000")
+    r.cmd("START")
+    r.run(1000)
+    r.cmd("PAUSE")
+    r.run(11000)
+    assert r.ctl.alarms.highest() != 0
+    _locked(_ticks(r, 400))
 
 
 def check_parser_allocates_nothing():
@@ -47,7 +90,8 @@ def check_parser_allocates_nothing():
     ctl = r.ctl
     inp = r.inp
     frames = [bytearray(crc_frame("5 STATUS")), bytearray(b"6 STATUS\n"), bytearray(crc_frame("7 FLY")),
-              bytearray(b"8 PROG rate_ul_h=1*0000\n"), bytearray(b"\xff\x00 junk\n"), bytearray(b"x" * 200 + b"\n")]
+              bytearray(b"8 PROG rate_ul_h=1*0000\n"), bytearray(b"\xff\x00 junk\n"), bytearray(b"x" * 200 + b"\n"),
+              bytearray(crc_frame("9 HB")), bytearray(crc_frame("10 START")), bytearray(crc_frame("11 PAUSE"))]
 
     def feed():
         for f in frames:
@@ -55,3 +99,10 @@ def check_parser_allocates_nothing():
 
     _locked(feed)
     assert ctl.out.tx.n > 0
+
+
+# requirements these checks verify (docs/safety/requirements.md; read by tests/test_fw_checks.py)
+REQS = {
+    "check_running_tick_allocates_nothing": ["REQ-SW-04"],
+    "check_parser_allocates_nothing": ["REQ-SW-04", "REQ-COM-03"],
+}

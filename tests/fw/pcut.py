@@ -189,7 +189,10 @@ def trial(rig, cut_in_ticks):
     if en or steps[0] or app.ctl.fsm.state == fsm.RUNNING:
         return "pump infusing after reboot"
     # the therapy record
-    # `was` is the state at the last committed tick (every tick commits its records)
+    # the state the flash knows: `was` (the last committed tick), or the state after the
+    # interrupted tick when its records made it to flash before the power failed
+    if v.last > c_seq:
+        was = state_after
     infusing = was not in _NOT_INFUSING
     th = app.recovered
     if infusing:

@@ -1,0 +1,51 @@
+"""Reliability figures under the real `micropython` interpreter: frame fuzzing and power cuts.
+
+* `rel.fuzz_frames` / `rel.fuzz_failures` — malformed frames fed to the firmware's parser and
+  command interpreter in every state (tests/fw/fuzz.py) / crashes, hangs, heap allocations,
+  therapy changes or wrong reply counts they caused (goal 0).
+* `rel.power_cuts` / `rel.power_cut_losses` — power cuts injected at random points of flash
+  writes and infusions, littlefs on the simulated NOR flash (tests/fw/pcut.py) / cuts after
+  which the log or the delivered-volume record was lost, corrupt or wrong, or the pump came
+  up infusing (goal 0). The CPython torn-append store runs the same sweep as a cross-check
+  (`rel.power_cuts_mem`, `rel.power_cut_losses_mem`).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from benchlib import FIRMWARE, ROOT, micropython_exe
+
+FW_TESTS = ROOT / "tests" / "fw"
+FUZZ_FRAMES = 100_000
+POWER_CUTS = 1_000
+
+
+def _run(exe: str, script: str, *args: object) -> dict:
+    p = subprocess.run([exe, str(FW_TESTS / script), *map(str, args)], cwd=str(FIRMWARE),
+                       capture_output=True, text=True, timeout=3600)
+    if p.returncode != 0:
+        raise RuntimeError(f"{script} failed:\n{p.stdout[-2000:]}{p.stderr[-2000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def bench_fuzz() -> dict:
+    r = _run(micropython_exe(), "fuzz.py", FUZZ_FRAMES, 20240601)
+    for e in r["examples"]:
+        print("   fuzz failure:", e)
+    return {"rel.fuzz_frames": r["frames"], "rel.fuzz_failures": r["failures"],
+            "rel.fuzz_max_step_us": r["max_us"]}
+
+
+def bench_power() -> dict:
+    r = _run(micropython_exe(), "pcut.py", POWER_CUTS, 20240601, "flash")
+    m = _run(sys.executable, "pcut.py", POWER_CUTS, 20240602, "mem")
+    for e in r["failures"] + m["failures"]:
+        print("   power-cut loss:", e)
+    return {"rel.power_cuts": r["cuts"], "rel.power_cut_losses": r["losses"],
+            "rel.power_cuts_mem": m["cuts"], "rel.power_cut_losses_mem": m["losses"]}
+
+
+BENCHMARKS = {"fuzz": bench_fuzz, "power": bench_power}
