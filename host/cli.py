@@ -380,7 +380,10 @@ def cmd_monitor(args: argparse.Namespace) -> int:
                     last_status = time.monotonic()
                     if live is not None:
                         live.update(view.render())
-            for ev in pump.events(timeout=0.3):   # events sent with the last state change
+            end = time.monotonic() + 0.3              # events sent with the last state change
+            for ev in pump.events(timeout=0.3):
+                if time.monotonic() > end:
+                    break
                 note = view.frame(ev)
                 if note and live is not None:
                     live.console.print(note)

@@ -170,10 +170,11 @@ class Alarms:
         return self._silence_until
 
     def audio(self, now):
-        """True when the audio signal should sound (an alarm above low, not silenced)."""
+        """True when the auditory signal is due: an alarm is active and audio is not silenced.
+        The board plays the pattern of the priority (a low-priority burst is 1-2 pulses)."""
         if self.silenced and ticks_diff(now, self._silence_until) >= 0:
             self.silenced = False
-        return (not self.silenced) and self.prio(self.highest()) >= PRIO_MEDIUM
+        return (not self.silenced) and self.act != 0
 
     def silence_until(self):
         return self._silence_until if self.silenced else 0

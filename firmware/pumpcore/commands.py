@@ -10,7 +10,7 @@ from pumpcore import fsm
 from pumpcore import protocol as P
 from pumpcore import alarms as AL
 from pumpcore import settings as SET
-from pumpcore.dose import dose_ug, volume_nl, rate_ul_h, duration_ms
+from pumpcore.dose import dose_ug, volume_nl, rate_ul_h, duration_ms, dose_rate_ul_h, volume_for_ms, drug_ug
 from pumpcore.occlusion import plan_ints
 from pumpcore import VERSION
 
@@ -577,9 +577,9 @@ def _prog_dose_rate(ctl, f, rid):
             soft = _check_limits(ctl, rid, d.over, load_ms, b"load_ms", soft)
     if soft < 0:
         return
-    rate = doseh * wt // conc                     # µg/kg/h × kg / (µg/mL) → µL/h
+    rate = dose_rate_ul_h(doseh, wt, conc)
     if dur >= 0:
-        vtbi = rate * dur // 3600
+        vtbi = volume_for_ms(rate, dur)
     if rate > d.rate_max:
         return _limit_error(ctl, rid, b"rate_ul_h above hard max ", d.rate_max)
     if not _range_check(ctl, rid, rate, vtbi):
@@ -612,7 +612,7 @@ def _prog_dose_rate(ctl, f, rid):
         set_single(ctl, rate, vtbi)
     ctl.wt_g = wt
     ctl.conc = conc
-    amount = (load * wt // 1000 if load > 0 else 0) + (vtbi * conc // 1000000)
+    amount = (dose_ug(load, wt) if load > 0 else 0) + drug_ug(vtbi, conc)
     _accept(ctl, rid, di, amount, 1 if soft else 0, kvo, doseh)
 
 
@@ -635,7 +635,7 @@ def _step(ctl, f, rid):
         error(ctl, rid, P.E_RANGE, b"values must be non-negative integers").end()
         return
     if dur >= 0:
-        vol = rate * dur // 3600
+        vol = volume_for_ms(rate, dur)
     if not _range_check(ctl, rid, rate, vol):
         return
     ctl.st_rate[i] = rate
@@ -846,7 +846,7 @@ def _titrate(ctl, f, rid):
         soft = _check_limits(ctl, rid, d.dose_h, doseh, b"dose_ug_kg_h", 0)
         if soft < 0:
             return
-        rate = doseh * ctl.wt_g // ctl.conc
+        rate = dose_rate_ul_h(doseh, ctl.wt_g, ctl.conc)
     if not (ctl_RATE_MIN <= rate <= ctl_RATE_MAX):
         error(ctl, rid, P.E_RANGE, b"rate_ul_h must be 100..1200000").end()
         return

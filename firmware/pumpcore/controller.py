@@ -113,7 +113,7 @@ class Outputs:
         self.enable = False     # motor driver enable
         self.alarm_prio = 0     # highest active alarm priority, drives LED and buzzer
         self.alarm = 0          # its id (pumpcore.alarms)
-        self.audio = False      # buzzer on (False while silenced or for low priority)
+        self.audio = False      # auditory signal due (False while silenced or no alarm)
         self.tx = P.TxBuffer(1024)
 
 

@@ -30,6 +30,22 @@ def rate_ul_h(vol_nl, dur_ms):
     return vol_nl * UL_H_PER_NL_MS // dur_ms
 
 
+def dose_rate_ul_h(dose_ug_kg_h, weight_g, conc_ug_ml):
+    """Rate for a continuous dose: µg/kg/h × kg / (µg/mL) in µL/h, rounded down.
+    (µg/kg/h × g/1000 / (µg/mL) = mL/h × 1/1000; the factors of 1000 cancel.)"""
+    return dose_ug_kg_h * weight_g // conc_ug_ml
+
+
+def drug_ug(vol_nl, conc_ug_ml):
+    """Drug held in vol_nl of solution at conc_ug_ml, rounded down (µg)."""
+    return vol_nl * conc_ug_ml // 1000000
+
+
+def volume_for_ms(rate, dur_ms):
+    """Volume delivered at rate µL/h in dur_ms, rounded down (nL)."""
+    return rate * dur_ms // UL_H_PER_NL_MS
+
+
 def duration_ms(vol_nl, rate):
     """Time to deliver vol_nl at rate µL/h, rounded up (ms)."""
     return -((-vol_nl * UL_H_PER_NL_MS) // rate)

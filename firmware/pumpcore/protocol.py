@@ -14,7 +14,7 @@ except ImportError:  # CPython: const() is only a marker for the MicroPython com
 PROTO_VERSION = const(0)
 MAX_FRAME = const(160)        # bytes per frame including the terminator
 MAX_TOKENS = const(14)        # id + word + 12 fields
-MAX_KEY = const(12)
+MAX_KEY = const(16)         # docs/protocol.md: receivers accept keys up to 16 (vitals_age_ms is 13)
 MAX_VALUE = const(32)
 
 # reader results
