@@ -18,8 +18,9 @@ committed in one append *before* that tick's steps and bytes go out (write-ahead
 reply the host has seen is always on flash, and the motor never runs ahead of the record. At boot the log is verified and folded; an interrupted infusion is handed
 to the controller's recovery entry point (it comes up paused, never infusing).
 """
+import gc
+
 from pumpcore.controller import Controller, Config, Inputs, TICK_MS, ticks_add, ticks_diff
-from pumpcore.boot import build_controller
 from pumpcore import fsm
 from pumpcore import VERSION
 
@@ -34,7 +35,10 @@ _READS = (b"STATUS", b"HELLO", b"HB", b"LOG")   # polls: not logged
 class App:
     def __init__(self, board):
         self.board = board
-        self.ctl = build_controller(board)   # library, settings, key; FAULT when corrupt
+        from pumpcore import boot
+        self.ctl = boot.build_controller(board)   # library, settings, key; FAULT when corrupt
+        boot.drop("pumpcore.boot")                # boot-only code (MicroPython: back to the heap)
+        boot = None
         self.inp = Inputs()
         self.rx = bytearray(_RX_CHUNK)
         self.log = None
@@ -43,6 +47,7 @@ class App:
         store = getattr(board, "store", None)
         if store is not None:
             self._boot_log(store)
+        gc.collect()                # leave the boot garbage behind before the first tick
 
     def tick(self):
         b = self.board
@@ -251,11 +256,9 @@ class App:
 
 
 def run(board):
-    """Main loop for a real board: a control tick every TICK_MS, bytes served as they come."""
+    """Main loop for a real board: a step at every control tick and telemetry deadline,
+    and at once when UART bytes arrive (the board's wait_next returns early for them)."""
     app = App(board)
-    deadline = board.ticks_ms()
     while True:
         app.tick()
-        if ticks_diff(board.ticks_ms(), deadline) >= 0:
-            deadline = ticks_add(deadline, TICK_MS)
-        board.wait_next(deadline)
+        board.wait_next(app.ctl.wake_at())

@@ -7,10 +7,23 @@ Optional board hooks (all may be absent): `load_settings() -> bytes | None`,
 `store_counter(int)`. Without `load_key` the board has no key and authentication cannot be
 turned on.
 """
+import sys
+
 from pumpcore.controller import Controller, Config
-from pumpcore.druglib import DrugLibrary, LibraryError
+from pumpcore.druglib import LibraryError
 from pumpcore.settings import Settings
-from pumpcore.auth import Auth
+
+_MICROPYTHON = sys.implementation.name == "micropython"
+
+
+def drop(name):
+    """Forget a boot-only module on MicroPython so that its bytecode returns to the heap."""
+    if _MICROPYTHON and name in sys.modules:
+        del sys.modules[name]
+        import pumpcore
+        short = name.rsplit(".", 1)[1]
+        if short in pumpcore.__dict__:
+            delattr(pumpcore, short)
 
 
 def build_controller(board):
@@ -21,7 +34,8 @@ def build_controller(board):
     fault = None
     lib = None
     try:
-        lib = DrugLibrary.load(board.LIB_PATH)
+        from pumpcore import libload
+        lib = libload.load(board.LIB_PATH)
     except LibraryError as e:
         fault = b"drug library: " + str(e).encode()
     except Exception as e:  # anything unexpected in the file is a corrupt library too
@@ -41,9 +55,13 @@ def build_controller(board):
             key = None
             if fault is None:
                 fault = b"key.bin too short"
-    lc = getattr(board, "load_counter", None)
-    ctr = lc() if lc is not None else 0
-    auth = Auth(key, ctr, getattr(board, "store_counter", None))
+    drop("pumpcore.libload")
+    auth = None
+    if key is not None:             # authentication code is loaded only for a provisioned pump
+        from pumpcore.auth import Auth
+        lc = getattr(board, "load_counter", None)
+        ctr = lc() if lc is not None else 0
+        auth = Auth(key, ctr, getattr(board, "store_counter", None))
     if settings.auth and key is None and fault is None:
         fault = b"settings require authentication but no key is provisioned"
     ctl = Controller(cfg, lib, settings, fault, auth)

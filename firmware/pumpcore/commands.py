@@ -122,7 +122,7 @@ def _auth(ctl, f, rid):
     if not _need_crc(ctl, f, rid):
         return False
     a = ctl.auth
-    if not a.required:
+    if a is None or not a.required:
         return True
     km = f.field(b"mac")
     kc = f.field(b"ctr")
@@ -1019,7 +1019,7 @@ def _cfg(ctl, f, rid):
     if syr == -2 or (syr >= 0 and syr != 0 and not (1000000 <= syr <= 100000000)):
         error(ctl, rid, P.E_RANGE, b"syr_nl must be 0 or 1000000..100000000").end()
         return
-    if au == 1 and not ctl.auth.provisioned:
+    if au == 1 and (ctl.auth is None or not ctl.auth.provisioned):
         error(ctl, rid, P.E_AUTH, b"no key provisioned: auth cannot be turned on").end()
         return
     if occl >= 0:
@@ -1038,7 +1038,8 @@ def _cfg(ctl, f, rid):
         s.vitals_age_ms = va
     if au >= 0:
         s.auth = au
-        ctl.auth.required = bool(au)
+        if ctl.auth is not None:
+            ctl.auth.required = bool(au)
     if cb >= 0:
         s.callback_ms = cb
     if syr >= 0:

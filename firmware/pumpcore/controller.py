@@ -119,7 +119,6 @@ class Outputs:
 
 class Controller:
     def __init__(self, config, library, settings=None, fault=None, auth=None):
-        from pumpcore.auth import Auth
         self.cfg = config
         self.lib = library
         self.fsm = fsm.Machine()
@@ -137,8 +136,9 @@ class Controller:
             self.settings.occl_mmhg = config.occl_mmhg
         self.occl = Occlusion(self.settings.occl_mmhg)
         self.alarms = Alarms()
-        self.auth = auth if auth is not None else Auth()
-        self.auth.required = bool(self.settings.auth) and self.auth.provisioned
+        self.auth = auth                # pumpcore.auth.Auth of a provisioned pump, else None
+        if auth is not None:
+            auth.required = bool(self.settings.auth) and auth.provisioned
         self.store_settings = None      # callable(bytes), set by the app from the board
         self.log_source = None          # object with export(ctl, rid, frm, mx) (event log)
         self._last_reply = bytearray(P.MAX_FRAME)
@@ -270,6 +270,8 @@ class Controller:
             self._last_ctrl = now
             self._next_ctrl = ticks_add(now, TICK_MS)
             self._control(inp, dt)
+        # telemetry keeps its own period (down to 10 ms), independent of the 50 ms control tick
+        self._telemetry_due()
         self.events()
         st = self.fsm.state
         ph = self.loop.phase
@@ -330,7 +332,12 @@ class Controller:
             nl = steps * self.nl_per_kstep // 1000
             self.syr_used += nl
             self._air(inp, nl)
-        self._telemetry_due()
+
+    def wake_at(self):
+        """The next time (ticks ms) the controller needs a step: control tick or telemetry."""
+        if self.tlm_period and ticks_diff(self._next_tlm, self._next_ctrl) < 0:
+            return self._next_tlm
+        return self._next_ctrl
 
     def _telemetry_due(self):
         if self.tlm_period and ticks_diff(self._now, self._next_tlm) >= 0:

@@ -50,6 +50,17 @@ STATE_NAMES = tuple(s.encode() for s in _t.STATES)  # bytes, for frames
 _TABLE = bytearray([_NONE] * (NSTATES * NTRIGGERS))
 for _tr, _src, _dst in _t.TRANSITIONS:
     _TABLE[TRIGGERS.index(_tr) * NSTATES + _t.STATES.index(_src)] = _t.STATES.index(_dst)
+_INITIAL = _t.STATES.index(_t.INITIAL)
+
+# the table is compiled: on MicroPython forget the source module (its tuples return to the
+# heap); CPython keeps it for the host and the docs
+import sys  # noqa: E402
+if sys.implementation.name == "micropython":
+    del sys.modules["pumpcore.states"]
+    import pumpcore  # noqa: E402
+    if "states" in pumpcore.__dict__:
+        delattr(pumpcore, "states")
+    del _t, _triggers, _tr, _src, _dst, pumpcore
 
 
 def target(trigger, state):
@@ -62,7 +73,7 @@ class Machine:
     """Current state plus a change flag the controller turns into an event frame."""
 
     def __init__(self):
-        self.state = _t.STATES.index(_t.INITIAL)
+        self.state = _INITIAL
         self.changed = False
 
     def can(self, trigger):

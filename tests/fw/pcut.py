@@ -189,14 +189,21 @@ def trial(rig, cut_in_ticks):
     if en or steps[0] or app.ctl.fsm.state == fsm.RUNNING:
         return "pump infusing after reboot"
     # the therapy record
-    # the state the flash knows: `was` (the last committed tick), or the state after the
-    # interrupted tick when its records made it to flash before the power failed
-    if v.last > c_seq:
-        was = state_after
-    infusing = was not in _NOT_INFUSING
+    # `was`: the state at the last committed tick; `state_after`: after the tick the power cut
+    # interrupted, whose records may have reached the flash in whole or in part. When both
+    # are infusing the infusion must be reported; when neither, it must not; when the cut
+    # tick changed it, either is right.
+    inf_before = was not in _NOT_INFUSING
+    inf_after = state_after not in _NOT_INFUSING
     th = app.recovered
-    if infusing:
+    if th is not None:
+        if not (inf_before or inf_after):
+            return "a finished infusion reported as interrupted (%s)" % was
+    if inf_before or inf_after:
         if th is None:
+            if not (inf_before and inf_after):
+                return None
+
             return "interrupted infusion not reported (was %s)" % state_after
         # write-ahead: the steps of the tick the cut interrupted were never issued, so the
         # volume delivered is `lo`; the record may already count that tick (`hi`) when its
@@ -209,8 +216,6 @@ def trial(rig, cut_in_ticks):
             c = app.ctl
             if c.fsm.state == fsm.RUNNING or c.vtbi != th.vtbi:
                 return "recover() did not restore the program paused"
-    elif th is not None and was in _NOT_INFUSING and state_after == was:
-        return "a finished infusion reported as interrupted"
     return None
 
 

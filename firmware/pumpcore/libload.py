@@ -1,0 +1,122 @@
+"""Boot-time loader of the drug library: read druglib.json, check it, build `druglib` objects.
+
+Only the boot sequence needs this code (json parsing, every check, the SHA-256 of the file),
+so it lives apart from the small classes the controller keeps (`pumpcore.druglib`); on
+MicroPython `pumpcore.boot` drops this module after loading, and its bytecode goes back to
+the heap. Any error raises `LibraryError`: the pump then stays in FAULT and refuses to infuse.
+"""
+import json
+
+try:
+    import hashlib
+except ImportError:  # some ports ship it as uhashlib
+    import uhashlib as hashlib  # type: ignore
+try:
+    import binascii
+except ImportError:
+    import ubinascii as binascii  # type: ignore
+
+from pumpcore.druglib import LibraryError, Limits, Vitals, Drug, DrugLibrary
+
+
+def _num(x, what):
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise LibraryError(what + " is not a number")
+    return x
+
+
+def _limits(d, key, scale, required=True):
+    if key not in d:
+        if required:
+            raise LibraryError("missing " + key)
+        return None
+    e = d[key]
+    hmin = _num(e["hard_min"], key)
+    hmax = _num(e["hard_max"], key)
+    lim = Limits(int(hmin * scale + 0.5), int(_num(e.get("soft_min", hmin), key) * scale + 0.5),
+                 int(_num(e.get("soft_max", hmax), key) * scale + 0.5), int(hmax * scale + 0.5))
+    if not (0 <= lim.hard_min <= lim.soft_min <= lim.soft_max <= lim.hard_max):
+        raise LibraryError("limits out of order")
+    return lim
+
+
+def _vitals(d):
+    v = Vitals(int(_num(d["sbp_max"], "sbp_max")), int(_num(d["dbp_max"], "dbp_max")),
+               int(_num(d["hr_max"], "hr_max")), int(_num(d["hr_min"], "hr_min")),
+               int(_num(d["spo2_min"], "spo2_min")))
+    if not (0 < v.hr_min < v.hr_max and 0 < v.dbp_max < v.sbp_max and 0 < v.spo2_min <= 100):
+        raise LibraryError("vitals limits out of order")
+    return v
+
+
+def _drug(d, default_vitals):
+    g = Drug()
+    try:
+        g.name = d["name"].encode()
+        g.conc_ug_ml = int(_num(d["conc_ug_ml"], "conc_ug_ml"))
+        concs = d.get("concs_ug_ml", [g.conc_ug_ml])
+        g.concs = tuple([int(_num(c, "concs_ug_ml")) for c in concs])
+        for c in g.concs:
+            if c <= 0:
+                raise LibraryError("concentration")
+        if g.conc_ug_ml not in g.concs:
+            raise LibraryError("conc_ug_ml not in concs_ug_ml")
+        g.dose = _limits(d, "dose_ug_kg", 1)                 # µg/kg (dose or load)
+        g.over = _limits(d, "over_min", 60000)               # ms
+        g.weight = _limits(d, "weight_kg", 1000)             # g
+        g.dose_h = _limits(d, "dose_ug_kg_h", 1, False)      # µg/kg/h, optional
+        g.rate_max = int(_num(d["rate_ml_h_max"], "rate_ml_h_max") * 1000)   # µL/h
+        g.bolus_max_nl = int(_num(d.get("bolus_max_ul", 0), "bolus_max_ul")) * 1000
+        g.kvo_ul_h = int(_num(d.get("kvo_ul_h", 1000), "kvo_ul_h"))
+        v = d.get("vitals")
+        g.vitals = _vitals(v) if v is not None else default_vitals
+    except KeyError as e:
+        raise LibraryError("missing field " + str(e))
+    if g.rate_max <= 0 or not (0 <= g.kvo_ul_h <= 20000):
+        raise LibraryError("rate_ml_h_max or kvo_ul_h out of range")
+    return g
+
+
+def parse(raw):
+    """A DrugLibrary from the file's bytes; LibraryError when anything is wrong."""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise LibraryError("drug library is not valid JSON")
+    if not isinstance(doc, dict) or "version" not in doc or not doc.get("drugs"):
+        raise LibraryError("drug library has no version or no drugs")
+    lib = DrugLibrary()
+    lib.version = str(doc["version"]).encode()
+    dv = doc.get("vitals_default")
+    lib.vitals_default = _vitals(dv) if dv is not None else None
+    drugs = doc["drugs"]
+    if not isinstance(drugs, list):
+        raise LibraryError("drugs is not a list")
+    lib.drugs = tuple([_drug(d, lib.vitals_default) for d in drugs])
+    doc = None
+    names = [d.name for d in lib.drugs]
+    for n in names:
+        if names.count(n) != 1:
+            raise LibraryError("drug listed twice")
+    lib.sha256 = binascii.hexlify(hashlib.sha256(raw).digest())
+    lib.sha256_16 = lib.sha256[:16].upper()
+    return lib
+
+
+def load(path):
+    """Load and check a library file (and its .sha256 sidecar when present)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError:
+        raise LibraryError("drug library file missing")
+    lib = parse(raw)
+    raw = None
+    try:
+        with open(path + ".sha256", "rb") as f:
+            want = f.read().strip().lower()
+    except OSError:
+        want = None
+    if want is not None and want[:64] != lib.sha256:
+        raise LibraryError("drug library hash mismatch")
+    return lib
