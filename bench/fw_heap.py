@@ -1,7 +1,13 @@
 """MicroPython-side heap check: boot the firmware app on the sim board and run one full
-ketamine infusion (40 min virtual), then print a JSON line. bench/run.py runs this with
-`-X heapsize=N` and bisects N: the smallest heap in which boot + a full infusion completes
-is `fw.heap_peak_bytes`. The live heap after a collection is reported too."""
+ketamine infusion (40 min virtual, the encoder following the motor so that the closed loop
+runs to COMPLETE), then print a JSON line. bench/bench_fw.py compiles this
+file with mpy-cross into the firmware tree (so no compiler garbage counts), runs it with
+`-X heapsize=N` and bisects N: the smallest heap in which boot + a full infusion completes is
+`fw.heap_peak_bytes`. With `main(DIR)` the event log is kept in DIR (a host
+folder standing in for the Pico's littlefs: the flash itself is not RAM).
+
+Also reported: `live_bytes` (heap in use after boot with garbage collected), and the
+sampled high-water mark of gc.mem_alloc()."""
 import gc
 import json
 import sys
@@ -21,35 +27,47 @@ def sample():
 
 from boards.sim import Board  # noqa: E402
 from pumpcore.app import App  # noqa: E402
-from pumpcore.controller import TICK_MS  # noqa: E402
-from pumpcore import protocol as P  # noqa: E402
+TICK_MS = 50                     # pumpcore.controller.TICK_MS (imported by the app at boot)
 
-sample()
-board = Board("druglib.json")
-app = App(board)
-sample()
-t = 0x3FFFFFFF - 60000
-cmds = [b"1 PROG drug=ketamine dose_ug_kg=500 wt_g=70000 over_ms=2400000", b"2 TLM period_ms=1000", b"3 START"]
-for body in cmds:
-    c = P.crc16(body, 0, len(body))
-    board._rx = body + b"*%04X\n" % c
-    board._rx_pos = 0
-    board.now = t
-    board.tx = []
-    app.tick()
+
+def main(log_dir=None):
+    global peak
+    store = None
+    if log_dir:
+        from pumpcore.store import FileStore
+        store = FileStore(log_dir)
     sample()
-n = 0
-while n < 50000:
-    t = (t + TICK_MS) & 0x3FFFFFFF
-    board.now = t
-    board.tx = []
-    app.tick()
-    n += 1
-    if n % 20 == 0:
+    board = Board("druglib.json", store)
+    app = App(board)
+    gc.collect()
+    live = gc.mem_alloc() - base
+    sample()
+    t = 0x3FFFFFFF - 60000
+    cmds = (b"1 PROG drug=ketamine dose_ug_kg=500 wt_g=70000 over_ms=2400000", b"2 TLM period_ms=1000",
+            b"3 START")
+    from pumpcore import protocol as P
+    for body in cmds:
+        c = P.crc16(body, 0, len(body))
+        board._rx = body + b"*%04X\n" % c
+        board._rx_pos = 0
+        board.now = t
+        board.tx.clear()
+        app.tick()
         sample()
-    if app.ctl.fsm.state != 2:
-        break
-gc.collect()
-sample()
-print(json.dumps({"heap_peak_bytes": peak, "ticks": n, "state": app.ctl.fsm.state,
-                  "delivered_nl": app.ctl.line.delivered_nl}))
+    board.press = 20
+    n = 0
+    while n < 50000:
+        t = (t + TICK_MS) & 0x3FFFFFFF
+        board.now = t
+        board.tx.clear()
+        app.tick()
+        board.enc += board.steps        # the plunger follows the motor (closed loop)
+        n += 1
+        if n % 20 == 0:
+            sample()
+        if app.ctl.fsm.state != 2:
+            break
+    gc.collect()
+    sample()
+    print(json.dumps({"heap_peak_bytes": peak, "live_bytes": live, "ticks": n, "state": app.ctl.fsm.state,
+                      "delivered_nl": app.ctl.line.delivered_nl}))

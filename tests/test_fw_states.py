@@ -58,3 +58,59 @@ def test_random_trigger_sequences_follow_table(seq):
         if ok:
             cur = table[(t, cur)]
         assert states.STATES[m.state] == cur
+
+
+# ------------------------------------------------------------------ docs/firmware.md
+# The transition table and the diagram in docs/firmware.md are generated from
+# pumpcore/states.py (never drawn by hand): `python tests/test_fw_states.py` rewrites the
+# block between the markers, and the test below fails when it is stale.
+_BEGIN = "<!-- BEGIN generated state machine (python tests/test_fw_states.py) -->"
+_END = "<!-- END generated state machine -->"
+
+
+def firmware_doc_block():
+    from host.statemachine import mermaid
+    trig = []
+    for t, _, _ in states.TRANSITIONS:
+        if t not in trig:
+            trig.append(t)
+    dest = {(t, s): d for t, s, d in states.TRANSITIONS}
+    lines = [_BEGIN, "",
+             "Rows: the state the pump is in; columns: the trigger; a cell is the state it moves to "
+             "(– = refused, `ER STATE`). Internal triggers (fired by the pump itself): "
+             + ", ".join(f"`{t}`" for t in states.INTERNAL_TRIGGERS) + ". The motor may move only in "
+             + " and ".join(states.DELIVERING) + ".", "",
+             "| state | " + " | ".join(f"`{t}`" for t in trig) + " |",
+             "|---|" + "---|" * len(trig)]
+    for s in states.STATES:
+        cells = [dest.get((t, s), "–") for t in trig]
+        cells = ["=" if c == s else c for c in cells]
+        lines.append(f"| **{s}** | " + " | ".join(cells) + " |")
+    lines += ["", "(`=`: a self-transition, accepted without a state change.)", "",
+              "```mermaid", mermaid().rstrip(), "```", "", _END]
+    return "\n".join(lines)
+
+
+def _doc_path():
+    from conftest import ROOT
+    return ROOT / "docs" / "firmware.md"
+
+
+def test_firmware_doc_state_machine_is_generated_from_the_table():
+    text = _doc_path().read_text()
+    assert _BEGIN in text and _END in text, "docs/firmware.md lost its generated block"
+    block = text[text.index(_BEGIN):text.index(_END) + len(_END)]
+    assert block == firmware_doc_block(), "stale: run `python tests/test_fw_states.py`"
+
+
+if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    p = _doc_path()
+    text = p.read_text()
+    if _BEGIN in text:
+        text = text[:text.index(_BEGIN)] + firmware_doc_block() + text[text.index(_END) + len(_END):]
+    else:
+        raise SystemExit("add the markers to docs/firmware.md first")
+    p.write_text(text)

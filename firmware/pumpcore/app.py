@@ -20,10 +20,11 @@ to the controller's recovery entry point (it comes up paused, never infusing).
 """
 import gc
 
-from pumpcore.controller import Controller, Config, Inputs, TICK_MS, ticks_add, ticks_diff
+from pumpcore.ticks import ticks_add, ticks_diff
 from pumpcore import fsm
 from pumpcore import VERSION
 
+TICK_MS = 50                 # pumpcore.controller.TICK_MS (not imported here: see App.__init__)
 _RX_CHUNK = 256
 _LINE = 160                  # longest request line logged (the protocol's MAX_FRAME)
 LOG_INTERVAL_MS = 10000      # delivered volume is logged at least this often while infusing
@@ -35,10 +36,13 @@ _READS = (b"STATUS", b"HELLO", b"HB", b"LOG")   # polls: not logged
 class App:
     def __init__(self, board):
         self.board = board
+        # Boot order keeps the heap peak low: the drug library is read and checked (json,
+        # boot-only code) before the controller's modules are imported (pumpcore.boot).
         from pumpcore import boot
         self.ctl = boot.build_controller(board)   # library, settings, key; FAULT when corrupt
         boot.drop("pumpcore.boot")                # boot-only code (MicroPython: back to the heap)
         boot = None
+        from pumpcore.controller import Inputs
         self.inp = Inputs()
         self.rx = bytearray(_RX_CHUNK)
         self.log = None

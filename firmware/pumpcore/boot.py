@@ -7,9 +7,9 @@ Optional board hooks (all may be absent): `load_settings() -> bytes | None`,
 `store_counter(int)`. Without `load_key` the board has no key and authentication cannot be
 turned on.
 """
+import gc
 import sys
 
-from pumpcore.controller import Controller, Config
 from pumpcore.druglib import LibraryError
 from pumpcore.settings import Settings
 
@@ -27,10 +27,9 @@ def drop(name):
 
 
 def build_controller(board):
-    cfg = Config(board.NL_PER_KSTEP, device_id=board.DEVICE_ID)
-    for k in ("batt_low_mv", "batt_depleted_mv"):
-        if hasattr(board, k.upper()):
-            setattr(cfg, k, getattr(board, k.upper()))
+    """The controller for this board. The drug library is read first, its loader dropped and
+    its garbage collected, and only then are the controller's modules imported: the json
+    tree and the controller's code are never in the heap together."""
     fault = None
     lib = None
     try:
@@ -64,6 +63,12 @@ def build_controller(board):
         auth = Auth(key, ctr, getattr(board, "store_counter", None))
     if settings.auth and key is None and fault is None:
         fault = b"settings require authentication but no key is provisioned"
+    gc.collect()
+    from pumpcore.controller import Controller, Config
+    cfg = Config(board.NL_PER_KSTEP, device_id=board.DEVICE_ID)
+    for k in ("batt_low_mv", "batt_depleted_mv"):
+        if hasattr(board, k.upper()):
+            setattr(cfg, k, getattr(board, k.upper()))
     ctl = Controller(cfg, lib, settings, fault, auth)
     ctl.store_settings = getattr(board, "store_settings", None)
     return ctl

@@ -56,24 +56,25 @@ class Vitals:
 
 
 class Drug:
-    """One drug's entry (attributes set by pumpcore.libload)."""
+    """One drug's entry (attributes set by pumpcore.libload). Limits: dose (µg/kg, a dose or
+    a load), over (ms), weight (g), dose_h (µg/kg/h, optional); rate_max µL/h."""
     name = b""
     conc_ug_ml = 0
-    concs = ()
-    dose = None             # Limits, µg/kg (dose or load)
-    over = None             # Limits, ms
-    weight = None           # Limits, g
-    dose_h = None           # Limits, µg/kg/h (optional)
+    concs = ()  # type: tuple
+    dose = None  # type: Limits | None
+    over = None  # type: Limits | None
+    weight = None  # type: Limits | None
+    dose_h = None  # type: Limits | None
     rate_max = 0            # µL/h
     bolus_max_nl = 0
     kvo_ul_h = 0
-    vitals = None           # Vitals
+    vitals = None  # type: Vitals | None
 
 
 class DrugLibrary:
     version = b""
-    vitals_default = None
-    drugs = ()
+    vitals_default = None  # type: Vitals | None
+    drugs = ()  # type: tuple
     sha256 = b""
     sha256_16 = b""
 
