@@ -116,7 +116,8 @@ def test_occlusion_stops_the_motor_and_latches():
         assert st.alarm == "OCCLUSION" and st.prio == 3
         steps = s.sim.plant.motor
         time.sleep(0.3)
-        assert s.sim.plant.motor == steps, "motor moved after a high-priority alarm"
+        # no forward motion after a high-priority alarm (the occlusion back-off may reverse)
+        assert s.sim.plant.motor <= steps, "motor moved forward after a high-priority alarm"
         with pytest.raises(PumpRefused):
             pump.ack()                     # condition still present
         s.sim.inject("occlusion", on=False)

@@ -1,4 +1,11 @@
 """The state table is well formed and the firmware engine follows it exactly."""
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":     # run as a script: regenerate docs/firmware.md's state machine
+    sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parent.parent)]
+    import conftest  # noqa: F401  (puts firmware/ on sys.path)
+
 import pytest
 from hypothesis import given, strategies as st
 
@@ -104,9 +111,6 @@ def test_firmware_doc_state_machine_is_generated_from_the_table():
 
 
 if __name__ == "__main__":
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).parent))
     p = _doc_path()
     text = p.read_text()
     if _BEGIN in text:
