@@ -20,15 +20,23 @@ sys.path.insert(0, str(HERE))
 
 import benchlib  # noqa: E402
 
-GOALS = {
+GOALS = {   # PRODUCT.md, Benchmarks
     "sim.speed_cpython_x": (">=", 2000),
     "sim.speed_micropython_x": (">=", 200),
     "fw.tick_us_micropython": ("<=", 50),
     "fw.tick_alloc_bytes": ("<=", 0),
     "fw.heap_peak_bytes": ("<=", 32768),
     "acc.ketamine_error_pct": ("<=", 0.5),
+    "acc.trumpet_2min_1mlh_pct": ("<=", 2),
+    "acc.startup_1mlh_s": ("<=", 120),
+    "occ.time_to_alarm_1mlh_s": ("<=", 300),
+    "occ.time_to_alarm_25mlh_s": ("<=", 15),
+    "occ.limit_ratio_1mlh": ("<=", 2),
+    "occ.bolus_ml": ("<=", 0.05),
+    "occ.false_alarms_24h": ("<=", 0),
     "host.rtt_ms": ("<=", 15),
     "host.rtt_wire_ratio": ("<=", 1.5),
+    "host.telemetry_hz": (">=", 50),
     "rel.fuzz_frames": (">=", 100000),
     "rel.fuzz_failures": ("<=", 0),
     "rel.power_cuts": (">=", 1000),

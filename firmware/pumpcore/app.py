@@ -103,6 +103,36 @@ class App:
                 th.state, th.rate, th.vtbi, th.drug, th.delivered, th.bound, th.el_ms))
         self._th(now)
         log.commit()
+        self.ctl.log_source = self          # the LOG command reads the log through export()
+
+    def export(self, ctl, rid, frm, mx):
+        """Answer `LOG from=frm max=mx`: `OK n= next=`, then n `! LG` frames.
+
+        Each record becomes `! LG seq= t_ms= ev=` plus the `key=value` tokens of its data
+        that are valid frame fields; other words go, joined by `_`, into `txt=` (cut to the
+        32-byte value limit). As many records are sent as fit in the transmit buffer; `next`
+        tells the host where to continue. Runs at command time, never in the control tick.
+        """
+        from pumpcore import protocol as P
+        from pumpcore.commands import ok
+        tx = ctl.out.tx
+        frames = []
+        room = len(tx.buf) - tx.n - 48                 # keep space for the OK reply
+        log = self.log
+        for r in (log.records(frm, mx) if log is not None else ()):
+            f = _lg_frame(r)
+            if f is None:
+                continue
+            if len(f) > room:
+                break
+            room -= len(f)
+            frames.append((r.seq, f))
+        t = ok(ctl, rid)
+        t.field_int(b"n", len(frames))
+        t.field_int(b"next", frames[-1][0] + 1 if frames else frm)
+        t.end()
+        for _, f in frames:
+            tx.put_span(f, 0, len(f))
 
     def _recover(self, th):
         """Hand an interrupted infusion to the controller (it restores it PAUSED, with a
@@ -266,3 +296,43 @@ def run(board):
     while True:
         app.tick()
         board.wait_next(app.ctl.wake_at())
+
+
+def _lg_word(w):
+    """A token as a frame value: printable, without '*', '=' and spaces."""
+    out = bytearray(w)
+    for i in range(len(out)):
+        c = out[i]
+        if c < 33 or c > 126 or c == 42 or c == 61:
+            out[i] = 95
+    return bytes(out)
+
+
+def _lg_frame(r):
+    """One log record as a complete `! LG …` frame (bytes, with CRC), or None."""
+    from pumpcore import protocol as P
+    b = P.TxBuffer(P.MAX_FRAME + 8)
+    b.begin(P.ID_EVENT)
+    b.put(b" LG")
+    b.field_int(b"seq", r.seq)
+    b.field_int(b"t_ms", r.t)
+    b.field_lit(b"ev", _lg_word(r.ev)[:P.MAX_VALUE])
+    txt = []
+    for tok in r.data.split(b" "):
+        if not tok:
+            continue
+        q = tok.find(b"=")
+        key = tok[:q] if q > 0 else b""
+        val = tok[q + 1:] if q > 0 else b""
+        good = (0 < len(key) <= 12 and 0 < len(val) <= P.MAX_VALUE and b"=" not in val
+                and b"*" not in val and all((97 <= c <= 122) or (48 <= c <= 57) or c == 95 for c in key))
+        if good and key not in (b"seq", b"t_ms", b"ev", b"txt") and b.n + len(tok) + 1 < P.MAX_FRAME - 8:
+            b.put(b" ")
+            b.put(tok)
+        else:
+            txt.append(_lg_word(tok))
+    if txt:
+        v = b"_".join(txt)[:P.MAX_VALUE]
+        if b.n + len(v) + 6 < P.MAX_FRAME - 8:
+            b.field_lit(b"txt", v)
+    return bytes(b.buf[:b.n]) if b.end() else None

@@ -140,7 +140,7 @@ class Controller:
         if auth is not None:
             auth.required = bool(self.settings.auth) and auth.provisioned
         self.store_settings = None      # callable(bytes), set by the app from the board
-        self.log_source = None          # object with export(ctl, rid, frm, mx) (event log)
+        self.log_source: object = None  # object with export(ctl, rid, frm, mx) (event log)
         self._last_reply = bytearray(P.MAX_FRAME)
         self._last_reply_len = 0
         self._last_id = -1
