@@ -1,25 +1,41 @@
 """The closed rate loop: microsteps that keep the plunger (measured by the encoder) on the
-programmed volume–time line, slack take-up at start, back-off after an occlusion, and the
-stall and runaway checks that compare commanded motion with measured motion.
+programmed volume–time line, slack and stopper take-up at start, back-off after an occlusion,
+and the stall and runaway checks that compare commanded motion with measured motion.
 
 Positions are in microsteps relative to the last `start()`: `m` is where the motor has been
-commanded, `enc - enc_ref` where the encoder says the plunger is (one count per µstep of
-plunger travel). Between motor and plunger sits lost motion (lead-screw backlash, slack
-before the pusher meets the plunger, missed steps): the plunger is at most at `m` and lags
-it by the lost motion `lost` when pushing.
+commanded, `enc - enc_ref` where the encoder says the plunger flange is (one count per µstep
+of flange travel). Between motor and flange sits lost motion (lead-screw backlash, slack
+before the pusher meets the flange, missed steps); between flange and fluid sits the rubber
+stopper, a stiff spring held by friction: the force sensor (tared by the glide force, read as
+mmHg) reads 0 or less while that spring is looser than the glide force, and the line
+pressure while the stopper glides.
 
 Phases:
-  TAKEUP  after every (re)start: move at TAKEUP_STEPS per tick until the plunger moves
-          (encoder) or the force sensor sees the load rise (ENGAGE_MMHG over the pressure at
-          start) — that is slack and plunger compliance taken up in a fraction of a second
-          instead of minutes at 1 mL/h. The volume line does not advance meanwhile. More than
-          TAKEUP_MAX µsteps without engagement is a STALL (nothing is pushed).
-  RUN     desired plunger position X* = anchor + line steps since engagement; motor target
+  TAKEUP  after every (re)start: move at TAKEUP_STEPS per tick until the flange moves
+          (encoder) or the force rises (ENGAGE_MMHG): the slack is gone.
+  LOAD    then at LOAD_STEPS per tick (at least the line's rate) until the stopper is loaded:
+          the flange position where the force reading last sat at the floor (≤ LOAD_FLOOR:
+          spring looser than the glide force, nothing can move forward) is the *anchor*, the
+          zero of delivered volume. LOAD ends when the stopper breaks away (the reading falls
+          BREAK_MMHG from its peak), glides (less than 1 mmHg per 4 counts after 16 counts),
+          or after LOAD_SPAN counts past the anchor (LOAD_MAX without any force). Slack and
+          stopper compression (≈ 60 µsteps ≈ 13 µL on a 50 mL syringe: 46 s at 1 mL/h) are
+          thus taken up in seconds, not delivered late.
+  RUN     desired flange position X* = anchor + line steps since the (re)start; motor target
           X* + lost. `lost` only grows, from the lag-safe measurement m(LAG ticks ago) − enc,
-          so missed steps are made up; overshoot from take-up is absorbed by waiting.
-  BACKOFF after an occlusion alarm: reverse, in proportion to the pressure excess, until the
-          pressure is back at the level before the occlusion (or a travel/time limit), so the
-          volume stored in the compliance is not pushed into the patient when the line opens.
+          so missed steps are made up — by at most LOST_MAX beyond the lost motion measured at
+          engagement (more is a mechanism that does not follow: STALL, never a runaway chase).
+  BACKOFF after an occlusion alarm: (A) reverse in proportion to the pressure excess until
+          the reading is back at the target; (B) when the reading fell far faster per count
+          than it rose during the occlusion, the stopper is held by friction and the fluid is
+          still under pressure: retract on to the flange position where the rise began minus
+          BACKOFF_BAND (the friction band: 2 × glide force over the stopper's stiffness), so
+          the volume stored in the compliance is taken back and not pushed into the patient
+          when the line opens. Travel and time are bounded.
+
+Runaway: e = flange − motor can only grow by the lead error (≤ 1/CREEP per commanded µstep),
+the once-per-revolution error and backlash; e more than RUNAWAY_TOL above its creeping floor
+is plunger motion the motor did not make.
 
 Sensor readings may be up to LAG ticks old (the simulator holds them over a 200 ms slice;
 a board reads the encoder every tick); every comparison uses values LAG ticks old on the
@@ -36,22 +52,31 @@ IDLE = const(0)
 TAKEUP = const(1)
 RUN = const(2)
 BACKOFF = const(3)
+LOAD = const(4)
 
 NMAX = const(100)             # µsteps per 50 ms tick: 2000 µsteps/s ≈ 1560 mL/h (50 mL syringe)
 TAKEUP_STEPS = const(4)       # 80 µsteps/s ≈ 62 mL/h while looking for the plunger
 TAKEUP_MAX = const(3000)      # ≈ 0.65 mL of travel without engagement → STALL
 ENGAGE_COUNTS = const(2)      # encoder counts that prove the plunger moves
 ENGAGE_MMHG = const(15)       # force rise (as line pressure) that proves the pusher is loaded
+LOAD_STEPS = const(1)         # 20 µsteps/s while the stopper spring is loaded
+LOAD_FLOOR = const(3)         # mmHg: at or below, the spring is looser than the glide force
+BREAK_MMHG = const(6)         # fall from the peak that shows the stopper broke away (4 σ)
+LOAD_SPAN = const(48)         # counts past the anchor: more than any breakaway needs
+LOAD_MAX = const(192)         # counts of flange travel in LOAD without any force rise
 LAG = const(6)                # ticks a sensor reading may trail the command
 _HIST = const(8)              # history ring (≥ LAG + 1)
 STALL_TOL = const(48)         # µsteps the plunger may trail the line (≈ 10 µL)
 STALL_MS = const(2000)        # ... for this long before STALL
-SLACK_MAX = const(256)        # lost motion assumed before it is measured (≈ 56 µL)
-RUNAWAY_TOL = const(8)        # µsteps of unexplained plunger motion
+LOST_MAX = const(48)          # missed steps made up beyond the lost motion at engagement
+SLACK_MAX = const(256)        # (kept for older imports)
+RUNAWAY_TOL = const(24)       # µsteps: 2 × 5 µsteps periodic error + 8 backlash + margin
+CREEP = const(512)            # the floor of e rises 1 µstep per CREEP commanded (lead error 0.2 %)
 BACKOFF_MAX = const(10000)    # ≈ 2.2 mL: never retract more
 BACKOFF_MS = const(20000)
 BACKOFF_STEP_MAX = const(40)
-BACKOFF_MARGIN = const(3)     # mmHg above the pre-occlusion pressure counts as relieved
+BACKOFF_BAND = const(128)     # 2 × 4 N glide / 0.078 N per µstep stopper stiffness ≈ 102, +25 %
+BACKOFF_MARGIN = const(3)     # (kept for older imports)
 
 
 class RateLoop:
@@ -70,17 +95,30 @@ class RateLoop:
         self.anchor_x = 0
         self.anchor_t = 0
         self.lost = 0
+        self.lost0 = 0
         self.lost_known = False
         self.take = 0
         self.p_start = 0
+        self.p_a = 0
+        self.p_peak = 0
+        self.x_load = 0
         self.stall_ms = 0
         self.stall = False
         self.runaway = False
         self.engaged_now = False
+        self.e_base = 0
+        self.creep = 0
         self.back_ms = 0
         self.back_target = 0
         self.back_from = 0
+        self.back_from_m = 0
         self.back_ok = 0
+        self.back_p0 = 0
+        self.back_rise = 0
+        self.back_onset = 0
+        self.back_have = False
+        self.back_b = False
+        self.back_m = 0
         self.hi = 0
         self.x_start = 0
         self.started = False
@@ -89,7 +127,7 @@ class RateLoop:
             self.x_hist[i] = 0
 
     def start(self, enc, p):
-        """(Re)start delivery: take up slack before following the line."""
+        """(Re)start delivery: take up slack and the stopper before following the line."""
         if not self.started:
             self.started = True
             self.enc_ref = enc
@@ -97,13 +135,15 @@ class RateLoop:
         self.enc_rel = enc - self.enc_ref
         self.phase = TAKEUP
         self.x_start = self.enc_rel
-        # the encoder counts only real plunger travel: whatever moves from here on is
-        # delivered, slack is not; the line's steps from here on are what must move
+        # the encoder counts only real flange travel: the line's steps from the (re)start on
+        # are what the stopper must move once it is loaded (the anchor, set in LOAD)
         self.anchor_x = self.x_start
         self.anchor_t = self.tgt
         self.take = 0
         self.p_start = p
         self.stall_ms = 0
+        self.e_base = self.enc_rel - self.m
+        self.creep = 0
         self._fill_hist(self.m, self.enc_rel)
 
     def stop(self):
@@ -114,13 +154,63 @@ class RateLoop:
             self.m_hist[i] = m
             self.x_hist[i] = x
 
-    def backoff(self, p_base):
-        """Start relieving pressure down to p_base + BACKOFF_MARGIN."""
+    def backoff(self, p_target, p_now, p_base, x_onset, have_onset):
+        """Start relieving pressure: down to the reading p_target, then (stopper held by
+        friction) back past the flange position x_onset where the rise began."""
         self.phase = BACKOFF
         self.back_ms = 0
-        self.back_target = p_base
+        self.back_target = p_target
         self.back_from = self.enc_rel
+        self.back_from_m = self.m
         self.back_ok = 0
+        self.back_p0 = p_now
+        self.back_rise = p_now - p_base
+        self.back_onset = x_onset
+        self.back_have = have_onset
+        self.back_b = False
+        self.back_m = self.m
+        self.e_base = self.enc_rel - self.m
+        self.creep = 0
+
+    def _backoff(self, x, p, dt):
+        self.back_ms += dt
+        if (self.back_from - x >= BACKOFF_MAX or self.back_from_m - self.m >= BACKOFF_MAX
+                or self.back_ms >= BACKOFF_MS):
+            self.phase = IDLE
+            return 0
+        if self.back_b:
+            d = self.m - self.back_m
+            if d <= 0:
+                self.phase = IDLE
+                return 0
+            return -(BACKOFF_STEP_MAX if d > BACKOFF_STEP_MAX else d)
+        ex = p - self.back_target
+        if ex <= 0:
+            self.back_ok += 1
+        else:
+            self.back_ok = 0
+        if self.back_ok >= 3:
+            # phase A done: did the reading fall much faster per count than it rose? Then the
+            # spring relaxed while friction held the stopper, and the fluid is still loaded
+            ra = self.back_from - x
+            rise_x = self.back_from - self.back_onset
+            if (self.back_have and self.back_rise > 0 and rise_x > 0
+                    and ra * self.back_rise * 2 < (self.back_p0 - p) * rise_x):
+                to = self.back_onset - BACKOFF_BAND
+                if x > to:
+                    self.back_b = True
+                    self.back_m = self.m - (x - to)
+                    return 0
+            self.phase = IDLE
+            return 0
+        if ex > 0:
+            # gentle proportional gain: with readings LAG ticks old and a compliance as
+            # small as 0.3 µL/mmHg, ex/8 per tick never overshoots the target
+            n = -(ex // 8) - 1
+            if n < -BACKOFF_STEP_MAX:
+                n = -BACKOFF_STEP_MAX
+            return n
+        return 0
 
     def tick(self, enc, p, n_line, dt):
         """One control tick. n_line: line steps this tick (RUN only). Returns µsteps."""
@@ -135,30 +225,53 @@ class RateLoop:
         n = 0
         if ph == TAKEUP:
             self.tgt += n_line
-            n_line = 0
             if x - self.x_start >= ENGAGE_COUNTS or p - self.p_start >= ENGAGE_MMHG:
+                ph = self.phase = LOAD
+                self.anchor_x = x
+                self.x_load = x
+                self.p_a = p
+                self.p_peak = p
+            else:
+                n = TAKEUP_STEPS
+        if ph == LOAD:
+            self.tgt += n_line
+            if p <= LOAD_FLOOR:
+                # the spring is looser than the glide force: the stopper cannot be moving
+                self.anchor_x = x
+                self.p_a = p
+                self.p_peak = p
+            elif p > self.p_peak:
+                self.p_peak = p
+            d = x - self.anchor_x
+            if ((d >= 2 and self.p_peak - p >= BREAK_MMHG) or d >= LOAD_SPAN
+                    or (d >= 16 and (p - self.p_a) * 4 < d) or x - self.x_load >= LOAD_MAX):
                 ph = self.phase = RUN
                 self.engaged_now = True
                 lm = m_old - x
                 if lm < 0:
                     lm = 0
                 self.lost = lm            # measured afresh at every engagement
+                self.lost0 = lm
                 self.lost_known = True
                 self.stall_ms = 0
                 x_old = x
+                n_line = 0
             else:
-                n = TAKEUP_STEPS
-                self.take += n
-                if self.take > TAKEUP_MAX:
-                    self.stall = True
-                    n = 0
+                n = LOAD_STEPS if n_line < LOAD_STEPS else n_line
+        if ph == TAKEUP or ph == LOAD:
+            self.take += n
+            if self.take > TAKEUP_MAX:
+                self.stall = True
+                n = 0
         xs = x
         if ph == RUN:
             self.tgt += n_line
             xs = self.anchor_x + self.tgt - self.anchor_t
             lm = m_old - x
             if lm > self.lost:
-                self.lost = lm            # missed steps: make them up
+                # missed steps: make them up, within reason
+                lim = self.lost0 + LOST_MAX
+                self.lost = lm if lm < lim else lim
             n = xs + self.lost - self.m
             if n < 0:
                 n = 0
@@ -172,27 +285,28 @@ class RateLoop:
             else:
                 self.stall_ms = 0
         elif ph == BACKOFF:
-            self.back_ms += dt
-            ex = p - self.back_target
-            if ex <= 0:
-                self.back_ok += 1
-            else:
-                self.back_ok = 0
-            if (self.back_ok >= 3 or self.back_from - x >= BACKOFF_MAX
-                    or self.back_ms >= BACKOFF_MS):
-                self.phase = IDLE
-            elif ex > 0:
-                # gentle proportional gain: with readings LAG ticks old and a compliance as
-                # small as 0.3 µL/mmHg, ex/8 per tick never overshoots the target
-                n = -(ex // 8) - 1
-                if n < -BACKOFF_STEP_MAX:
-                    n = -BACKOFF_STEP_MAX
+            n = self._backoff(x, p, dt)
         self.m += n
-        # runaway: the plunger is ahead of every position the motor could have put it at
-        # (pushing, the plunger is never ahead of the motor; while the motor reverses or looks
-        # for the plunger it may be, by at most the slack)
-        tol = RUNAWAY_TOL if ph == RUN else SLACK_MAX + RUNAWAY_TOL
-        if x > self.m + tol:
+        # runaway: the flange gained on the motor more than the lead error, the periodic
+        # error and backlash explain (a floor of e = x - m that creeps up with travel)
+        # (the reading may be LAG ticks old: the floor follows the larger estimate of e,
+        # the test uses the smaller one, so motion in flight never looks like a runaway)
+        m = self.m
+        if m_old < m:
+            e_hi = x - m_old
+            e_lo = x - m
+        else:
+            e_hi = x - m
+            e_lo = x - m_old
+        if e_hi < self.e_base:
+            self.e_base = e_hi
+        else:
+            c = self.creep + (n if n >= 0 else -n)
+            if c >= CREEP:
+                c -= CREEP
+                self.e_base += 1
+            self.creep = c
+        if e_lo - self.e_base > RUNAWAY_TOL:
             self.runaway = True
         h = self.hi + 1
         if h >= _HIST:
