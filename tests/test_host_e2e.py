@@ -197,7 +197,9 @@ def test_pump_that_never_answers_times_out_within_bound():
 
 
 def test_lossy_link_gives_answers_or_timely_errors():
-    with Served("cpython", speed=50) as s, Pump.open(s.ep.url, timeout=0.3, retries=3) as pump:
+    # per-try timeout generous enough for a loaded 2-core CI machine; the bound below still
+    # proves every call ends within its retries × timeout
+    with Served("cpython", speed=50) as s, Pump.open(s.ep.url, timeout=0.8, retries=3) as pump:
         pump.program(rate=10, vtbi=5)
         s.sim.inject(link_drop=0.002, link_corrupt=0.001)   # per byte
         ok = errors = 0
@@ -208,7 +210,7 @@ def test_lossy_link_gives_answers_or_timely_errors():
                 ok += 1
             except LinkError:                                # Timeout or persistent corruption
                 errors += 1
-            assert time.monotonic() - t0 < 0.3 * 4 + 1.0
+            assert time.monotonic() - t0 < 0.8 * 4 + 1.0
         s.sim.inject(link_drop=0.0, link_corrupt=0.0)
         assert ok >= 15
         assert pump.status().state == "PROGRAMMED"

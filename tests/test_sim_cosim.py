@@ -68,10 +68,6 @@ def test_occlusion_raises_a_high_priority_alarm_and_stops_the_motor():
         assert b"! EV ALARM alarm=OCCLUSION prio=3" in sim.host_recv()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "stopper friction: after the firmware's short back-off the rod force falls below the glide "
-    "tare (sensed ~37 mmHg) while static friction holds the stopper and the fluid stays at "
-    "~98 mmHg; relieving it needs a retraction past the 2 x glide-force band (issue 3)"))
 @pytest.mark.req("REQ-BOL-01")
 def test_occlusion_back_off_relieves_the_line_and_no_bolus_follows():
     with Simulation("cpython", seed=2) as sim:

@@ -266,6 +266,12 @@ def _hello(ctl, rid):
         tx.field_lit(b"lib", b"NONE")
         tx.field_lit(b"libh", b"NONE")
     tx.field_int(b"tick_ms", 50)
+    a = ctl.auth
+    if a is not None and a.provisioned:
+        # docs/protocol.md: a provisioned pump says whether it requires signatures and the
+        # last counter it accepted, so a host starts its counter above it
+        tx.field_int(b"auth", 1 if a.required else 0)
+        tx.field_int(b"ctr", a.counter)
     if ctl.fsm.state == fsm.FAULT:
         tx.field_lit(b"fault", b"1")
     tx.end()

@@ -17,7 +17,7 @@ from pumpcore import commands
 from pumpcore.alarms import Alarms
 from pumpcore.dose import VolumeLine
 from pumpcore.occlusion import Occlusion
-from pumpcore.rateloop import RateLoop, BACKOFF, RUN
+from pumpcore.rateloop import RateLoop, BACKOFF, RUN, TAKEUP, LOAD
 from pumpcore.rateloop import IDLE as LOOP_IDLE
 from pumpcore.settings import Settings
 from pumpcore.ticks import ticks_diff, ticks_add
@@ -67,6 +67,8 @@ RUNAWAY_QUIET = const(20)          # ticks without motion: the runaway condition
 BATT_DEBOUNCE = const(20)          # ticks (1 s) below a battery threshold
 BATT_HYST_MV = const(50)
 OCCL_PROBE_MMHG = const(10)        # pressure left after the occlusion back-off
+SENSOR_STUCK_MS = const(300000000)     # a live force sensor never reads the same for 30 s
+SENSOR_TOP = const(1500)           # readings at the top of the span may rest there
 
 S_IDLE = fsm.IDLE
 S_PROGRAMMED = fsm.PROGRAMMED
@@ -205,6 +207,9 @@ class Controller:
         self.occl_base = 0
         self.last_door = False
         self.last_enc = 0
+        self.p_last = -1
+        self.p_same = 0
+        self.sensor_fault = False
         self._pending_fault = fault
         if library is None and fault is None:
             self._pending_fault = b"no drug library"
@@ -318,6 +323,10 @@ class Controller:
                 loop.stop()
             if loop.engaged_now:
                 self.occl.restart()
+                if self.occl.flat_y < 0:
+                    self.occl.flat_y = 4 * p      # the stopper glides: a first line level
+            elif loop.phase == TAKEUP or loop.phase == LOAD:
+                self.occl.suspend()       # loading the stopper is no occlusion
             if loop.stall:
                 loop.stall = False
                 self.raise_high(AL.A_STALL)
@@ -398,18 +407,41 @@ class Controller:
             self.fsm.fire(fsm.T_COMPLETE)
 
     def _occlusion(self, why):
+        loop = self.loop
+        occl = self.occl
+        p = self.pressure
+        base = occl.base_mmhg()
+        if base < 0 or base >= occl.limit // 2:
+            base = 0                          # never seen flat (closed from the start)
+        # where the rise began: the flange followed the line, so it was this many line steps
+        # back (computed before the alarm ends a bolus and changes the rate)
+        tk = occl.onset_ticks(p, base)
+        x = loop.enc_rel
+        x_on = x
+        have = tk >= 0
+        if have:
+            if tk > 40000:
+                tk = 40000
+            r = self.current_rate()
+            nl = (r // 72) * tk + (r % 72) * tk // 72       # µL/h × 50 ms = nL / 72
+            if nl > 100000000:
+                nl = 100000000
+            x_on = x - nl * 10 // (self.nl_per_kstep // 100)
         self.raise_high(AL.A_OCCLUSION)
-        # relieve the pressure stored in the compliance (no bolus when the line opens)
-        base = self.occl.oldest_mmhg()
-        if base < 0 or base >= self.occl.limit // 2:
-            base = self.occl.limit // 4
-        self.occl_base = base
-        # leave a small probe pressure (≈ 0.02 mL in a typical compliance): a closed line
-        # holds it, an open one lets it fall to the base within seconds — that is how ACK
-        # knows whether the occlusion is gone
-        self.loop.backoff(base + OCCL_PROBE_MMHG)
+        # ACK's reference: the window's level before the rise, else a quarter of the limit
+        ab = occl.oldest_mmhg()
+        if ab < 0 or ab >= occl.limit // 2:
+            ab = occl.limit // 4
+        self.occl_base = ab
+        # relieve the pressure stored in the compliance (no bolus when the line opens);
+        # leave a small probe pressure (≈ 0.02 mL in a typical compliance): a closed,
+        # frictionless line holds it; past the stopper's friction band the reading is the
+        # rod's pull, and the fluid is back at the level before the rise
+        loop.backoff(base + OCCL_PROBE_MMHG, p, base, x_on, have)
 
     def occlusion_present(self):
+        if self.loop.phase == BACKOFF:
+            return True                   # still relieving the line: judge it afterwards
         p = self.pressure
         return p * 2 >= self.occl.limit or p >= self.occl_base + OCCL_PROBE_MMHG // 2
 
@@ -462,6 +494,21 @@ class Controller:
                     self.dis_ref = inp.encoder
         else:
             self.dis_ticks = 0
+        # a frozen force sensor: noise (σ ≈ 1.5 mmHg over 0.5 mmHg steps) changes a live
+        # reading within a few samples; 30 s unchanged while the stopper glides is a fault
+        p = inp.pressure_mmhg
+        if p != self.p_last:
+            self.p_last = p
+            self.p_same = 0
+            if self.sensor_fault:
+                self.sensor_fault = False
+                al.condition_gone(AL.A_FAULT, tx)
+        elif delivering and self.loop.phase == RUN and 0 < p < SENSOR_TOP:
+            if self.p_same < SENSOR_STUCK_MS:
+                self.p_same += dt
+            elif not self.sensor_fault:
+                self.sensor_fault = True
+                self.raise_high(AL.A_FAULT)
         # door, syringe empty
         if inp.door_open:
             if delivering:

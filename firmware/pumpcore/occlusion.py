@@ -14,6 +14,16 @@ seconds; 1 mL/h about a minute; below that the threshold is raised to K·σ_slop
 longest window. After a rate change the detector waits HOLDOFF_MS for the line's R·C
 transient (which starts exactly like an occlusion) to die out.
 
+A trend alarm needs two looks (a step is not a ramp): when the window's slope has been above
+the threshold for OVER_N samples (a *candidate*), the detector waits N/8 samples (the end of a
+step's transient), then fits a fresh window of N/2 samples: only a rise that goes on — an
+occlusion — is still above the same slope there (the half window's threshold is the same
+mmHg/s). A rise steeper than STEEP × the threshold in either window is no occlusion at all
+(Q/C_min of the stiffest syringe is under half of it): a pump lowered below the patient (a
+hydrostatic step) or a stopper held by friction while the rod's spring is reloaded; the
+detector starts over. The level before the rise and how long ago it was left are kept for
+the back-off (`base_mmhg`, `onset_ticks`).
+
 The tick path (`update`) is integer only: running sums S0 = Σy and S1 = Σi·y updated in
 O(1) per sample, slope test without division, every value below 2**30.
 """
@@ -36,8 +46,15 @@ C_MAX_ML_MMHG = 0.0028        # largest syringe+line compliance, 0.021 mL/kPa (S
 TICK_S = 0.05
 _BASE_TICKS = const(4)        # one sample = mean of 4·D readings (D = decimation)
 
+STEEP = const(16)             # slope ≥ 16 × threshold (3.4 × Q/C_min): a step, not an occlusion
+ONSET_MMHG = const(4)         # the rise began where the samples were last ≤ base + 4 mmHg
+
 TREND = const(1)
 THRESHOLD = const(2)
+
+_WATCH = const(0)             # full window, looking for a candidate
+_WAIT = const(1)              # candidate seen: let a step's transient pass
+_CONFIRM = const(2)           # a fresh half window must show the rise again
 
 
 def plan_ints(rate_ul_h):
@@ -73,13 +90,66 @@ class Occlusion:
         self.n = N_MAX
         self.thr_num = 1 << 29
         self.slope_mmhg_min = 0     # last threshold, for STATUS/docs (mmHg/min)
+        self.flat_y = -1            # 4 × the mean of the last flat window (-1: none yet)
         self.restart()
 
     def oldest_mmhg(self):
-        """Mean pressure of the oldest sample in a full window (the level before a rise), or -1."""
+        """Mean pressure of the oldest sample of the window that saw the rise, or -1."""
+        if self.mode != _WATCH:
+            return self.base_y // 4
         if self.count < self.n:
             return -1
         return self.ring[self.head] // 4
+
+    def base_mmhg(self):
+        """The level before a rise: the last flat window's mean (or the oldest sample, if
+        lower or no window was flat yet), or -1 when nothing is known."""
+        b = self.oldest_mmhg()
+        f = self.flat_y
+        if f >= 0 and (b < 0 or f // 4 < b):
+            return f // 4
+        return b
+
+    def onset_ticks(self, p_now, base):
+        """Ticks since the pressure left `base` (-1: unknown). After a confirmed trend: the
+        rise now (p_now - base) over the fresh window's slope. Otherwise (threshold alarm):
+        back to the newest sample within ONSET_MMHG of base, extrapolated to base."""
+        rise = p_now - base
+        if rise <= 0:
+            return 0
+        if self.mode == _CONFIRM and self.num > 0:
+            n = self.wn
+            q = n * (n * n - 1) // 6
+            tpm4 = q * 64 * self.d // self.num        # 4 × ticks per mmHg of the slope
+            if rise > 4000:
+                rise = 4000
+            if tpm4 > 200000:
+                tpm4 = 200000
+            return rise * tpm4 // 4
+        if self.mode != _WATCH or self.count < self.n:
+            return -1
+        k = self._scan(4 * base)
+        if k < 0:
+            return -1
+        if rise > 2 * ONSET_MMHG:
+            k += ONSET_MMHG * k // (rise - ONSET_MMHG)
+        return k
+
+    def _scan(self, base_y):
+        """Ticks back to the newest sample ≤ base + ONSET_MMHG in a full window (or -1)."""
+        n = self.n
+        ring = self.ring
+        lim = base_y + 4 * ONSET_MMHG
+        i = self.head - 1 if self.count >= n else self.count - 1
+        k = 0
+        while k < self.count:
+            if i < 0:
+                i += n
+            if ring[i] <= lim:
+                return k * _BASE_TICKS * self.d + self.acc_n
+            i -= 1
+            k += 1
+        return -1
 
     def configure(self, rate_ul_h):
         """Choose the window for this rate (program time: may allocate) and restart."""
@@ -90,9 +160,19 @@ class Occlusion:
         self.n = n
         self.thr_num = int(thr_y * n * (n * n - 1) / 6.0) + 1
         self.slope_mmhg_min = int(thr * 60.0 + 0.5)
+        self.flat_y = -1
         self.restart()
 
     def restart(self):
+        self.hi = 0
+        self.hold = HOLDOFF_MS
+        self._clear()
+
+    def _clear(self):
+        """Empty the window and go back to watching for a rise (the plan's d, n, thr kept)."""
+        self.mode = _WATCH
+        self.wn = self.n
+        self.wthr = self.thr_num
         self.count = 0
         self.head = 0
         self.s0 = 0
@@ -100,9 +180,9 @@ class Occlusion:
         self.acc = 0
         self.acc_n = 0
         self.over = 0
-        self.hi = 0
-        self.hold = HOLDOFF_MS
         self.num = 0
+        self.wait = 0
+        self.base_y = 0
 
     def update(self, p, dt):
         """One control tick of pressure p (mmHg). Returns 0, TREND or THRESHOLD."""
@@ -126,7 +206,12 @@ class Occlusion:
         y = self.acc // self.d
         self.acc = 0
         self.acc_n = 0
-        n = self.n
+        if self.mode == _WAIT:
+            self.wait -= 1
+            if self.wait <= 0:
+                self.mode = _CONFIRM
+            return 0
+        n = self.wn
         ring = self.ring
         if self.count < n:
             ring[self.count] = y
@@ -143,11 +228,40 @@ class Occlusion:
             ring[h] = y
             h += 1
             self.head = 0 if h >= n else h
-        self.num = 2 * self.s1 - (n - 1) * self.s0
-        if self.num >= self.thr_num:
+        num = self.num = 2 * self.s1 - (n - 1) * self.s0
+        thr = self.wthr
+        if num >= thr * STEEP:
+            self._clear()                 # too steep for any occlusion: a step
+            return 0
+        if self.mode == _CONFIRM:
+            if num >= thr:
+                return TREND
+            self._clear()                 # the rise did not go on: it was a step
+            return 0
+        if num < thr and num > -thr:
+            self.flat_y = self.s0 // n        # a flat window: the level before any rise
+        if num >= thr:
             self.over += 1
             if self.over >= OVER_N:
-                return TREND
+                # candidate: remember the level before the rise, then look again
+                self.base_y = ring[self.head] if self.count >= n else ring[0]
+                self.mode = _WAIT
+                w = n // 8
+                self.wait = w if w > 0 else 1
+                n2 = n // 2
+                self.wn = n2
+                # the same mmHg/s: the integer threshold scales with n(n²-1)
+                self.wthr = thr * (n2 * (n2 * n2 - 1) * 256 // (n * (n * n - 1))) // 256 + 1
+                self.count = 0
+                self.head = 0
+                self.s0 = 0
+                self.s1 = 0
+                self.over = 0
         else:
             self.over = 0
         return 0
+
+    def suspend(self):
+        """Keep the trend detector off (the stopper is being loaded); the threshold stays on."""
+        self.hold = HOLDOFF_MS
+        self.count = 0

@@ -225,9 +225,11 @@ class RateLoop:
         n = 0
         if ph == TAKEUP:
             self.tgt += n_line
+            n_line = 0
             if x - self.x_start >= ENGAGE_COUNTS or p - self.p_start >= ENGAGE_MMHG:
                 ph = self.phase = LOAD
-                self.anchor_x = x
+                if self.p_start <= LOAD_FLOOR:
+                    self.anchor_x = x     # else the spring was loaded already: from x_start
                 self.x_load = x
                 self.p_a = p
                 self.p_peak = p
@@ -255,9 +257,9 @@ class RateLoop:
                 self.lost_known = True
                 self.stall_ms = 0
                 x_old = x
-                n_line = 0
             else:
                 n = LOAD_STEPS if n_line < LOAD_STEPS else n_line
+            n_line = 0
         if ph == TAKEUP or ph == LOAD:
             self.take += n
             if self.take > TAKEUP_MAX:
@@ -292,12 +294,17 @@ class RateLoop:
         # (the reading may be LAG ticks old: the floor follows the larger estimate of e,
         # the test uses the smaller one, so motion in flight never looks like a runaway)
         m = self.m
-        if m_old < m:
-            e_hi = x - m_old
-            e_lo = x - m
-        else:
-            e_hi = x - m
-            e_lo = x - m_old
+        mlo = m
+        mhi = m
+        mh = self.m_hist
+        for i in range(_HIST):
+            v = mh[i]
+            if v < mlo:
+                mlo = v
+            elif v > mhi:
+                mhi = v
+        e_hi = x - mlo
+        e_lo = x - mhi
         if e_hi < self.e_base:
             self.e_base = e_hi
         else:

@@ -1,0 +1,58 @@
+"""Host signing against the real firmware: a provisioned pump with `auth` on accepts the host
+library's HMAC-signed therapy commands, refuses an unsigned client, and keeps status open."""
+import os
+import threading
+import time
+
+import pytest
+
+from hil_sim.cosim import Simulation
+from hil_sim.link import PtyEndpoint
+from hil_sim.serve import serve
+from host import Pump
+from host.errors import PumpRefused
+
+pytestmark = [pytest.mark.e2e, pytest.mark.req("REQ-SEC-01", "REQ-SEC-02", "REQ-SEC-03")]
+
+
+@pytest.fixture
+def keyed_pump(monkeypatch):
+    import boards.sim as simboard        # on sys.path through tests/conftest.py
+    key = os.urandom(32)
+    monkeypatch.setattr(simboard.Board, "key", key, raising=False)
+    monkeypatch.setattr(simboard.Board, "counter", 0, raising=False)
+    sim = Simulation(runtime="cpython", seed=3)
+    ep = PtyEndpoint()
+    stop = threading.Event()
+    th = threading.Thread(target=serve, args=(sim, ep, 20.0, stop), daemon=True)
+    th.start()
+    try:
+        yield ep.url, key
+    finally:
+        stop.set()
+        th.join(timeout=10)
+        ep.close()
+        sim.close()
+
+
+def test_signed_commands_accepted_unsigned_refused(keyed_pump):
+    url, key = keyed_pump
+    with Pump.open(url, timeout=3, key=key) as pump:
+        pump.configure(auth=1)
+        assert pump.hello().auth
+        pump.program(rate=10, vtbi=1)
+        assert pump.start() == "RUNNING"
+    with Pump.open(url, timeout=3) as anonymous:               # no key
+        assert anonymous.status().state == "RUNNING"            # status stays open
+        with pytest.raises(PumpRefused) as e:
+            anonymous.titrate("50 mL/h")
+        assert e.value.code == "AUTH"
+        assert anonymous.pause() == "PAUSED"                    # stopping is never blocked
+    with Pump.open(url, timeout=3, key=os.urandom(32)) as wrong:   # a different key
+        with pytest.raises(PumpRefused) as e:
+            wrong.resume()
+        assert e.value.code == "AUTH"
+    with Pump.open(url, timeout=3, key=key) as pump:           # the counter survives sessions
+        assert pump.resume() == "RUNNING"
+        time.sleep(0.2)
+        assert pump.stop() == "IDLE"
