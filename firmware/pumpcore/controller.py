@@ -67,7 +67,8 @@ RUNAWAY_QUIET = const(20)          # ticks without motion: the runaway condition
 BATT_DEBOUNCE = const(20)          # ticks (1 s) below a battery threshold
 BATT_HYST_MV = const(50)
 OCCL_PROBE_MMHG = const(10)        # pressure left after the occlusion back-off
-SENSOR_STUCK_MS = const(300000000)     # a live force sensor never reads the same for 30 s
+OCCL_SETTLE_MS = const(10000)      # after a back-off past the friction band: 5 R·C of a line
+SENSOR_STUCK_MS = const(30000)     # a live force sensor never reads the same for 30 s
 SENSOR_TOP = const(1500)           # readings at the top of the span may rest there
 
 S_IDLE = fsm.IDLE
@@ -208,6 +209,7 @@ class Controller:
         self.last_door = False
         self.last_enc = 0
         self.p_last = -1
+        self.occl_settle = 0
         self.p_same = 0
         self.sensor_fault = False
         self._pending_fault = fault
@@ -334,8 +336,14 @@ class Controller:
                 self._runaway()
         elif loop.phase == BACKOFF:
             steps = loop.tick(inp.encoder, self.pressure, 0, dt)
+            if loop.phase != BACKOFF and loop.back_b:
+                # retracted past the friction band: the reading is the rod's pull now; let
+                # the line settle (several R·C) before ACK judges the occlusion gone
+                self.occl_settle = OCCL_SETTLE_MS
             if loop.runaway:
                 self._runaway()
+        elif self.occl_settle > 0:
+            self.occl_settle -= dt
         self.out.steps = steps
         if steps > 0 and (st == S_RUNNING or st == S_KVO):
             nl = steps * self.nl_per_kstep // 1000
@@ -411,11 +419,13 @@ class Controller:
         occl = self.occl
         p = self.pressure
         base = occl.base_mmhg()
+        tk = -1
         if base < 0 or base >= occl.limit // 2:
-            base = 0                          # never seen flat (closed from the start)
-        # where the rise began: the flange followed the line, so it was this many line steps
-        # back (computed before the alarm ends a bolus and changes the rate)
-        tk = occl.onset_ticks(p, base)
+            base = occl.limit // 4            # no level known: relieve to a quarter of the limit
+        else:
+            # where the rise began: the flange followed the line, so it was this many line
+            # steps back (computed before the alarm ends a bolus and changes the rate)
+            tk = occl.onset_ticks(p, base)
         x = loop.enc_rel
         x_on = x
         have = tk >= 0
@@ -440,7 +450,7 @@ class Controller:
         loop.backoff(base + OCCL_PROBE_MMHG, p, base, x_on, have)
 
     def occlusion_present(self):
-        if self.loop.phase == BACKOFF:
+        if self.loop.phase == BACKOFF or self.occl_settle > 0:
             return True                   # still relieving the line: judge it afterwards
         p = self.pressure
         return p * 2 >= self.occl.limit or p >= self.occl_base + OCCL_PROBE_MMHG // 2

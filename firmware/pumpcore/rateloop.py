@@ -76,7 +76,7 @@ BACKOFF_MAX = const(10000)    # ≈ 2.2 mL: never retract more
 BACKOFF_MS = const(20000)
 BACKOFF_STEP_MAX = const(40)
 BACKOFF_BAND = const(128)     # 2 × 4 N glide / 0.078 N per µstep stopper stiffness ≈ 102, +25 %
-BACKOFF_MARGIN = const(3)     # (kept for older imports)
+BACKOFF_MARGIN = const(3)     # mmHg of noise above the target that do not restart the count
 
 
 class RateLoop:
@@ -107,6 +107,7 @@ class RateLoop:
         self.runaway = False
         self.engaged_now = False
         self.e_base = 0
+        self.x_prev = 0
         self.creep = 0
         self.back_ms = 0
         self.back_target = 0
@@ -143,6 +144,7 @@ class RateLoop:
         self.p_start = p
         self.stall_ms = 0
         self.e_base = self.enc_rel - self.m
+        self.x_prev = self.enc_rel
         self.creep = 0
         self._fill_hist(self.m, self.enc_rel)
 
@@ -169,8 +171,6 @@ class RateLoop:
         self.back_have = have_onset
         self.back_b = False
         self.back_m = self.m
-        self.e_base = self.enc_rel - self.m
-        self.creep = 0
 
     def _backoff(self, x, p, dt):
         self.back_ms += dt
@@ -187,9 +187,9 @@ class RateLoop:
         ex = p - self.back_target
         if ex <= 0:
             self.back_ok += 1
-        else:
-            self.back_ok = 0
-        if self.back_ok >= 3:
+        elif ex > BACKOFF_MARGIN:
+            self.back_ok = 0              # (a count or two of sensor noise does not reset it)
+        if self.back_ok >= 2:
             # phase A done: did the reading fall much faster per count than it rose? Then the
             # spring relaxed while friction held the stopper, and the fluid is still loaded
             ra = self.back_from - x
@@ -288,33 +288,32 @@ class RateLoop:
                 self.stall_ms = 0
         elif ph == BACKOFF:
             n = self._backoff(x, p, dt)
-        self.m += n
         # runaway: the flange gained on the motor more than the lead error, the periodic
-        # error and backlash explain (a floor of e = x - m that creeps up with travel)
-        # (the reading may be LAG ticks old: the floor follows the larger estimate of e,
-        # the test uses the smaller one, so motion in flight never looks like a runaway)
-        m = self.m
-        mlo = m
-        mhi = m
-        mh = self.m_hist
-        for i in range(_HIST):
-            v = mh[i]
-            if v < mlo:
-                mlo = v
-            elif v > mhi:
-                mhi = v
-        e_hi = x - mlo
-        e_lo = x - mhi
-        if e_hi < self.e_base:
-            self.e_base = e_hi
-        else:
-            c = self.creep + (n if n >= 0 else -n)
-            if c >= CREEP:
-                c -= CREEP
-                self.e_base += 1
-            self.creep = c
-        if e_lo - self.e_base > RUNAWAY_TOL:
-            self.runaway = True
+        # error and backlash explain (a floor of e = x - m that creeps up with travel).
+        # Judged on ticks that bring a new encoder reading: a board reads it every tick, the
+        # simulator at the start of a slice; it reflects every step issued two ticks ago and
+        # part of the last tick's (a tick's steps are spread over the tick): the floor
+        # follows the larger estimate of e, the test uses the smaller.
+        if x != self.x_prev:
+            self.x_prev = x
+            i = self.hi - 1
+            if i < 0:
+                i += _HIST
+            mp = self.m_hist[i]
+            m = self.m
+            if mp > m:
+                mp, m = m, mp
+            e = x - mp
+            if e < self.e_base:
+                self.e_base = e
+            if x - m - self.e_base > RUNAWAY_TOL:
+                self.runaway = True
+        c = self.creep + (n if n >= 0 else -n)
+        if c >= CREEP:
+            c -= CREEP
+            self.e_base += 1
+        self.creep = c
+        self.m += n
         h = self.hi + 1
         if h >= _HIST:
             h = 0

@@ -97,7 +97,12 @@ class Rig:
         for _ in range(n):
             self._adv(TICK_MS)
             p0 = self.plunger
+            # a live force sensor is never perfectly still (the firmware faults a frozen one):
+            # the controller sees the scripted pressure with one count of dither
+            self._dither = d = 1 - getattr(self, "_dither", 0)
+            self.inp.pressure_mmhg += d
             out = self.ctl.step(self.t, self.inp, b"", 0)
+            self.inp.pressure_mmhg -= d
             self._plant(out)
             if self.occluded:
                 dv = (self.plunger - p0) * NL_PER_KSTEP // 1000      # nL pushed
