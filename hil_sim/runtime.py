@@ -369,15 +369,7 @@ class MicroPythonRuntime:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        for f in (proc.stdin, proc.stdout):
-            try:
-                f.close()
-            except (OSError, ValueError):
-                pass
-        try:
-            self._stderr.close()
-        except OSError:
-            pass
+        self._release_pipes(proc)
         self._start()
 
     def close(self) -> None:
@@ -400,15 +392,14 @@ class MicroPythonRuntime:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        for f in (proc.stdin, proc.stdout):
+        self._release_pipes(proc)
+
+    def _release_pipes(self, proc: subprocess.Popen) -> None:
+        for f in (proc.stdin, proc.stdout, self._stderr):
             try:
                 f.close()
             except (OSError, ValueError):
                 pass
-        try:
-            self._stderr.close()
-        except OSError:
-            pass
 
     def __enter__(self) -> MicroPythonRuntime:
         return self

@@ -85,8 +85,22 @@ class Hello:
                 "libh": self.libh, "tick_ms": self.tick_ms, "auth": self.auth}
 
 
+class _WireVolumes:
+    """mL conveniences for results that carry ``rate_ul_h`` and ``vtbi_nl`` in wire units."""
+    rate_ul_h: int
+    vtbi_nl: int
+
+    @property
+    def rate_ml_h(self) -> float:
+        return self.rate_ul_h / 1000
+
+    @property
+    def vtbi_ml(self) -> float:
+        return self.vtbi_nl / 1_000_000
+
+
 @dataclass(frozen=True)
-class Status:
+class Status(_WireVolumes):
     """STATUS reply, in wire units, with mL conveniences."""
     state: str
     rate_ul_h: int
@@ -109,14 +123,6 @@ class Status:
                    el_ms=r.get_int("el_ms"), p_mmhg=r.get_int("p_mmhg"),
                    alarm=r.fields.get("alarm", "NONE"), prio=int(r.fields.get("prio", "0")),
                    drug=None if drug in (None, "-") else drug, fields=dict(r.fields))
-
-    @property
-    def rate_ml_h(self) -> float:
-        return self.rate_ul_h / 1000
-
-    @property
-    def vtbi_ml(self) -> float:
-        return self.vtbi_nl / 1_000_000
 
     @property
     def delivered_ml(self) -> float:
@@ -150,7 +156,7 @@ def remaining_ms(vtbi_nl: int, del_nl: int, rate_ul_h: int) -> int | None:
 
 
 @dataclass(frozen=True)
-class ProgramResult:
+class ProgramResult(_WireVolumes):
     """PROG reply: what the pump will deliver."""
     rate_ul_h: int
     vtbi_nl: int
@@ -159,14 +165,6 @@ class ProgramResult:
     dose_ug: int | None = None
     soft: bool = False          # a soft limit was overridden (confirm=1)
     confirm: bool = False       # the host sent confirm=1
-
-    @property
-    def rate_ml_h(self) -> float:
-        return self.rate_ul_h / 1000
-
-    @property
-    def vtbi_ml(self) -> float:
-        return self.vtbi_nl / 1_000_000
 
     @property
     def duration_s(self) -> float:
