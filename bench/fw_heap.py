@@ -63,6 +63,7 @@ def main(log_dir=None):
         app.tick()
         board.enc += board.steps        # the plunger follows the motor (closed loop)
         n += 1
+        board.press = 20 + (n & 1)      # a live sensor: one count of noise (a frozen one faults)
         if n % 20 == 0:
             sample()
         if app.ctl.fsm.state != 2:

@@ -138,3 +138,15 @@ def test_runtimes_agree_in_closed_loop():
             return sim.record.rows(), sim.alarms, sim.enables, sim.host_recv()
 
     assert run("cpython") == run("micropython")
+
+
+def test_restart_after_a_power_cut_is_announced_as_an_alarm_event():
+    with Simulation("cpython", seed=4) as sim:
+        start_infusion(sim)
+        sim.run_for(2_000)
+        sim.host_recv()
+        sim.inject("power_cut", on=True)
+        sim.run_for(1_000)
+        sim.inject("power_cut", on=False)
+        sim.run_for(1_000)
+        assert b"! EV ALARM alarm=RESTART prio=2" in sim.host_recv()

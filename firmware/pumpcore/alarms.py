@@ -99,12 +99,17 @@ class Alarms:
         p = self.prio(a)
         if self.silenced and p >= self._silence_prio:
             self.silenced = False
+        self.announce(a, tx)
+        return True
+
+    def announce(self, a, tx):
+        """Send `! EV ALARM` for alarm a (raise_ does; a boot-time raise is announced again
+        from the first step, whose transmit buffer reaches the host)."""
         tx.begin(P.ID_EVENT)
         tx.put(b" EV ALARM")
         tx.field_lit(b"alarm", NAMES[a])
-        tx.field_int(b"prio", p)
+        tx.field_int(b"prio", self.prio(a))
         tx.end()
-        return True
 
     def condition_gone(self, a, tx):
         bit = 1 << a

@@ -209,6 +209,7 @@ class Controller:
         self.last_door = False
         self.last_enc = 0
         self.p_last = -1
+        self._announce = 0              # an alarm raised at boot, to send from the first step
         self.occl_settle = 0
         self.p_same = 0
         self.sensor_fault = False
@@ -249,6 +250,11 @@ class Controller:
         out = self.out
         out.tx.clear()
         out.steps = 0
+        if self._announce:
+            a = self._announce
+            self._announce = 0
+            if self.alarms.is_active(a):
+                self.alarms.announce(a, out.tx)
         self._now = now
         self.pressure = inp.pressure_mmhg
         self.last_door = inp.door_open
@@ -662,4 +668,7 @@ class Controller:
         tx = self.out.tx
         self.alarms.raise_(AL.A_RESTART, tx, self._now)
         self.alarms.condition_gone(AL.A_RESTART, tx)
+        # recover() runs at boot, before the first step clears the transmit buffer: say it
+        # again from the first step so the host gets the `! EV ALARM`
+        self._announce = AL.A_RESTART
         return True
