@@ -69,7 +69,10 @@ def handle_frame(ctl):
         error(ctl, P.ID_NONE, P.E_CRC, b"bad CRC").end()
         return
     if r != P.OK:
-        error(ctl, f.id if f.id > 0 else P.ID_NONE, r, b"malformed frame").end()
+        # the id of a frame whose CRC was not verified is not trusted either: line noise that
+        # destroyed the '*' makes a frame look typed-without-CRC and malformed; answering
+        # with id "?" makes the host retransmit instead of reporting a refusal
+        error(ctl, f.id if (f.id > 0 and f.has_crc) else P.ID_NONE, r, b"malformed frame").end()
         return
     rid = f.id
     ctl.last_rx = ctl._now            # any valid request is a heartbeat

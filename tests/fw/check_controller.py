@@ -183,6 +183,7 @@ def check_clock_wrap_helpers():
 
 # requirements these checks verify (docs/safety/requirements.md; read by tests/test_fw_checks.py)
 REQS = {
+    "check_untrusted_id_on_malformed_frame_without_crc": ["REQ-COM-02"],
     "check_rate_program_delivers_exactly": ["REQ-VOL-02"],
     "check_hard_limit_refused_and_named": ["REQ-LIM-01", "REQ-LIM-03"],
     "check_soft_limit_needs_confirm": ["REQ-LIM-02"],
@@ -193,3 +194,16 @@ REQS = {
     "check_occlusion_alarm_stops_motor": ["REQ-ALM-01", "REQ-ALM-03"],
     "check_clock_wrap_helpers": ["REQ-SW-05"],
 }
+
+
+def check_untrusted_id_on_malformed_frame_without_crc():
+    # line noise turned the '*' of "12 STATUS*8B5B" into a letter: the frame looks typed
+    # without a CRC and is malformed; its id cannot be trusted, so the reply says "?"
+    r = Rig()
+    tx = r.send(b"12 STATUSX8B5B", crc=False)
+    assert tx.startswith(b"? ER SYNTAX"), tx
+    tx = r.send(b"13 STATUS 8B5B", crc=False)
+    assert tx.startswith(b"? ER SYNTAX"), tx
+    # with a valid CRC the id is trusted: a genuine grammar error names the request
+    tx = r.send("14 STATUS bogus")
+    assert tx.startswith(b"14 ER SYNTAX"), tx
