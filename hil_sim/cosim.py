@@ -60,6 +60,7 @@ FAULTS = {
     "watchdog_stall": "int: the firmware hangs for N ms (past watchdog_ms the board resets)",
     "link_drop": "float: probability per byte of a dropped byte",
     "link_corrupt": "float: probability per byte of a flipped bit",
+    "link_delay": "float: extra latency of every byte in ms, both directions (order kept)",
     "host_silence": "bool: nothing the host sends reaches the pump",
     "hypertension": "bool: the patient becomes a hypertensive responder",
 }
@@ -220,6 +221,8 @@ class Simulation:
                 self.link.set_noise(drop_p=float(value))  # type: ignore[arg-type]
             elif name == "link_corrupt":
                 self.link.set_noise(corrupt_p=float(value))  # type: ignore[arg-type]
+            elif name == "link_delay":
+                self.link.set_noise(delay_ms=float(value))  # type: ignore[arg-type]
             elif name == "host_silence":
                 self.host_silent = bool(value)
             elif name == "hypertension":

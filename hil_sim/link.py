@@ -44,6 +44,7 @@ class Channel:
         self._rng = rng or random.Random(0)
         self._q: deque[list] = deque()     # [arrival of first byte (ms), bytes]
         self._free_ms = -math.inf          # when the line has finished the last byte queued
+        self.delay_ms = 0.0                # extra latency of every byte (adapter, bridge)
         self.bytes_sent = 0
         self.bytes_dropped = 0
         self.bytes_corrupted = 0
@@ -57,8 +58,9 @@ class Channel:
         start = self._free_ms if self._free_ms > t_ms else t_ms
         self._free_ms = start + len(data) * bt
         self.bytes_sent += len(data)
+        lat = self.delay_ms
         if not (self.drop_p or self.corrupt_p):
-            self._q.append([start + bt, bytes(data)])
+            self._q.append([start + bt + lat, bytes(data)])
             return
         rng = self._rng
         run = bytearray()
@@ -74,7 +76,7 @@ class Channel:
                 b ^= 1 << rng.randrange(8)
                 self.bytes_corrupted += 1
             if not run:
-                first = start + (i + 1) * bt
+                first = start + (i + 1) * bt + lat
             run.append(b)
         if run:
             self._q.append([first, bytes(run)])
@@ -168,12 +170,19 @@ class SerialLink:
         self.to_host = Channel(baud, bits_per_byte, drop_p, corrupt_p,
                                random.Random(f"{seed}:link:to_host"))
 
-    def set_noise(self, drop_p: float | None = None, corrupt_p: float | None = None) -> None:
+    def set_noise(self, drop_p: float | None = None, corrupt_p: float | None = None,
+                  delay_ms: float | None = None) -> None:
+        """Per-byte drop and bit-flip probabilities, and a fixed extra latency (ms) per byte
+        in each direction (bytes keep their order)."""
         for ch in (self.to_pump, self.to_host):
             if drop_p is not None:
                 ch.drop_p = drop_p
             if corrupt_p is not None:
                 ch.corrupt_p = corrupt_p
+            if delay_ms is not None:
+                if delay_ms < 0:
+                    raise ValueError("delay_ms must be >= 0")
+                ch.delay_ms = float(delay_ms)
 
     def wire_ms(self, nbytes: int) -> float:
         return nbytes * self.to_pump.byte_ms

@@ -163,3 +163,37 @@ def test_memory_endpoint():
     ep.write(b"xyz")
     assert ep.host_read(timeout=1.0) == b"xyz"
     assert ep.host_read() == b""
+
+
+def test_delay_adds_latency_and_keeps_order():
+    link = SerialLink(115200)
+    link.set_noise(delay_ms=40.0)
+    ch = link.to_pump
+    ch.send(b"abc", 0.0)
+    assert ch.recv(39.0) == b""                           # nothing before the latency
+    assert ch.recv(40.0 + 3 * BYTE_MS) == b"abc"          # then paced as usual
+    link.set_noise(delay_ms=0.0)
+    ch.send(b"x", 100.0)
+    assert ch.recv(100.0 + BYTE_MS) == b"x"
+    with pytest.raises(ValueError):
+        link.set_noise(delay_ms=-1)
+
+
+def test_delayed_link_slows_round_trips_in_the_simulation():
+    from hil_sim.cosim import Simulation
+    from host.codec import encode_request
+
+    def rtt(sim):
+        t0 = sim.t_ms
+        sim.host_send(encode_request(7, "STATUS", {}))
+        got = b""
+        while b"7 OK" not in got:
+            sim.run_for(10)
+            got += sim.host_recv()
+        return sim.t_ms - t0
+
+    with Simulation("cpython", seed=1) as sim:
+        base = rtt(sim)
+        sim.inject(link_delay=100)
+        slow = rtt(sim)
+    assert slow >= base + 190          # 100 ms each way (virtual time)
