@@ -98,7 +98,8 @@ def _collect_alarm(ev, alarms: list[str]) -> None:
         alarms.append(f"{ev.fields.get('alarm', '?')} (priority {ev.fields.get('prio', '?')})")
 
 
-TELEMETRY_MS = 5000     # one telemetry frame per 5 s of pump time drives the progress bar
+TELEMETRY_MS = 20000    # one telemetry frame per 20 s of pump time drives the progress bar
+                        # (at ~10,000x real time that is ~500 frames per wall second)
 _ENDED = ("COMPLETE", "ALARM", "IDLE")
 
 

@@ -22,7 +22,6 @@ import os
 import random
 import select
 import socket
-import termios
 import threading
 import tty
 from collections import deque
@@ -205,7 +204,7 @@ class PtyEndpoint:
 
     The slave side is put in raw mode and kept open here, so its settings survive the host
     opening and closing it. Output that nobody reads overruns like a UART with no listener:
-    when the pty buffer is full the unread bytes are discarded (``overruns`` counts it).
+    when the pty buffer is full the newest bytes are lost (``overruns`` counts it).
     """
 
     def __init__(self) -> None:
@@ -235,18 +234,17 @@ class PtyEndpoint:
         self._flush()
 
     def _flush(self) -> None:
-        retried = False
+        # A full pty buffer is a receiver overrun: like a UART whose FIFO is full, the new
+        # bytes are lost and the bytes already waiting stay. (Flushing the slave's queue
+        # instead would race a reader between its select() and read(): pyserial then sees
+        # "ready but no data" and takes the port for disconnected.)
         while self._out:
             try:
                 n = os.write(self._master, self._out)
             except BlockingIOError:
-                if retried:
-                    del self._out[:]
-                    return
-                termios.tcflush(self._slave, termios.TCIFLUSH)
+                del self._out[:]
                 self.overruns += 1
-                retried = True
-                continue
+                return
             del self._out[:n]
 
     def wait(self, timeout: float) -> bool:

@@ -197,3 +197,31 @@ def test_delayed_link_slows_round_trips_in_the_simulation():
         sim.inject(link_delay=100)
         slow = rtt(sim)
     assert slow >= base + 190          # 100 ms each way (virtual time)
+
+
+def test_pty_overrun_under_a_slow_reader_never_looks_like_a_disconnect():
+    # the pump (its own thread, as in `serve`) writes faster than the host reads: the newest
+    # bytes are lost, but a pyserial reader never sees "ready to read but no data", which it
+    # takes for a disconnect
+    import threading
+    with PtyEndpoint() as ep:
+        port = serial.serial_for_url(ep.url, timeout=0.01)
+        stop = threading.Event()
+        frame = b"! TL state=RUNNING del_nl=123456 p_mmhg=20*ABCD\n" * 40
+
+        def pump():
+            while not stop.is_set():
+                ep.write(frame)
+
+        th = threading.Thread(target=pump, daemon=True)
+        th.start()
+        try:
+            got = 0
+            t_end = time.monotonic() + 1.5
+            while time.monotonic() < t_end:
+                got += len(port.read(512))      # raises SerialException on a false EOF
+            assert ep.overruns > 0 and got > 0
+        finally:
+            stop.set()
+            th.join(timeout=5)
+            port.close()
