@@ -45,6 +45,7 @@ import time
 from machine import Pin, ADC, UART, PWM
 from micropython import const
 
+from pumpcore.alarms import PRIO_LOW, PRIO_MEDIUM, PRIO_HIGH
 from pumpcore.ticks import ticks_diff
 
 NL_PER_KSTEP = 217078           # 50 mL syringe, 26.6 mm bore, 1.25 mm lead, 3200 µsteps/rev
@@ -77,10 +78,6 @@ _AUD_MED = b"1110011100111" + b"0" * 147
 # 2 pulses of 150 ms every 30 s
 _AUD_LOW = b"11100111" + b"0" * 592
 _ON = const(49)                                 # ord("1")
-
-PRIO_LOW = const(1)
-PRIO_MEDIUM = const(2)
-PRIO_HIGH = const(3)
 
 
 @rp2.asm_pio(set_init=rp2.PIO.OUT_LOW, out_init=rp2.PIO.OUT_LOW,

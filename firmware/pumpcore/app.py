@@ -20,11 +20,10 @@ to the controller's recovery entry point (it comes up paused, never infusing).
 """
 import gc
 
-from pumpcore.ticks import ticks_add, ticks_diff
+from pumpcore.ticks import ticks_add, ticks_diff, TICK_MS
 from pumpcore import fsm
 from pumpcore import VERSION
 
-TICK_MS = 50                 # pumpcore.controller.TICK_MS (not imported here: see App.__init__)
 _RX_CHUNK = 256
 _LINE = 160                  # longest request line logged (the protocol's MAX_FRAME)
 LOG_INTERVAL_MS = 10000      # delivered volume is logged at least this often while infusing

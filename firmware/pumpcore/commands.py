@@ -13,6 +13,7 @@ from pumpcore import settings as SET
 from pumpcore.dose import dose_ug, volume_nl, rate_ul_h, duration_ms, dose_rate_ul_h, volume_for_ms, drug_ug
 from pumpcore.occlusion import plan_ints
 from pumpcore import VERSION
+from pumpcore.ticks import TICK_MS
 
 _FW = VERSION.encode()
 _NO_KEYS = ()
@@ -268,7 +269,7 @@ def _hello(ctl, rid):
     else:
         tx.field_lit(b"lib", b"NONE")
         tx.field_lit(b"libh", b"NONE")
-    tx.field_int(b"tick_ms", 50)
+    tx.field_int(b"tick_ms", TICK_MS)
     a = ctl.auth
     if a is not None and a.provisioned:
         # docs/protocol.md: a provisioned pump says whether it requires signatures and the

@@ -20,26 +20,14 @@ from pumpcore.occlusion import Occlusion
 from pumpcore.rateloop import RateLoop, BACKOFF, RUN, TAKEUP, LOAD
 from pumpcore.rateloop import IDLE as LOOP_IDLE
 from pumpcore.settings import Settings
-from pumpcore.ticks import ticks_diff, ticks_add
+from pumpcore.ticks import ticks_diff, ticks_add, TICK_MS
 
 try:
     from micropython import const
 except ImportError:  # CPython: const() is only a marker for the MicroPython compiler
     const = lambda x: x  # noqa: E731
 
-TICK_MS = const(50)
 _MAX_DT = const(200)          # a late tick never integrates more than this
-
-# alarm ids and priorities (kept here for older imports)
-A_NONE = AL.A_NONE
-A_OCCLUSION = AL.A_OCCLUSION
-A_VTBI_DONE = AL.A_VTBI_DONE
-ALARM_NAMES = AL.NAMES
-ALARM_PRIO = AL.PRIO
-PRIO_NONE = AL.PRIO_NONE
-PRIO_LOW = AL.PRIO_LOW
-PRIO_MEDIUM = AL.PRIO_MEDIUM
-PRIO_HIGH = AL.PRIO_HIGH
 
 # limits of any program, whatever the drug
 RATE_MIN = const(100)              # µL/h  (0.1 mL/h)
@@ -469,7 +457,7 @@ class Controller:
     def raise_high(self, a):
         """Raise alarm a; a high-priority alarm stops delivery (state ALARM)."""
         self.alarms.raise_(a, self.out.tx, self._now)
-        if self.alarms.prio(a) == PRIO_HIGH:
+        if self.alarms.prio(a) == AL.PRIO_HIGH:
             self.stop_delivery()
             self.fsm.fire(fsm.T_ALARM)
 
@@ -572,7 +560,7 @@ class Controller:
         # host heartbeat
         s = self.settings
         if s.hb_ms and ticks_diff(now, self.last_rx) > s.hb_ms and not al.is_active(AL.A_COMM_LOSS):
-            al.comm_prio = PRIO_HIGH if s.hb_pause else PRIO_MEDIUM
+            al.comm_prio = AL.PRIO_HIGH if s.hb_pause else AL.PRIO_MEDIUM
             al.raise_(AL.A_COMM_LOSS, tx, now)
             if s.hb_pause and delivering:
                 self.stop_delivery()

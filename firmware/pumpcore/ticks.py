@@ -4,6 +4,7 @@ try:
 except ImportError:  # CPython: const() is only a marker for the MicroPython compiler
     const = lambda x: x  # noqa: E731
 
+TICK_MS = const(50)           # the control period: one rate-loop update per tick
 _HALF = const(0x20000000)     # half the 2**30 tick period
 _TMAX = const(0x3FFFFFFF)     # largest clock value
 
