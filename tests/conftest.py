@@ -79,3 +79,20 @@ def pytest_sessionfinish(session, exitstatus):
     if path:
         import json
         Path(path).write_text(json.dumps(session.config._req_results, indent=1, sort_keys=True))
+
+
+# --- a scripted fake pump on a real pty (tests/host_fake.py) and a host client on it
+@pytest.fixture
+def fake():
+    from host_fake import FakePump
+    f = FakePump()
+    yield f
+    f.close()
+
+
+@pytest.fixture
+def pump(fake):
+    from host.client import Pump
+    p = Pump.open(fake.path, timeout=0.3, retries=2)
+    yield p
+    p.close()

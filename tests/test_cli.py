@@ -11,14 +11,6 @@ import pytest
 from host import cli
 from host._firmware import firmware_dir
 from host.firmware_tools import build
-from host_fake import FakePump
-
-
-@pytest.fixture
-def fake():
-    f = FakePump()
-    yield f
-    f.close()
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

@@ -12,18 +12,8 @@ import textwrap
 import threading
 import time
 
-import pytest
-
 from host import cli
 from host.auth import KeyStore
-from host_fake import FakePump
-
-
-@pytest.fixture
-def fake():
-    f = FakePump()
-    yield f
-    f.close()
 
 
 def run(capsys, *argv):

@@ -15,20 +15,6 @@ from host.errors import (IllegalCommand, LimitExceeded, LinkError, ProtocolError
 from host_fake import LIB, FakePump
 
 
-@pytest.fixture
-def fake():
-    f = FakePump()
-    yield f
-    f.close()
-
-
-@pytest.fixture
-def pump(fake):
-    p = Pump.open(fake.path, timeout=0.3, retries=2)
-    yield p
-    p.close()
-
-
 # ------------------------------------------------------------------------------ basics
 
 def test_open_says_hello(fake, pump):

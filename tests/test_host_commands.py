@@ -15,20 +15,6 @@ from host.errors import IllegalCommand, KeyStoreError, LinkError, PumpRefused
 from host_fake import FakePump
 
 
-@pytest.fixture
-def fake():
-    f = FakePump()
-    yield f
-    f.close()
-
-
-@pytest.fixture
-def pump(fake):
-    p = Pump.open(fake.path, timeout=0.3, retries=2)
-    yield p
-    p.close()
-
-
 def running(fake, pump):
     pump.program(rate=10, vtbi=5)
     pump.start()
