@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import statistics
-import sys
 import threading
 import time
-
-from benchlib import ROOT
 
 BAUD = 115200
 
@@ -27,7 +24,6 @@ class _Counting:
 
 
 def _served():
-    sys.path.insert(0, str(ROOT))
     from hil_sim.cosim import Simulation
     from hil_sim.link import PtyEndpoint
     from hil_sim.serve import serve

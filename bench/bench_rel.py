@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 from benchlib import FIRMWARE, ROOT, micropython_exe
 

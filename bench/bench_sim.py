@@ -18,21 +18,12 @@ Every figure with a ``baseline.`` twin comes from `hil_sim.baseline` in the same
 """
 from __future__ import annotations
 
-import sys
-
-from benchlib import ROOT
-
 NOTICES = ("VTBI_NEAR", "VTBI_DONE")
-
-
-def _setup():
-    sys.path.insert(0, str(ROOT))
 
 
 def _ketamine_run(runtime: str) -> dict:
     """The 40-min ketamine scenario (0.5 mg/kg, 70 kg, 1 mg/mL) with no host in the loop:
     frames go straight onto the simulated wire, time runs as fast as the runtime allows."""
-    _setup()
     from hil_sim.cosim import Simulation
     from host.codec import encode_request
 
@@ -61,7 +52,6 @@ class _Pump:
     """A simulation plus the pump's frames, decoded, with the virtual time they arrived."""
 
     def __init__(self, controller: str, seed: int = 0, **kw) -> None:
-        _setup()
         from hil_sim.cosim import Simulation
         from host.codec import LineSplitter
         rt = "cpython"
@@ -109,7 +99,6 @@ class _Pump:
 
 
 def _accuracy(controller: str) -> dict:
-    _setup()
     from hil_sim import analysis
     pump = _Pump(controller, seed=1)
     try:
@@ -128,7 +117,6 @@ def _accuracy(controller: str) -> dict:
 
 def _occlusion(controller: str, rate_ml_h: float, warm_s: int, cap_s: int,
                primed: bool = False) -> dict:
-    _setup()
     from hil_sim import analysis
     from hil_sim.plant import PlantParams
     pump = _Pump(controller, seed=2, params=PlantParams(primed=primed))

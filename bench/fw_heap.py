@@ -31,7 +31,6 @@ TICK_MS = 50                     # pumpcore.controller.TICK_MS (imported by the 
 
 
 def main(log_dir=None):
-    global peak
     store = None
     if log_dir:
         from pumpcore.store import FileStore

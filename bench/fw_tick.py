@@ -8,7 +8,6 @@ import json
 import sys
 import time
 
-import micropython
 
 sys.path.insert(0, ".")
 from pumpcore.controller import Controller, Config, Inputs, TICK_MS  # noqa: E402

@@ -323,7 +323,7 @@ def _lg_frame(r):
         q = tok.find(b"=")
         key = tok[:q] if q > 0 else b""
         val = tok[q + 1:] if q > 0 else b""
-        good = (0 < len(key) <= 12 and 0 < len(val) <= P.MAX_VALUE and b"=" not in val
+        good = (0 < len(key) <= P.MAX_KEY and 0 < len(val) <= P.MAX_VALUE and b"=" not in val
                 and b"*" not in val and all((97 <= c <= 122) or (48 <= c <= 57) or c == 95 for c in key))
         if good and key not in (b"seq", b"t_ms", b"ev", b"txt") and b.n + len(tok) + 1 < P.MAX_FRAME - 8:
             b.put(b" ")
