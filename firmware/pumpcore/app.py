@@ -112,7 +112,6 @@ class App:
         32-byte value limit). As many records are sent as fit in the transmit buffer; `next`
         tells the host where to continue. Runs at command time, never in the control tick.
         """
-        from pumpcore import protocol as P
         from pumpcore.commands import ok
         tx = ctl.out.tx
         frames = []

@@ -11,6 +11,7 @@ from pumpcore import protocol as P
 from pumpcore import alarms as AL
 from pumpcore import settings as SET
 from pumpcore.dose import dose_ug, volume_nl, rate_ul_h, duration_ms, dose_rate_ul_h, volume_for_ms, drug_ug
+from pumpcore.dose import RATE_MIN, RATE_MAX, VTBI_MIN, VTBI_MAX, DURATION_MAX
 from pumpcore.occlusion import plan_ints
 from pumpcore import VERSION
 from pumpcore.ticks import TICK_MS
@@ -225,7 +226,7 @@ def dispatch(ctl, f, rid):
     elif f.word_is(b"TLM"):
         if _need_crc(ctl, f, rid) and _fields(ctl, f, rid, (b"period_ms",)):
             v = _int(f, b"period_ms")
-            if v != 0 and not (ctl_TLM_MIN <= v <= ctl_TLM_MAX):
+            if v != 0 and not (P.TLM_MIN <= v <= P.TLM_MAX):
                 error(ctl, rid, P.E_RANGE, b"period_ms 0 or 10..60000").end()
                 return
             ctl.tlm_period = v
@@ -235,10 +236,6 @@ def dispatch(ctl, f, rid):
             tx.end()
     else:
         error(ctl, rid, P.E_UNKNOWN, b"no such command").end()
-
-
-ctl_TLM_MIN = 10
-ctl_TLM_MAX = 60000
 
 
 # ------------------------------------------------------------------ read-only
@@ -326,27 +323,20 @@ def _plan_segments(ctl):
 
 
 def _range_check(ctl, rid, rate, vtbi, what=b""):
-    if not (ctl_RATE_MIN <= rate <= ctl_RATE_MAX):
+    if not (RATE_MIN <= rate <= RATE_MAX):
         tx = error(ctl, rid, P.E_RANGE, what)
         tx.put(b"rate_ul_h must be 100..1200000")
         tx.end()
         return False
-    if not (ctl_VTBI_MIN <= vtbi <= ctl_VTBI_MAX):
+    if not (VTBI_MIN <= vtbi <= VTBI_MAX):
         tx = error(ctl, rid, P.E_RANGE, what)
         tx.put(b"vtbi_nl must be 1000..1000000000")
         tx.end()
         return False
-    if duration_ms(vtbi, rate) > ctl_DURATION_MAX:
+    if duration_ms(vtbi, rate) > DURATION_MAX:
         error(ctl, rid, P.E_RANGE, b"duration over 96 h").end()
         return False
     return True
-
-
-ctl_RATE_MIN = 100
-ctl_RATE_MAX = 1200000
-ctl_VTBI_MIN = 1000
-ctl_VTBI_MAX = 1000000000
-ctl_DURATION_MAX = 345600000
 
 
 def _limit_error(ctl, rid, what, bound):
@@ -513,8 +503,7 @@ def _prog_dose(ctl, f, rid):
     rate = rate_ul_h(vtbi, over) if over > 0 else 0
     if rate > d.rate_max:
         return _limit_error(ctl, rid, b"rate_ul_h above hard max ", d.rate_max)
-    if not (ctl_RATE_MIN <= rate <= ctl_RATE_MAX) or not (ctl_VTBI_MIN <= vtbi <= ctl_VTBI_MAX):
-        error(ctl, rid, P.E_RANGE, b"resulting rate or volume outside the pump's range").end()
+    if not _range_check(ctl, rid, rate, vtbi):
         return
     if soft and not confirm:
         tx = error(ctl, rid, P.E_SOFT, b"outside soft limits (dose ")
@@ -603,7 +592,7 @@ def _prog_dose_rate(ctl, f, rid):
             return _limit_error(ctl, rid, b"load rate_ul_h above hard max ", d.rate_max)
         if not _range_check(ctl, rid, load_rate, load_nl, b"load "):
             return
-        if load_nl + vtbi > ctl_VTBI_MAX:
+        if load_nl + vtbi > VTBI_MAX:
             error(ctl, rid, P.E_RANGE, b"total volume over 1 L").end()
             return
     if soft and not confirm:
@@ -682,7 +671,7 @@ def _prog_steps(ctl, f, rid):
         dur += duration_ms(ctl.st_vol[i], ctl.st_rate[i])
         if di >= 0 and ctl.st_rate[i] > ctl.lib.drugs[di].rate_max:
             return _limit_error(ctl, rid, b"rate_ul_h above hard max ", ctl.lib.drugs[di].rate_max)
-    if tot > ctl_VTBI_MAX or dur > ctl_DURATION_MAX:
+    if tot > VTBI_MAX or dur > DURATION_MAX:
         error(ctl, rid, P.E_RANGE, b"total volume over 1 L or duration over 96 h").end()
         return
     kvo = _kvo(ctl, f, rid, ctl.lib.drugs[di].kvo_ul_h if di >= 0 else 1000, ctl.st_rate[n - 1])
@@ -857,13 +846,13 @@ def _titrate(ctl, f, rid):
         if soft < 0:
             return
         rate = dose_rate_ul_h(doseh, ctl.wt_g, ctl.conc)
-    if not (ctl_RATE_MIN <= rate <= ctl_RATE_MAX):
+    if not (RATE_MIN <= rate <= RATE_MAX):
         error(ctl, rid, P.E_RANGE, b"rate_ul_h must be 100..1200000").end()
         return
     if d is not None and rate > d.rate_max:
         return _limit_error(ctl, rid, b"rate_ul_h above hard max ", d.rate_max)
     rem = ctl.vtbi - ctl.line.target_nl
-    if rem > 0 and duration_ms(rem, rate) > ctl_DURATION_MAX:
+    if rem > 0 and duration_ms(rem, rate) > DURATION_MAX:
         error(ctl, rid, P.E_RANGE, b"duration over 96 h").end()
         return
     if soft and not confirm:
@@ -905,11 +894,11 @@ def _bolus(ctl, f, rid):
         return
     d = ctl.lib.drugs[ctl.drug] if ctl.drug >= 0 else None
     vmax = d.bolus_max_nl if d is not None else 10000000
-    rmax = d.rate_max if d is not None else ctl_RATE_MAX
+    rmax = d.rate_max if d is not None else RATE_MAX
     if vol < 1000:
         error(ctl, rid, P.E_RANGE, b"vol_nl must be at least 1000").end()
         return
-    if rate < ctl_RATE_MIN:
+    if rate < RATE_MIN:
         error(ctl, rid, P.E_RANGE, b"rate_ul_h must be at least 100").end()
         return
     if vol > vmax:

@@ -15,7 +15,7 @@ from pumpcore import protocol as P
 from pumpcore import alarms as AL
 from pumpcore import commands
 from pumpcore.alarms import Alarms
-from pumpcore.dose import VolumeLine
+from pumpcore.dose import VolumeLine, RATE_MIN, RATE_MAX, VTBI_MIN, VTBI_MAX  # noqa: F401
 from pumpcore.occlusion import Occlusion
 from pumpcore.rateloop import RateLoop, BACKOFF, RUN, TAKEUP, LOAD
 from pumpcore.rateloop import IDLE as LOOP_IDLE
@@ -29,14 +29,6 @@ except ImportError:  # CPython: const() is only a marker for the MicroPython com
 
 _MAX_DT = const(200)          # a late tick never integrates more than this
 
-# limits of any program, whatever the drug
-RATE_MIN = const(100)              # µL/h  (0.1 mL/h)
-RATE_MAX = const(1200000)          # µL/h  (1200 mL/h)
-VTBI_MIN = const(1000)             # nL    (1 µL)
-VTBI_MAX = const(1000000000)       # nL    (1 L)
-DURATION_MAX = const(345600000)    # ms    (96 h)
-TLM_MIN = const(10)
-TLM_MAX = const(60000)
 KVO_MIN = const(100)               # µL/h (0.1 mL/h)
 KVO_MAX = const(20000)             # µL/h (20 mL/h)
 KVO_DEFAULT = const(1000)

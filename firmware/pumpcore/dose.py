@@ -11,6 +11,13 @@ except ImportError:  # CPython: const() is only a marker for the MicroPython com
     const = lambda x: x  # noqa: E731
 
 SMALL_INT_MAX = const(0x3FFFFFFF)   # 2**30 - 1
+
+# limits of any program, whatever the drug (docs/protocol.md)
+RATE_MIN = const(100)              # µL/h  (0.1 mL/h)
+RATE_MAX = const(1200000)          # µL/h  (1200 mL/h)
+VTBI_MIN = const(1000)             # nL    (1 µL)
+VTBI_MAX = const(1000000000)       # nL    (1 L)
+DURATION_MAX = const(345600000)    # ms    (96 h)
 MS_PER_H = const(3600000)
 UL_H_PER_NL_MS = const(3600)        # 1 nL/ms = 3600 µL/h
 

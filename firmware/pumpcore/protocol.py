@@ -16,6 +16,8 @@ MAX_FRAME = const(160)        # bytes per frame including the terminator
 MAX_TOKENS = const(14)        # id + word + 12 fields
 MAX_KEY = const(16)         # docs/protocol.md: receivers accept keys up to 16 (vitals_age_ms is 13)
 MAX_VALUE = const(32)
+TLM_MIN = const(10)           # telemetry period bounds, ms (TLM period_ms; 0 = off)
+TLM_MAX = const(60000)
 
 # reader results
 NEED_MORE = const(0)
