@@ -77,9 +77,8 @@ def run_demo(runtime: str = "micropython", *, weight_kg: float = 70, dose: str =
         sim.close()
     delivered = sim.plant.delivered_ml
     # virtual time of the infusion: motor enabled → motor disabled, as the simulator saw it
-    on = [t for t, e in sim.enables if e]
-    off = [t for t, e in sim.enables if not e and on and t > on[0]]
-    sim_s = ((off[0] if off else sim.t_ms) - (on[0] if on else 0)) / 1000
+    t_on, t_off = _motor_span(sim)
+    sim_s = (t_off - t_on) / 1000
     wall_s = t_wall1 - t_wall0
     res = DemoResult(
         runtime=runtime_name, drug=drug, dose=dose, weight_kg=weight_kg, over=over,
@@ -91,6 +90,16 @@ def run_demo(runtime: str = "micropython", *, weight_kg: float = 70, dose: str =
     if plot:
         res.plot = str(_plot(sim, res, Path(plot)))
     return res
+
+
+def _motor_span(sim: Simulation) -> tuple[int, int]:
+    """Virtual ms when the motor was first enabled and next disabled, as the simulator saw it
+    (0 / now when it never was)."""
+    on = [t for t, e in sim.enables if e]
+    if not on:
+        return 0, sim.t_ms
+    off = [t for t, e in sim.enables if not e and t > on[0]]
+    return on[0], off[0] if off else sim.t_ms
 
 
 def _collect_alarm(ev, alarms: list[str]) -> None:
@@ -134,8 +143,7 @@ def _plot(sim: Simulation, res: DemoResult, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     rec = sim.record
-    on = [t for t, e in sim.enables if e]
-    t0 = on[0] / 1000 if on else 0.0        # time axis starts when the motor starts
+    t0 = _motor_span(sim)[0] / 1000         # time axis starts when the motor starts
     t_min = [(t - t0) / 60 for t in rec.t_s]
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
     ax1.plot(t_min, rec.delivered_ml, label="delivered (gravimetric)")
