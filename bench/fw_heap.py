@@ -3,8 +3,13 @@ ketamine infusion (40 min virtual, the encoder following the motor so that the c
 runs to COMPLETE), then print a JSON line. bench/bench_fw.py compiles this
 file with mpy-cross into the firmware tree (so no compiler garbage counts), runs it with
 `-X heapsize=N` and bisects N: the smallest heap in which boot + a full infusion completes is
-`fw.heap_peak_bytes`. With `main(DIR)` the event log is kept in DIR (a host
+the figure. With `main(DIR)` the event log is kept in DIR (a host
 folder standing in for the Pico's littlefs: the flash itself is not RAM).
+
+bench/bench_fw.py runs this module two ways: from a tree of `.mpy` files (code loaded into the
+heap, as from the Pico's littlefs), and from a ROMFS image mounted at /rom (as the Pico's
+MicroPython mounts its ROMFS flash partition at boot; see bench_fw.ROM_BOOT), where bytecode
+and constant data are used in place, not copied into the heap.
 
 Also reported: `live_bytes` (heap in use after boot with garbage collected), and the
 sampled high-water mark of gc.mem_alloc()."""
@@ -25,12 +30,12 @@ def sample():
         peak = u
 
 
-from boards.sim import Board  # noqa: E402
-from pumpcore.app import App  # noqa: E402
-TICK_MS = 50                     # pumpcore.controller.TICK_MS (imported by the app at boot)
+TICK_MS = 50                     # pumpcore.ticks.TICK_MS (imported by the app at boot)
 
 
 def main(log_dir=None):
+    from boards.sim import Board
+    from pumpcore.app import App
     store = None
     if log_dir:
         from pumpcore.store import FileStore

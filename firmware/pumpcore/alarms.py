@@ -16,7 +16,7 @@ try:
 except ImportError:  # CPython: const() is only a marker for the MicroPython compiler
     const = lambda x: x  # noqa: E731
 
-A_NONE = const(0)
+_A_NONE = const(0)
 A_OCCLUSION = const(1)
 A_VTBI_DONE = const(2)
 A_AIR = const(3)
@@ -35,13 +35,13 @@ A_CALLBACK = const(15)
 A_VITALS = const(16)
 A_VITALS_STALE = const(17)
 A_RESTART = const(18)
-N_ALARMS = const(19)
+_N_ALARMS = const(19)
 
 NAMES = (b"NONE", b"OCCLUSION", b"VTBI_DONE", b"AIR", b"AIR_CUM", b"DOOR", b"EMPTY",
          b"NEAR_EMPTY", b"VTBI_NEAR", b"STALL", b"RUNAWAY", b"BATT_LOW", b"BATT_DEPLETED",
          b"FAULT", b"COMM_LOSS", b"CALLBACK", b"VITALS", b"VITALS_STALE", b"RESTART")
 
-PRIO_NONE = const(0)
+_PRIO_NONE = const(0)
 PRIO_LOW = const(1)
 PRIO_MEDIUM = const(2)
 PRIO_HIGH = const(3)
@@ -57,14 +57,14 @@ ORDER = (A_RUNAWAY, A_FAULT, A_OCCLUSION, A_AIR, A_AIR_CUM, A_EMPTY, A_DOOR, A_S
 AUTO_CLEAR = ((1 << A_COMM_LOSS) | (1 << A_VITALS_STALE) | (1 << A_CALLBACK)
               | (1 << A_NEAR_EMPTY) | (1 << A_VTBI_NEAR) | (1 << A_BATT_LOW))
 
-SILENCE_MS = const(120000)
+_SILENCE_MS = const(120000)
 
 
 def name_index(name):
     """Alarm id of a name (bytes or str), or -1."""
     if isinstance(name, str):
         name = name.encode()
-    for i in range(N_ALARMS):
+    for i in range(_N_ALARMS):
         if NAMES[i] == name:
             return i
     return -1
@@ -131,7 +131,7 @@ class Alarms:
     def ack(self, tx):
         """Clear every active alarm whose condition is gone; return how many stay active."""
         left = 0
-        for a in range(1, N_ALARMS):
+        for a in range(1, _N_ALARMS):
             bit = 1 << a
             if self.act & bit:
                 if self.cond & bit:
@@ -142,23 +142,23 @@ class Alarms:
 
     def high_with_condition(self):
         """True while a high-priority alarm's condition is still present."""
-        for a in range(1, N_ALARMS):
+        for a in range(1, _N_ALARMS):
             if (self.act >> a) & (self.cond >> a) & 1:
                 if self.prio(a) == PRIO_HIGH:
                     return True
         return False
 
     def any_high(self):
-        for a in range(1, N_ALARMS):
+        for a in range(1, _N_ALARMS):
             if (self.act >> a) & 1 and self.prio(a) == PRIO_HIGH:
                 return True
         return False
 
     def highest(self):
-        """The alarm to signal: highest priority, then ORDER precedence; A_NONE if none."""
+        """The alarm to signal: highest priority, then ORDER precedence; _A_NONE if none."""
         if not self.act:
-            return A_NONE
-        best = A_NONE
+            return _A_NONE
+        best = _A_NONE
         bp = 0
         for a in ORDER:
             if (self.act >> a) & 1:
@@ -170,7 +170,7 @@ class Alarms:
 
     def silence(self, now):
         self.silenced = True
-        self._silence_until = ticks_add(now, SILENCE_MS)
+        self._silence_until = ticks_add(now, _SILENCE_MS)
         self._silence_prio = self.prio(self.highest())
         return self._silence_until
 

@@ -29,27 +29,27 @@ except ImportError:  # CPython: const() is only a marker for the MicroPython com
 
 _MAX_DT = const(200)          # a late tick never integrates more than this
 
-KVO_MIN = const(100)               # µL/h (0.1 mL/h)
-KVO_MAX = const(20000)             # µL/h (20 mL/h)
-KVO_DEFAULT = const(1000)
-BOLUS_MAX_NL = const(10000000)     # 10 mL when no drug sets a smaller limit
-MAXSEG = const(10)                 # a loading segment + 8 steps, with room
-MAXSTEP = const(8)
+_KVO_MIN = const(100)               # µL/h (0.1 mL/h)
+_KVO_MAX = const(20000)             # µL/h (20 mL/h)
+_KVO_DEFAULT = const(1000)
+_BOLUS_MAX_NL = const(10000000)     # 10 mL when no drug sets a smaller limit
+_MAXSEG = const(10)                 # a loading segment + 8 steps, with room
+_MAXSTEP = const(8)
 
-NEAR_MS = const(300000)            # VTBI / syringe near-end warning: 5 min ahead
-AIR_BUBBLE_NL = const(50000)       # single bubble limit 50 µL (Alaris: 50-200 µL)
-AIR_CUM_NL = const(1000000)        # 1 mL of air ...
-AIR_BUCKET_MS = const(60000)       # ... in 15 one-minute buckets (rolling 15 min)
-AIR_BUCKETS = const(15)
-DIS_SETTLE = const(3)              # ticks after the enable drops before the encoder must rest
-DIS_TOL = const(4)                 # encoder counts of motion allowed with the motor off
-RUNAWAY_QUIET = const(20)          # ticks without motion: the runaway condition is gone
-BATT_DEBOUNCE = const(20)          # ticks (1 s) below a battery threshold
-BATT_HYST_MV = const(50)
-OCCL_PROBE_MMHG = const(10)        # pressure left after the occlusion back-off
-OCCL_SETTLE_MS = const(10000)      # after a back-off past the friction band: 5 R·C of a line
-SENSOR_STUCK_MS = const(30000)     # a live force sensor never reads the same for 30 s
-SENSOR_TOP = const(1500)           # readings at the top of the span may rest there
+_NEAR_MS = const(300000)            # VTBI / syringe near-end warning: 5 min ahead
+_AIR_BUBBLE_NL = const(50000)       # single bubble limit 50 µL (Alaris: 50-200 µL)
+_AIR_CUM_NL = const(1000000)        # 1 mL of air ...
+_AIR_BUCKET_MS = const(60000)       # ... in 15 one-minute buckets (rolling 15 min)
+_AIR_BUCKETS = const(15)
+_DIS_SETTLE = const(3)              # ticks after the enable drops before the encoder must rest
+_DIS_TOL = const(4)                 # encoder counts of motion allowed with the motor off
+_RUNAWAY_QUIET = const(20)          # ticks without motion: the runaway condition is gone
+_BATT_DEBOUNCE = const(20)          # ticks (1 s) below a battery threshold
+_BATT_HYST_MV = const(50)
+_OCCL_PROBE_MMHG = const(10)        # pressure left after the occlusion back-off
+_OCCL_SETTLE_MS = const(10000)      # after a back-off past the friction band: 5 R·C of a line
+_SENSOR_STUCK_MS = const(30000)     # a live force sensor never reads the same for 30 s
+_SENSOR_TOP = const(1500)           # readings at the top of the span may rest there
 
 S_IDLE = fsm.IDLE
 S_PROGRAMMED = fsm.PROGRAMMED
@@ -129,15 +129,15 @@ class Controller:
         self._last_id = -1
         self._last_crc = -1
         # program: segments (rate µL/h, volume nL)
-        self.seg_rate = array("i", [0] * MAXSEG)
-        self.seg_vol = array("i", [0] * MAXSEG)
-        self.seg_d = array("i", [0] * MAXSEG)       # occlusion plan per segment
-        self.seg_n = array("i", [0] * MAXSEG)
-        self.seg_thr = array("i", [0] * MAXSEG)
+        self.seg_rate = array("i", bytes(4 * _MAXSEG))
+        self.seg_vol = array("i", bytes(4 * _MAXSEG))
+        self.seg_d = array("i", bytes(4 * _MAXSEG))       # occlusion plan per segment
+        self.seg_n = array("i", bytes(4 * _MAXSEG))
+        self.seg_thr = array("i", bytes(4 * _MAXSEG))
         self.nseg = 0
         self.seg = 0
-        self.st_rate = array("i", [0] * MAXSTEP)    # staged STEP entries
-        self.st_vol = array("i", [0] * MAXSTEP)
+        self.st_rate = array("i", bytes(4 * _MAXSTEP))    # staged STEP entries
+        self.st_vol = array("i", bytes(4 * _MAXSTEP))
         self.st_mask = 0
         self.rate = 0           # µL/h of the current segment
         self.vtbi = 0           # nL, all segments
@@ -163,7 +163,7 @@ class Controller:
         # sensors and alarm detectors
         self.pressure = 0
         self.bubble_nl = 0
-        self.air_b = array("i", [0] * AIR_BUCKETS)
+        self.air_b = array("i", bytes(4 * _AIR_BUCKETS))
         self.air_bi = 0
         self.air_bt = 0
         self.dis_ticks = 0
@@ -325,7 +325,7 @@ class Controller:
             if loop.phase != BACKOFF and loop.back_b:
                 # retracted past the friction band: the reading is the rod's pull now; let
                 # the line settle (several R·C) before ACK judges the occlusion gone
-                self.occl_settle = OCCL_SETTLE_MS
+                self.occl_settle = _OCCL_SETTLE_MS
             if loop.runaway:
                 self._runaway()
         elif self.occl_settle > 0:
@@ -433,13 +433,13 @@ class Controller:
         # leave a small probe pressure (≈ 0.02 mL in a typical compliance): a closed,
         # frictionless line holds it; past the stopper's friction band the reading is the
         # rod's pull, and the fluid is back at the level before the rise
-        loop.backoff(base + OCCL_PROBE_MMHG, p, base, x_on, have)
+        loop.backoff(base + _OCCL_PROBE_MMHG, p, base, x_on, have)
 
     def occlusion_present(self):
         if self.loop.phase == BACKOFF or self.occl_settle > 0:
             return True                   # still relieving the line: judge it afterwards
         p = self.pressure
-        return p * 2 >= self.occl.limit or p >= self.occl_base + OCCL_PROBE_MMHG // 2
+        return p * 2 >= self.occl.limit or p >= self.occl_base + _OCCL_PROBE_MMHG // 2
 
     def _runaway(self):
         self.loop.runaway = False
@@ -474,16 +474,16 @@ class Controller:
         delivering = st == S_RUNNING or st == S_KVO
         # motion with the motor disabled: runaway / free flow (highest priority)
         if not self.out.enable and self.loop.phase != BACKOFF:
-            if self.dis_ticks < DIS_SETTLE:
+            if self.dis_ticks < _DIS_SETTLE:
                 self.dis_ticks += 1
                 self.dis_ref = inp.encoder
-            elif inp.encoder - self.dis_ref > DIS_TOL:
+            elif inp.encoder - self.dis_ref > _DIS_TOL:
                 self.dis_ref = inp.encoder
                 self._runaway()
             elif al.is_active(AL.A_RUNAWAY):
                 if inp.encoder == self.dis_ref:
                     self.run_quiet += 1
-                    if self.run_quiet >= RUNAWAY_QUIET:
+                    if self.run_quiet >= _RUNAWAY_QUIET:
                         al.condition_gone(AL.A_RUNAWAY, tx)
                 else:
                     self.run_quiet = 0
@@ -499,8 +499,8 @@ class Controller:
             if self.sensor_fault:
                 self.sensor_fault = False
                 al.condition_gone(AL.A_FAULT, tx)
-        elif delivering and self.loop.phase == RUN and 0 < p < SENSOR_TOP:
-            if self.p_same < SENSOR_STUCK_MS:
+        elif delivering and self.loop.phase == RUN and 0 < p < _SENSOR_TOP:
+            if self.p_same < _SENSOR_STUCK_MS:
                 self.p_same += dt
             elif not self.sensor_fault:
                 self.sensor_fault = True
@@ -530,19 +530,19 @@ class Controller:
             mv = inp.battery_mv
             if mv <= self.cfg.batt_depleted_mv:
                 self.batt_dep_n += 1
-                if self.batt_dep_n >= BATT_DEBOUNCE and not al.is_active(AL.A_BATT_DEPLETED):
+                if self.batt_dep_n >= _BATT_DEBOUNCE and not al.is_active(AL.A_BATT_DEPLETED):
                     self.raise_high(AL.A_BATT_DEPLETED)
             else:
                 self.batt_dep_n = 0
-                if mv > self.cfg.batt_depleted_mv + BATT_HYST_MV:
+                if mv > self.cfg.batt_depleted_mv + _BATT_HYST_MV:
                     al.condition_gone(AL.A_BATT_DEPLETED, tx)
             if mv <= self.cfg.batt_low_mv:
                 self.batt_low_n += 1
-                if self.batt_low_n >= BATT_DEBOUNCE:
+                if self.batt_low_n >= _BATT_DEBOUNCE:
                     al.raise_(AL.A_BATT_LOW, tx, now)
             else:
                 self.batt_low_n = 0
-                if mv > self.cfg.batt_low_mv + BATT_HYST_MV:
+                if mv > self.cfg.batt_low_mv + _BATT_HYST_MV:
                     al.condition_gone(AL.A_BATT_LOW, tx)
         else:
             self.batt_low_n = 0
@@ -572,10 +572,10 @@ class Controller:
     def _air(self, inp, nl):
         """Air at the line sensor while nl were pushed: single bubble and rolling 15 min."""
         now = self._now
-        if ticks_diff(now, self.air_bt) >= AIR_BUCKET_MS:
+        if ticks_diff(now, self.air_bt) >= _AIR_BUCKET_MS:
             self.air_bt = now
             i = self.air_bi + 1
-            if i >= AIR_BUCKETS:
+            if i >= _AIR_BUCKETS:
                 i = 0
             self.air_bi = i
             self.air_b[i] = 0
@@ -583,16 +583,16 @@ class Controller:
             return
         self.bubble_nl += nl
         b = self.air_b[self.air_bi] + nl
-        if b > AIR_CUM_NL:
-            b = AIR_CUM_NL
+        if b > _AIR_CUM_NL:
+            b = _AIR_CUM_NL
         self.air_b[self.air_bi] = b
-        if self.bubble_nl >= AIR_BUBBLE_NL:
+        if self.bubble_nl >= _AIR_BUBBLE_NL:
             self.raise_high(AL.A_AIR)
             return
         tot = 0
-        for i in range(AIR_BUCKETS):
+        for i in range(_AIR_BUCKETS):
             tot += self.air_b[i]
-        if tot > AIR_CUM_NL:
+        if tot > _AIR_CUM_NL:
             self.raise_high(AL.A_AIR_CUM)
 
     def vitals_violation(self):
@@ -608,7 +608,7 @@ class Controller:
         return self.vitals_violation() is None
 
     def air_cum_clear(self):
-        for i in range(AIR_BUCKETS):
+        for i in range(_AIR_BUCKETS):
             self.air_b[i] = 0
 
     # ------------------------------------------------------------ lifecycle hooks

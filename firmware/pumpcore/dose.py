@@ -10,7 +10,7 @@ try:
 except ImportError:  # CPython: const() is only a marker for the MicroPython compiler
     const = lambda x: x  # noqa: E731
 
-SMALL_INT_MAX = const(0x3FFFFFFF)   # 2**30 - 1
+_SMALL_INT_MAX = const(0x3FFFFFFF)   # 2**30 - 1
 
 # limits of any program, whatever the drug (docs/protocol.md)
 RATE_MIN = const(100)              # µL/h  (0.1 mL/h)
@@ -18,8 +18,8 @@ RATE_MAX = const(1200000)          # µL/h  (1200 mL/h)
 VTBI_MIN = const(1000)             # nL    (1 µL)
 VTBI_MAX = const(1000000000)       # nL    (1 L)
 DURATION_MAX = const(345600000)    # ms    (96 h)
-MS_PER_H = const(3600000)
-UL_H_PER_NL_MS = const(3600)        # 1 nL/ms = 3600 µL/h
+_MS_PER_H = const(3600000)
+_UL_H_PER_NL_MS = const(3600)        # 1 nL/ms = 3600 µL/h
 
 
 def dose_ug(dose_ug_kg, weight_g):
@@ -34,7 +34,7 @@ def volume_nl(amount_ug, conc_ug_ml):
 
 def rate_ul_h(vol_nl, dur_ms):
     """Constant rate that delivers vol_nl in dur_ms, rounded down (µL/h)."""
-    return vol_nl * UL_H_PER_NL_MS // dur_ms
+    return vol_nl * _UL_H_PER_NL_MS // dur_ms
 
 
 def dose_rate_ul_h(dose_ug_kg_h, weight_g, conc_ug_ml):
@@ -50,12 +50,12 @@ def drug_ug(vol_nl, conc_ug_ml):
 
 def volume_for_ms(rate, dur_ms):
     """Volume delivered at rate µL/h in dur_ms, rounded down (nL)."""
-    return rate * dur_ms // UL_H_PER_NL_MS
+    return rate * dur_ms // _UL_H_PER_NL_MS
 
 
 def duration_ms(vol_nl, rate):
     """Time to deliver vol_nl at rate µL/h, rounded up (ms)."""
-    return -((-vol_nl * UL_H_PER_NL_MS) // rate)
+    return -((-vol_nl * _UL_H_PER_NL_MS) // rate)
 
 
 def steps_for_nl(vol_nl, nl_per_kstep):
@@ -101,8 +101,8 @@ class VolumeLine:
 
     def advance(self, rate, dt_ms):
         acc = self._vol_rem + rate * dt_ms
-        dv = acc // UL_H_PER_NL_MS
-        self._vol_rem = acc - dv * UL_H_PER_NL_MS
+        dv = acc // _UL_H_PER_NL_MS
+        self._vol_rem = acc - dv * _UL_H_PER_NL_MS
         room = self.limit_nl - self.target_nl
         if dv >= room:
             dv = room

@@ -11,14 +11,14 @@ The window is chosen per rate when the rate changes (program time, floats allowe
 the shortest window, and the coarsest decimation, in which the slope's noise (σ_slope of a
 least-squares fit) is K = 6 times below the threshold. High rates get a window of a few
 seconds; 1 mL/h about a minute; below that the threshold is raised to K·σ_slope of the
-longest window. After a rate change the detector waits HOLDOFF_MS for the line's R·C
+longest window. After a rate change the detector waits _HOLDOFF_MS for the line's R·C
 transient (which starts exactly like an occlusion) to die out.
 
 A trend alarm needs two looks (a step is not a ramp): when the window's slope has been above
-the threshold for OVER_N samples (a *candidate*), the detector waits N/8 samples (the end of a
+the threshold for _OVER_N samples (a *candidate*), the detector waits N/8 samples (the end of a
 step's transient), then fits a fresh window of N/2 samples: only a rise that goes on — an
 occlusion — is still above the same slope there (the half window's threshold is the same
-mmHg/s). A rise steeper than STEEP × the threshold in either window is no occlusion at all
+mmHg/s). A rise steeper than _STEEP × the threshold in either window is no occlusion at all
 (Q/C_min of the stiffest syringe is under half of it): a pump lowered below the patient (a
 hydrostatic step) or a stopper held by friction while the rod's spring is reloaded; the
 detector starts over. The level before the rise and how long ago it was left are kept for
@@ -34,11 +34,11 @@ try:
 except ImportError:  # CPython: const() is only a marker for the MicroPython compiler
     const = lambda x: x  # noqa: E731
 
-N_MAX = const(250)            # samples in the longest window
-N_MIN = const(10)
-HOLDOFF_MS = const(10000)     # wait after a rate change: 5 τ of a 2 s line time constant
-DEBOUNCE_TICKS = const(3)     # fixed threshold: three ticks at or above the limit
-OVER_N = const(3)             # trend: three samples in a row above the slope threshold
+_N_MAX = const(250)            # samples in the longest window
+_N_MIN = const(10)
+_HOLDOFF_MS = const(10000)     # wait after a rate change: 5 τ of a 2 s line time constant
+_DEBOUNCE_TICKS = const(3)     # fixed threshold: three ticks at or above the limit
+_OVER_N = const(3)             # trend: three samples in a row above the slope threshold
 _P_CLAMP = const(2000)        # readings above this are above every limit anyway
 K_SIGMA = 6                   # threshold / σ_slope
 SIGMA_MMHG = 2.0              # design noise of one pressure reading (sim: 1.5)
@@ -46,11 +46,11 @@ C_MAX_ML_MMHG = 0.0028        # largest syringe+line compliance, 0.021 mL/kPa (S
 TICK_S = 0.05
 _BASE_TICKS = const(4)        # one sample = mean of 4·D readings (D = decimation)
 
-STEEP = const(16)             # slope ≥ 16 × threshold (3.4 × Q/C_min): a step, not an occlusion
-ONSET_MMHG = const(4)         # the rise began where the samples were last ≤ base + 4 mmHg
+_STEEP = const(16)             # slope ≥ 16 × threshold (3.4 × Q/C_min): a step, not an occlusion
+_ONSET_MMHG = const(4)         # the rise began where the samples were last ≤ base + 4 mmHg
 
-TREND = const(1)
-THRESHOLD = const(2)
+_TREND = const(1)
+_THRESHOLD = const(2)
 
 _WATCH = const(0)             # full window, looking for a candidate
 _WAIT = const(1)              # candidate seen: let a step's transient pass
@@ -72,22 +72,22 @@ def plan(rate_ul_h):
     while True:
         ts = TICK_S * _BASE_TICKS * d
         sig = SIGMA_MMHG / (d ** 0.5)
-        for n in range(N_MIN, N_MAX + 1):
+        for n in range(_N_MIN, _N_MAX + 1):
             sig_slope = sig * (12.0 / (n * (n * n - 1))) ** 0.5 / ts
             if K_SIGMA * sig_slope <= s_half:
                 return d, n, s_half
         if d >= 32:
-            sig_slope = sig * (12.0 / (N_MAX * (N_MAX * N_MAX - 1))) ** 0.5 / ts
-            return d, N_MAX, K_SIGMA * sig_slope
+            sig_slope = sig * (12.0 / (_N_MAX * (_N_MAX * _N_MAX - 1))) ** 0.5 / ts
+            return d, _N_MAX, K_SIGMA * sig_slope
         d *= 2
 
 
 class Occlusion:
     def __init__(self, limit_mmhg):
         self.limit = limit_mmhg
-        self.ring = array("i", [0] * N_MAX)
+        self.ring = array("i", bytes(4 * _N_MAX))
         self.d = 1
-        self.n = N_MAX
+        self.n = _N_MAX
         self.thr_num = 1 << 29
         self.slope_mmhg_min = 0     # last threshold, for STATUS/docs (mmHg/min)
         self.flat_y = -1            # 4 × the mean of the last flat window (-1: none yet)
@@ -113,7 +113,7 @@ class Occlusion:
     def onset_ticks(self, p_now, base):
         """Ticks since the pressure left `base` (-1: unknown). After a confirmed trend: the
         rise now (p_now - base) over the fresh window's slope. Otherwise (threshold alarm):
-        back to the newest sample within ONSET_MMHG of base, extrapolated to base."""
+        back to the newest sample within _ONSET_MMHG of base, extrapolated to base."""
         rise = p_now - base
         if rise <= 0:
             return 0
@@ -131,15 +131,15 @@ class Occlusion:
         k = self._scan(4 * base)
         if k < 0:
             return -1
-        if rise > 2 * ONSET_MMHG:
-            k += ONSET_MMHG * k // (rise - ONSET_MMHG)
+        if rise > 2 * _ONSET_MMHG:
+            k += _ONSET_MMHG * k // (rise - _ONSET_MMHG)
         return k
 
     def _scan(self, base_y):
-        """Ticks back to the newest sample ≤ base + ONSET_MMHG in a full window (or -1)."""
+        """Ticks back to the newest sample ≤ base + _ONSET_MMHG in a full window (or -1)."""
         n = self.n
         ring = self.ring
-        lim = base_y + 4 * ONSET_MMHG
+        lim = base_y + 4 * _ONSET_MMHG
         i = self.head - 1 if self.count >= n else self.count - 1
         k = 0
         while k < self.count:
@@ -165,7 +165,7 @@ class Occlusion:
 
     def restart(self):
         self.hi = 0
-        self.hold = HOLDOFF_MS
+        self.hold = _HOLDOFF_MS
         self._clear()
 
     def _clear(self):
@@ -185,11 +185,11 @@ class Occlusion:
         self.base_y = 0
 
     def update(self, p, dt):
-        """One control tick of pressure p (mmHg). Returns 0, TREND or THRESHOLD."""
+        """One control tick of pressure p (mmHg). Returns 0, _TREND or _THRESHOLD."""
         if p >= self.limit:
             self.hi += 1
-            if self.hi >= DEBOUNCE_TICKS:
-                return THRESHOLD
+            if self.hi >= _DEBOUNCE_TICKS:
+                return _THRESHOLD
         else:
             self.hi = 0
         if self.hold > 0:
@@ -230,19 +230,19 @@ class Occlusion:
             self.head = 0 if h >= n else h
         num = self.num = 2 * self.s1 - (n - 1) * self.s0
         thr = self.wthr
-        if num >= thr * STEEP:
+        if num >= thr * _STEEP:
             self._clear()                 # too steep for any occlusion: a step
             return 0
         if self.mode == _CONFIRM:
             if num >= thr:
-                return TREND
+                return _TREND
             self._clear()                 # the rise did not go on: it was a step
             return 0
         if num < thr and num > -thr:
             self.flat_y = self.s0 // n        # a flat window: the level before any rise
         if num >= thr:
             self.over += 1
-            if self.over >= OVER_N:
+            if self.over >= _OVER_N:
                 # candidate: remember the level before the rise, then look again
                 self.base_y = ring[self.head] if self.count >= n else ring[0]
                 self.mode = _WAIT
@@ -263,5 +263,5 @@ class Occlusion:
 
     def suspend(self):
         """Keep the trend detector off (the stopper is being loaded); the threshold stays on."""
-        self.hold = HOLDOFF_MS
+        self.hold = _HOLDOFF_MS
         self.count = 0

@@ -13,14 +13,14 @@ except ImportError:  # CPython: const() is only a marker for the MicroPython com
 
 PROTO_VERSION = const(0)
 MAX_FRAME = const(160)        # bytes per frame including the terminator
-MAX_TOKENS = const(14)        # id + word + 12 fields
+_MAX_TOKENS = const(14)        # id + word + 12 fields
 MAX_KEY = const(16)         # docs/protocol.md: receivers accept keys up to 16 (vitals_age_ms is 13)
 MAX_VALUE = const(32)
 TLM_MIN = const(10)           # telemetry period bounds, ms (TLM period_ms; 0 = off)
 TLM_MAX = const(60000)
 
 # reader results
-NEED_MORE = const(0)
+_NEED_MORE = const(0)
 FRAME = const(1)
 OVERLONG = const(2)
 
@@ -87,7 +87,7 @@ class FrameReader:
         self.skipping = False
 
     def push(self, b):
-        """Feed one byte. Returns NEED_MORE, FRAME (buf[:length] holds it) or OVERLONG."""
+        """Feed one byte. Returns _NEED_MORE, FRAME (buf[:length] holds it) or OVERLONG."""
         if b == 10:
             if self.skipping:
                 self.skipping = False
@@ -98,17 +98,17 @@ class FrameReader:
             if n and self.buf[n - 1] == 13:
                 n -= 1
             if n == 0:
-                return NEED_MORE
+                return _NEED_MORE
             self.length = n
             return FRAME
         if self.skipping:
-            return NEED_MORE
+            return _NEED_MORE
         if self.n >= MAX_FRAME - 1:
             self.skipping = True
-            return NEED_MORE
+            return _NEED_MORE
         self.buf[self.n] = b
         self.n += 1
-        return NEED_MORE
+        return _NEED_MORE
 
 
 class Frame:
@@ -116,9 +116,9 @@ class Frame:
 
     def __init__(self, buf):
         self.buf = buf
-        self.ts = array("H", bytes(2 * MAX_TOKENS))   # token start
-        self.te = array("H", bytes(2 * MAX_TOKENS))   # token end
-        self.eq = array("H", bytes(2 * MAX_TOKENS))   # position of "=" in field tokens
+        self.ts = array("H", bytes(2 * _MAX_TOKENS))   # token start
+        self.te = array("H", bytes(2 * _MAX_TOKENS))   # token end
+        self.eq = array("H", bytes(2 * _MAX_TOKENS))   # position of "=" in field tokens
         self.ntok = 0
         self.id = ID_NONE
         self.has_crc = False
@@ -161,7 +161,7 @@ class Frame:
                 continue
             if c < 33 or c > 126:
                 return E_SYNTAX
-            if n >= MAX_TOKENS:
+            if n >= _MAX_TOKENS:
                 return E_SYNTAX
             self.ts[n] = i
             self.eq[n] = 0

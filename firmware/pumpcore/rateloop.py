@@ -11,34 +11,34 @@ mmHg) reads 0 or less while that spring is looser than the glide force, and the 
 pressure while the stopper glides.
 
 Phases:
-  TAKEUP  after every (re)start: move at TAKEUP_STEPS per tick until the flange moves
-          (encoder) or the force rises (ENGAGE_MMHG): the slack is gone.
-  LOAD    then at LOAD_STEPS per tick (at least the line's rate) until the stopper is loaded:
-          the flange position where the force reading last sat at the floor (≤ LOAD_FLOOR:
+  TAKEUP  after every (re)start: move at _TAKEUP_STEPS per tick until the flange moves
+          (encoder) or the force rises (_ENGAGE_MMHG): the slack is gone.
+  LOAD    then at _LOAD_STEPS per tick (at least the line's rate) until the stopper is loaded:
+          the flange position where the force reading last sat at the floor (≤ _LOAD_FLOOR:
           spring looser than the glide force, nothing can move forward) is the *anchor*, the
           zero of delivered volume. LOAD ends when the stopper breaks away (the reading falls
-          BREAK_MMHG from its peak), glides (less than 1 mmHg per 4 counts after 16 counts),
-          or after LOAD_SPAN counts past the anchor (LOAD_MAX without any force). Slack and
+          _BREAK_MMHG from its peak), glides (less than 1 mmHg per 4 counts after 16 counts),
+          or after _LOAD_SPAN counts past the anchor (_LOAD_MAX without any force). Slack and
           stopper compression (≈ 60 µsteps ≈ 13 µL on a 50 mL syringe: 46 s at 1 mL/h) are
           thus taken up in seconds, not delivered late.
   RUN     desired flange position X* = anchor + line steps since the (re)start; motor target
-          X* + lost. `lost` only grows, from the lag-safe measurement m(LAG ticks ago) − enc,
-          so missed steps are made up — by at most LOST_MAX beyond the lost motion measured at
+          X* + lost. `lost` only grows, from the lag-safe measurement m(_LAG ticks ago) − enc,
+          so missed steps are made up — by at most _LOST_MAX beyond the lost motion measured at
           engagement (more is a mechanism that does not follow: STALL, never a runaway chase).
   BACKOFF after an occlusion alarm: (A) reverse in proportion to the pressure excess until
           the reading is back at the target; (B) when the reading fell far faster per count
           than it rose during the occlusion, the stopper is held by friction and the fluid is
           still under pressure: retract on to the flange position where the rise began minus
-          BACKOFF_BAND (the friction band: 2 × glide force over the stopper's stiffness), so
+          _BACKOFF_BAND (the friction band: 2 × glide force over the stopper's stiffness), so
           the volume stored in the compliance is taken back and not pushed into the patient
           when the line opens. Travel and time are bounded.
 
-Runaway: e = flange − motor can only grow by the lead error (≤ 1/CREEP per commanded µstep),
-the once-per-revolution error and backlash; e more than RUNAWAY_TOL above its creeping floor
+Runaway: e = flange − motor can only grow by the lead error (≤ 1/_CREEP per commanded µstep),
+the once-per-revolution error and backlash; e more than _RUNAWAY_TOL above its creeping floor
 is plunger motion the motor did not make.
 
-Sensor readings may be up to LAG ticks old (the simulator holds them over a 200 ms slice;
-a board reads the encoder every tick); every comparison uses values LAG ticks old on the
+Sensor readings may be up to _LAG ticks old (the simulator holds them over a 200 ms slice;
+a board reads the encoder every tick); every comparison uses values _LAG ticks old on the
 side that makes it conservative. Integer only, no allocation.
 """
 from array import array
@@ -54,35 +54,34 @@ RUN = const(2)
 BACKOFF = const(3)
 LOAD = const(4)
 
-NMAX = const(100)             # µsteps per 50 ms tick: 2000 µsteps/s ≈ 1560 mL/h (50 mL syringe)
-TAKEUP_STEPS = const(4)       # 80 µsteps/s ≈ 62 mL/h while looking for the plunger
-TAKEUP_MAX = const(3000)      # ≈ 0.65 mL of travel without engagement → STALL
-ENGAGE_COUNTS = const(2)      # encoder counts that prove the plunger moves
-ENGAGE_MMHG = const(15)       # force rise (as line pressure) that proves the pusher is loaded
-LOAD_STEPS = const(1)         # 20 µsteps/s while the stopper spring is loaded
-LOAD_FLOOR = const(3)         # mmHg: at or below, the spring is looser than the glide force
-BREAK_MMHG = const(6)         # fall from the peak that shows the stopper broke away (4 σ)
-LOAD_SPAN = const(48)         # counts past the anchor: more than any breakaway needs
-LOAD_MAX = const(192)         # counts of flange travel in LOAD without any force rise
-LAG = const(6)                # ticks a sensor reading may trail the command
-_HIST = const(8)              # history ring (≥ LAG + 1)
-STALL_TOL = const(48)         # µsteps the plunger may trail the line (≈ 10 µL)
-STALL_MS = const(2000)        # ... for this long before STALL
-LOST_MAX = const(48)          # missed steps made up beyond the lost motion at engagement
-SLACK_MAX = const(256)        # (kept for older imports)
-RUNAWAY_TOL = const(24)       # µsteps: 2 × 5 µsteps periodic error + 8 backlash + margin
-CREEP = const(512)            # the floor of e rises 1 µstep per CREEP commanded (lead error 0.2 %)
-BACKOFF_MAX = const(10000)    # ≈ 2.2 mL: never retract more
-BACKOFF_MS = const(20000)
-BACKOFF_STEP_MAX = const(40)
-BACKOFF_BAND = const(128)     # 2 × 4 N glide / 0.078 N per µstep stopper stiffness ≈ 102, +25 %
-BACKOFF_MARGIN = const(3)     # mmHg of noise above the target that do not restart the count
+_NMAX = const(100)             # µsteps per 50 ms tick: 2000 µsteps/s ≈ 1560 mL/h (50 mL syringe)
+_TAKEUP_STEPS = const(4)       # 80 µsteps/s ≈ 62 mL/h while looking for the plunger
+_TAKEUP_MAX = const(3000)      # ≈ 0.65 mL of travel without engagement → STALL
+_ENGAGE_COUNTS = const(2)      # encoder counts that prove the plunger moves
+_ENGAGE_MMHG = const(15)       # force rise (as line pressure) that proves the pusher is loaded
+_LOAD_STEPS = const(1)         # 20 µsteps/s while the stopper spring is loaded
+_LOAD_FLOOR = const(3)         # mmHg: at or below, the spring is looser than the glide force
+_BREAK_MMHG = const(6)         # fall from the peak that shows the stopper broke away (4 σ)
+_LOAD_SPAN = const(48)         # counts past the anchor: more than any breakaway needs
+_LOAD_MAX = const(192)         # counts of flange travel in LOAD without any force rise
+_LAG = const(6)                # ticks a sensor reading may trail the command
+_HIST = const(8)              # history ring (≥ _LAG + 1)
+_STALL_TOL = const(48)         # µsteps the plunger may trail the line (≈ 10 µL)
+_STALL_MS = const(2000)        # ... for this long before STALL
+_LOST_MAX = const(48)          # missed steps made up beyond the lost motion at engagement
+_RUNAWAY_TOL = const(24)       # µsteps: 2 × 5 µsteps periodic error + 8 backlash + margin
+_CREEP = const(512)            # the floor of e rises 1 µstep per _CREEP commanded (lead error 0.2 %)
+_BACKOFF_MAX = const(10000)    # ≈ 2.2 mL: never retract more
+_BACKOFF_MS = const(20000)
+_BACKOFF_STEP_MAX = const(40)
+_BACKOFF_BAND = const(128)     # 2 × 4 N glide / 0.078 N per µstep stopper stiffness ≈ 102, +25 %
+_BACKOFF_MARGIN = const(3)     # mmHg of noise above the target that do not restart the count
 
 
 class RateLoop:
     def __init__(self):
-        self.m_hist = array("i", [0] * _HIST)
-        self.x_hist = array("i", [0] * _HIST)
+        self.m_hist = array("i", bytes(4 * _HIST))
+        self.x_hist = array("i", bytes(4 * _HIST))
         self.reset()
 
     def reset(self):
@@ -174,8 +173,8 @@ class RateLoop:
 
     def _backoff(self, x, p, dt):
         self.back_ms += dt
-        if (self.back_from - x >= BACKOFF_MAX or self.back_from_m - self.m >= BACKOFF_MAX
-                or self.back_ms >= BACKOFF_MS):
+        if (self.back_from - x >= _BACKOFF_MAX or self.back_from_m - self.m >= _BACKOFF_MAX
+                or self.back_ms >= _BACKOFF_MS):
             self.phase = IDLE
             return 0
         if self.back_b:
@@ -183,11 +182,11 @@ class RateLoop:
             if d <= 0:
                 self.phase = IDLE
                 return 0
-            return -(BACKOFF_STEP_MAX if d > BACKOFF_STEP_MAX else d)
+            return -(_BACKOFF_STEP_MAX if d > _BACKOFF_STEP_MAX else d)
         ex = p - self.back_target
         if ex <= 0:
             self.back_ok += 1
-        elif ex > BACKOFF_MARGIN:
+        elif ex > _BACKOFF_MARGIN:
             self.back_ok = 0              # (a count or two of sensor noise does not reset it)
         if self.back_ok >= 2:
             # phase A done: did the reading fall much faster per count than it rose? Then the
@@ -196,7 +195,7 @@ class RateLoop:
             rise_x = self.back_from - self.back_onset
             if (self.back_have and self.back_rise > 0 and rise_x > 0
                     and ra * self.back_rise * 2 < (self.back_p0 - p) * rise_x):
-                to = self.back_onset - BACKOFF_BAND
+                to = self.back_onset - _BACKOFF_BAND
                 if x > to:
                     self.back_b = True
                     self.back_m = self.m - (x - to)
@@ -204,11 +203,11 @@ class RateLoop:
             self.phase = IDLE
             return 0
         if ex > 0:
-            # gentle proportional gain: with readings LAG ticks old and a compliance as
+            # gentle proportional gain: with readings _LAG ticks old and a compliance as
             # small as 0.3 µL/mmHg, ex/8 per tick never overshoots the target
             n = -(ex // 8) - 1
-            if n < -BACKOFF_STEP_MAX:
-                n = -BACKOFF_STEP_MAX
+            if n < -_BACKOFF_STEP_MAX:
+                n = -_BACKOFF_STEP_MAX
             return n
         return 0
 
@@ -216,7 +215,7 @@ class RateLoop:
         """One control tick. n_line: line steps this tick (RUN only). Returns µsteps."""
         self.enc_rel = x = enc - self.enc_ref
         self.engaged_now = False
-        lagi = self.hi - LAG + 1
+        lagi = self.hi - _LAG + 1
         if lagi < 0:
             lagi += _HIST
         m_old = self.m_hist[lagi]
@@ -226,18 +225,18 @@ class RateLoop:
         if ph == TAKEUP:
             self.tgt += n_line
             n_line = 0
-            if x - self.x_start >= ENGAGE_COUNTS or p - self.p_start >= ENGAGE_MMHG:
+            if x - self.x_start >= _ENGAGE_COUNTS or p - self.p_start >= _ENGAGE_MMHG:
                 ph = self.phase = LOAD
-                if self.p_start <= LOAD_FLOOR:
+                if self.p_start <= _LOAD_FLOOR:
                     self.anchor_x = x     # else the spring was loaded already: from x_start
                 self.x_load = x
                 self.p_a = p
                 self.p_peak = p
             else:
-                n = TAKEUP_STEPS
+                n = _TAKEUP_STEPS
         if ph == LOAD:
             self.tgt += n_line
-            if p <= LOAD_FLOOR:
+            if p <= _LOAD_FLOOR:
                 # the spring is looser than the glide force: the stopper cannot be moving
                 self.anchor_x = x
                 self.p_a = p
@@ -245,8 +244,8 @@ class RateLoop:
             elif p > self.p_peak:
                 self.p_peak = p
             d = x - self.anchor_x
-            if ((d >= 2 and self.p_peak - p >= BREAK_MMHG) or d >= LOAD_SPAN
-                    or (d >= 16 and (p - self.p_a) * 4 < d) or x - self.x_load >= LOAD_MAX):
+            if ((d >= 2 and self.p_peak - p >= _BREAK_MMHG) or d >= _LOAD_SPAN
+                    or (d >= 16 and (p - self.p_a) * 4 < d) or x - self.x_load >= _LOAD_MAX):
                 ph = self.phase = RUN
                 self.engaged_now = True
                 lm = m_old - x
@@ -258,11 +257,11 @@ class RateLoop:
                 self.stall_ms = 0
                 x_old = x
             else:
-                n = LOAD_STEPS if n_line < LOAD_STEPS else n_line
+                n = _LOAD_STEPS if n_line < _LOAD_STEPS else n_line
             n_line = 0
         if ph == TAKEUP or ph == LOAD:
             self.take += n
-            if self.take > TAKEUP_MAX:
+            if self.take > _TAKEUP_MAX:
                 self.stall = True
                 n = 0
         xs = x
@@ -272,17 +271,17 @@ class RateLoop:
             lm = m_old - x
             if lm > self.lost:
                 # missed steps: make them up, within reason
-                lim = self.lost0 + LOST_MAX
+                lim = self.lost0 + _LOST_MAX
                 self.lost = lm if lm < lim else lim
             n = xs + self.lost - self.m
             if n < 0:
                 n = 0
-            elif n > NMAX:
-                n = NMAX
-            # the plunger trails where the line was LAG ticks ago: missed steps or a stall
-            if x_old - x > STALL_TOL:
+            elif n > _NMAX:
+                n = _NMAX
+            # the plunger trails where the line was _LAG ticks ago: missed steps or a stall
+            if x_old - x > _STALL_TOL:
                 self.stall_ms += dt
-                if self.stall_ms >= STALL_MS:
+                if self.stall_ms >= _STALL_MS:
                     self.stall = True
             else:
                 self.stall_ms = 0
@@ -306,11 +305,11 @@ class RateLoop:
             e = x - mp
             if e < self.e_base:
                 self.e_base = e
-            if x - m - self.e_base > RUNAWAY_TOL:
+            if x - m - self.e_base > _RUNAWAY_TOL:
                 self.runaway = True
         c = self.creep + (n if n >= 0 else -n)
-        if c >= CREEP:
-            c -= CREEP
+        if c >= _CREEP:
+            c -= _CREEP
             self.e_base += 1
         self.creep = c
         self.m += n
