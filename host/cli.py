@@ -444,11 +444,25 @@ def cmd_ports(args: argparse.Namespace) -> int:
 
 
 def cmd_firmware_build(args: argparse.Namespace) -> int:
+    if args.romfs:
+        return _firmware_build_romfs(args)
     from host.firmware_tools import build
-    files = build(args.board, args.out)
-    _emit(args, {"ok": True, "board": args.board, "out": str(args.out),
+    out = args.out or "build/firmware"
+    files = build(args.board, out)
+    _emit(args, {"ok": True, "board": args.board, "out": str(out),
                  "files": [str(f) for f in files]},
-          f"built {len(files)} files for {args.board} into {args.out}")
+          f"built {len(files)} files for {args.board} into {out}")
+    return EXIT_OK
+
+
+def _firmware_build_romfs(args: argparse.Namespace) -> int:
+    from host.firmware_tools import DEFAULT_IMAGE, romfs_image
+    image = romfs_image(args.board, args.out or DEFAULT_IMAGE)
+    size = image.stat().st_size
+    _emit(args, {"ok": True, "board": args.board, "out": str(image), "romfs": True,
+                 "bytes": size},
+          f"built the ROMFS image for {args.board}: {image}, {size} bytes "
+          f"({size / 1024:.1f} KiB; the board's ROMFS partition must be at least that big)")
     return EXIT_OK
 
 
@@ -457,12 +471,13 @@ def cmd_firmware_flash(args: argparse.Namespace) -> int:
     if not args.port:
         raise UsageError(f"firmware flash needs --port (or {ENV_PORT})")
     from host.auth import KeyStore
-    res = flash(args.port, args.board, timeout=args.timeout,
+    res = flash(args.port, args.board, romfs=args.romfs, timeout=args.timeout,
                 key_store=None if args.no_key else KeyStore(args.key_store or None))
-    _emit(args, {"ok": True, "port": args.port, "board": args.board, "fw": res.fw,
-                 "dev": res.dev, "key_file": str(res.key_file) if res.key_file else None},
-          f"flashed {args.board} on {args.port}: device {res.dev}, firmware {res.fw}"
-          + (f"; key stored in {res.key_file}" if res.key_file else ""))
+    _emit(args, {"ok": True, "port": args.port, "board": args.board, "mode": res.mode,
+                 "fw": res.fw, "dev": res.dev,
+                 "key_file": str(res.key_file) if res.key_file else None},
+          f"flashed {args.board} on {args.port} ({res.mode}): device {res.dev}, "
+          f"firmware {res.fw}" + (f"; key stored in {res.key_file}" if res.key_file else ""))
     return EXIT_OK
 
 
@@ -573,13 +588,24 @@ def build_parser() -> argparse.ArgumentParser:
                        description="build the firmware with mpy-cross or flash a board")
     fsub = p.add_subparsers(dest="firmware_command", metavar="build|flash")
     fsub.required = True
-    p = add("build", cmd_firmware_build, "compile the firmware tree to .mpy", fsub)
+    p = add("build", cmd_firmware_build,
+            "compile the firmware tree to .mpy (or, with --romfs, to a ROMFS image)", fsub)
     p.add_argument("--board", default="rp2_pico", help="target board (default %(default)s)")
-    p.add_argument("--out", default="build/firmware", metavar="DIR",
-                   help="output folder, replaced (default %(default)s)")
+    p.add_argument("--romfs", action="store_true",
+                   help="write the ROMFS image of the compiled code instead of the tree")
+    p.add_argument("--out", metavar="PATH",
+                   help="output folder, replaced (default build/firmware), or with --romfs "
+                        "the image file (default build/firmware.romfs)")
     p = add("flash", cmd_firmware_flash,
-            "build, copy to the board with mpremote, reset and check the version", fsub)
+            "build, deploy to the board with mpremote, reset and check the version", fsub)
     p.add_argument("--board", default="rp2_pico", help="target board (default %(default)s)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--romfs", dest="romfs", action="store_true", default=True,
+                      help="code as a ROMFS image in the board's ROMFS partition, run in place "
+                           "(MicroPython >= 1.25 built with one); main.py and data on the "
+                           "filesystem (default)")
+    mode.add_argument("--files", dest="romfs", action="store_false",
+                      help="copy the whole compiled tree to the board's filesystem (any build)")
     p.add_argument("--no-key", action="store_true",
                    help="do not provision an authentication key")
 

@@ -1,4 +1,5 @@
-"""The infusekit CLI: output, --json, exit codes, drug library, firmware build."""
+"""The infusekit CLI: output, --json, exit codes, drug library, firmware build (tree and
+ROMFS image)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,8 @@ import pytest
 
 from host import cli
 from host._firmware import firmware_dir
-from host.firmware_tools import build
+from conftest import run_micropython
+from host.firmware_tools import build, romfs_image
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -166,8 +168,12 @@ def test_firmware_build_compiles_every_module(tmp_path):
             assert mpy in files
             assert mpy.read_bytes()[:1] == b"M"
             assert not (out / rel).exists()
-    for data in src.rglob("*.json"):
+    for data in [*src.rglob("*.json"), *src.rglob("*.sha256")]:
+        if data.name == "pyrightconfig.json":           # a development file: not deployed
+            assert not (out / data.relative_to(src)).exists()
+            continue
         assert (out / data.relative_to(src)).read_bytes() == data.read_bytes()
+    assert (out / "druglib.json.sha256").exists()
     assert set(files) == {p for p in out.rglob("*") if p.is_file()}
 
 
@@ -178,6 +184,55 @@ def test_firmware_build_cli(tmp_path, capsys):
     assert code == 0 and obj["ok"] and (out / "pumpcore" / "protocol.mpy").exists()
     code, _, err = run(capsys, "firmware", "build", "--board", "nosuch", "--out", str(out))
     assert code == 1 and "unknown board" in err
+
+
+ROM_WALK = """
+import os, sys, vfs
+vfs.mount(vfs.VfsRom(open({image!r}, 'rb').read()), '/rom')
+sys.path.append('/rom')
+def walk(d):
+    for name, kind, *_ in os.ilistdir(d):
+        p = d + '/' + name
+        walk(p) if kind & 0x4000 else print(p[5:])
+walk('/rom')
+import pumpcore.protocol
+print('imported', pumpcore.protocol.__file__)
+"""
+
+
+def test_romfs_image_holds_exactly_the_code_and_imports_in_place(tmp_path):
+    """The image mounts under the real micropython with vfs.VfsRom, holds every compiled
+    module and nothing else (no main.py, no data), and pumpcore imports from it."""
+    image = romfs_image("sim", tmp_path / "fw.romfs")
+    tree = tmp_path / "tree"
+    build("sim", tree)
+    code = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*.mpy"))
+    assert code and image.read_bytes()[:3] == b"\xd2\xcd\x31"
+    empty = tmp_path / "cwd"
+    empty.mkdir()
+    p = run_micropython(ROM_WALK.format(image=str(image)), cwd=empty)
+    assert p.returncode == 0, p.stderr
+    *listed, imported = p.stdout.splitlines()
+    assert sorted(listed) == code
+    assert imported == "imported /rom/pumpcore/protocol.mpy"
+
+
+def test_romfs_image_is_deterministic(tmp_path):
+    a = romfs_image("rp2_pico", tmp_path / "a" / "fw.romfs").read_bytes()
+    b = romfs_image("rp2_pico", tmp_path / "b.img").read_bytes()
+    assert a == b and len(a) > 10_000
+
+
+def test_firmware_build_romfs_cli(tmp_path, capsys):
+    out = tmp_path / "fw.romfs"
+    code, stdout, _ = run(capsys, "--json", "firmware", "build", "--romfs", "--out", str(out))
+    obj = json.loads(stdout)
+    assert code == 0 and obj["ok"] and obj["romfs"] and obj["board"] == "rp2_pico"
+    assert obj["out"] == str(out) and obj["bytes"] == out.stat().st_size
+    code, stdout, _ = run(capsys, "firmware", "build", "--romfs", "--out", str(out))
+    assert code == 0 and f"{out}, {out.stat().st_size} bytes" in stdout
+    code, _, err = run(capsys, "firmware", "build", "--romfs", "--out", str(tmp_path / "fw.bin"))
+    assert code == 1 and "must end in .romfs or .img" in err
 
 
 def test_console_entry_point_runs():

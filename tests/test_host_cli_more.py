@@ -1,6 +1,6 @@
 """The CLI commands added with protocol v0's extensions, against the scripted fake pump:
 bolus, titrate, standby, silence, vitals, config, log (JSONL/CSV), monitor, firmware flash
-with key provisioning (mpremote replaced by a recorder)."""
+(files and ROMFS modes, key provisioning; mpremote replaced by a fake board)."""
 from __future__ import annotations
 
 import csv
@@ -12,8 +12,12 @@ import textwrap
 import threading
 import time
 
+import pytest
+
+from conftest import run_micropython
 from host import cli
 from host.auth import KeyStore
+from host.firmware_tools import FirmwareToolError, flash
 
 
 def run(capsys, *argv):
@@ -102,42 +106,157 @@ def test_monitor_until_complete_plain_and_json(fake, capsys):
     assert code == 0 and obj["state"] == "RUNNING" and obj["remaining_ms"] == 0
 
 
-def test_firmware_flash_provisions_a_private_key(fake, capsys, tmp_path, monkeypatch):
-    board = tmp_path / "board"
-    board.mkdir()
-    recorder = tmp_path / "mpremote.py"
-    recorder.write_text(textwrap.dedent(f"""
-        import os, shutil, sys
-        args = sys.argv[1:]
-        assert args[:2] == ["connect", {fake.path!r}], args
-        args = args[2:]
-        with open({str(tmp_path / 'calls')!r}, "a") as f:
-            f.write(" ".join(args) + "\\n")
-        if args[:2] == ["fs", "cp"]:
-            srcs, dest = args[2:-1], args[-1]
-            srcs = [s for s in srcs if s != "-r"]
-            for s in srcs:
-                target = os.path.join({str(board)!r}, dest[1:] or os.path.basename(s))
-                if os.path.isdir(s):
-                    shutil.copytree(s, os.path.join({str(board)!r}, s))
-                else:
-                    shutil.copy(s, target)
-    """))
-    monkeypatch.setenv("INFUSEKIT_MPREMOTE", f"{sys.executable} {recorder}")
+# ------------------------------------------------------------------------------ firmware flash
+# The fake mpremote keeps the board's writable filesystem in <state>/board, the ROMFS
+# partition in <state>/rom.img, and logs every command to <state>/calls. With
+# <state>/no-romfs it answers `romfs deploy` as mpremote does on a build without ROMFS.
+
+FAKE_MPREMOTE = textwrap.dedent("""
+    import os, shutil, sys
+    state, port, args = sys.argv[1], sys.argv[3], sys.argv[4:]
+    assert sys.argv[2] == "connect", sys.argv
+    board = os.path.join(state, "board")
+    with open(os.path.join(state, "calls"), "a") as f:
+        f.write(" ".join(args) + "\\n")
+
+    def fail(msg):
+        sys.exit(print("mpremote: " + msg, file=sys.stderr) or 1)
+
+    cmd, rest = args[:2], [a for a in args[2:] if a != "-r"]
+    if cmd == ["fs", "cp"]:
+        for s in rest[:-1]:
+            target = os.path.join(board, rest[-1][1:] or os.path.basename(s))
+            if os.path.isdir(s):
+                shutil.copytree(s, target, dirs_exist_ok=True)
+            else:
+                shutil.copy(s, target)
+    elif cmd == ["fs", "ls"]:
+        print("ls :")
+        for name in sorted(os.listdir(board)):
+            path = os.path.join(board, name)
+            isdir = os.path.isdir(path)
+            print("{:12} {}{}".format(0 if isdir else os.path.getsize(path), name,
+                                      "/" if isdir else ""))
+    elif cmd == ["fs", "rm"]:
+        for p in rest:
+            path = os.path.join(board, p[1:])
+            if not os.path.exists(path):
+                fail("rm: No such file or directory.")
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    elif cmd == ["romfs", "deploy"]:
+        image = open(rest[0], "rb").read()
+        assert rest[0].endswith((".romfs", ".img")) and image[:3] == b"\\xd2\\xcd\\x31"
+        print("Image size is {} bytes".format(len(image)))
+        if os.path.exists(os.path.join(state, "no-romfs")):
+            fail("ROMFS is not enabled on this device")
+        open(os.path.join(state, "rom.img"), "wb").write(image)
+    elif args != ["reset"]:
+        fail("fake: unexpected command {}".format(args))
+""")
+
+
+@pytest.fixture
+def board(tmp_path, monkeypatch, fake):
+    """The fake board's state folder; mpremote is the fake, the firmware version the fake's."""
+    state = tmp_path / "state"
+    (state / "board").mkdir(parents=True)
+    script = tmp_path / "mpremote.py"
+    script.write_text(FAKE_MPREMOTE)
+    monkeypatch.setenv("INFUSEKIT_MPREMOTE", f"{sys.executable} {script} {state}")
     import host.firmware_tools as ft
     monkeypatch.setattr(ft, "firmware_version", lambda: "0.1.0")
+    return state
+
+
+def calls(state):
+    return (state / "calls").read_text().splitlines()
+
+
+def test_firmware_flash_files_provisions_a_private_key(fake, board, capsys, tmp_path):
+    store = tmp_path / "keys"
+    code, out, err = run(capsys, "--port", fake.path, "--json", "--key-store", str(store),
+                         "firmware", "flash", "--board", "sim", "--files")
+    assert code == 0, err
+    obj = json.loads(out)
+    assert obj["dev"] == "FAKE-1" and obj["fw"] == "0.1.0" and obj["mode"] == "files"
+    key_file = store / "FAKE-1.key"
+    key = key_file.read_bytes()
+    assert len(key) == 32 and (board / "board" / "key.bin").read_bytes() == key
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert (board / "board" / "pumpcore" / "controller.mpy").exists()
+    assert key.hex() not in out + err and key.hex().upper() not in out + err
+    assert calls(board) == ["fs cp -r boards druglib.json druglib.json.sha256 main.py pumpcore :",
+                            "fs cp key.bin :key.bin", "reset"]
+    assert KeyStore(store).load("FAKE-1") == key
+
+
+ROM_IMPORT = """
+import sys, vfs
+vfs.mount(vfs.VfsRom(open({image!r}, 'rb').read()), '/rom')
+sys.path[:] = ['', '.frozen', '/lib', '/rom', '/rom/lib']   # '' (the littlefs root) first
+import boards.sim, pumpcore.protocol
+print(boards.sim.__file__, pumpcore.protocol.__file__)
+"""
+
+
+def test_firmware_flash_romfs_end_to_end(fake, board, capsys, tmp_path):
+    """Default mode: image to the ROMFS partition, stale code copies removed from littlefs,
+    main.py and data copied, the log and other files left alone; then the code imports from
+    /rom with the board's littlefs root first in sys.path."""
+    fs = board / "board"
+    for stale in ("pumpcore/controller.mpy", "boards/sim.mpy", "log/0001.log"):
+        (fs / stale).parent.mkdir(exist_ok=True)
+        (fs / stale).write_bytes(b"old")
     store = tmp_path / "keys"
     code, out, err = run(capsys, "--port", fake.path, "--json", "--key-store", str(store),
                          "firmware", "flash", "--board", "sim")
     assert code == 0, err
     obj = json.loads(out)
-    assert obj["dev"] == "FAKE-1" and obj["fw"] == "0.1.0"
-    key_file = store / "FAKE-1.key"
-    key = key_file.read_bytes()
-    assert len(key) == 32 and (board / "key.bin").read_bytes() == key
-    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-    assert (board / "pumpcore" / "controller.mpy").exists()
-    assert key.hex() not in out + err and key.hex().upper() not in out + err
-    calls = (tmp_path / "calls").read_text().splitlines()
-    assert calls[-1] == "reset" and calls[-2] == "fs cp key.bin :key.bin"
-    assert KeyStore(store).load("FAKE-1") == key
+    assert obj["mode"] == "romfs" and obj["dev"] == "FAKE-1" and obj["fw"] == "0.1.0"
+    deploy, *after = calls(board)
+    assert deploy.startswith("romfs deploy ") and deploy.endswith("/firmware.romfs")
+    assert after == ["fs ls :", "fs rm -r :boards :pumpcore",
+                     "fs cp -r druglib.json druglib.json.sha256 main.py :",
+                     "fs cp key.bin :key.bin", "reset"]
+    assert sorted(p.name for p in fs.iterdir()) == ["druglib.json", "druglib.json.sha256", "key.bin",
+                                                    "log", "main.py"]
+    assert (fs / "log" / "0001.log").read_bytes() == b"old"
+    key = (store / "FAKE-1.key").read_bytes()
+    assert (fs / "key.bin").read_bytes() == key and key.hex() not in out + err
+    p = run_micropython(ROM_IMPORT.format(image=str(board / "rom.img")), cwd=fs)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["/rom/boards/sim.mpy", "/rom/pumpcore/protocol.mpy"]
+
+
+def test_firmware_flash_romfs_without_stale_copies_removes_nothing(fake, board):
+    res = flash(fake.path, "sim", boot_wait_s=0, timeout=1.0)
+    assert res.mode == "romfs" and res.key_file is None
+    assert [c.split()[:2] for c in calls(board)] == [["romfs", "deploy"], ["fs", "ls"],
+                                                     ["fs", "cp"], ["reset"]]
+
+
+def test_firmware_flash_romfs_refused_without_partition(fake, board, capsys):
+    """A build without ROMFS: one clear error naming --files, and nothing on the board changed."""
+    (board / "no-romfs").touch()
+    (board / "board" / "pumpcore").mkdir()
+    code, out, err = run(capsys, "--port", fake.path, "--json",
+                         "firmware", "flash", "--board", "sim", "--no-key")
+    obj = json.loads(out)
+    assert code == 1 and obj["ok"] is False and obj["error"] == "firmware"
+    assert "no ROMFS partition" in obj["message"] and "--files" in obj["message"]
+    assert len(err.strip().splitlines()) == 1
+    assert [c.split()[:2] for c in calls(board)] == [["romfs", "deploy"]]
+    assert [p.name for p in (board / "board").iterdir()] == ["pumpcore"]
+
+
+def test_firmware_flash_romfs_refuses_data_inside_a_code_package(fake, board, tmp_path,
+                                                                 monkeypatch):
+    import shutil
+    from host._firmware import firmware_dir
+    src = tmp_path / "fw"
+    shutil.copytree(firmware_dir(), src, ignore=shutil.ignore_patterns("__pycache__"))
+    (src / "pumpcore" / "table.json").write_text("{}")
+    monkeypatch.setenv("INFUSEKIT_FIRMWARE", str(src))
+    with pytest.raises(FirmwareToolError, match="pumpcore/table.json sit in a code package"):
+        flash(fake.path, "sim", boot_wait_s=0)
+    assert not (board / "calls").exists()
