@@ -37,6 +37,8 @@ def build_controller(board):
         lib = libload.load(board.LIB_PATH)
     except LibraryError as e:
         fault = b"drug library: " + str(e).encode()
+    except MemoryError:
+        fault = b"out of memory reading the drug library"
     except Exception as e:  # anything unexpected in the file is a corrupt library too
         fault = b"drug library unreadable: " + str(e).encode()[:40]
     settings = Settings()

@@ -85,7 +85,7 @@ def plan(rate_ul_h):
 class Occlusion:
     def __init__(self, limit_mmhg):
         self.limit = limit_mmhg
-        self.ring = array("i", bytes(4 * _N_MAX))
+        self.ring = array("h", bytes(2 * _N_MAX))   # y <= 4 * _P_CLAMP = 8000: 16 bits
         self.d = 1
         self.n = _N_MAX
         self.thr_num = 1 << 29

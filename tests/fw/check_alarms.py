@@ -4,12 +4,16 @@ Portable: run under CPython and under the real `micropython` interpreter by
 tests/test_fw_checks.py. The rig's plant (tests/fw/fwkit.py) closes the loop: the encoder
 follows the motor, pressure is scripted or rises with the volume pushed into a closed line.
 """
+import sys
+
 from fwkit import Rig, crc_frame, TICK_MS
 from pumpcore import fsm
 from pumpcore import alarms as AL
 from pumpcore.settings import Settings
 from pumpcore.auth import Auth, mac16
 from pumpcore.boot import build_controller
+
+_MICROPYTHON = sys.implementation.name == "micropython"
 
 
 def _running(rate=100000, vtbi=50000000, cfg=None, **kw):
@@ -278,6 +282,14 @@ def check_fault_refuses_to_infuse():
     cases.append((_Board("/tmp/infusekit_no_such_lib.json"), b"missing"))
     s = Settings().encode()
     cases.append((_Board(good, s[:-3] + b"00\n"), b"settings CRC"))             # corrupt settings
+    big = "/tmp/infusekit_check_hugelib.json"        # larger than the interpreter's heap:
+    with open(big, "wb") as f:                      # MicroPython cannot read it (MemoryError)
+        pad = b" " * 65536
+        for _ in range(48):
+            f.write(pad)
+        f.write(b"{}")
+    cases.append((_Board(big), b"out of memory reading the drug library" if _MICROPYTHON
+                  else b"no version or no drugs"))
     for board, why in cases:
         r = _faulted(board)
         assert r.state() == fsm.FAULT, why
