@@ -474,10 +474,11 @@ def cmd_firmware_flash(args: argparse.Namespace) -> int:
     res = flash(args.port, args.board, romfs=args.romfs, timeout=args.timeout,
                 key_store=None if args.no_key else KeyStore(args.key_store or None))
     _emit(args, {"ok": True, "port": args.port, "board": args.board, "mode": res.mode,
-                 "fw": res.fw, "dev": res.dev,
+                 "note": res.note or None, "fw": res.fw, "dev": res.dev,
                  "key_file": str(res.key_file) if res.key_file else None},
           f"flashed {args.board} on {args.port} ({res.mode}): device {res.dev}, "
-          f"firmware {res.fw}" + (f"; key stored in {res.key_file}" if res.key_file else ""))
+          f"firmware {res.fw}" + (f"; key stored in {res.key_file}" if res.key_file else "")
+          + (f"\nnote: {res.note}" if res.note else ""))
     return EXIT_OK
 
 
@@ -600,10 +601,11 @@ def build_parser() -> argparse.ArgumentParser:
             "build, deploy to the board with mpremote, reset and check the version", fsub)
     p.add_argument("--board", default="rp2_pico", help="target board (default %(default)s)")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--romfs", dest="romfs", action="store_true", default=True,
+    mode.add_argument("--romfs", dest="romfs", action="store_true", default=None,
                       help="code as a ROMFS image in the board's ROMFS partition, run in place "
                            "(MicroPython >= 1.25 built with one); main.py and data on the "
-                           "filesystem (default)")
+                           "filesystem; refused on a board without a partition (default: "
+                           "ROMFS where the board has a partition, else files)")
     mode.add_argument("--files", dest="romfs", action="store_false",
                       help="copy the whole compiled tree to the board's filesystem (any build)")
     p.add_argument("--no-key", action="store_true",

@@ -8,7 +8,7 @@
 ``flash()`` builds, deploys, resets the board, then opens it with ``Pump`` and checks that it
 reports the firmware version of this tree. Two deployments:
 
-- **romfs** (default): the image goes to the board's ROMFS partition (``mpremote romfs
+- **romfs** (where the board has a ROMFS partition; files otherwise): the image goes to the board's ROMFS partition (``mpremote romfs
   deploy``; MicroPython >= 1.25 built with a partition, mounted at ``/rom``, where ``.mpy``
   code runs in place instead of being copied into the heap); ``main.py``/``boot.py`` and the
   data files go to the writable filesystem, and copies of the code packages an earlier files
@@ -55,6 +55,10 @@ BOARDS: dict[str, Board] = {
 
 class FirmwareToolError(RuntimeError):
     """A build or flash step failed; the message says which and what to do."""
+
+
+class NoRomfsPartition(FirmwareToolError):
+    """The board's MicroPython has no ROMFS partition; nothing on the board was changed."""
 
 
 def mpy_cross_command() -> list[str]:
@@ -191,6 +195,7 @@ class FlashResult:
     dev: str                   # its device id
     key_file: Path | None      # where the host keeps its key (None: no key provisioned)
     mode: str = "romfs"        # how the code was deployed: "romfs" or "files"
+    note: str = ""             # why the mode differs from the one asked for, if it does
 
 
 ENV_MPREMOTE = "INFUSEKIT_MPREMOTE"
@@ -265,8 +270,9 @@ def _deploy_romfs(port: str, tree: Path, image: Path) -> None:
         if why is None:
             raise FirmwareToolError(f"{_failure(args, proc)}; check the port and that no other "
                                     f"program has it open")
-        raise FirmwareToolError(f"{why} ({image.stat().st_size} bytes to deploy, nothing on "
-                                f"the board changed): {ROMFS_HINT}")
+        kind = FirmwareToolError if "too big" in said else NoRomfsPartition
+        raise kind(f"{why} ({image.stat().st_size} bytes to deploy, nothing on "
+                   f"the board changed): {ROMFS_HINT}")
     stale = sorted(set(code) & _board_root(port, tree))
     if stale:
         _mpremote(port, ["fs", "rm", "-r", *(f":{name}" for name in stale)], tree)
@@ -292,13 +298,14 @@ def _provision_key(port: str, key: bytes, tmp: Path) -> None:
         kf.unlink()
 
 
-def flash(port: str, board: str = "rp2_pico", *, romfs: bool = True,
+def flash(port: str, board: str = "rp2_pico", *, romfs: bool | None = None,
           out_dir: str | Path | None = None, boot_wait_s: float = 2.0, timeout: float = 3.0,
           key_store: "KeyStore | None" = None) -> FlashResult:
-    """Build, deploy with mpremote (``romfs``: code as a ROMFS image; else: files), reset, and
-    check HELLO's ``fw``.
+    """Build, deploy with mpremote, reset, and check HELLO's ``fw``.
 
-    A board without a ROMFS partition is refused in romfs mode before anything on it changes.
+    ``romfs=True``: the code as a ROMFS image; a board without a ROMFS partition is refused
+    before anything on it changes. ``romfs=False``: files. ``romfs=None`` (the default): ROMFS
+    where the board has a partition, else files, and the result's ``note`` says why.
     With ``key_store``, a fresh random 32-byte key is written to the board as ``key.bin``
     (from a private temporary file that is deleted afterwards) and, once the board has
     answered HELLO with its device id, saved in the store as ``<dev>.key`` (mode 0600). The
@@ -311,9 +318,17 @@ def flash(port: str, board: str = "rp2_pico", *, romfs: bool = True,
     with tempfile.TemporaryDirectory(prefix="infusekit-fw-") as tmp:
         out = Path(out_dir) if out_dir else Path(tmp) / "firmware"
         build(board, out)
-        if romfs:
-            _deploy_romfs(port, out, Path(tmp) / IMAGE_NAME)
-        else:
+        mode, note = ("romfs" if romfs is not False else "files"), ""
+        if mode == "romfs":
+            try:
+                _deploy_romfs(port, out, Path(tmp) / IMAGE_NAME)
+            except NoRomfsPartition as e:
+                if romfs:
+                    raise
+                mode = "files"
+                note = (f"{str(e).split(' (', 1)[0]}: deployed as files, so every imported "
+                        f"module is loaded into the heap (docs/hardware.md)")
+        if mode == "files":
             _deploy_files(port, out)
         if key is not None:
             _provision_key(port, key, Path(tmp))
@@ -326,4 +341,4 @@ def flash(port: str, board: str = "rp2_pico", *, romfs: bool = True,
         raise FirmwareToolError(f"board reports firmware {info.fw}, expected {expected}; "
                                 f"reset the board and flash again")
     key_file = key_store.save(info.dev, key) if key_store is not None and key is not None else None
-    return FlashResult(info.fw, info.dev, key_file, "romfs" if romfs else "files")
+    return FlashResult(info.fw, info.dev, key_file, mode, note)

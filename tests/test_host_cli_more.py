@@ -236,17 +236,32 @@ def test_firmware_flash_romfs_without_stale_copies_removes_nothing(fake, board):
 
 
 def test_firmware_flash_romfs_refused_without_partition(fake, board, capsys):
-    """A build without ROMFS: one clear error naming --files, and nothing on the board changed."""
+    """--romfs on a build without ROMFS: one clear error naming --files, nothing changed."""
     (board / "no-romfs").touch()
     (board / "board" / "pumpcore").mkdir()
     code, out, err = run(capsys, "--port", fake.path, "--json",
-                         "firmware", "flash", "--board", "sim", "--no-key")
+                         "firmware", "flash", "--board", "sim", "--no-key", "--romfs")
     obj = json.loads(out)
     assert code == 1 and obj["ok"] is False and obj["error"] == "firmware"
     assert "no ROMFS partition" in obj["message"] and "--files" in obj["message"]
     assert len(err.strip().splitlines()) == 1
     assert [c.split()[:2] for c in calls(board)] == [["romfs", "deploy"]]
     assert [p.name for p in (board / "board").iterdir()] == ["pumpcore"]
+
+
+def test_firmware_flash_falls_back_to_files_without_partition(fake, board, capsys):
+    """The default on a build without ROMFS (the stock Pico firmware): files, and says why."""
+    (board / "no-romfs").touch()
+    code, out, err = run(capsys, "--port", fake.path, "--json",
+                         "firmware", "flash", "--board", "sim", "--no-key")
+    obj = json.loads(out)
+    assert code == 0 and obj["mode"] == "files", (out, err)
+    assert "no ROMFS partition" in obj["note"] and "heap" in obj["note"]
+    assert [c.split()[:2] for c in calls(board)] == [["romfs", "deploy"], ["fs", "cp"], ["reset"]]
+    assert (board / "board" / "pumpcore" / "protocol.mpy").exists()
+    code, out, err = run(capsys, "--port", fake.path, "firmware", "flash", "--board", "sim",
+                         "--no-key")
+    assert code == 0 and "(files)" in out and "note: " in out and "no ROMFS partition" in out
 
 
 def test_firmware_flash_romfs_refuses_data_inside_a_code_package(fake, board, tmp_path,
