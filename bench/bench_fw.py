@@ -91,18 +91,20 @@ def bench_firmware() -> dict:
         data.mkdir()
         for f in tree.glob("*.json"):
             shutil.copy(f, data / f.name)
-        peak, info = heap_peak(data, image)
-        peak_files, files = heap_peak(tree)
-        logdir = Path(d) / "flash"
+        logdir = Path(d) / "flash"              # the event log's littlefs folder
         logdir.mkdir()
-        peak_log, _ = heap_peak(data, image, logdir)
+        # the pump as deployed: code in ROMFS, event log on: the headline figure
+        peak, info = heap_peak(data, image, logdir)
+        peak_nolog, nolog = heap_peak(data, image)
+        peak_files, files = heap_peak(tree, None, logdir)
         image_bytes = image.stat().st_size
     return {
         "fw.tick_us_micropython": round(tick["tick_us_median"], 3),
         "fw.tick_alloc_bytes": tick["tick_alloc_bytes"],
         "fw.heap_peak_bytes": peak,
         "fw.heap_live_bytes": info["live_bytes"],
-        "fw.heap_peak_with_log_bytes": peak_log,
+        "fw.heap_peak_nolog_bytes": peak_nolog,
+        "fw.heap_live_nolog_bytes": nolog["live_bytes"],
         "fw.heap_peak_files_bytes": peak_files,
         "fw.heap_live_files_bytes": files["live_bytes"],
         "fw.romfs_image_bytes": image_bytes,
