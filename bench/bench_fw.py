@@ -1,8 +1,6 @@
 """Firmware figures under the real `micropython` interpreter: tick time, allocation, heap."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
 import subprocess
@@ -11,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from benchlib import BENCH, _mp_json, compiled_firmware, micropython_exe
+from host.firmware_tools import DATA_SUFFIXES, write_image
 
 
 # The Pico's boot, on the unix port: mount the ROMFS image at /rom and import from it. The
@@ -39,10 +38,7 @@ def _heap_run(cwd: Path, heap: int, image: Path | None, log_root: Path | None) -
     if p.returncode != 0:
         return None
     r = json.loads(p.stdout.strip().splitlines()[-1])
-    return r if r["state"] == _COMPLETE else None
-
-
-_COMPLETE = 4       # pumpcore.fsm.COMPLETE
+    return r if r["state"] == "COMPLETE" else None
 
 
 def heap_peak(cwd: Path, image: Path | None = None, log_root: Path | None = None) -> tuple[int, dict]:
@@ -66,19 +62,6 @@ def _rounded(n: int) -> int:
     return (n + 15) // 16 * 16
 
 
-def rom_image(tree: Path, dest: Path) -> Path:
-    """The ROMFS image of a compiled tree's code (pumpcore, boards, the bench driver), built
-    by mpremote's own image builder, as `mpremote romfs deploy` writes it to a board."""
-    from mpremote.romfs import make_romfs
-    src = dest.with_suffix(".d")
-    for part in ("pumpcore", "boards"):
-        shutil.copytree(tree / part, src / part)
-    shutil.copy(tree / "fw_heap.mpy", src / "fw_heap.mpy")
-    with contextlib.redirect_stdout(io.StringIO()):      # it prints the tree it packs
-        dest.write_bytes(make_romfs(str(src), mpy_cross=False))
-    return dest
-
-
 def bench_firmware() -> dict:
     with tempfile.TemporaryDirectory() as d:
         tree = compiled_firmware(Path(d) / "fw")
@@ -86,11 +69,12 @@ def bench_firmware() -> dict:
         subprocess.run([str(mpy), "-o", str(tree / "fw_heap.mpy"), "fw_heap.py"], cwd=BENCH, check=True)
         tick = _mp_json("fw_tick.py", tree)
         assert tick is not None, "fw_tick.py failed under micropython"
-        image = rom_image(tree, Path(d) / "fw.romfs")
-        data = Path(d) / "data"                 # the board's littlefs: the drug library only
+        image = write_image(tree, Path(d) / "fw.romfs")   # its code: pumpcore, boards, fw_heap
+        data = Path(d) / "data"                 # the board's littlefs: the drug library and its hash
         data.mkdir()
-        for f in tree.glob("*.json"):
-            shutil.copy(f, data / f.name)
+        for f in tree.iterdir():
+            if f.suffix in DATA_SUFFIXES:
+                shutil.copy(f, data / f.name)
         logdir = Path(d) / "flash"              # the event log's littlefs folder
         logdir.mkdir()
         # the pump as deployed: code in ROMFS, event log on: the headline figure

