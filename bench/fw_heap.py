@@ -11,8 +11,8 @@ heap, as from the Pico's littlefs), and from a ROMFS image mounted at /rom (as t
 MicroPython mounts its ROMFS flash partition at boot; see bench_fw.ROM_BOOT), where bytecode
 and constant data are used in place, not copied into the heap.
 
-Also reported: `live_bytes` (heap in use after boot with garbage collected), and the
-sampled high-water mark of gc.mem_alloc()."""
+Also reported: `live_bytes` (heap in use after boot with garbage collected) and the state
+the infusion ended in."""
 import gc
 import json
 import sys
@@ -20,36 +20,25 @@ import sys
 sys.path.insert(0, ".")
 gc.collect()
 base = gc.mem_alloc()
-peak = 0
-
-
-def sample():
-    global peak
-    u = gc.mem_alloc() - base
-    if u > peak:
-        peak = u
-
-
-TICK_MS = 50                     # pumpcore.ticks.TICK_MS (imported by the app at boot)
 
 
 def main(log_dir=None):
     from boards.sim import Board
     from pumpcore.app import App
+    from pumpcore import fsm
+    from pumpcore import protocol as P
+    from pumpcore.ticks import TICK_MS
     store = None
     if log_dir:
         from pumpcore.store import FileStore
         store = FileStore(log_dir)
-    sample()
     board = Board("druglib.json", store)
     app = App(board)
     gc.collect()
     live = gc.mem_alloc() - base
-    sample()
     t = 0x3FFFFFFF - 60000
     cmds = (b"1 PROG drug=ketamine dose_ug_kg=500 wt_g=70000 over_ms=2400000", b"2 TLM period_ms=1000",
             b"3 START")
-    from pumpcore import protocol as P
     for body in cmds:
         c = P.crc16(body, 0, len(body))
         board._rx = body + b"*%04X\n" % c
@@ -57,7 +46,6 @@ def main(log_dir=None):
         board.now = t
         board.tx.clear()
         app.tick()
-        sample()
     board.press = 20
     n = 0
     while n < 50000:
@@ -68,11 +56,7 @@ def main(log_dir=None):
         board.enc += board.steps        # the plunger follows the motor (closed loop)
         n += 1
         board.press = 20 + (n & 1)      # a live sensor: one count of noise (a frozen one faults)
-        if n % 20 == 0:
-            sample()
-        if app.ctl.fsm.state != 2:
+        if app.ctl.fsm.state != fsm.RUNNING:
             break
-    gc.collect()
-    sample()
-    print(json.dumps({"heap_peak_bytes": peak, "live_bytes": live, "ticks": n, "state": app.ctl.fsm.state,
+    print(json.dumps({"live_bytes": live, "ticks": n, "state": fsm.STATE_NAMES[app.ctl.fsm.state].decode(),
                       "delivered_nl": app.ctl.line.delivered_nl}))
