@@ -151,14 +151,19 @@ def _occlusion(controller: str, rate_ml_h: float, warm_s: int, cap_s: int,
         pump.close()
 
 
-def _false_alarms(controller: str, hours: float = 24.0) -> int:
-    pump = _Pump(controller, seed=3)
+def _nominal_alarms(controller: str, seed: int, rate_ml_h: float, vtbi_ml: float, ms: int) -> int:
+    """Alarms other than the VTBI notices in `ms` of nominal infusion with sensor noise."""
+    pump = _Pump(controller, seed=seed)
     try:
-        pump.start(1.0, 30.0)
-        pump.run(int(hours * 3600 * 1000))
+        pump.start(rate_ml_h, vtbi_ml)
+        pump.run(ms)
         return len([a for a in pump.alarms if a[1] not in NOTICES])
     finally:
         pump.close()
+
+
+def _false_alarms(controller: str, hours: float = 24.0) -> int:
+    return _nominal_alarms(controller, 3, 1.0, 30.0, int(hours * 3600 * 1000))
 
 
 def bench_sim() -> dict:
@@ -209,16 +214,8 @@ def bench_occ() -> dict:
 
 
 def _false_alarms_25(controller: str, syringes: int = 14) -> int:
-    n = 0
-    for k in range(syringes):
-        pump = _Pump(controller, seed=100 + k)
-        try:
-            pump.start(25.0, 45.0)
-            pump.run(int(45.0 / 25.0 * 3600 * 1000) + 60_000)
-            n += len([a for a in pump.alarms if a[1] not in NOTICES])
-        finally:
-            pump.close()
-    return n
+    ms = int(45.0 / 25.0 * 3600 * 1000) + 60_000          # one syringe of 45 mL, then a minute
+    return sum(_nominal_alarms(controller, 100 + k, 25.0, 45.0, ms) for k in range(syringes))
 
 
 def bench_false() -> dict:
