@@ -78,6 +78,7 @@ class App:
         self._ln = 0
         self._skip = []
         self._cmd_budget = _CMD_PER_S
+        self._fault_logged = False      # the log's write failure has been raised as a FAULT
         self._cmd_sec = 0
         self._dropped = 0
         self._interval = getattr(b, "LOG_INTERVAL_MS", LOG_INTERVAL_MS)
@@ -138,9 +139,6 @@ class App:
         `ub` (capped at the VTBI): RESUME can then under-deliver by at most one logging
         interval, and never deliver twice what was already given."""
         c = self.ctl
-        rec = getattr(c, "recover", None)
-        if rec is None:
-            return
         di = -1
         if c.lib is not None:
             for i in range(len(c.lib.drugs)):
@@ -149,23 +147,16 @@ class App:
         d = th.bound if th.bound > th.delivered else th.delivered
         if d > th.vtbi:
             d = th.vtbi
-        rec(th.state, th.rate, th.vtbi, d, di, th.kvo)
+        c.recover(th.state, th.rate, th.vtbi, d, di, th.kvo)
 
     def _delivered(self):
-        c = self.ctl
-        d = getattr(c, "delivered_nl", None)
-        return d() if d is not None else c.line.delivered_nl
+        return self.ctl.delivered_nl()
 
     def _rate(self):
         """The highest rate the motor may follow now (µL/h): basal, bolus or KVO."""
         c = self.ctl
-        r = c.rate
-        cr = getattr(c, "current_rate", None)
-        if cr is not None:
-            x = cr()
-            if x > r:
-                r = x
-        return r
+        x = c.current_rate()
+        return x if x > c.rate else c.rate
 
     def _lg(self):
         log = self.log
@@ -186,7 +177,7 @@ class App:
         c = self.ctl
         dr = c.lib.drugs[c.drug].name if (c.drug >= 0 and c.lib is not None) else b"-"
         return b"st=%s r=%d v=%d dr=%s do=%d kv=%d d=%d ub=%d el=%d" % (
-            fsm.STATE_NAMES[c.fsm.state], c.rate, c.vtbi, dr, c.dose_ug, getattr(c, "kvo", 0),
+            fsm.STATE_NAMES[c.fsm.state], c.rate, c.vtbi, dr, c.dose_ug, c.kvo,
             self._delivered(), self._ub, c.el_ms)
 
     def _th(self, now):
@@ -216,11 +207,9 @@ class App:
         if self._skip:
             self._skip.clear()
         if log._pending:
-            if not log.commit() and not getattr(self, "_fault_logged", False):
+            if not log.commit() and not self._fault_logged:
                 self._fault_logged = True
-                fault = getattr(c, "enter_fault", None)   # the controller's internal fault
-                if fault is not None:
-                    fault(b"event log not writable")
+                c.enter_fault(b"event log not writable")
 
     def _log_rx(self, now, n):
         buf = self._line
