@@ -466,6 +466,7 @@ def test_uart_read_write_path(pico):
 def test_app_runs_on_the_pico_board(pico):
     """The whole firmware (App + controller + event log on the flash filesystem) driven
     through the fake Pico: frames in over the UART, replies out, steps to the PIO."""
+    from pumpcore import fsm
     from pumpcore.app import App
 
     b, clock = pico.board, pico.time
@@ -493,7 +494,7 @@ def test_app_runs_on_the_pico_board(pico):
             b.encoder += 1
     assert Pin.all[4].v == 0
     assert 700 < pulses <= 768, pulses        # 60 mL/h = 76.8 µsteps/s, less the take-up
-    assert app.ctl.fsm.state == 2
+    assert app.ctl.fsm.state == fsm.RUNNING
     assert (Path(b.ROOT) / "log").is_dir() and any((Path(b.ROOT) / "log").iterdir())
     assert WDT.made[0].feeds >= 200
     # the door opens: high-priority alarm, motor cut, red flashing
@@ -501,7 +502,7 @@ def test_app_runs_on_the_pico_board(pico):
     for _ in range(30):
         clock.now += 50
         app.tick()
-    assert app.ctl.fsm.state == 5 and Pin.all[4].v == 1
+    assert app.ctl.fsm.state == fsm.ALARM and Pin.all[4].v == 1
     assert 1 in Pin.all[17].history
 
 

@@ -4,6 +4,7 @@ The tick runs under `micropython.heap_lock()` with an integer-only plant in the 
 encoder follows the motor), in every delivering regime: basal infusion with telemetry,
 a clinician bolus, keep-vein-open, and a paused pump with a medium alarm sounding."""
 from fwkit import Rig, crc_frame, TICK_MS
+from pumpcore import fsm
 
 try:
     import micropython
@@ -48,7 +49,7 @@ def check_running_tick_allocates_nothing():
     _locked(_ticks(r, 400))
     r.plunger = r.motor = r.inp.encoder
     assert r.ctl.line.steps > s0
-    assert r.state() == 2
+    assert r.state() == fsm.RUNNING
 
 
 def check_bolus_and_kvo_ticks_allocate_nothing():
@@ -63,7 +64,7 @@ def check_bolus_and_kvo_ticks_allocate_nothing():
     _locked(_ticks(r, 200))          # the bolus, its end, the basal rest
     r.plunger = r.motor = r.inp.encoder
     r.run(70000)
-    assert r.ctl.fsm.state == 7, r.ctl.fsm.state    # KVO
+    assert r.ctl.fsm.state == fsm.KVO, r.ctl.fsm.state
     k0 = r.ctl.kline.steps
     _locked(_ticks(r, 400))
     assert r.ctl.kline.steps > k0
