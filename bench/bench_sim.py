@@ -142,7 +142,7 @@ def _occlusion(controller: str, rate_ml_h: float, warm_s: int, cap_s: int,
         pump.run(61_000)
         bolus = analysis.bolus_ml(sim.record, t_rel, 60.0)
         p = sim.params
-        limit = analysis.detection_limit_s(rate_ml_h, p.total_compliance, p.pressure_noise_mmhg)
+        limit = analysis.detection_limit_s(rate_ml_h, p.total_compliance, p.noise_mmhg)
         return {"time_to_alarm_s": round(t_alarm, 2) if t_alarm is not None else None,
                 "limit_s": round(limit, 2),
                 "limit_ratio": round(t_alarm / limit, 3) if t_alarm is not None else None,

@@ -52,7 +52,8 @@ FAULTS = {
     "runaway": "bool|float: the driver steps on its own while enabled (float: mL/h, default 100)",
     "sensor_stuck": "bool: the pressure reading freezes at its current value",
     "sensor_drift": "float: the pressure reading drifts by N mmHg/min",
-    "height_cm": "float: pump height above the patient (siphon)",
+    "height_cm": "float: pump height above the cannula, negative below (ramp_s=N: over N s)",
+    "resistance": "float: partial occlusion, line resistance x nominal (ramp_s=N: rising over N s)",
     "mains": "bool: mains power present (False: on battery)",
     "battery_mv": "int|None: force the battery reading (None: discharge model)",
     "battery_soc": "float: battery state of charge 0..1",
@@ -156,6 +157,7 @@ class Simulation:
         ``FAULTS`` lists every name; an unknown one raises ValueError."""
         faults: dict[str, object] = {}
         where = kw.pop("where", "down")
+        ramp_s = float(kw.pop("ramp_s", 0.0))  # type: ignore[arg-type]
         if fault is not None:
             if "on" in kw:
                 faults[fault] = kw.pop("on")
@@ -198,7 +200,9 @@ class Simulation:
             elif name == "sensor_drift":
                 p.sensor_drift_mmhg_min = float(value)  # type: ignore[arg-type]
             elif name == "height_cm":
-                p.height_cm = float(value)  # type: ignore[arg-type]
+                p.set_height(float(value), ramp_s)  # type: ignore[arg-type]
+            elif name == "resistance":
+                p.set_resistance(float(value), ramp_s)  # type: ignore[arg-type]
             elif name == "mains":
                 p.mains = bool(value)
                 if value and not p.powered:

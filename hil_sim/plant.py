@@ -49,6 +49,8 @@ import math
 import random
 from dataclasses import dataclass, field, replace
 
+from hil_sim.bedside import Bedside, BedsideParams
+
 KPA_PER_MMHG = 0.133322387415  # 1 mmHg in kPa
 PA_PER_MMHG = 133.322387415
 MMHG_PER_CM_H2O = 0.73555912    # hydrostatic head of water (blood-like fluids: ~ the same)
@@ -58,10 +60,38 @@ FLAG_AIR = 2
 FLAG_END = 4
 FLAG_BATTERY = 8
 
-# syringe sizes: nominal mL -> (bore mm, stroke mL), BD Plastipak bores from the pump
-# makers' syringe tables (Harvard Apparatus / New Era lists); docs/simulator.md
+# syringe sizes: nominal mL -> bore mm, BD Plastipak bores from the pump makers' syringe
+# tables (Harvard Apparatus / New Era lists); docs/simulator.md
 SYRINGES: dict[int, float] = {10: 14.5, 20: 19.13, 50: 26.6}
 _REF_BORE = 26.6
+
+
+@dataclass(frozen=True)
+class SyringeModel:
+    """One syringe model as the plant sees it (docs/simulator.md, "Syringe models")."""
+
+    name: str
+    size_ml: int
+    bore_mm: float                    # nominal bore (what the pump's syringe table stores)
+    compliance_ml_kpa: float          # syringe + stopper, Snijder 2015: 0.009-0.021 (50 mL)
+    glide_n: float                    # glide (dynamic) friction of the stopper
+    breakloose_n: float               # break-loose excess over glide after a long rest
+    stick_n: float                    # static - glide while moving (stick-slip)
+
+
+# The pump's firmware carries the same names and nominal bores (pumpcore/syringes.py);
+# compliance and friction here are the *physical* syringe, which a scenario may vary.
+SYRINGE_MODELS: dict[str, SyringeModel] = {
+    # compliance scaled with the stopper area from 0.015 mL/kPa on 50 mL (mid Snijder 2015);
+    # glide 0.15 N per mm of bore, break-loose ~2.5x glide after a long rest, stick-slip
+    # 0.4 N on 50 mL (docs/simulator.md: ISO 7886-1 force tests, published glide profiles)
+    "BD10": SyringeModel("BD10", 10, 14.5, 0.015 * (14.5 / 26.6) ** 2, 2.2, 2.2, 0.22),
+    "BD20": SyringeModel("BD20", 20, 19.13, 0.015 * (19.13 / 26.6) ** 2, 2.9, 2.9, 0.29),
+    "BD50": SyringeModel("BD50", 50, 26.6, 0.015, 4.0, 4.0, 0.4),
+    # a stiff and a soft 50 mL syringe: the ends of the Snijder 2015 range
+    "STIFF50": SyringeModel("STIFF50", 50, 26.6, 0.009, 4.0, 4.0, 0.4),
+    "SOFT50": SyringeModel("SOFT50", 50, 26.6, 0.021, 4.0, 4.0, 0.4),
+}
 
 # Li-ion open-circuit voltage (mV) vs state of charge: a typical 1-cell curve
 _OCV = ((0.0, 3000.0), (0.03, 3300.0), (0.08, 3450.0), (0.15, 3580.0), (0.3, 3680.0),
@@ -83,7 +113,9 @@ class PlantParams:
 
     # syringe and drive (CONTEXT §4)
     syringe_ml: float = 50.0
-    bore_mm: float = 26.6
+    bore_mm: float = 26.6                 # nominal (the pump's calibration)
+    syringe_model: str = ""               # name in SYRINGE_MODELS ("" = by size)
+    bore_tol_pct: float = 0.0             # this lot's bore vs nominal (ISO 7886-1 ranges)
     fill_ml: float = 50.0                 # volume in the syringe at the start
     lead_pitch_mm: float = 1.25
     full_steps_per_rev: int = 200
@@ -92,6 +124,8 @@ class PlantParams:
     periodic_error_um: float = 2.0        # once-per-rev lead error amplitude
     backlash_usteps: float = 8.0          # nut play (every reversal)
     slack_usteps: float = 640.0           # pusher to plunger flange at loading (0.25 mm)
+    slack_ml: float | None = None         # the same as a volume (overrides slack_usteps)
+    encoder: str = "plunger"              # plunger | motor (shaft, before backlash) | none
     primed: bool = False                  # loaded and purged: slack taken up, stopper loaded
     stall_force_n: float = 250.0          # motor pull-out force at standstill
     max_rpm: float = 600.0                # pull-out force falls to 0 here
@@ -99,6 +133,8 @@ class PlantParams:
     glide_force_n: float | None = None    # None: 0.15 N per mm of bore (4.0 N on 50 mL)
     stiction_delta_n: float | None = None  # static - glide while moving; None: 0.0056 N/mm bore
     breakaway_n: float | None = None      # extra breakaway after a long rest; None: 0.04 N/mm
+    friction_var_pct: float = 0.0         # glide friction varies along the barrel by ± this
+    friction_period_mm: float = 8.0       # ... with this period of stopper travel
     breakaway_tau_s: float = 60.0
     stopper_stiffness_n_mm: float = 200.0
     # fluid path
@@ -109,7 +145,11 @@ class PlantParams:
     height_cm: float = 0.0                # pump above the patient's vein
     line_volume_to_air_sensor_ml: float = 0.1
     # sensors
-    pressure_noise_mmhg: float = 1.5
+    force_noise_n: float = 0.11           # white noise of one force reading, 1 σ
+    force_lf_noise_n: float = 0.0         # low-frequency (1st-order, tau below) noise, 1 σ
+    force_lf_tau_s: float = 20.0
+    force_drift_n_h: float = 0.0          # zero drift (warm-up, temperature), N per hour
+    pressure_noise_mmhg: float | None = None   # legacy: only white noise, σ in mmHg on this syringe
     pressure_offset_mmhg: float = 0.0
     adc_bits: int = 12
     force_range_n: float = 150.0
@@ -126,6 +166,8 @@ class PlantParams:
     brownout_mv: float = 3000.0
     charge_ma: float = 1000.0
     record_every_s: float = 1.0           # gravimetric sample period (virtual time)
+    # the patient and the bedside (off by default; hil_sim.bedside)
+    bedside: BedsideParams = field(default_factory=BedsideParams)
 
     @classmethod
     def for_syringe(cls, size_ml: int, **kw) -> PlantParams:
@@ -134,6 +176,19 @@ class PlantParams:
             raise ValueError(f"no syringe of {size_ml} mL (have {sorted(SYRINGES)})")
         kw.setdefault("fill_ml", float(size_ml))
         return cls(syringe_ml=float(size_ml), bore_mm=SYRINGES[int(size_ml)], **kw)
+
+    @classmethod
+    def for_model(cls, name: str, **kw) -> PlantParams:
+        """Defaults for a syringe model of `SYRINGE_MODELS` (bore, compliance, friction)."""
+        m = SYRINGE_MODELS.get(name)
+        if m is None:
+            raise ValueError(f"no syringe model {name!r} (have {sorted(SYRINGE_MODELS)})")
+        kw.setdefault("fill_ml", float(m.size_ml))
+        kw.setdefault("compliance_ml_per_mmhg", m.compliance_ml_kpa * KPA_PER_MMHG)
+        kw.setdefault("glide_force_n", m.glide_n)
+        kw.setdefault("breakaway_n", m.breakloose_n)
+        kw.setdefault("stiction_delta_n", m.stick_n)
+        return cls(syringe_ml=float(m.size_ml), bore_mm=m.bore_mm, syringe_model=m.name, **kw)
 
     def with_(self, **kw) -> PlantParams:
         return replace(self, **kw)
@@ -145,7 +200,30 @@ class PlantParams:
 
     @property
     def area_mm2(self) -> float:
+        """Nominal plunger area (the syringe table's bore)."""
         return math.pi * (self.bore_mm / 2.0) ** 2
+
+    @property
+    def true_area_mm2(self) -> float:
+        """This lot's plunger area (the bore with its tolerance)."""
+        return math.pi * (self.bore_mm * (1.0 + self.bore_tol_pct / 100.0) / 2.0) ** 2
+
+    @property
+    def slack_u(self) -> float:
+        if self.slack_ml is not None:
+            return self.slack_ml / (self.nominal_nl_per_ustep * 1e-6)
+        return float(self.slack_usteps)
+
+    @property
+    def white_noise_n(self) -> float:
+        if self.pressure_noise_mmhg is not None:
+            return self.pressure_noise_mmhg * self.n_per_mmhg
+        return self.force_noise_n
+
+    @property
+    def noise_mmhg(self) -> float:
+        """σ of one reading's white noise, as mmHg on this syringe (force ÷ area)."""
+        return self.white_noise_n / self.n_per_mmhg
 
     @property
     def nominal_nl_per_ustep(self) -> float:
@@ -159,8 +237,9 @@ class PlantParams:
 
     @property
     def ml_per_ustep(self) -> float:
-        """Volume the plunger displaces per µstep on average (with the pitch error)."""
-        return self.nominal_nl_per_ustep * 1e-6 * (1.0 + self.pitch_error_pct / 100.0)
+        """Volume the plunger displaces per µstep on average (pitch error, bore tolerance)."""
+        return (self.nominal_nl_per_ustep * 1e-6 * (1.0 + self.pitch_error_pct / 100.0)
+                * self.true_area_mm2 / self.area_mm2)
 
     @property
     def syringe_compliance(self) -> float:
@@ -227,6 +306,15 @@ class Plant:
         self.params = p = params or PlantParams()
         self.seed = seed
         self._rng_pressure = random.Random(f"{seed}:plant:pressure")
+        self._rng_mech = random.Random(f"{seed}:plant:mechanism")
+        self._fric_phase = self._rng_mech.uniform(0.0, 2.0 * math.pi)
+        self.bedside = Bedside(p.bedside, seed, p.height_cm)
+        self._lf_n = 0.0                 # low-frequency force noise (N), first-order process
+        self._lf_t = 0.0
+        self._drift_n = 0.0
+        self._r_from = self._r_to = 1.0  # line resistance multiplier ramp (partial occlusion)
+        self._r_t0 = self._r_t1 = 0.0
+        self._v_off = 0.0                # venous offset now (bedside), mmHg
         self.t_ms: float = 0.0
         # mechanism state (u = nominal µstep of travel)
         self.commanded: float = 0.0      # µsteps the controller issued (net)
@@ -235,7 +323,7 @@ class Plant:
         self.nut: float = 0.0            # nut position after backlash, µsteps of rotation
         self.pusher: float = 0.0         # pusher (carriage) travel, u
         self.plunger: float = 0.0        # plunger flange travel, u (0 until the slack is gone)
-        self.engaged: bool = p.slack_usteps <= 0
+        self.engaged: bool = p.slack_u <= 0
         self.stopper: float = 0.0        # stopper sealing-rim travel, u
         self._rest_ms: float = 1e12      # time the stopper has been at rest
         self.at_end: bool = False
@@ -245,7 +333,7 @@ class Plant:
         self.delivered_ml: float = 0.0   # out of the line into the patient
         self.occluded: bool = False      # downstream
         self.occluded_up: bool = False   # upstream (syringe tip)
-        self.height_cm: float = p.height_cm
+        self._height_now: float = p.height_cm
         # switches, faults
         self.door_open: bool = False
         self.stall: bool = False
@@ -271,7 +359,7 @@ class Plant:
         if p.primed:
             # a purge took up the slack and loaded the stopper spring to the glide force
             self.engaged = True
-            self.nut = self.motor = p.slack_usteps / self._lead
+            self.nut = self.motor = p.slack_u / self._lead
             self.pusher = self._slack = self.nut * self._lead + self._per * math.sin(self._w * self.nut)
             self._s0 = self.stopper = -(self._Fk + self._An * self.pressure) / self._k
             self._stroke += self._s0
@@ -282,23 +370,29 @@ class Plant:
         self._rec_every_ms = p.record_every_s * 1000.0
         self._next_rec_ms = self._rec_every_ms
         self._rec_motor = 0.0
+        self._pv_now = self._Pv
+        self._update_pv()
 
     def _init_constants(self) -> None:
         p = self.params
-        self._a = p.nominal_nl_per_ustep * 1e-6           # mL per u of stopper travel
+        ratio = p.true_area_mm2 / p.area_mm2
+        self._a = p.nominal_nl_per_ustep * 1e-6 * ratio   # mL per u of stopper travel (this lot)
         self._k = p.stopper_stiffness_n_mm * p.mm_per_ustep   # N per u
-        self._An = p.n_per_mmhg                           # N per mmHg
+        self._An = p.n_per_mmhg * ratio                   # N per mmHg on this lot's stopper
+        self._An_nom = p.n_per_mmhg                       # what the pump divides the force by
         c_stopper = self._An / self._k * self._a          # mL/mmHg of the stopper spring
         self._Cs = max(p.syringe_compliance - c_stopper, 0.05 * p.syringe_compliance)
         self._Cl = p.line_compliance_ml_per_mmhg
-        self._R = p.line_resistance_mmhg_s_per_ml
+        self._R = self._R0 = p.line_resistance_mmhg_s_per_ml
         self._Pv = p.vein_mmhg
         self._lead = 1.0 + p.pitch_error_pct / 100.0
         self._per = p.periodic_error_um / 1000.0 / p.mm_per_ustep   # u
         self._w = 2.0 * math.pi / p.usteps_per_rev
-        self._slack = float(p.slack_usteps)
+        self._slack = float(p.slack_u)
         self._backlash = float(p.backlash_usteps)
-        self._Fk = p.glide_n
+        self._Fk = self._Fk0 = p.glide_n
+        self._fvar = p.friction_var_pct / 100.0 * p.glide_n
+        self._fw = 2.0 * math.pi * p.mm_per_ustep / p.friction_period_mm if p.friction_period_mm > 0 else 0.0
         self._dF = p.stiction_n
         self._Fb = p.breakaway_excess_n
         self._tau_b = p.breakaway_tau_s * 1000.0
@@ -308,8 +402,56 @@ class Plant:
         self._rpm_per_ustep_ms = 60000.0 / p.usteps_per_rev
         self._enc_per_u = p.encoder_counts_per_rev / p.usteps_per_rev
         self._lsb_n = p.force_range_n / (1 << p.adc_bits)
+        self._wn = p.white_noise_n
+        self._enc_mode = {"plunger": 0, "motor": 1, "none": 2}.get(p.encoder)
+        if self._enc_mode is None:
+            raise ValueError(f"encoder must be plunger, motor or none, not {p.encoder!r}")
 
     # ------------------------------------------------------------------ derived values
+    @property
+    def height_cm(self) -> float:
+        """Pump height above the cannula now (cm)."""
+        return self.bedside.height_cm(self.t_ms)
+
+    @height_cm.setter
+    def height_cm(self, cm: float) -> None:
+        self.set_height(cm)
+
+    def set_height(self, cm: float, ramp_s: float = 0.0) -> None:
+        """Move the pump to `cm` above the cannula (negative: below), as a step or a ramp."""
+        self.bedside.set_height(self.t_ms, cm, ramp_s)
+        self._update_pv()
+
+    def set_resistance(self, factor: float, ramp_s: float = 0.0) -> None:
+        """Partial occlusion: the line resistance goes to `factor` × its nominal value,
+        linearly over ramp_s (a kinking or clotting line); 1 is an open line."""
+        if factor <= 0:
+            raise ValueError("resistance factor must be > 0")
+        self._r_from = self._R / self._R0
+        self._r_to = float(factor)
+        self._r_t0 = self.t_ms
+        self._r_t1 = self.t_ms + max(0.0, ramp_s) * 1000.0
+        self._update_r()
+
+    def _update_r(self) -> None:
+        t = self.t_ms
+        if t >= self._r_t1:
+            f = self._r_to
+        else:
+            f = self._r_from + (self._r_to - self._r_from) * (t - self._r_t0) / (self._r_t1 - self._r_t0)
+        r = self._R0 * f
+        if r != self._R:
+            self._R = r
+            self._eg.clear()
+            self._exp_dt = -1.0
+
+    def _update_pv(self) -> None:
+        """The pressure the line drains into now: vein + bedside − hydrostatic head."""
+        b = self.bedside
+        self._height_now = h = b.height_cm(self.t_ms)
+        self._v_off = b.offset_mmhg(self.t_ms) if b.active else 0.0
+        self._pv_now = self._Pv + self._v_off - h * MMHG_PER_CM_H2O
+
     @property
     def C(self) -> float:
         """Fluid compliance now (mL/mmHg): the syringe's while the tip is occluded."""
@@ -366,19 +508,36 @@ class Plant:
         if self.sensor_stuck is not None:
             press = self.sensor_stuck
         else:
-            f = self.force_n - self._Fk if self.engaged else 0.0
-            v = f / self._An + p.pressure_offset_mmhg + self._drift
-            v += self._rng_pressure.gauss(0.0, p.pressure_noise_mmhg)
-            lsb = self._lsb_n / self._An
-            press = int(round(round(v / lsb) * lsb))
-            if press < 0:
-                press = 0
+            # the force sensor carries the rod's force; the pump tares the nominal glide force
+            # and divides by the nominal plunger area. Noise, low-frequency noise and drift
+            # are forces; the ADC is bipolar (a pull reads negative).
+            rng = self._rng_pressure
+            dt = self.t_ms - self._lf_t
+            self._lf_t = self.t_ms
+            legacy = p.pressure_noise_mmhg is not None
+            if p.force_lf_noise_n and dt > 0 and not legacy:
+                e = math.exp(-dt / (p.force_lf_tau_s * 1000.0))
+                self._lf_n = self._lf_n * e + p.force_lf_noise_n * math.sqrt(1.0 - e * e) * rng.gauss(0.0, 1.0)
+            f = (self.force_n - self._Fk0) if self.engaged else 0.0
+            if not legacy:
+                f += self._lf_n + p.force_drift_n_h * self.t_ms / 3.6e6
+            if self._wn:
+                f += rng.gauss(0.0, self._wn)
+            f = round(f / self._lsb_n) * self._lsb_n
+            v = f / self._An_nom + p.pressure_offset_mmhg + self._drift
+            press = int(round(v))
+            if press < -p.pressure_max_mmhg:
+                press = -p.pressure_max_mmhg
             elif press > p.pressure_max_mmhg:
                 press = p.pressure_max_mmhg
         if self.encoder_stuck is not None:
             enc = self.encoder_stuck
-        else:
+        elif self._enc_mode == 0:
             enc = math.floor(self.plunger * self._enc_per_u + 1e-9)
+        elif self._enc_mode == 1:
+            enc = math.floor(self.motor * self._enc_per_u + 1e-9)
+        else:
+            enc = 0
         flags = ((FLAG_DOOR if self.door_open else 0) | (FLAG_AIR if self.air else 0)
                  | (FLAG_END if self.at_end else 0) | (0 if self.mains else FLAG_BATTERY))
         return press, enc, flags, self.battery_mv
@@ -464,6 +623,13 @@ class Plant:
 
     def _span(self, dt_ms: float, dm: float) -> None:
         """Advance dt_ms with the controller commanding dm µsteps at a constant rate."""
+        if self.bedside.active or self.bedside.moving:
+            self._update_pv()
+        if self._r_t1 >= self.t_ms or self._R != self._R0 * self._r_to:
+            self._update_r()
+        if self._fvar:
+            # glide friction along the barrel (lubricant, moulding): at the stopper's place
+            self._Fk = self._Fk0 + self._fvar * math.sin(self._fw * self.stopper + self._fric_phase)
         self.commanded += dm
         self._rec_motor += dm
         if not self.powered:
@@ -574,7 +740,7 @@ class Plant:
                         e = math.exp(-dts / (C * self._R * 1000.0))
                         eg = self._eg[dts] = (e, (1.0 - e) * self._R * self._a * 1000.0 / dts)
                     e, g = eg
-                pv = self._Pv - self.height_cm * MMHG_PER_CM_H2O
+                pv = self._pv_now
                 fe = k * (self.plunger - s) - An * (self.pressure * e + (1.0 - e) * pv)
                 fk = self._Fk if f > 0 else -self._Fk
                 ds = (fe - fk) / (k + An * g)
@@ -599,7 +765,7 @@ class Plant:
             if self.occluded_up and not self.occluded:
                 # the line drains into the vein on its own
                 lp = self.line_pressure
-                pv = self._Pv - self.height_cm * MMHG_PER_CM_H2O
+                pv = self._pv_now
                 lpn = pv + (lp - pv) * math.exp(-dt_ms / (self._Cl * self._R * 1000.0))
                 self.delivered_ml += self._Cl * (lp - lpn)
                 self.line_pressure = lpn
@@ -608,7 +774,7 @@ class Plant:
             if dt_ms != self._exp_dt:
                 self._exp_dt = dt_ms
                 self._exp_val = math.exp(-dt_ms / (C * self._R * 1000.0))
-            pv = self._Pv - self.height_cm * MMHG_PER_CM_H2O
+            pv = self._pv_now
             p_ss = pv + dv * 1000.0 / dt_ms * self._R   # Pv + Q·R
             pn = p_ss + (p - p_ss) * self._exp_val
             self.pressure = pn

@@ -25,6 +25,7 @@ from host.codec import Event, FrameError, LineSplitter, Reply, decode_line, enco
 from hil_sim import analysis
 from hil_sim.cosim import FAULTS, Simulation
 from hil_sim.patient import PatientParams
+from hil_sim.bedside import BedsideParams
 from hil_sim.plant import PlantParams
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
@@ -143,13 +144,22 @@ class Result:
 
 # ---------------------------------------------------------------------------- building
 def plant_params(pump: dict) -> PlantParams:
+    """PlantParams from a scenario's [pump] table: syringe_ml or syringe_model, the plain keys,
+    [pump.params] (any PlantParams field) and [pump.bedside] (any BedsideParams field)."""
     kw = dict(pump.get("params", {}))
     for key in ("fill_ml", "height_cm", "mains", "battery_soc", "primed"):
         if key in pump:
             kw[key] = pump[key]
+    if "bedside" in pump:
+        try:
+            kw["bedside"] = BedsideParams(**pump["bedside"])
+        except TypeError as e:
+            raise ScenarioError(f"[pump.bedside]: {e}") from None
     try:
+        if "syringe_model" in pump:
+            return PlantParams.for_model(str(pump["syringe_model"]), **kw)
         return PlantParams.for_syringe(int(pump.get("syringe_ml", 50)), **kw)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise ScenarioError(f"[pump.params]: {e}") from None
 
 
@@ -433,7 +443,7 @@ def _measure(res: Result, sim: Simulation, raw, prog, weight, conc_ug_ml, params
         m["bolus_ml"] = round(analysis.bolus_ml(rec, rel[0]), 5)
     if "programmed_rate_ml_h" in m:
         m["detection_limit_s"] = round(analysis.detection_limit_s(
-            m["programmed_rate_ml_h"], params.total_compliance, params.pressure_noise_mmhg), 2)
+            m["programmed_rate_ml_h"], params.total_compliance, params.noise_mmhg), 2)
     if sim.patient is not None:
         pt = sim.patient
         m["patient"] = {"cp_ng_ml": round(pt.cp, 2), "ce_ng_ml": round(pt.ce, 2),
