@@ -482,6 +482,16 @@ def cmd_firmware_flash(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_ne1000(args: argparse.Namespace) -> int:
+    from host import ne1000_serve
+    try:
+        link = ne1000_serve.parse_link(args.link)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    with _open(args) as pump:
+        return ne1000_serve.run(pump, link, args.address, args.state, args.drug)
+
+
 # ------------------------------------------------------------------------- parser
 
 def _common(suppress: bool) -> argparse.ArgumentParser:
@@ -584,6 +594,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lib", metavar="FILE", help="library file (default firmware/druglib.json)")
 
     add("ports", cmd_ports, "serial ports found on this machine")
+    p = add("ne1000", cmd_ne1000, "serve an NE-1000 (New Era) serial endpoint in front of the "
+            "pump, for lab software such as nesp-lib (docs/ne1000.md)")
+    p.add_argument("--link", default="pty", metavar="pty|tcp:PORT",
+                   help="pty (prints a /dev/pts/N path) or tcp:PORT (socket://127.0.0.1:PORT)")
+    p.add_argument("--address", type=int, default=0, metavar="N", help="NE-1000 address 0..99")
+    p.add_argument("--state", metavar="FILE", help="where the NE-1000 settings (safe mode "
+                   "included) survive restarts (default ~/.local/state/infusekit/)")
+    p.add_argument("--drug", metavar="NAME", help="program the pump with this library drug, "
+                   "so its limits apply to every NE-1000 rate")
 
     p = sub.add_parser("firmware", help="build the firmware with mpy-cross or flash a board",
                        description="build the firmware with mpy-cross or flash a board")

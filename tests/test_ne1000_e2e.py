@@ -1,0 +1,297 @@
+"""`infusekit ne1000` end to end: the unmodified PyPI client nesp-lib 2.0.0 drives the
+simulated pump through the NE-1000 personality over real pseudo-terminals (nesp-lib →
+pty → host.ne1000 → host.Pump → pty → firmware). The simulation runs in real time (speed 1),
+every wait has a generous deadline and nothing is timed."""
+from __future__ import annotations
+
+import binascii
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import nesp_lib
+import pytest
+import serial
+from nesp_lib.exceptions import StateException, StatusAlarmException
+
+from hil_sim.cosim import Simulation
+from hil_sim.link import PtyEndpoint
+from hil_sim.serve import serve
+from host.client import Pump
+from host.codec import Event
+from host.ne1000_serve import Ne1000Server, StateFile
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+ROOT = Path(__file__).resolve().parent.parent
+INFUSE, WITHDRAW = nesp_lib.PumpingDirection.INFUSE, nesp_lib.PumpingDirection.WITHDRAW
+S = nesp_lib.Status
+
+
+def safe(payload: bytes) -> bytes:
+    c = binascii.crc_hqx(payload, 0)
+    return b"\x02" + bytes([len(payload) + 4]) + payload + bytes([c >> 8, c & 0xFF]) + b"\x03"
+
+
+def until(cond, what, deadline_s=90.0, every=0.05):
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        v = cond()
+        if v:
+            return v
+        time.sleep(every)
+    raise AssertionError(f"never happened: {what}")
+
+
+class Rig:
+    """A simulated pump on a pty (real time), host.Pump on it, the personality on another pty."""
+
+    def __init__(self, tmp: Path, runtime: str = "cpython") -> None:
+        self.sim = Simulation(runtime, seed=3)
+        self.sim_ep = PtyEndpoint()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=serve, args=(self.sim, self.sim_ep, 1.0, self.stop),
+                                       daemon=True)
+        self.thread.start()
+        self.pump = Pump.open(self.sim_ep.url, timeout=2.0, retries=3)
+        self.state = StateFile(tmp / "ne1000.json")
+        self.server = Ne1000Server(self.pump, PtyEndpoint(), 0, self.state).start()
+        self.url = self.server.url
+
+    def close(self) -> None:
+        self.server.close()
+        self.pump.close()
+        self.stop.set()
+        self.thread.join(10)
+        self.sim.close()
+        assert self.server.error is None
+
+
+@pytest.fixture
+def rig(tmp_path):
+    r = Rig(tmp_path)
+    yield r
+    r.close()
+
+
+def exchange(ser: serial.Serial, data: bytes, expect: bytes | int) -> bytes:
+    """Send ``data``, read as many bytes as ``expect`` has (or ``expect`` bytes)."""
+    n = expect if isinstance(expect, int) else len(expect)
+    ser.write(data)
+    got = b""
+    while len(got) < n:
+        chunk = ser.read(n - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+@pytest.mark.micropython
+@pytest.mark.req("REQ-NE-01", "REQ-NE-03")
+def test_nesp_lib_drives_the_pump(tmp_path):
+    """open, version, diameter, direction, rate, volume, run, dispensed, stop, completion;
+    an out-of-range rate, withdrawing and purging refused — firmware under micropython."""
+    rig = Rig(tmp_path, "micropython")
+    port = nesp_lib.Port(rig.url)
+    try:
+        p = nesp_lib.Pump(port)                       # SAF0 (answered A?R, then S), VER
+        assert (p.model_number, p.firmware_version) == (1000, (3, 928))
+        p.syringe_diameter_mm = 26.7
+        assert p.syringe_diameter_mm == 26.7
+        p.pumping_direction = INFUSE
+        assert p.pumping_direction == INFUSE
+        p.pumping_rate_ml_per_min = 0.875
+        assert p.pumping_rate_ml_per_min == 0.875
+        p.pumping_volume_ml = 1.0
+        assert p.pumping_volume_ml == 1.0
+        p.volume_infused_clear()
+        assert p.volume_infused_ml == 0.0
+        p.run(wait_while_running=False)
+        assert p.status == S.INFUSING
+        st = rig.pump.status()
+        assert (st.state, st.rate_ul_h, st.vtbi_nl) == ("RUNNING", 52_500, 1_000_000)
+        until(lambda: p.volume_infused_ml > 0, "a dispensed volume")
+        p.stop()                                      # first STP pauses
+        assert p.status == S.PAUSED and rig.pump.status().state == "PAUSED"
+        paused_at = p.volume_infused_ml
+        assert 0 < paused_at < 1.0
+        assert p.volume_infused_ml == paused_at       # nothing moves while paused
+        # the clinical refusals, while paused: nothing changes
+        with pytest.raises(ValueError):
+            p.pumping_rate_ml_per_min = 25.0          # 1500 mL/h > the pump's 1200 mL/h
+        assert p.pumping_rate_ml_per_min == 0.875 and rig.pump.status().rate_ul_h == 52_500
+        with pytest.raises(StateException):
+            p.pumping_direction = WITHDRAW
+        assert p.pumping_direction == INFUSE
+        with pytest.raises(StateException):
+            p.run_purge()
+        assert rig.pump.status().state == "PAUSED"
+        p.stop()                                      # second STP ends the program
+        assert p.status == S.STOPPED and rig.pump.status().state == "IDLE"
+        assert p.volume_infused_ml == paused_at       # DIS keeps what was dispensed
+        # a program run to its end: exactly the volume, then stopped (no keep-vein-open)
+        p.volume_infused_clear()
+        p.pumping_volume_ml = 0.02
+        p.run()                                       # waits while running
+        assert p.status == S.STOPPED
+        st = rig.pump.status()
+        assert (st.state, st.vtbi_nl) == ("COMPLETE", 20_000)
+        assert 19_900 <= st.del_nl <= 20_000                  # the pump's own count
+        # DIS is the pump's count, in the display's 4 digits (µL here), rounded down
+        assert 0 <= st.del_nl - p.volume_infused_ml * 1e6 < 10 + 1e-6
+    finally:
+        port.close()
+        rig.close()
+
+
+CHILD = r"""
+import sys, time, nesp_lib
+p = nesp_lib.Pump(nesp_lib.Port(sys.argv[1]), safe_mode_timeout_s=int(sys.argv[2]))
+p.pumping_rate_ml_per_min = 0.875
+p.pumping_volume_ml = 5.0
+p.run(wait_while_running=False)
+print("running", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.req("REQ-NE-05", "REQ-NE-06")
+def test_safe_mode_timeout_pauses_the_pump_when_the_lab_software_dies(rig):
+    child = subprocess.Popen([sys.executable, "-c", CHILD, rig.url, "3"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        r, _, _ = select.select([child.stdout], [], [], 120)
+        assert r and child.stdout.readline().strip() == "running"
+        assert rig.pump.status().state == "RUNNING"
+        assert rig.state.load()["safe_s"] == 3                  # persisted
+    finally:
+        child.kill()                                            # the lab software crashes
+        child.wait(30)
+    until(lambda: rig.server.engine.timeouts >= 1, "the safe-mode time out")
+    until(lambda: rig.pump.status().state == "PAUSED", "the pump paused")
+    with serial.Serial(rig.url, timeout=10) as ser:             # still in safe mode
+        assert exchange(ser, safe(b"0"), safe(b"00A?T")) == safe(b"00A?T")
+        assert exchange(ser, safe(b"0"), safe(b"00P")) == safe(b"00P")
+        # basic text is not a packet: not answered (the next reply is the packet's)
+        assert exchange(ser, b"0VER\r" + safe(b"0"), safe(b"00P")) == safe(b"00P")
+
+
+@pytest.mark.req("REQ-NE-05")
+def test_safe_mode_maps_onto_the_pumps_comm_loss_pause(rig):
+    """The personality itself dies: the pump, configured by SAF n, pauses on its own."""
+    with serial.Serial(rig.url, timeout=10) as ser:
+        assert exchange(ser, b"*\r", b"\x0200A?R\x03") == b"\x0200A?R\x03"
+        assert exchange(ser, b"0SAF3\r", safe(b"00S")) == safe(b"00S")
+        for cmd in (b"0RAT875UM", b"0VOL5"):
+            assert exchange(ser, safe(cmd), safe(b"00S")) == safe(b"00S")
+        assert exchange(ser, safe(b"0RUN"), safe(b"00I")) == safe(b"00I")
+    assert rig.pump.status().state == "RUNNING"
+    rig.server.close()                                          # loop and heartbeat end
+    for ev in rig.pump.events(timeout=60):
+        if isinstance(ev, Event) and ev.name == "ALARM" and ev.fields.get("alarm") == "COMM_LOSS":
+            break
+    else:
+        raise AssertionError("the pump raised no COMM_LOSS")
+    st = rig.pump.status()
+    assert st.state in ("PAUSED", "ALARM") and st.rate_ul_h >= 0
+    assert rig.pump.status().state != "RUNNING"
+
+
+@pytest.mark.req("REQ-NE-04")
+def test_an_occlusion_is_a_stall_alarm(rig):
+    port = nesp_lib.Port(rig.url)
+    try:
+        p = nesp_lib.Pump(port)
+        p.pumping_rate_ml_per_min = 10.0              # 600 mL/h: the pressure rises fast
+        p.pumping_volume_ml = 20.0
+        p.run(wait_while_running=False)
+        rig.sim.post("occlusion", True)
+        until(lambda: rig.pump.status().alarm == "OCCLUSION", "the occlusion alarm", 120)
+        with pytest.raises(StatusAlarmException) as e:
+            p.status
+        assert e.value.alarm_status == nesp_lib.AlarmStatus.STALLED
+        assert p.status == S.STOPPED                  # reported once; the pump keeps ALARM
+        with pytest.raises(StateException):
+            p.run(wait_while_running=False)           # cleared at the pump, not remotely
+        assert rig.pump.status().state == "ALARM"
+    finally:
+        port.close()
+
+
+def _start(args: list[str]) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, text=True,
+                            cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    r, _, _ = select.select([proc.stdout], [], [], 120)
+    assert r, f"{args} printed no URL"
+    return proc, proc.stdout.readline().strip()
+
+
+def _end(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(30)
+
+
+def _sock_exchange(s: socket.socket, data: bytes, expect: bytes) -> bytes:
+    n = len(expect)
+    s.sendall(data)
+    got = b""
+    while len(got) < n:
+        chunk = s.recv(n - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+@pytest.mark.req("REQ-NE-01", "REQ-NE-06")
+def test_cli_pty_and_tcp_and_safe_mode_across_restarts(tmp_path):
+    sim, sim_url = _start(["-m", "hil_sim.cli", "sim", "serve", "--runtime", "cpython"])
+    state = str(tmp_path / "ne.json")
+    try:
+        ne, url = _start(["-m", "host", "ne1000", "--port", sim_url, "--state", state])
+        try:
+            assert url.startswith("/dev/pts/")
+            port = nesp_lib.Port(url)
+            p = nesp_lib.Pump(port)
+            assert p.model_number == 1000 and p.status == S.STOPPED
+            port.close()
+        finally:
+            assert _end(ne) == 0
+        ne, url = _start(["-m", "host", "ne1000", "--port", sim_url, "--state", state,
+                          "--link", "tcp:0", "--address", "5"])
+        try:
+            assert url.startswith("socket://127.0.0.1:")
+            with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), 30) as s:
+                s.settimeout(30)
+                assert _sock_exchange(s, b"5VER\r", b"\x0205A?R\x03") == b"\x0205A?R\x03"
+                assert _sock_exchange(s, b"5SAF7\r", safe(b"05S")) == safe(b"05S")
+        finally:
+            assert _end(ne) == 0
+        ne, url = _start(["-m", "host", "ne1000", "--port", sim_url, "--state", state,
+                          "--link", "tcp:0", "--address", "5"])
+        try:                                           # a power cycle: still in safe mode
+            with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), 30) as s:
+                s.settimeout(30)
+                assert _sock_exchange(s, safe(b"5SAF"), safe(b"05A?R")) == safe(b"05A?R")
+                assert _sock_exchange(s, safe(b"5SAF"), safe(b"05S7")) == safe(b"05S7")
+                assert _sock_exchange(s, safe(b"5SAF0"), b"\x0205S\x03") == b"\x0205S\x03"
+        finally:
+            assert _end(ne) == 0
+    finally:
+        _end(sim)
+
+
+def test_cli_refuses_a_bad_link_and_no_pump(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "host", "ne1000", "--port", "/dev/null-none",
+                        "--state", str(tmp_path / "x.json")], capture_output=True, text=True,
+                       cwd=ROOT, timeout=60)
+    assert r.returncode == 4
+    r = subprocess.run([sys.executable, "-m", "host", "ne1000", "--port", "loop://",
+                        "--link", "udp:5"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 2 and "pty or tcp:PORT" in r.stderr
