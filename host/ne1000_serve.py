@@ -40,6 +40,11 @@ class PumpBackend:
         self.drug = drug
         dose = pumpcore("dose")
         self._rates = (dose.RATE_MIN, dose.RATE_MAX)
+        lib = pump.library if drug is not None else None
+        if lib is not None and drug in lib and pump.info is not None \
+                and pump.info.libh == lib.sha16:     # the library the pump enforces
+            top = int(lib.get(drug).rate_ml_h_max * 1000)
+            self._rates = (self._rates[0], min(self._rates[1], top))
         self._volumes = (dose.VTBI_MIN, dose.VTBI_MAX)
         self._hb_want: int | None = None    # SAF seconds still to be set on the pump
         pump.start_heartbeat(HB_PERIOD_S)

@@ -51,7 +51,7 @@ def until(cond, what, deadline_s=90.0, every=0.05):
 class Rig:
     """A simulated pump on a pty (real time), host.Pump on it, the personality on another pty."""
 
-    def __init__(self, tmp: Path, runtime: str = "cpython") -> None:
+    def __init__(self, tmp: Path, runtime: str = "cpython", drug: str | None = None) -> None:
         self.sim = Simulation(runtime, seed=3)
         self.sim_ep = PtyEndpoint()
         self.stop = threading.Event()
@@ -60,7 +60,7 @@ class Rig:
         self.thread.start()
         self.pump = Pump.open(self.sim_ep.url, timeout=2.0, retries=3)
         self.state = StateFile(tmp / "ne1000.json")
-        self.server = Ne1000Server(self.pump, PtyEndpoint(), 0, self.state).start()
+        self.server = Ne1000Server(self.pump, PtyEndpoint(), 0, self.state, drug).start()
         self.url = self.server.url
 
     def close(self) -> None:
@@ -222,6 +222,40 @@ def test_an_occlusion_is_a_stall_alarm(rig):
         assert rig.pump.status().state == "ALARM"
     finally:
         port.close()
+
+
+@pytest.mark.req("REQ-NE-03")
+def test_the_drug_librarys_limits_apply(tmp_path):
+    """--drug ketamine: its hard rate limit (200 mL/h) refuses an NE-1000 rate and a
+    titration above it."""
+    rig = Rig(tmp_path, drug="ketamine")
+    port = nesp_lib.Port(rig.url)
+    try:
+        p = nesp_lib.Pump(port)
+        with pytest.raises(ValueError):
+            p.pumping_rate_ml_per_min = 4.0           # 240 mL/h > ketamine's 200 mL/h
+        p.pumping_rate_ml_per_min = 3.0               # 180 mL/h
+        p.pumping_volume_ml = 10.0
+        p.run(wait_while_running=False)
+        st = rig.pump.status()
+        assert (st.state, st.rate_ul_h) == ("RUNNING", 180_000)
+        with pytest.raises(ValueError):
+            p.pumping_rate_ml_per_min = 3.5           # a titration above the limit: refused
+        assert rig.pump.status().rate_ul_h == 180_000
+        # without the personality's own check the pump still refuses (ER LIMIT → ?OOR)
+        rig.server.backend._rates = (100, 1_200_000)
+        with pytest.raises(ValueError):
+            p.pumping_rate_ml_per_min = 4.0           # TITRATE refused by the pump
+        assert rig.pump.status().rate_ul_h == 180_000
+        p.stop()
+        p.stop()
+        p.pumping_rate_ml_per_min = 4.0               # stored: checked at RUN by the pump
+        with pytest.raises(ValueError):
+            p.run(wait_while_running=False)           # PROG refused by the pump
+        assert rig.pump.status().state == "IDLE"
+    finally:
+        port.close()
+        rig.close()
 
 
 def _start(args: list[str]) -> tuple[subprocess.Popen, str]:
