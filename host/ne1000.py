@@ -62,6 +62,10 @@ class BackendDown(Exception):
     """The InfuseKit pump behind the personality cannot be reached."""
 
 
+class BackendReset(Exception):
+    """The pump came back after a reboot or a lost link: an NE-1000's reset alarm."""
+
+
 @dataclass(frozen=True)
 class PumpView:
     """What the engine needs to know of the pump: its state, delivered volume, top alarm."""
@@ -72,7 +76,8 @@ class PumpView:
 
 
 class Backend(Protocol):
-    """The pump the engine drives. Refusals raise NeError, a lost pump BackendDown."""
+    """The pump the engine drives. Refusals raise NeError, a lost pump BackendDown, a pump
+    found again after a reboot or a lost link BackendReset (once)."""
 
     def view(self) -> PumpView: ...
     def start(self, rate_ul_h: int, vtbi_nl: int) -> None: ...   # a new program, started
@@ -229,11 +234,11 @@ class Ne1000:
             try:
                 if self._view().state in DELIVERING:
                     self.backend.pause()
-            except (NeError, BackendDown):
+            except (NeError, BackendDown, BackendReset):
                 try:                            # refused (the state moved on): still moving?
                     if self._view().state in DELIVERING:
                         self.backend.stop()
-                except (NeError, BackendDown):
+                except (NeError, BackendDown, BackendReset):
                     pass                        # unreachable: the pump's own heartbeat pauses it
         return b""
 
@@ -265,13 +270,16 @@ class Ne1000:
             view = self._view()
         except BackendDown:
             return self._reply("A?E")
+        except BackendReset:
+            self.pending = None
+            return self._reply("A?R")           # nothing was executed
         self._note_pump_alarm(view)
         if self.pending is not None:
             letter, self.pending = self.pending, None
             if word == "SAF" and arg:
                 try:
                     self._set_saf(arg)          # the link mode changes even under an alarm
-                except (NeError, BackendDown):
+                except (NeError, BackendDown, BackendReset):
                     pass
             return self._reply("A?" + letter)
         if not body:
@@ -287,11 +295,15 @@ class Ne1000:
             return self._reply(self._letter(view), "?" + e.code)
         except BackendDown:
             return self._reply("A?E")
+        except BackendReset:
+            return self._reply("A?R")
         if changed:
             try:
                 view = self._view()
             except BackendDown:
                 return self._reply("A?E")
+            except BackendReset:
+                return self._reply("A?R")
         return self._reply(self._letter(view), data)
 
     def _view(self) -> PumpView:
@@ -323,7 +335,7 @@ class Ne1000:
     def _letter_or_s(self) -> str:
         try:
             return self._letter(self.backend.view())
-        except BackendDown:
+        except (BackendDown, BackendReset):
             return "S"
 
     def _store(self) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 from host._firmware import pumpcore
 from host.client import Pump
 from host.errors import LinkError, ProtocolError, PumpError, Refused
-from host.ne1000 import BackendDown, NeError, Ne1000, PumpView
+from host.ne1000 import BackendDown, BackendReset, NeError, Ne1000, PumpView
 
 HB_PERIOD_S = 0.25        # this process heartbeats the pump at least this often
 POLL_S = 0.05             # the byte loop's longest sleep (bounds timer and close latency)
@@ -50,9 +50,21 @@ class PumpBackend:
         pump.start_heartbeat(HB_PERIOD_S)
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if not self.pump.link_ok:
+            try:                                # the pump unplugged or rebooted: find it again
+                self.pump.reconnect(attempts=1, delay=0.0)
+            except PumpError as e:
+                raise BackendDown(str(e)) from e
+            raise BackendReset("the pump came back")
         try:
             return fn(*args, **kwargs)
         except Refused as e:
+            if e.code == "BOOT":                # the pump rebooted since HELLO (protocol v1)
+                try:
+                    self.pump.hello()
+                except PumpError:
+                    pass
+                raise BackendReset(str(e)) from e
             raise NeError("OOR" if e.code in _OOR_CODES else "NA", str(e)) from e
         except (LinkError, ProtocolError) as e:
             raise BackendDown(str(e)) from e

@@ -8,7 +8,8 @@ import binascii
 
 import pytest
 
-from host.ne1000 import BackendDown, Ne1000, NeError, PumpView, format_float, parse_float
+from host.ne1000 import (BackendDown, BackendReset, Ne1000, NeError, PumpView, format_float,
+                         parse_float)
 
 STX, ETX = b"\x02", b"\x03"
 
@@ -30,6 +31,7 @@ class FakePump:
         self.state, self.del_nl, self.alarm, self.prio = "IDLE", 0, "NONE", 0
         self.calls = []
         self.down = False
+        self.reset = False             # the next call finds the pump rebooted (once)
         self.refuse: dict[str, str] = {}
 
     def _do(self, verb, *args):
@@ -42,6 +44,9 @@ class FakePump:
     def view(self):
         if self.down:
             raise BackendDown("gone")
+        if self.reset:
+            self.reset = False
+            raise BackendReset("rebooted")
         return PumpView(self.state, self.del_nl, self.alarm, self.prio)
 
     def start(self, rate, vtbi):
@@ -247,6 +252,12 @@ def test_pump_alarms_are_reported_once_then_the_status(pump):
     assert ne.feed(b"0\r", 2.4) == basic(b"00S")             # not an NE-1000 alarm
     pump.down = True
     assert ne.feed(b"0\r", 2.5) == basic(b"00A?E")           # the pump cannot be reached
+    assert ne.feed(b"0RUN\r", 2.6) == basic(b"00A?E")
+    pump.down, pump.reset, pump.state, pump.alarm, pump.prio = False, True, "PAUSED", "NONE", 0
+    n = len(pump.calls)
+    assert ne.feed(b"0RUN\r", 2.7) == basic(b"00A?R")        # found again after a reboot
+    assert len(pump.calls) == n                              # and the RUN was not executed
+    assert ne.feed(b"0\r", 2.8) == basic(b"00P")
 
 
 @pytest.mark.req("REQ-NE-05")
