@@ -199,6 +199,22 @@ def cmd_vitals(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_vitals_bridge(args: argparse.Namespace) -> int:
+    from host.vitals_bridge import serve_bridge
+    with _open(args) as pump:
+        return serve_bridge(pump, args.listen, args.patient, max_age_s=args.max_age,
+                            max_skew_s=args.max_skew, out=lambda s: print(s, flush=True))
+
+
+def _mllp_url(text: str) -> str:
+    from host.vitals_bridge import parse_listen
+    try:
+        parse_listen(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def _setting(text: str) -> tuple[str, int | str]:
     key, eq, value = text.partition("=")
     if not eq or not key or not value:
@@ -569,6 +585,20 @@ def build_parser() -> argparse.ArgumentParser:
     for name, what in (("--sbp", "systolic mmHg"), ("--dbp", "diastolic mmHg"),
                        ("--hr", "heart rate /min"), ("--spo2", "SpO2 %")):
         p.add_argument(name, type=int, required=True, help=what)
+    p = add("vitals-bridge", cmd_vitals_bridge,
+            "relay a patient monitor's HL7 v2 PCD-01 vitals (ORU^R01 over MLLP) to the pump "
+            "(docs/hl7.md)")
+    p.add_argument("--listen", required=True, type=_mllp_url, metavar="mllp://HOST:PORT",
+                   help="where monitors connect (port 0: any free port, printed)")
+    p.add_argument("--patient", metavar="ID",
+                   help="the pump's patient (PID-3); other patients are never relayed "
+                        "(default: the first patient seen)")
+    p.add_argument("--max-age", type=float, default=300.0, metavar="S",
+                   help="older readings are not fresh (default %(default)s s; match the pump's "
+                        "vitals_age_ms)")
+    p.add_argument("--max-skew", type=float, default=300.0, metavar="S",
+                   help="MSH-7 must be within S s of this machine's clock (0: off; default "
+                        "%(default)s)")
     p = add("config", cmd_config, "change pump settings (CFG), e.g. hb_ms=5000 hb_action=pause")
     p.add_argument("settings", nargs="+", type=_setting, metavar="KEY=VALUE")
     p = add("monitor", cmd_monitor, "live view until the infusion ends (Ctrl-C to leave)")

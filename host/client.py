@@ -873,10 +873,11 @@ class Pump:
         reply = self.request("SILENCE", timeout=timeout)
         return int(reply.fields.get("until_ms", "0"))
 
-    def vitals(self, *, sbp: int, dbp: int, hr: int, spo2: int,
+    def vitals(self, *, sbp: int, dbp: int, hr: int, spo2: int, age_ms: int | None = None,
                timeout: float | None = None) -> str:
-        """Relay a patient-monitor reading (mmHg, /min, %); returns the pump's ``action``
-        (``none`` or ``paused`` when the interlock stopped the infusion)."""
+        """Relay a patient-monitor reading (mmHg, /min, %), ``age_ms`` old when sent (default:
+        just made); returns the pump's ``action`` (``none`` or ``paused`` when the interlock
+        stopped the infusion)."""
         fields: dict[str, int | str] = {}
         for name, value, lo, hi in (("sbp", sbp, 0, 400), ("dbp", dbp, 0, 300),
                                     ("hr", hr, 0, 350), ("spo2", spo2, 0, 100)):
@@ -885,6 +886,10 @@ class Pump:
             fields[name] = value
         if dbp > sbp:
             raise ValueError(f"diastolic {dbp} above systolic {sbp}")
+        if age_ms is not None:
+            if isinstance(age_ms, bool) or not isinstance(age_ms, int) or not 0 <= age_ms <= 3_600_000:
+                raise ValueError(f"age_ms must be a whole number 0..3600000, not {age_ms!r}")
+            fields["age_ms"] = age_ms
         reply = self.request("VITALS", fields, timeout=timeout)
         return reply.fields.get("action", "none")
 

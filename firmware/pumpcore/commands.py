@@ -14,7 +14,7 @@ from pumpcore.dose import dose_ug, volume_nl, rate_ul_h, duration_ms, dose_rate_
 from pumpcore.dose import RATE_MIN, RATE_MAX, VTBI_MIN, VTBI_MAX, DURATION_MAX
 from pumpcore.occlusion import plan_ints
 from pumpcore import VERSION
-from pumpcore.ticks import TICK_MS
+from pumpcore.ticks import TICK_MS, ticks_back
 
 _FW = VERSION.encode()
 _NO_KEYS = ()
@@ -802,7 +802,7 @@ def _ack(ctl, rid):
     if al.is_active(AL.A_AIR_CUM):
         ctl.air_cum_clear()
         al.cond &= ~(1 << AL.A_AIR_CUM)
-    if al.is_active(AL.A_VITALS) and ctl.vitals_ok():
+    if al.is_active(AL.A_VITALS) and ctl.vitals_ok() and ctl.vitals_fresh():
         al.cond &= ~(1 << AL.A_VITALS)
     if ctl.fsm.state == fsm.ALARM and al.high_with_condition():
         return _state_error_msg(ctl, rid, b"alarm condition still present")
@@ -921,26 +921,34 @@ def _bolus(ctl, f, rid):
 
 # ------------------------------------------------------------------ vitals, settings
 def _vitals(ctl, f, rid):
-    if not _fields(ctl, f, rid, (b"sbp", b"dbp", b"hr", b"spo2")):
+    if not _fields(ctl, f, rid, (b"sbp", b"dbp", b"hr", b"spo2", b"age_ms")):
         return
     sbp = _int(f, b"sbp")
     dbp = _int(f, b"dbp")
     hr = _int(f, b"hr")
     spo2 = _int(f, b"spo2")
+    age = _int(f, b"age_ms")      # how old the reading already is (HL7 bridge); absent: 0
     if sbp == -1 or dbp == -1 or hr == -1 or spo2 == -1:
         error(ctl, rid, P.E_ARG, b"needs sbp, dbp, hr, spo2").end()
         return
     if not (0 < sbp <= 350 and 0 < dbp <= 300 and 0 < hr <= 350 and 0 < spo2 <= 100):
         error(ctl, rid, P.E_RANGE, b"implausible reading").end()
         return
+    if age == -1:
+        age = 0
+    elif not 0 <= age <= SET.VAGE_MAX:
+        error(ctl, rid, P.E_RANGE, b"age_ms must be 0..3600000").end()
+        return
     ctl.vit_sbp = sbp
     ctl.vit_dbp = dbp
     ctl.vit_hr = hr
     ctl.vit_spo2 = spo2
-    ctl.vit_t = ctl._now
+    # the reading's own time, so an old reading is never taken as fresh (stale alarm follows)
+    ctl.vit_t = ticks_back(ctl._now, age)
     ctl.vit_seen = True
     tx = ctl.out.tx
-    ctl.alarms.condition_gone(AL.A_VITALS_STALE, tx)
+    if age <= ctl.settings.vitals_age_ms:
+        ctl.alarms.condition_gone(AL.A_VITALS_STALE, tx)
     action = b"none"
     bad = ctl.vitals_violation()
     if bad is not None and ctl.settings.interlock:
@@ -948,8 +956,8 @@ def _vitals(ctl, f, rid):
         if st == fsm.RUNNING or st == fsm.KVO or st == fsm.PAUSED:
             ctl.raise_high(AL.A_VITALS)        # stops delivery: the interlock only lowers
             action = b"paused"
-    elif bad is None:
-        ctl.alarms.cond &= ~(1 << AL.A_VITALS)
+    elif bad is None and age <= ctl.settings.vitals_age_ms:
+        ctl.alarms.cond &= ~(1 << AL.A_VITALS)     # only a fresh good reading ends the condition
     tx = ok(ctl, rid)
     tx.field_lit(b"action", action)
     if bad is not None:

@@ -609,6 +609,10 @@ class Controller:
     def vitals_ok(self):
         return self.vitals_violation() is None
 
+    def vitals_fresh(self):
+        """The last reading was made (its age_ms counted) no longer than vitals_age_ms ago."""
+        return self.vit_seen and ticks_diff(self._now, self.vit_t) <= self.settings.vitals_age_ms
+
     def air_cum_clear(self):
         for i in range(_AIR_BUCKETS):
             self.air_b[i] = 0

@@ -24,3 +24,11 @@ def ticks_add(t, d):
     if t > _TMAX - d:
         return t - _HALF - _HALF + d
     return t + d
+
+
+def ticks_back(t, d):
+    """t - d on the 2**30 clock (0 <= d < 2**29), without leaving small-int range."""
+    t = t - d
+    if t < 0:
+        return t + _HALF + _HALF
+    return t
