@@ -319,3 +319,35 @@ def test_numbers():
     for bad in ("", ".", "1.2.3", "12345", "1.2345", "-1", "1e3"):
         with pytest.raises(NeError):
             parse_float(bad)
+
+
+# ------------------------------------------------------------------ any bytes
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_WORDS = [b"0", b"*", b"7", b"RUN", b"RAT", b"VOL", b"DIA", b"SAF", b"STP", b"DIS", b"CLD",
+          b"PUR", b"DIR", b"WDR", b"INF", b"UM", b"MH", b"ML", b"UL", b"5", b"12.5", b"\r",
+          b"\x02", b"\x03", b"\x08", b"\x09", b" ", b"\xff", b"?"]
+
+
+@pytest.mark.req("REQ-NE-02", "REQ-NE-03")
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(_WORDS), st.binary(max_size=6)), max_size=40),
+       st.lists(st.floats(0, 1.0), min_size=1, max_size=40), st.booleans())
+def test_any_bytes_never_crash_and_never_withdraw(chunks, gaps, safe_mode):
+    pump = FakePump()
+    ne = Ne1000(pump, settings={"safe_s": 9 if safe_mode else 0})
+    t = 0.0
+    for i, c in enumerate(chunks):
+        t += gaps[i % len(gaps)]
+        out = ne.feed(c, t)
+        ne.poll(t)
+        assert out == b"" or out.startswith(b"\x02") and out.endswith(b"\x03")
+    # nothing but the NE-1000 verbs ever reached the pump, and never a withdrawal or purge
+    assert {c[0] for c in pump.calls} <= {"start", "resume", "pause", "stop", "titrate",
+                                          "safe_mode"}
+    for c in pump.calls:
+        if c[0] == "start":
+            assert 100 <= c[1] <= 1_200_000 and 1000 <= c[2] <= 1_000_000_000
+    seen = bytes(b for b in b"".join(chunks) if 0x20 < b < 0x7F).upper()   # as the engine reads
+    if b"RUN" not in seen:
+        assert not any(c[0] in ("start", "resume") for c in pump.calls)
