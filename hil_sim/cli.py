@@ -1,134 +1,136 @@
-"""The ``infusekit sim …`` command line (wired into host/cli.py through `register`).
+"""The ``infusekit demo`` and ``infusekit sim …`` commands (wired into host/cli.py through
+`register`).
 
 This module owns argument parsing and process-level behaviour (printing the URL, exit
-codes, Ctrl-C) for the simulator commands; the work is in `cosim` and `serve`.
-
-``register(subparsers)`` adds the ``sim`` parser (``_register_sim``); further top-level
-commands (``demo``) get their own ``_register_…`` function called from `register`. Every
-parser sets ``func(args) -> int``. ``python -m hil_sim.cli sim serve …`` works on its own.
+codes, Ctrl-C) for the simulator commands; the work is in `cosim`, `scenario` and `serve`.
+Commands are declared with ``host.clikit.command`` (the pattern is in host/clikit.py's
+docstring): to add ``sim NAME`` write ``@command(sim, "NAME")`` inside `register` below, or
+from your own module ``@command(cli.commands["sim"], "NAME")``.
+``python -m hil_sim.cli sim serve …`` works on its own.
 """
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 import threading
 
+import click
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the simulator's commands to a top-level ``infusekit`` parser."""
-    _register_demo(subparsers)
-    _register_sim(subparsers)
+from host.clikit import EXIT_FAIL, EXIT_LINK, EXIT_OK, EXIT_USAGE, command, error, group, root_group
+
+RUNTIMES = ("micropython", "cpython")
 
 
-def _register_demo(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "demo", help="ketamine 0.5 mg/kg over 40 min for 70 kg on a simulated pump",
-        description="The main job: a simulated pump (firmware under the real micropython "
-                    "interpreter by default) driven over a pseudo-terminal by the host library, "
-                    "in virtual time, with a progress display, a report and a plot.")
-    p.add_argument("--runtime", choices=("micropython", "cpython"), default="micropython")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
-    p.add_argument("--weight", type=float, default=70.0, help="patient weight in kg (default 70)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--speed", type=_speed, default=None, help="factor (1 = real time) or 'max' (default)")
-    p.add_argument("--plot", default="out/demo.png", help="where to save the plot")
-    p.add_argument("--no-plot", action="store_true")
+class SpeedType(click.ParamType):
+    """A speed-up factor (1 = real time) or 'max' (as fast as the runtime goes: None)."""
+    name = "FACTOR|max"
 
-    def run(args: argparse.Namespace) -> int:
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, float):
+            return value
+        if value == "max":
+            return None
+        try:
+            v = float(value)
+        except ValueError:
+            self.fail("a factor (1 = real time) or 'max'", param, ctx)
+        if not v > 0 or v != v or v == float("inf"):
+            self.fail("the speed factor must be a finite number > 0", param, ctx)
+        return v
+
+
+class LinkType(click.ParamType):
+    """``pty`` or ``tcp:PORT`` -> ("pty", 0) / ("tcp", PORT)."""
+    name = "pty|tcp:PORT"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        if value == "pty":
+            return ("pty", 0)
+        if value.startswith("tcp:"):
+            try:
+                port = int(value[4:])
+            except ValueError:
+                self.fail("tcp:PORT with a port number", param, ctx)
+            if not 0 <= port <= 65535:
+                self.fail("port must be 0..65535", param, ctx)
+            return ("tcp", port)
+        self.fail("pty or tcp:PORT", param, ctx)
+
+
+def register(cli: click.Group) -> None:
+    """Add the simulator's commands (``demo``, ``sim serve|run|list``) to the CLI group."""
+
+    @command(cli, "demo", help=(
+        "ketamine 0.5 mg/kg over 40 min for 70 kg on a simulated pump: the firmware (under "
+        "the real micropython interpreter by default) driven over a pseudo-terminal by the "
+        "host library, in virtual time, with a progress display, a report and a plot. "
+        "Exit 1 when the delivered volume is off by more than 0.5 % or the pump did not "
+        "complete."), short_help="ketamine 0.5 mg/kg over 40 min for 70 kg on a simulated pump")
+    @click.option("--runtime", type=click.Choice(RUNTIMES), default="micropython",
+                  show_default=True, help="where the firmware runs")
+    @click.option("--weight", type=click.FloatRange(min=0, min_open=True), default=70.0,
+                  show_default=True, help="patient weight in kg")
+    @click.option("--seed", type=int, default=0, show_default=True, help="random seed")
+    @click.option("--speed", type=SpeedType(), default=None,
+                  help="factor (1 = real time) or 'max' (default)")
+    @click.option("--plot", default="out/demo.png", show_default=True,
+                  help="where to save the plot")
+    @click.option("--no-plot", is_flag=True, help="do not draw the plot")
+    def demo(args) -> int:
         from hil_sim.demo import cmd_demo
         return cmd_demo(args)
 
-    p.set_defaults(func=run)
-    return p
+    sim = group(cli, "sim", "simulated pump (hardware-in-the-loop): firmware + plant in "
+                            "virtual time")
+
+    @command(sim, "serve", help=(
+        "Start a simulated pump, print the serial URL to connect to (one line), and run "
+        "until interrupted."), short_help="start a simulated pump and print its serial URL")
+    @click.option("--runtime", type=click.Choice(RUNTIMES), default="micropython",
+                  help="where the firmware runs (default: micropython, the shipped code path)")
+    @click.option("--compiled", is_flag=True,
+                  help="run the firmware from .mpy files compiled with mpy-cross")
+    @click.option("--speed", type=SpeedType(), default="1",
+                  help="virtual seconds per wall second, or 'max' (default: 1 = real time)")
+    @click.option("--link", type=LinkType(), default="pty",
+                  help="pty (a /dev/pts/N path) or tcp:PORT (socket://127.0.0.1:PORT)")
+    @click.option("--seed", type=int, default=0, help="random seed (default 0)")
+    @click.option("--baud", type=click.IntRange(min=1), default=115200,
+                  help="simulated link baud rate (default 115200)")
+    @click.option("--scenario", default=None,
+                  help="a scenario file (or library name): its pump, patient and fault "
+                       "timeline (the host's program and commands are left to the host)")
+    @click.option("--control", type=LinkType(), default=None, metavar="tcp:PORT",
+                  help="also open a fault-injection control port (one text command per "
+                       "line, e.g. 'occlusion on', 'bubble_ul 150'; see docs/simulator.md)")
+    def serve_cmd(args) -> int:
+        return cmd_sim_serve(args)
+
+    @command(sim, "run", help=(
+        "Run a scenario file (or a library scenario by name) to its end in virtual time, "
+        "print its figures and check its expectations. Exit 0 when every expectation holds, "
+        "1 when one does not, 2 for a broken scenario file."),
+        short_help="run a scenario to its end in virtual time and check it")
+    @click.argument("scenario")
+    @click.option("--runtime", type=click.Choice(RUNTIMES), default=None,
+                  help="where the firmware runs (default: the scenario's first runtime)")
+    @click.option("--controller", type=click.Choice(["firmware", "baseline"]), default=None,
+                  help="the pump firmware, or the open-loop baseline (default: the scenario's)")
+    @click.option("--seed", type=int, default=None, help="override the scenario's seed")
+    @click.option("--report", metavar="DIR", default=None,
+                  help="write plots, HTML and JSON here")
+    def run_cmd(args) -> int:
+        return cmd_sim_run(args)
+
+    @command(sim, "list", help="List the scenarios in hil_sim/scenarios.",
+             short_help="list the scenario library")
+    def list_cmd(args) -> int:
+        return cmd_sim_list(args)
 
 
-def _register_sim(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    sim = subparsers.add_parser("sim", help="simulated pump (hardware-in-the-loop)",
-                                description="Simulated pump: firmware + plant in virtual time.")
-    sim.set_defaults(func=lambda args: (sim.print_help(), 2)[1])
-    sub = sim.add_subparsers(dest="sim_command", metavar="COMMAND")
-    _register_sim_serve(sub)
-    _register_sim_run(sub)
-    _register_sim_list(sub)
-    return sim
-
-
-def _speed(text: str) -> float | None:
-    if text == "max":
-        return None
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("a factor (1 = real time) or 'max'") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError("the speed factor must be > 0")
-    return v
-
-
-def _link(text: str) -> tuple[str, int]:
-    if text == "pty":
-        return ("pty", 0)
-    if text.startswith("tcp:"):
-        try:
-            port = int(text[4:])
-        except ValueError:
-            raise argparse.ArgumentTypeError("tcp:PORT with a port number") from None
-        if not 0 <= port <= 65535:
-            raise argparse.ArgumentTypeError("port must be 0..65535")
-        return ("tcp", port)
-    raise argparse.ArgumentTypeError("pty or tcp:PORT")
-
-
-def _register_sim_serve(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("serve", help="start a simulated pump and print its serial URL",
-                       description="Start a simulated pump, print the serial URL to connect "
-                                   "to (one line), and run until interrupted.")
-    p.add_argument("--runtime", choices=("micropython", "cpython"), default="micropython",
-                   help="where the firmware runs (default: micropython, the shipped code path)")
-    p.add_argument("--compiled", action="store_true",
-                   help="run the firmware from .mpy files compiled with mpy-cross")
-    p.add_argument("--speed", type=_speed, default=1.0, metavar="FACTOR|max",
-                   help="virtual seconds per wall second, or 'max' (default: 1 = real time)")
-    p.add_argument("--link", type=_link, default=("pty", 0), metavar="pty|tcp:PORT",
-                   help="pty (a /dev/pts/N path) or tcp:PORT (socket://127.0.0.1:PORT)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--baud", type=int, default=115200, help="simulated link baud rate")
-    p.add_argument("--scenario", default=None,
-                   help="a scenario file (or library name): its pump, patient and fault timeline "
-                        "(the host's program and commands are left to the connected host)")
-    p.add_argument("--control", type=_link, default=None, metavar="tcp:PORT",
-                   help="also open a fault-injection control port (one text command per line, "
-                        "e.g. 'occlusion on', 'bubble_ul 150'; see docs/simulator.md)")
-    p.set_defaults(func=cmd_sim_serve)
-    return p
-
-
-def _register_sim_run(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("run", help="run a scenario to its end in virtual time and check it",
-                       description="Run a scenario file (or a library scenario by name) to its end "
-                                   "in virtual time, print its figures and check its expectations. "
-                                   "Exit status 0 when every expectation holds, 1 otherwise.")
-    p.add_argument("scenario", help="a .toml file or the name of a scenario in hil_sim/scenarios")
-    p.add_argument("--runtime", choices=("micropython", "cpython"), default=None,
-                   help="where the firmware runs (default: the scenario's first runtime)")
-    p.add_argument("--controller", choices=("firmware", "baseline"), default=None,
-                   help="the pump firmware, or the open-loop baseline (default: the scenario's)")
-    p.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
-    p.add_argument("--report", metavar="DIR", default=None, help="write plots, HTML and JSON here")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=cmd_sim_run)
-    return p
-
-
-def _register_sim_list(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("list", help="list the scenario library",
-                       description="List the scenarios in hil_sim/scenarios.")
-    p.set_defaults(func=cmd_sim_list)
-    return p
-
-
-def cmd_sim_list(args: argparse.Namespace) -> int:
+def cmd_sim_list(args) -> int:
     from hil_sim.scenario import library
     for s in library():
         flag = f"  [pending: {s.meta.get('pending_reason')}]" if s.status == "pending" else ""
@@ -136,7 +138,7 @@ def cmd_sim_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sim_run(args: argparse.Namespace) -> int:
+def cmd_sim_run(args) -> int:
     import json
 
     from hil_sim.runtime import FirmwareError
@@ -146,11 +148,9 @@ def cmd_sim_run(args: argparse.Namespace) -> int:
         scn = load(args.scenario)
         res = run_scenario(scn, args.runtime, controller=args.controller, seed=args.seed)
     except (FileNotFoundError, ScenarioError) as e:
-        print(f"infusekit sim run: {e}", file=sys.stderr)
-        return 2
+        return error(args.json, EXIT_USAGE, "scenario", f"sim run: {e}")
     except FirmwareError as e:
-        print(f"infusekit sim run: {e}", file=sys.stderr)
-        return 1
+        return error(args.json, EXIT_FAIL, "firmware", f"sim run: {e}")
     files = {}
     if args.report:
         from hil_sim.report import write_report
@@ -161,7 +161,7 @@ def cmd_sim_run(args: argparse.Namespace) -> int:
         print(json.dumps(d, default=str))
     else:
         _print_result(res, files)
-    return 0 if res.passed else 1
+    return EXIT_OK if res.passed else EXIT_FAIL
 
 
 def _print_result(res, files: dict) -> None:
@@ -192,18 +192,18 @@ def _print_result(res, files: dict) -> None:
     print("PASS" if res.passed else "FAIL")
 
 
-def cmd_sim_serve(args: argparse.Namespace) -> int:
+def cmd_sim_serve(args) -> int:
     from hil_sim.cosim import Simulation
     from hil_sim.link import PtyEndpoint, SerialLink, TcpEndpoint
     from hil_sim.runtime import FirmwareError
+    from hil_sim.scenario import ScenarioError
     from hil_sim.serve import serve
 
     kind, port = args.link
     try:
         endpoint = PtyEndpoint() if kind == "pty" else TcpEndpoint(port)
     except OSError as e:
-        print(f"infusekit sim serve: cannot open the {kind} link: {e}", file=sys.stderr)
-        return 4
+        return error(args.json, EXIT_LINK, "link", f"sim serve: cannot open the {kind} link: {e}")
     stop = threading.Event()
     # SIGTERM stops as cleanly as Ctrl-C
     prev = signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -233,10 +233,16 @@ def cmd_sim_serve(args: argparse.Namespace) -> int:
                 control = ControlServer(sim, port=args.control[1])
                 control.start()
                 print(control.url, flush=True)
-            serve(sim, endpoint, speed=args.speed, stop=stop)
+            def capped(asked: float, achieved: float) -> None:
+                print(f"infusekit sim serve: --speed {asked:g} is beyond what the "
+                      f"{sim.runtime_name} runtime can do (about {achieved:.0f}x here); "
+                      f"running as fast as it can, virtual time no longer follows the wall "
+                      f"clock at {asked:g}x", file=sys.stderr, flush=True)
+            serve(sim, endpoint, speed=args.speed, stop=stop, on_capped=capped)
+    except (FileNotFoundError, ScenarioError) as e:
+        return error(args.json, EXIT_USAGE, "scenario", f"sim serve: {e}")
     except FirmwareError as e:
-        print(f"infusekit sim serve: {e}", file=sys.stderr)
-        return 1
+        return error(args.json, EXIT_FAIL, "firmware", f"sim serve: {e}")
     except KeyboardInterrupt:
         pass
     finally:
@@ -244,15 +250,14 @@ def cmd_sim_serve(args: argparse.Namespace) -> int:
         endpoint.close()
         if control is not None:
             control.close()
-    return 0
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hil_sim.cli")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    register(sub)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    from host.clikit import run
+    cli = root_group("python -m hil_sim.cli", help="the simulator's commands alone")
+    register(cli)
+    return run(cli, argv, prog="python -m hil_sim.cli")
 
 
 if __name__ == "__main__":

@@ -1,63 +1,49 @@
 """The ``infusekit`` command line: talk to a pump, show the drug library, build firmware.
 
-Every subcommand sets ``func(args) -> int``. Exit codes: 0 ok, 1 other failure,
-2 usage error, 3 refused by the pump (or by the host's own pre-checks), 4 link error or
-timeout. ``--json`` prints exactly one JSON object on stdout (errors too: ``{"ok": false …}``);
-human messages and errors go to stderr as one line saying what to do.
+Built on click. The contract every command keeps (exit codes 0/1/2/3/4, ``--json``, one-line
+errors, the shared ``--port``/``--timeout``/``--retries``/``--key-store`` options given before
+or after the subcommand) lives in ``host.clikit``, with the pattern for adding a command:
 
+    @command(cli, "NAME", pump=True)          # pump=True: the command talks to a pump
+    @click.option("--thing", help="…")        # its own options, nothing it does not use
+    def cmd_name(args) -> int:                # args.thing, args.json, args.port, …
+        \"\"\"One-line help.\"\"\"
+        with open_pump(args) as pump:
+            …
+        emit(args, {"ok": True, …}, "text for people")
+        return EXIT_OK
+
+Subgroups: ``drugs``, ``firmware`` (below) and ``sim`` (``hil_sim.cli``); add to one with
+``@command(firmware, "image")`` or ``@command(cli.commands["sim"], "campaign")``.
 The simulator's ``demo`` and ``sim`` commands are registered by ``hil_sim.cli.register``
 when ``hil_sim`` is importable; the host never needs it to drive a real pump.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 from typing import Any, Callable
 
+import click
+
 from host import units
-from host.errors import KeyStoreError, LinkError, ProtocolError, Refused
+from host.clikit import (DEFAULT_TIMEOUT, ENV_PORT, EXIT_CODES_HELP, EXIT_FAIL, EXIT_LINK,  # noqa: F401
+                         EXIT_OK, EXIT_REFUSED, EXIT_USAGE, HINTS as _HINTS, UsageError,
+                         command, emit, group, root_group)
+from host.clikit import run as _run
+from host.errors import LinkError, Refused
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_REFUSED, EXIT_LINK = 0, 1, 2, 3, 4
-ENV_PORT = "INFUSEKIT_PORT"
-DEFAULT_TIMEOUT = 2.0
+cli = root_group("infusekit", help=(
+    "InfuseKit: drive an infusion pump over its serial protocol, show the drug library, "
+    "build and flash the firmware, run the simulator."))
+drugs = group(cli, "drugs", "the drug library: every limit the pump enforces")
+firmware = group(cli, "firmware", "build the firmware with mpy-cross or flash a board")
 
-_HINTS = {
-    "SOFT": "re-run with --confirm to override the soft limit",
-    "LIMIT": "the program exceeds a hard limit of the drug library; it cannot be overridden",
-    "STATE": "check the pump's state with `infusekit status`",
-    "DRUG": "see `infusekit drugs list`",
-    "RANGE": "the value is outside what the pump can do",
-    "AUTH": "this host has no valid key for the pump; see `infusekit firmware flash` and "
-            "--key-store",
-    "UNKNOWN": "the pump's firmware does not know this command; update it "
-               "(`infusekit firmware flash`)",
-    "ARG": "the pump did not accept the arguments; see `infusekit COMMAND --help`",
-}
+_emit = emit
 
 
-class UsageError(Exception):
-    """Bad or missing arguments detected after parsing (exit 2)."""
-
-
-# ------------------------------------------------------------------------- output helpers
-
-def _emit(args: argparse.Namespace, obj: dict[str, Any], text: str | Callable[[], None]) -> None:
-    if getattr(args, "json", False):
-        print(json.dumps(obj, sort_keys=False))
-    elif callable(text):
-        text()
-    else:
-        print(text)
-
-
-def _console():
-    from rich.console import Console
-    return Console()
-
-
-def _open(args: argparse.Namespace):
+def open_pump(args: Any):
+    """Open the pump ``args.port`` names, with the command's timeout, retries and key store."""
     from host.client import Pump
     port = getattr(args, "port", None)
     if not port:
@@ -68,9 +54,18 @@ def _open(args: argparse.Namespace):
     return Pump.open(port, timeout=args.timeout, retries=args.retries, key_store=store)
 
 
+_open = open_pump
+
+def _console():
+    from rich.console import Console
+    return Console()
+
+
 # ------------------------------------------------------------------------- pump commands
 
-def cmd_info(args: argparse.Namespace) -> int:
+@command(cli, "info", pump=True,
+         help="device, firmware, protocol and drug-library versions (HELLO)")
+def cmd_info(args: Any) -> int:
     with _open(args) as pump:
         info = pump.info or pump.hello()
         lib = pump.library
@@ -87,7 +82,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+@command(cli, "status", pump=True,
+         help="state, drug, rate, volume delivered, pressure and alarm")
+def cmd_status(args: Any) -> int:
     with _open(args) as pump:
         st = pump.status()
     prog = f"{st.progress * 100:.1f} %" if st.progress is not None else "-"
@@ -99,7 +96,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_program(args: argparse.Namespace) -> int:
+@command(cli, "program", pump=True,
+         help="program by two of rate/volume/duration, or by drug, dose, duration and weight")
+@click.option("--rate", metavar="ML_H", help="rate, mL/h or with a unit ('52.5 mL/h')")
+@click.option("--vtbi", metavar="ML", help="volume to be infused, mL or with a unit")
+@click.option("--over", metavar="DURATION", help="duration with a unit ('40 min', '1 h')")
+@click.option("--drug", metavar="NAME", help="drug from the library (`infusekit drugs list`)")
+@click.option("--dose", metavar="DOSE", help="dose per kg with its unit ('0.5 mg/kg', '500 mcg/kg')")
+@click.option("--weight", metavar="KG", help="patient weight, kg or with a unit")
+@click.option("--dose-rate", metavar="RATE",
+              help="continuous dose ('0.5 mg/kg/h', '10 mcg/kg/min') with --drug, --weight and "
+                   "--vtbi or --over")
+@click.option("--load", metavar="DOSE", help="loading dose per kg before --dose-rate")
+@click.option("--load-over", metavar="DURATION", help="duration of the loading dose")
+@click.option("--kvo", metavar="ML_H", help="keep-vein-open rate after the VTBI")
+@click.option("--confirm", is_flag=True, help="override a drug-library soft limit (echoed back)")
+def cmd_program(args: Any) -> int:
     if args.dose_rate is not None:
         return _program_dose_rate(args)
     if args.load is not None or args.load_over is not None:
@@ -124,7 +136,7 @@ def cmd_program(args: argparse.Namespace) -> int:
     return _program_done(args, res)
 
 
-def _program_dose_rate(args: argparse.Namespace) -> int:
+def _program_dose_rate(args: Any) -> int:
     if args.drug is None or args.weight is None or args.dose is not None or args.rate is not None:
         raise UsageError("program by dose rate needs --drug, --dose-rate, --weight and one of "
                          "--vtbi/--over (not --dose or --rate)")
@@ -139,7 +151,7 @@ def _program_dose_rate(args: argparse.Namespace) -> int:
     return _program_done(args, res)
 
 
-def _program_done(args: argparse.Namespace, res) -> int:
+def _program_done(args: Any, res) -> int:
     head = f"programmed {res.drug}: dose {res.dose_ug / 1000:g} mg, " if res.drug and res.dose_ug is not None \
         else "programmed: "
     text = (head + f"{units.fmt_ml(res.vtbi_nl)} at {units.fmt_rate(res.rate_ul_h)} "
@@ -151,17 +163,29 @@ def _program_done(args: argparse.Namespace, res) -> int:
     return EXIT_OK
 
 
-def _state_cmd(method: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
+def _state_cmd(method: str) -> Callable[[Any], int]:
+    def run(args: Any) -> int:
         with _open(args) as pump:
-            state = getattr(pump, method)()
+            try:
+                state = getattr(pump, method)()
+            except Refused as e:
+                # stop on a pump that is already stopped is what a clean-up script wants
+                if method != "stop" or e.code != "STATE" or pump.status().state != "IDLE":
+                    raise
+                _emit(args, {"ok": True, "state": "IDLE", "already": True},
+                      "state IDLE (already stopped)")
+                return EXIT_OK
         _emit(args, {"ok": True, "state": state}, f"state {state}")
         return EXIT_OK
     run.__name__ = f"cmd_{method}"
     return run
 
 
-def cmd_bolus(args: argparse.Namespace) -> int:
+@command(cli, "bolus", pump=True,
+         help="clinician bolus on top of the running infusion")
+@click.option("--volume", required=True, metavar="ML", help="bolus volume, mL or with a unit")
+@click.option("--rate", required=True, metavar="ML_H", help="bolus rate, mL/h or with a unit")
+def cmd_bolus(args: Any) -> int:
     with _open(args) as pump:
         res = pump.bolus(args.volume, args.rate)
     _emit(args, {"ok": True, **res.to_json()},
@@ -169,7 +193,12 @@ def cmd_bolus(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_titrate(args: argparse.Namespace) -> int:
+@command(cli, "titrate", pump=True,
+         help="change the rate of the running infusion")
+@click.option("--rate", metavar="ML_H", help="new rate")
+@click.option("--dose-rate", metavar="RATE", help="new dose rate ('0.3 mg/kg/h')")
+@click.option("--confirm", is_flag=True, help="override a drug-library soft limit (echoed back)")
+def cmd_titrate(args: Any) -> int:
     if (args.rate is None) == (args.dose_rate is None):
         raise UsageError("titrate needs exactly one of --rate and --dose-rate")
     with _open(args) as pump:
@@ -182,7 +211,9 @@ def cmd_titrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_silence(args: argparse.Namespace) -> int:
+@command(cli, "silence", pump=True,
+         help="pause the alarm sound for 120 s (the alarm stays)")
+def cmd_silence(args: Any) -> int:
     with _open(args) as pump:
         until = pump.silence()
     _emit(args, {"ok": True, "until_ms": until},
@@ -190,7 +221,13 @@ def cmd_silence(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_vitals(args: argparse.Namespace) -> int:
+@command(cli, "vitals", pump=True,
+         help="relay a patient-monitor reading to the pump")
+@click.option("--sbp", type=int, required=True, help="systolic blood pressure, mmHg")
+@click.option("--dbp", type=int, required=True, help="diastolic blood pressure, mmHg")
+@click.option("--hr", type=int, required=True, help="heart rate, beats/min")
+@click.option("--spo2", type=int, required=True, help="oxygen saturation SpO2, %")
+def cmd_vitals(args: Any) -> int:
     with _open(args) as pump:
         action = pump.vitals(sbp=args.sbp, dbp=args.dbp, hr=args.hr, spo2=args.spo2)
     _emit(args, {"ok": True, "action": action},
@@ -199,30 +236,46 @@ def cmd_vitals(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_vitals_bridge(args: argparse.Namespace) -> int:
+def _mllp_url(_ctx: Any, _param: Any, text: str) -> str:
+    from host.vitals_bridge import parse_listen
+    try:
+        parse_listen(text)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    return text
+
+
+@command(cli, "vitals-bridge", pump=True,
+         help="relay a patient monitor's HL7 v2 PCD-01 vitals (ORU^R01 over MLLP) to the pump "
+              "(docs/hl7.md)")
+@click.option("--listen", required=True, callback=_mllp_url, metavar="mllp://HOST:PORT",
+              help="where monitors connect (port 0: any free port, printed)")
+@click.option("--patient", metavar="ID",
+              help="the pump's patient (PID-3); other patients are never relayed (default: the "
+                   "first patient seen)")
+@click.option("--max-age", type=float, default=300.0, metavar="S",
+              help="older readings are not fresh (default 300 s; match the pump's vitals_age_ms)")
+@click.option("--max-skew", type=float, default=300.0, metavar="S",
+              help="MSH-7 must be within S s of this machine's clock (0: off; default 300)")
+def cmd_vitals_bridge(args: Any) -> int:
     from host.vitals_bridge import serve_bridge
     with _open(args) as pump:
         return serve_bridge(pump, args.listen, args.patient, max_age_s=args.max_age,
                             max_skew_s=args.max_skew, out=lambda s: print(s, flush=True))
 
 
-def _mllp_url(text: str) -> str:
-    from host.vitals_bridge import parse_listen
-    try:
-        parse_listen(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return text
-
-
 def _setting(text: str) -> tuple[str, int | str]:
     key, eq, value = text.partition("=")
     if not eq or not key or not value:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+        raise click.BadParameter(f"expected KEY=VALUE, got {text!r}")
     return key, int(value) if value.isdigit() else value
 
 
-def cmd_config(args: argparse.Namespace) -> int:
+@command(cli, "config", pump=True,
+         help="change pump settings (CFG), e.g. hb_ms=5000 hb_action=pause")
+@click.argument("settings", nargs=-1, required=True, metavar="KEY=VALUE...",
+                callback=lambda _c, _p, v: [_setting(t) for t in v])
+def cmd_config(args: Any) -> int:
     with _open(args) as pump:
         now = pump.configure(**dict(args.settings))
     _emit(args, {"ok": True, "settings": now},
@@ -233,7 +286,15 @@ def cmd_config(args: argparse.Namespace) -> int:
 LOG_COLUMNS = ("seq", "t_ms", "ev")
 
 
-def cmd_log(args: argparse.Namespace) -> int:
+@command(cli, "log", pump=True,
+         help="export the pump's event log (JSONL or CSV)")
+@click.option("--format", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True,
+              help="output format")
+@click.option("--from", "start", type=click.IntRange(min=0), default=0, metavar="SEQ",
+              help="first sequence number (default 0)")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="at most N records")
+@click.option("--out", metavar="FILE", help="write to FILE instead of stdout")
+def cmd_log(args: Any) -> int:
     import csv
     import io
     with _open(args) as pump:
@@ -355,7 +416,13 @@ class _View:
                 "alarms": self.alarms}
 
 
-def cmd_monitor(args: argparse.Namespace) -> int:
+@command(cli, "monitor", pump=True,
+         help="live view until the infusion ends (Ctrl-C to leave)")
+@click.option("--period", type=click.IntRange(min=1), default=1000, metavar="MS",
+              help="telemetry period in ms (default 1000)")
+@click.option("--for", "duration", type=click.FloatRange(min=0, min_open=True), metavar="S",
+              help="stop after S seconds")
+def cmd_monitor(args: Any) -> int:
     """Live view until the infusion ends (COMPLETE or IDLE), ``--for`` seconds, or Ctrl-C."""
     import time
     tty = sys.stdout.isatty() and not args.json
@@ -422,7 +489,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------- local commands
 
-def _library(args: argparse.Namespace):
+def _library(args: Any):
     from host.druglib import DrugLibrary
     try:
         return DrugLibrary.load(args.lib)
@@ -430,14 +497,21 @@ def _library(args: argparse.Namespace):
         raise UsageError(f"drug library not found ({e.filename}); pass --lib FILE") from None
 
 
-def cmd_drugs_list(args: argparse.Namespace) -> int:
+@command(drugs, "list",
+         help="list the drugs and every limit the pump enforces")
+@click.option("--lib", metavar="FILE", help="library file (default: the packaged firmware/druglib.json)")
+def cmd_drugs_list(args: Any) -> int:
     from host.druglib import render_list
     lib = _library(args)
     _emit(args, lib.to_json(), lambda: _console().print(render_list(lib)))
     return EXIT_OK
 
 
-def cmd_drugs_show(args: argparse.Namespace) -> int:
+@command(drugs, "show",
+         help="every limit of one drug")
+@click.argument("name", metavar="NAME")
+@click.option("--lib", metavar="FILE", help="library file (default: the packaged firmware/druglib.json)")
+def cmd_drugs_show(args: Any) -> int:
     from host.druglib import render_show
     lib = _library(args)
     try:
@@ -449,7 +523,9 @@ def cmd_drugs_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_ports(args: argparse.Namespace) -> int:
+@command(cli, "ports",
+         help="serial ports found on this machine")
+def cmd_ports(args: Any) -> int:
     from serial.tools import list_ports
     ports = [{"device": p.device, "description": p.description, "hwid": p.hwid}
              for p in sorted(list_ports.comports(), key=lambda p: p.device)]
@@ -459,7 +535,15 @@ def cmd_ports(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_firmware_build(args: argparse.Namespace) -> int:
+@command(firmware, "build",
+         help="compile the firmware tree to .mpy (or, with --romfs, to a ROMFS image)")
+@click.option("--board", default="rp2_pico", show_default=True, help="target board")
+@click.option("--romfs", is_flag=True,
+              help="write the ROMFS image of the compiled code instead of the tree")
+@click.option("--out", metavar="PATH",
+              help="output folder, replaced (default build/firmware), or with --romfs the "
+                   "image file (default build/firmware.romfs)")
+def cmd_firmware_build(args: Any) -> int:
     if args.romfs:
         return _firmware_build_romfs(args)
     from host.firmware_tools import build
@@ -471,7 +555,7 @@ def cmd_firmware_build(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _firmware_build_romfs(args: argparse.Namespace) -> int:
+def _firmware_build_romfs(args: Any) -> int:
     from host.firmware_tools import DEFAULT_IMAGE, romfs_image
     image = romfs_image(args.board, args.out or DEFAULT_IMAGE)
     size = image.stat().st_size
@@ -482,7 +566,17 @@ def _firmware_build_romfs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_firmware_flash(args: argparse.Namespace) -> int:
+@command(firmware, "flash", pump=("port", "timeout", "key_store"),
+         help="build, deploy to the board with mpremote, reset and check the version")
+@click.option("--board", default="rp2_pico", show_default=True, help="target board")
+@click.option("--romfs/--files", "romfs", default=None,
+              help="--romfs: code as a ROMFS image in the board's ROMFS partition, run in place "
+                   "(MicroPython >= 1.25 built with one), main.py and data on the filesystem; "
+                   "refused on a board without a partition. --files: copy the whole compiled "
+                   "tree to the board's filesystem (any build). Default: ROMFS where the board "
+                   "has a partition, else files")
+@click.option("--no-key", is_flag=True, help="do not provision an authentication key")
+def cmd_firmware_flash(args: Any) -> int:
     from host.firmware_tools import flash
     if not args.port:
         raise UsageError(f"firmware flash needs --port (or {ENV_PORT})")
@@ -498,7 +592,17 @@ def cmd_firmware_flash(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_ne1000(args: argparse.Namespace) -> int:
+@command(cli, "ne1000", pump=True,
+         help="serve an NE-1000 (New Era) serial endpoint in front of the pump, for lab "
+              "software such as nesp-lib (docs/ne1000.md)")
+@click.option("--link", default="pty", metavar="pty|tcp:PORT",
+              help="pty (prints a /dev/pts/N path) or tcp:PORT (socket://127.0.0.1:PORT)")
+@click.option("--address", type=int, default=0, metavar="N", help="NE-1000 address 0..99")
+@click.option("--state", metavar="FILE", help="where the NE-1000 settings (safe mode included) "
+              "survive restarts (default ~/.local/state/infusekit/)")
+@click.option("--drug", metavar="NAME", help="program the pump with this library drug, so its "
+              "limits apply to every NE-1000 rate")
+def cmd_ne1000(args: Any) -> int:
     from host import ne1000_serve
     try:
         link = ne1000_serve.parse_link(args.link)
@@ -508,163 +612,17 @@ def cmd_ne1000(args: argparse.Namespace) -> int:
         return ne1000_serve.run(pump, link, args.address, args.state, args.drug)
 
 
-# ------------------------------------------------------------------------- parser
 
-def _common(suppress: bool) -> argparse.ArgumentParser:
-    """--port/--timeout/--retries/--json, accepted before and after the subcommand."""
-    p = argparse.ArgumentParser(add_help=False)
-
-    def d(value: Any) -> Any:
-        return argparse.SUPPRESS if suppress else value
-    p.add_argument("--port", metavar="URL", default=d(os.environ.get(ENV_PORT)),
-                   help=f"pyserial URL of the pump: /dev/ttyACM0, /dev/pts/N, socket://host:port, "
-                        f"rfc2217://… (default ${ENV_PORT})")
-    p.add_argument("--timeout", type=float, metavar="S", default=d(DEFAULT_TIMEOUT),
-                   help="seconds to wait for each reply attempt (default %(default)s)"
-                   if not suppress else "seconds to wait for each reply attempt")
-    p.add_argument("--retries", type=int, metavar="N", default=d(2),
-                   help="retransmissions of a request before giving up")
-    p.add_argument("--json", action="store_true", default=d(False),
-                   help="print one JSON object instead of text")
-    p.add_argument("--key-store", metavar="DIR", default=d(None),
-                   help="pump keys for signed commands (default $INFUSEKIT_KEYS or "
-                        "~/.config/infusekit/keys)")
-    return p
+for _name, _help in (("start", "start the programmed infusion"),
+                     ("pause", "pause the infusion (keeps the program)"),
+                     ("resume", "resume a paused infusion"),
+                     ("stop", "end the infusion and clear the program (already stopped: ok)"),
+                     ("ack", "acknowledge the alarm once its cause is gone"),
+                     ("standby", "keep the program, deliver nothing")):
+    command(cli, _name, pump=True, help=_help)(_state_cmd(_name))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="infusekit", parents=[_common(False)],
-        description="InfuseKit: drive an infusion pump over its serial protocol, show the drug "
-                    "library, build and flash the firmware.",
-        epilog="Exit codes: 0 ok, 2 usage error, 3 refused by the pump, 4 link error or timeout.")
-    common = _common(True)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
-    def add(name: str, func: Callable[[argparse.Namespace], int], help: str,
-            parent: Any = sub) -> argparse.ArgumentParser:
-        p = parent.add_parser(name, parents=[common], help=help, description=help)
-        p.set_defaults(func=func)
-        return p
-
-    add("info", cmd_info, "device, firmware, protocol and drug-library versions (HELLO)")
-    add("status", cmd_status, "state, rate, volume delivered, pressure and alarm")
-    p = add("program", cmd_program,
-            "program by two of rate/volume/duration, or by drug, dose, duration and weight")
-    p.add_argument("--rate", metavar="ML_H", help="rate, mL/h or with a unit ('52.5 mL/h')")
-    p.add_argument("--vtbi", metavar="ML", help="volume to be infused, mL or with a unit")
-    p.add_argument("--over", metavar="DURATION", help="duration with a unit ('40 min', '1 h')")
-    p.add_argument("--drug", metavar="NAME", help="drug from the library (`infusekit drugs list`)")
-    p.add_argument("--dose", metavar="DOSE", help="dose per kg ('0.5 mg/kg', '500 mcg/kg')")
-    p.add_argument("--weight", metavar="KG", help="patient weight, kg or with a unit")
-    p.add_argument("--dose-rate", metavar="RATE",
-                   help="continuous dose ('0.5 mg/kg/h', '10 mcg/kg/min') with --drug, "
-                        "--weight and --vtbi or --over")
-    p.add_argument("--load", metavar="DOSE", help="loading dose per kg before --dose-rate")
-    p.add_argument("--load-over", metavar="DURATION", help="duration of the loading dose")
-    p.add_argument("--kvo", metavar="ML_H", help="keep-vein-open rate after the VTBI")
-    p.add_argument("--confirm", action="store_true",
-                   help="override a drug-library soft limit (echoed back)")
-    add("start", _state_cmd("start"), "start the programmed infusion")
-    add("pause", _state_cmd("pause"), "pause the infusion (keeps the program)")
-    add("resume", _state_cmd("resume"), "resume a paused infusion")
-    add("stop", _state_cmd("stop"), "end the infusion and clear the program")
-    add("ack", _state_cmd("ack"), "acknowledge the alarm once its cause is gone")
-    add("standby", _state_cmd("standby"), "keep the program, deliver nothing")
-    p = add("bolus", cmd_bolus, "clinician bolus on top of the running infusion")
-    p.add_argument("--volume", required=True, metavar="ML", help="bolus volume, mL or with a unit")
-    p.add_argument("--rate", required=True, metavar="ML_H", help="bolus rate, mL/h or with a unit")
-    p = add("titrate", cmd_titrate, "change the rate of the running infusion")
-    p.add_argument("--rate", metavar="ML_H", help="new rate")
-    p.add_argument("--dose-rate", metavar="RATE", help="new dose rate ('0.3 mg/kg/h')")
-    p.add_argument("--confirm", action="store_true",
-                   help="override a drug-library soft limit (echoed back)")
-    add("silence", cmd_silence, "pause the alarm sound for 120 s (the alarm stays)")
-    p = add("vitals", cmd_vitals, "relay a patient-monitor reading to the pump")
-    for name, what in (("--sbp", "systolic mmHg"), ("--dbp", "diastolic mmHg"),
-                       ("--hr", "heart rate /min"), ("--spo2", "SpO2 %")):
-        p.add_argument(name, type=int, required=True, help=what)
-    p = add("vitals-bridge", cmd_vitals_bridge,
-            "relay a patient monitor's HL7 v2 PCD-01 vitals (ORU^R01 over MLLP) to the pump "
-            "(docs/hl7.md)")
-    p.add_argument("--listen", required=True, type=_mllp_url, metavar="mllp://HOST:PORT",
-                   help="where monitors connect (port 0: any free port, printed)")
-    p.add_argument("--patient", metavar="ID",
-                   help="the pump's patient (PID-3); other patients are never relayed "
-                        "(default: the first patient seen)")
-    p.add_argument("--max-age", type=float, default=300.0, metavar="S",
-                   help="older readings are not fresh (default %(default)s s; match the pump's "
-                        "vitals_age_ms)")
-    p.add_argument("--max-skew", type=float, default=300.0, metavar="S",
-                   help="MSH-7 must be within S s of this machine's clock (0: off; default "
-                        "%(default)s)")
-    p = add("config", cmd_config, "change pump settings (CFG), e.g. hb_ms=5000 hb_action=pause")
-    p.add_argument("settings", nargs="+", type=_setting, metavar="KEY=VALUE")
-    p = add("monitor", cmd_monitor, "live view until the infusion ends (Ctrl-C to leave)")
-    p.add_argument("--period", type=int, default=1000, metavar="MS",
-                   help="telemetry period in ms (default %(default)s)")
-    p.add_argument("--for", dest="duration", type=float, metavar="S",
-                   help="stop after S seconds")
-    p = add("log", cmd_log, "export the pump's event log (JSONL or CSV)")
-    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
-    p.add_argument("--from", dest="start", type=int, default=0, metavar="SEQ",
-                   help="first sequence number (default 0)")
-    p.add_argument("--limit", type=int, metavar="N", help="at most N records")
-    p.add_argument("--out", metavar="FILE", help="write to FILE instead of stdout")
-
-    p = sub.add_parser("drugs", help="the drug library, with soft and hard limits",
-                       description="the drug library, with soft and hard limits")
-    dsub = p.add_subparsers(dest="drugs_command", metavar="list|show")
-    dsub.required = True
-    p = add("list", cmd_drugs_list, "list the drugs and their limits", dsub)
-    p.add_argument("--lib", metavar="FILE", help="library file (default firmware/druglib.json)")
-    p = add("show", cmd_drugs_show, "every limit of one drug", dsub)
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("--lib", metavar="FILE", help="library file (default firmware/druglib.json)")
-
-    add("ports", cmd_ports, "serial ports found on this machine")
-    p = add("ne1000", cmd_ne1000, "serve an NE-1000 (New Era) serial endpoint in front of the "
-            "pump, for lab software such as nesp-lib (docs/ne1000.md)")
-    p.add_argument("--link", default="pty", metavar="pty|tcp:PORT",
-                   help="pty (prints a /dev/pts/N path) or tcp:PORT (socket://127.0.0.1:PORT)")
-    p.add_argument("--address", type=int, default=0, metavar="N", help="NE-1000 address 0..99")
-    p.add_argument("--state", metavar="FILE", help="where the NE-1000 settings (safe mode "
-                   "included) survive restarts (default ~/.local/state/infusekit/)")
-    p.add_argument("--drug", metavar="NAME", help="program the pump with this library drug, "
-                   "so its limits apply to every NE-1000 rate")
-
-    p = sub.add_parser("firmware", help="build the firmware with mpy-cross or flash a board",
-                       description="build the firmware with mpy-cross or flash a board")
-    fsub = p.add_subparsers(dest="firmware_command", metavar="build|flash")
-    fsub.required = True
-    p = add("build", cmd_firmware_build,
-            "compile the firmware tree to .mpy (or, with --romfs, to a ROMFS image)", fsub)
-    p.add_argument("--board", default="rp2_pico", help="target board (default %(default)s)")
-    p.add_argument("--romfs", action="store_true",
-                   help="write the ROMFS image of the compiled code instead of the tree")
-    p.add_argument("--out", metavar="PATH",
-                   help="output folder, replaced (default build/firmware), or with --romfs "
-                        "the image file (default build/firmware.romfs)")
-    p = add("flash", cmd_firmware_flash,
-            "build, deploy to the board with mpremote, reset and check the version", fsub)
-    p.add_argument("--board", default="rp2_pico", help="target board (default %(default)s)")
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--romfs", dest="romfs", action="store_true", default=None,
-                      help="code as a ROMFS image in the board's ROMFS partition, run in place "
-                           "(MicroPython >= 1.25 built with one); main.py and data on the "
-                           "filesystem; refused on a board without a partition (default: "
-                           "ROMFS where the board has a partition, else files)")
-    mode.add_argument("--files", dest="romfs", action="store_false",
-                      help="copy the whole compiled tree to the board's filesystem (any build)")
-    p.add_argument("--no-key", action="store_true",
-                   help="do not provision an authentication key")
-
-    _register_sim(sub)
-    return parser
-
-
-def _register_sim(sub: Any) -> None:
+def _register_sim(cli: click.Group) -> None:
     """Let hil_sim add ``demo`` and ``sim``; hil_sim is optional for the host."""
     try:
         from hil_sim import cli as sim_cli  # type: ignore[import-not-found]
@@ -673,53 +631,21 @@ def _register_sim(sub: Any) -> None:
             return
         err = f"the simulator cannot be loaded: {e}"
         for name in ("demo", "sim"):
-            p = sub.add_parser(name, help="(unavailable) " + err)
-            p.add_argument("rest", nargs=argparse.REMAINDER)
-            p.set_defaults(func=lambda args, err=err: _fail_line(err))
+            def unavailable(args: Any, err: str = err) -> int:
+                raise UsageError(err)
+            command(cli, name, help="(unavailable) " + err,
+                    context_settings={"ignore_unknown_options": True,
+                                      "allow_extra_args": True})(unavailable)
         return
-    sim_cli.register(sub)
+    sim_cli.register(cli)
 
 
-def _fail_line(msg: str) -> int:
-    print(f"infusekit: {msg}", file=sys.stderr)
-    return EXIT_FAIL
-
-
-# ------------------------------------------------------------------------- main
-
-def _error(args: argparse.Namespace, exit_code: int, kind: str, msg: str, **extra: Any) -> int:
-    print(f"infusekit: {msg}", file=sys.stderr)
-    if getattr(args, "json", False):
-        print(json.dumps({"ok": False, "error": kind, "message": msg, **extra}))
-    return exit_code
+_register_sim(cli)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``infusekit`` console script; returns the exit code."""
-    from host.firmware_tools import FirmwareToolError
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except UsageError as e:
-        return _error(args, EXIT_USAGE, "usage", str(e))
-    except Refused as e:
-        hint = _HINTS.get(e.code, "")
-        return _error(args, EXIT_REFUSED, "refused",
-                      f"refused: {e.code} {e.reason}" + (f" — {hint}" if hint else ""),
-                      code=e.code, reason=e.reason)
-    except KeyStoreError as e:
-        return _error(args, EXIT_USAGE, "key", str(e))
-    except (LinkError, ProtocolError) as e:
-        return _error(args, EXIT_LINK, "link",
-                      f"link error: {e}" if "check" in str(e)
-                      else f"link error: {e} — check --port and that the pump is on")
-    except ValueError as e:        # unit parsing and argument values
-        return _error(args, EXIT_USAGE, "usage", str(e))
-    except FirmwareToolError as e:
-        return _error(args, EXIT_FAIL, "firmware", str(e))
-    except KeyboardInterrupt:
-        return 130
+    return _run(cli, argv)
 
 
 if __name__ == "__main__":

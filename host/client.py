@@ -231,6 +231,37 @@ class LinkStats:
     reconnects: int = 0
 
 
+NET_SCHEMES = ("socket", "rfc2217")
+
+
+def check_port_url(url: str) -> None:
+    """Refuse (``BadPortURL``) a pyserial URL that cannot mean anything: an unknown scheme
+    (``foo://bar``), or a network scheme without ``host:port`` (``socket://localhost``).
+    Device paths (``/dev/ttyACM0``, ``COM3``) are left to the OS to open."""
+    from host.errors import BadPortURL
+    if "://" not in url:
+        return
+    scheme, rest = url.split("://", 1)
+    known = sorted(m.name.removeprefix("protocol_") for m in _url_handlers())
+    if scheme not in known:
+        raise BadPortURL(f"--port {url}: unknown URL scheme {scheme!r} (pyserial knows "
+                         f"{', '.join(s + '://' for s in known)}; or a device path such as "
+                         f"/dev/ttyACM0)")
+    if scheme in NET_SCHEMES:
+        hostport = rest.split("/", 1)[0].split("?", 1)[0]
+        host, colon, port = hostport.rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise BadPortURL(f"--port {url}: {scheme}:// needs HOST:PORT with a port "
+                             f"1..65535, e.g. {scheme}://127.0.0.1:7001")
+
+
+def _url_handlers():
+    import pkgutil
+    import serial.urlhandler
+    return [m for m in pkgutil.iter_modules(serial.urlhandler.__path__)
+            if m.name.startswith("protocol_")]
+
+
 class _Closed:
     """Sentinel pushed to the event queue when the pump is closed or the link fails."""
 
@@ -305,6 +336,7 @@ class Pump:
     # ------------------------------------------------------------------ opening/closing
     @staticmethod
     def _open_port(url: str, baudrate: int, timeout: float) -> serial.SerialBase:
+        check_port_url(url)
         try:
             port = serial.serial_for_url(url, baudrate=baudrate, timeout=READ_POLL_S,
                                          write_timeout=max(timeout, 1.0))

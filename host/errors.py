@@ -11,7 +11,10 @@
     │   └── Timeout                no reply after every retry
     ├── ProtocolError              the pump speaks something this host does not support
     │   └── FrameError             one frame broke the grammar, the CRC or the length limit
-    └── KeyStoreError              the pump's authentication key is missing or unusable
+    ├── KeyStoreError              the pump's authentication key is missing or unusable
+    └── UsageMistake               a caller's mistake found before anything is sent
+        ├── UnitError              a quantity without a unit, an unknown unit, out of range
+        └── BadPortURL             a port URL pyserial cannot open as written
 
 ``Timeout`` is a ``LinkError``: to a caller both mean "the pump did not answer; the command
 may or may not have been executed — ask STATUS". ``Refused`` means it was certainly not.
@@ -70,3 +73,16 @@ class FrameError(ProtocolError, ValueError):
 
 class KeyStoreError(PumpError, ValueError):
     """An authentication key is missing, the wrong size or stored unsafely."""
+
+
+class UsageMistake(PumpError, ValueError):
+    """The caller's mistake, found before anything was sent; nothing changed (CLI exit 2).
+    Also a ``ValueError``, so code that caught the plain ``ValueError`` still works."""
+
+
+class UnitError(UsageMistake):
+    """A quantity without a unit, in an unknown unit, or not representable on the wire."""
+
+
+class BadPortURL(UsageMistake):
+    """A port URL with an unknown scheme or a missing/invalid ``host:port``."""

@@ -139,3 +139,31 @@ def test_cli_usage_errors():
                        capture_output=True, text=True, cwd=ROOT,
                        env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert r.returncode == 2 and "pty or tcp:PORT" in r.stderr
+
+
+@pytest.mark.req("REQ-HOST-04")
+def test_speed_beyond_the_runtime_is_capped_not_a_silent_pump():
+    """Asked for a million times real time (no runtime can do it), the served pump keeps
+    answering every request promptly, and the cap is reported once with the speed achieved.
+    The old pacing let virtual time fall ever further behind the wall clock until the host
+    timed out (asked 50x under load: 34x, then silence)."""
+    from hil_sim.serve import Pacing
+    ep = MemoryEndpoint()
+    reports = []
+    pacing = Pacing(1e6)
+    sim = Simulation("cpython")
+    stop = threading.Event()
+    t = threading.Thread(target=serve, args=(sim, ep, 1e6, stop),
+                         kwargs={"on_capped": lambda a, g: reports.append((a, g)),
+                                 "pacing": pacing})
+    t.start()
+    try:
+        for i in range(1, 6):
+            ep.host_write(b"%d HELLO\n" % i)
+            assert read_line(ep, timeout=5.0).startswith(b"%d OK dev=" % i)
+    finally:
+        stop.set()
+        t.join(10)
+        sim.close()
+    assert len(reports) == 1 and reports[0][0] == 1e6 and 0 < reports[0][1] < 1e6
+    assert pacing.capped and pacing.slipped_ms > 0 and 0 < pacing.achieved < 1e6
