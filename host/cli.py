@@ -517,7 +517,7 @@ def cmd_drugs_show(args: Any) -> int:
     try:
         drug = lib.get(args.name)
     except KeyError as e:
-        raise UsageError(str(e.args[0])) from None
+        raise UsageError(str(e)) from None
     _emit(args, {"version": lib.version, **drug.to_json()},
           lambda: _console().print(render_show(drug)))
     return EXIT_OK

@@ -231,6 +231,19 @@ class LinkStats:
     reconnects: int = 0
 
 
+def _with_unit(parse, value, what: str, unit: str | None, drug: str | None) -> int:
+    """Parse a dose or dose rate that must carry its unit: a bare number is refused, because
+    the library's drugs are dosed in units 1000x apart (mg/kg vs µg/kg)."""
+    from host.errors import UnitError
+    if value is not None and not units.has_unit(value):
+        example = f"'{value} {unit}'" if unit else ("'0.5 mg/kg/h'" if "rate" in what
+                                                    else "'0.5 mg/kg'")
+        raise UnitError(f"{what} {value!r} needs a unit" +
+                        (f": {drug} is dosed in {unit}" if unit and drug else "") +
+                        f", e.g. {example}")
+    return parse(value)
+
+
 NET_SCHEMES = ("socket", "rfc2217")
 
 
@@ -760,6 +773,19 @@ class Pump:
                              else None,
                              soft=reply.fields.get("soft") == "1", confirm=bool(confirm))
 
+    def _entry(self, drug: str):
+        """The local library's entry for ``drug``; when the local library is the pump's
+        (same libh), an unknown name is refused here (``UnknownDrug``, code DRUG, with the
+        closest names) before anything is sent."""
+        lib = self.library
+        if lib is None:
+            return None
+        if drug in lib:
+            return lib.get(drug)
+        if self.info is not None and self.info.libh == lib.sha16:
+            lib.get(drug)                        # raises UnknownDrug with did-you-mean
+        return None
+
     def _program_drug(self, drug: str, dose: Number | None, over: object,
                       weight_kg: Number | None, confirm: bool, extra: dict[str, int | str],
                       timeout: float | None) -> ProgramResult:
@@ -767,9 +793,10 @@ class Pump:
                    if v is None]
         if missing:
             raise ValueError(f"program by drug also needs {', '.join(missing)}")
+        entry = self._entry(drug)
         lib = self.library
-        entry = lib.get(drug) if lib is not None and drug in lib else None
-        dose_v = units.dose_ug_kg(dose, default_unit=entry.dose_unit if entry else None)  # type: ignore[arg-type]
+        dose_v = _with_unit(units.dose_ug_kg, dose, "dose", entry.dose_unit if entry else None,
+                            drug)
         over_v = units.duration_ms(over)  # type: ignore[arg-type]
         wt = units.weight_g(weight_kg)  # type: ignore[arg-type]
         if entry is not None and self.info is not None and self.info.libh == lib.sha16:  # type: ignore[union-attr]
@@ -791,15 +818,15 @@ class Pump:
             raise ValueError("program by dose rate needs exactly one of vtbi and over")
         if (load is None) != (load_over is None):
             raise ValueError("a loading dose needs both load and load_over")
-        lib = self.library
-        entry = lib.get(drug) if lib is not None and drug in lib else None
-        unit = f"{entry.dose_unit}/h" if entry else None
+        entry = self._entry(drug)
+        unit = (entry.dose_rate_unit or f"{entry.dose_unit}/h") if entry else None
         fields: dict[str, int | str] = {"drug": drug}
         if load is not None:
-            fields["load_ug_kg"] = units.dose_ug_kg(load, default_unit=entry.dose_unit
-                                                    if entry else None)
+            fields["load_ug_kg"] = _with_unit(units.dose_ug_kg, load, "loading dose",
+                                              entry.dose_unit if entry else None, drug)
             fields["load_ms"] = units.duration_ms(load_over)  # type: ignore[arg-type]
-        fields["dose_ug_kg_h"] = units.dose_rate_ug_kg_h(dose_rate, default_unit=unit)
+        fields["dose_ug_kg_h"] = _with_unit(units.dose_rate_ug_kg_h, dose_rate, "dose rate",
+                                            unit, drug)
         fields["wt_g"] = units.weight_g(weight_kg)
         if vtbi is not None:
             fields["vtbi_nl"] = units.volume_nl(vtbi)
@@ -882,7 +909,8 @@ class Pump:
             raise ValueError("titrate needs exactly one of rate and dose_rate")
         fields: dict[str, int | str] = (
             {"rate_ul_h": units.rate_ul_h(rate)} if rate is not None
-            else {"dose_ug_kg_h": units.dose_rate_ug_kg_h(dose_rate, default_unit=None)})  # type: ignore[arg-type]
+            else {"dose_ug_kg_h": _with_unit(units.dose_rate_ug_kg_h, dose_rate, "dose rate",
+                                             None, None)})
         if confirm:
             fields["confirm"] = 1
         reply = self._command("TITRATE", fields, timeout=timeout)

@@ -6,7 +6,8 @@ Exit codes (every command, documented in ``--help`` and docs/host.md):
     0  ok
     1  expectations not met (a scenario FAIL, the demo out of tolerance, a flashed board
        reporting the wrong firmware)
-    2  usage: bad or missing arguments, an unknown unit or drug, a broken scenario file
+    2  usage: bad or missing arguments, a missing or unknown unit, a bad port URL, a broken
+       scenario file
     3  refused by the pump, or by the host's own pre-checks (nothing changed)
     4  link error or timeout (the command may or may not have been carried out: ask status)
 
@@ -53,7 +54,7 @@ DEFAULT_TIMEOUT = 2.0
 DEFAULT_RETRIES = 2
 
 EXIT_CODES_HELP = ("Exit codes: 0 ok; 1 expectations not met (scenario FAIL, demo out of "
-                   "tolerance); 2 usage error (bad arguments, unit, drug or scenario file); "
+                   "tolerance); 2 usage error (bad arguments, unit, port or scenario file); "
                    "3 refused by the pump or the host's pre-checks (nothing changed); 4 link "
                    "error or timeout.")
 
@@ -186,7 +187,7 @@ def command(parent: click.Group, name: str | None = None, *, pump: bool | Iterab
                 args = _build_args(ctx, opts, names)
                 return int(f(args) or 0)
             except Exception as e:        # mapped to an exit code (or re-raised)
-                return handle_error(e, want_json)
+                return handle_error(e, want_json, opts.get("drug"))
             except KeyboardInterrupt:
                 return 130
 
@@ -237,7 +238,7 @@ def error(want_json: bool, exit_code: int, kind: str, msg: str, **extra: Any) ->
     return exit_code
 
 
-def handle_error(e: BaseException, want_json: bool) -> int:
+def handle_error(e: BaseException, want_json: bool, drug: str | None = None) -> int:
     """Map an exception to its exit code (printing it), or re-raise what is a bug."""
     from host.errors import KeyStoreError, LinkError, ProtocolError, Refused
     if isinstance(e, BrokenPipeError):
@@ -248,7 +249,8 @@ def handle_error(e: BaseException, want_json: bool) -> int:
     if isinstance(e, ExpectationFailed):
         return error(want_json, EXIT_FAIL, "failed", str(e))
     if isinstance(e, Refused):
-        text = e.reason
+        from host import messages
+        text = messages.refusal(e, drug)
         hint = HINTS.get(e.code, "")
         return error(want_json, EXIT_REFUSED, "refused",
                      f"refused: {e.code} {text}" + (f" — {hint}" if hint else ""),

@@ -17,7 +17,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 from host._firmware import firmware_dir
-from host.errors import LimitExceeded
+from host.errors import LimitExceeded, Refused
+
+
+class UnknownDrug(Refused, KeyError):
+    """A drug name the library does not have, with the closest names (code ``DRUG``, as the
+    pump's own refusal); a ``KeyError`` too."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("DRUG", reason)
+
+    def __str__(self) -> str:
+        return self.reason
 from host import units
 
 LIB_FILE = "druglib.json"
@@ -57,9 +68,19 @@ class Drug:
     weight_kg: Limits
     rate_ml_h_max: Fraction
     notes: str = ""
+    concs_ug_ml: tuple[int, ...] = ()          # every concentration the pump accepts
+    dose_rate_unit: str | None = None          # continuous dosing (None: not allowed)
+    dose_ug_kg_h: Limits | None = None
+    bolus_max_ul: int | None = None            # one clinician bolus
+    bolus_lockout_min: int | None = None       # between two boluses
+    bolus_max_h_ug: int | None = None          # bolus dose in any hour
+    kvo_ul_h: int | None = None                # keep-vein-open rate after the VTBI
+    vitals: tuple[tuple[str, int], ...] = ()   # interlock limits (sbp_max, hr_min, …)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Drug":
+        def opt_int(k: str) -> int | None:
+            return int(d[k]) if d.get(k) is not None else None
         return cls(
             name=str(d["name"]), conc_ug_ml=int(d["conc_ug_ml"]),
             syringe_ml=units.to_fraction(d.get("syringe_ml", 0)),
@@ -69,6 +90,12 @@ class Drug:
             weight_kg=Limits.from_json(d["weight_kg"]),
             rate_ml_h_max=units.to_fraction(d["rate_ml_h_max"]),
             notes=str(d.get("notes", "")),
+            concs_ug_ml=tuple(int(c) for c in d.get("concs_ug_ml", [d["conc_ug_ml"]])),
+            dose_rate_unit=d.get("dose_rate_unit") if "dose_ug_kg_h" in d else None,
+            dose_ug_kg_h=Limits.from_json(d["dose_ug_kg_h"]) if "dose_ug_kg_h" in d else None,
+            bolus_max_ul=opt_int("bolus_max_ul"), bolus_lockout_min=opt_int("bolus_lockout_min"),
+            bolus_max_h_ug=opt_int("bolus_max_h_ug"), kvo_ul_h=opt_int("kvo_ul_h"),
+            vitals=tuple((str(k), int(v)) for k, v in (d.get("vitals") or {}).items()),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -78,7 +105,11 @@ class Drug:
                 "syringe_ml": _num(self.syringe_ml), "dose_unit": self.dose_unit,
                 "dose_ug_kg": lim(self.dose_ug_kg), "over_min": lim(self.over_min),
                 "weight_kg": lim(self.weight_kg), "rate_ml_h_max": _num(self.rate_ml_h_max),
-                "notes": self.notes}
+                "concs_ug_ml": list(self.concs_ug_ml), "dose_rate_unit": self.dose_rate_unit,
+                "dose_ug_kg_h": lim(self.dose_ug_kg_h) if self.dose_ug_kg_h else None,
+                "bolus_max_ul": self.bolus_max_ul, "bolus_lockout_min": self.bolus_lockout_min,
+                "bolus_max_h_ug": self.bolus_max_h_ug, "kvo_ul_h": self.kvo_ul_h,
+                "vitals": dict(self.vitals), "notes": self.notes}
 
 
 def _num(x: Fraction) -> int | float:
@@ -122,8 +153,17 @@ class DrugLibrary:
         for d in self.drugs:
             if d.name.lower() == name.lower():
                 return d
-        raise KeyError(f"no drug {name!r} in library {self.version} "
-                       f"(known: {', '.join(d.name for d in self.drugs) or 'none'})")
+        near = self.suggest(name)
+        raise UnknownDrug(f"no drug {name!r} in library {self.version}"
+                          + (f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else "")
+                          + f" (known: {', '.join(d.name for d in self.drugs) or 'none'})")
+
+    def suggest(self, name: str) -> list[str]:
+        """Library names close to a misspelt ``name`` (difflib), best first."""
+        import difflib
+        names = {d.name.lower(): d.name for d in self.drugs}
+        return [names[n] for n in difflib.get_close_matches(name.lower(), list(names), n=2,
+                                                             cutoff=0.6)]
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and any(d.name.lower() == name.lower() for d in self.drugs)
@@ -179,44 +219,100 @@ def _range(lim: Limits, fmt) -> tuple[str, str]:
     return f"{fmt(lim.soft_min)} – {fmt(lim.soft_max)}", f"{fmt(lim.hard_min)} – {fmt(lim.hard_max)}"
 
 
+def _in_unit(unit: str):
+    """Wire µg/kg (or µg/kg/h) -> the number in ``unit`` (mg/kg, mcg/kg/min, …)."""
+    norm = units._norm_unit(unit)
+    factor = Fraction(1000 if norm.startswith("mg") else 1) * (60 if norm.endswith("/min") else 1)
+    return lambda v: f"{float(Fraction(v) / factor):.4g}"
+
+
 def _dose_fmt(d: Drug):
-    factor = 1000 if units._norm_unit(d.dose_unit) == "mg/kg" else 1
-    return lambda v: f"{_num(Fraction(v) / factor):g}"
+    return _in_unit(d.dose_unit)
+
+
+def _plain(v) -> str:
+    return f"{_num(Fraction(v)):g}"
+
+
+def rows(d: Drug) -> list[tuple[str, str, str, str, str]]:
+    """Every limit the pump enforces for ``d``, in the drug's units:
+    (limit, hard min, soft min, soft max, hard max); "" where a bound does not apply."""
+    out = []
+    for label, lim, fmt in ((f"dose ({d.dose_unit})", d.dose_ug_kg, _dose_fmt(d)),
+                            ("duration (min)", d.over_min, _plain),
+                            ("weight (kg)", d.weight_kg, _plain)):
+        out.append((label, fmt(lim.hard_min), fmt(lim.soft_min), fmt(lim.soft_max),
+                    fmt(lim.hard_max)))
+    if d.dose_ug_kg_h is not None and d.dose_rate_unit:
+        fmt = _in_unit(d.dose_rate_unit)
+        lim = d.dose_ug_kg_h
+        out.append((f"dose rate ({d.dose_rate_unit})", fmt(lim.hard_min), fmt(lim.soft_min),
+                    fmt(lim.soft_max), fmt(lim.hard_max)))
+        out.append((f"loading dose ({d.dose_unit})", *[_dose_fmt(d)(getattr(d.dose_ug_kg, k))
+                                                      for k in ("hard_min", "soft_min",
+                                                                "soft_max", "hard_max")]))
+    out.append(("rate (mL/h)", "", "", "", _plain(d.rate_ml_h_max)))
+    if d.bolus_max_ul is not None:
+        out.append(("bolus (mL)", "", "", "", _plain(Fraction(d.bolus_max_ul, 1000))))
+    mass = "µg" if units._norm_unit(d.dose_unit).startswith("ug") else "mg"
+    if d.bolus_max_h_ug is not None:
+        out.append((f"bolus dose per hour ({mass})", "", "", "",
+                    _plain(Fraction(d.bolus_max_h_ug, 1 if mass == "µg" else 1000))))
+    if d.bolus_lockout_min is not None:
+        out.append(("bolus lockout (min)", _plain(d.bolus_lockout_min), "", "", ""))
+    names = {"sbp": "systolic BP (mmHg)", "dbp": "diastolic BP (mmHg)",
+             "hr": "heart rate (/min)", "spo2": "SpO2 (%)"}
+    vit: dict[str, list[str]] = {}
+    for key, v in d.vitals:
+        kind, _, side = key.rpartition("_")
+        lo_hi = vit.setdefault(kind, ["", ""])
+        lo_hi[0 if side == "min" else 1] = str(v)
+    for kind, (lo, hi) in vit.items():
+        out.append((f"interlock: {names.get(kind, kind)}", lo, "", "", hi))
+    return out
 
 
 def render_list(lib: DrugLibrary):
-    """A rich Table: one row per drug with its soft and hard limits."""
+    """A rich Table: one row per drug with every limit the pump enforces (soft | hard)."""
     from rich.table import Table
     t = Table(title=f"Drug library {lib.version} (libh {lib.sha16})")
-    t.add_column("drug", no_wrap=True)
-    for col in ("conc", "dose soft", "dose hard", "over soft (min)", "over hard (min)",
-                "weight hard (kg)", "max rate"):
-        t.add_column(col)
+    for col in ("drug", "conc", "dose soft | hard", "over (min) soft | hard", "weight (kg)",
+                "dose rate soft | hard", "max rate", "bolus", "KVO"):
+        t.add_column(col, no_wrap=col == "drug")
     for d in lib.drugs:
         dfmt = _dose_fmt(d)
         ds, dh = _range(d.dose_ug_kg, dfmt)
-        os_, oh = _range(d.over_min, lambda v: f"{_num(v):g}")
-        _, wh = _range(d.weight_kg, lambda v: f"{_num(v):g}")
-        t.add_row(d.name, f"{d.conc_ug_ml / 1000:g} mg/mL", f"{ds} {d.dose_unit}",
-                  f"{dh} {d.dose_unit}", os_, oh, wh, f"{_num(d.rate_ml_h_max):g} mL/h")
+        os_, oh = _range(d.over_min, _plain)
+        _, wh = _range(d.weight_kg, _plain)
+        if d.dose_ug_kg_h is not None and d.dose_rate_unit:
+            rs, rh = _range(d.dose_ug_kg_h, _in_unit(d.dose_rate_unit))
+            rate = f"{rs} | {rh} {d.dose_rate_unit}"
+        else:
+            rate = "-"
+        bolus = "-" if d.bolus_max_ul is None else (
+            f"≤ {_plain(Fraction(d.bolus_max_ul, 1000))} mL"
+            + (f", {d.bolus_lockout_min} min apart" if d.bolus_lockout_min else "")
+            + (f", ≤ {_plain(Fraction(d.bolus_max_h_ug, 1000))} mg/h" if d.bolus_max_h_ug
+               else ""))
+        kvo = "-" if d.kvo_ul_h is None else ("none" if d.kvo_ul_h == 0
+                                              else f"{_plain(Fraction(d.kvo_ul_h, 1000))} mL/h")
+        concs = ", ".join(f"{c / 1000:g}" for c in d.concs_ug_ml) + " mg/mL"
+        t.add_row(d.name, concs, f"{ds} | {dh} {d.dose_unit}", f"{os_} | {oh}", wh, rate,
+                  f"{_num(d.rate_ml_h_max):g} mL/h", bolus, kvo)
     return t
 
 
 def render_show(d: Drug):
-    """A rich Table with every field of one drug."""
+    """A rich Table with every limit of one drug the pump enforces."""
     from rich.table import Table
     t = Table(title=d.name, show_header=True)
-    t.add_column("limit")
-    t.add_column("hard min")
-    t.add_column("soft min")
-    t.add_column("soft max")
-    t.add_column("hard max")
-    dfmt = _dose_fmt(d)
-    rows = ((f"dose ({d.dose_unit})", d.dose_ug_kg, dfmt),
-            ("duration (min)", d.over_min, lambda v: f"{_num(v):g}"),
-            ("weight (kg)", d.weight_kg, lambda v: f"{_num(v):g}"))
-    for label, lim, fmt in rows:
-        t.add_row(label, fmt(lim.hard_min), fmt(lim.soft_min), fmt(lim.soft_max), fmt(lim.hard_max))
-    t.caption = (f"concentration {d.conc_ug_ml} µg/mL, syringe {_num(d.syringe_ml):g} mL, "
-                 f"max rate {_num(d.rate_ml_h_max):g} mL/h" + (f"\n{d.notes}" if d.notes else ""))
+    for col in ("limit", "hard min", "soft min", "soft max", "hard max"):
+        t.add_column(col)
+    for r in rows(d):
+        t.add_row(*r)
+    concs = ", ".join(f"{c} µg/mL" for c in d.concs_ug_ml)
+    t.caption = (f"concentration {concs}, syringe {_num(d.syringe_ml):g} mL, "
+                 + (f"KVO {_plain(Fraction(d.kvo_ul_h, 1000))} mL/h after the VTBI"
+                    if d.kvo_ul_h else "no KVO")
+                 + (f"\n{d.notes}" if d.notes else ""))
     return t

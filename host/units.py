@@ -3,7 +3,10 @@
 All arithmetic is done with ``fractions.Fraction``; a float never takes part in the maths
 (a Python float argument is read through its shortest decimal repr, so ``52.5`` means
 exactly 52.5). A result that is not a whole number of the wire unit is refused, as are
-negatives and unknown units — a dose must never be silently rounded.
+negatives and unknown units — a dose must never be silently rounded. A dose or dose rate
+without a unit is refused too (the drugs' units differ by a factor of 1000: ``1`` would be
+1 mg/kg of ketamine but 1 µg/kg of remifentanil). Every refusal is a ``UnitError`` (a
+``host.errors.PumpError`` and a ``ValueError``).
 
 ==========  ===========  ======================================  ============
 parser      wire unit    accepted units (case-insensitive)        bare number
@@ -11,8 +14,8 @@ parser      wire unit    accepted units (case-insensitive)        bare number
 rate_ul_h   µL/h         mL/h, µL/h (uL/h), L/h, mL/min           mL/h
 volume_nl   nL           mL, µL (uL), nL, L                       mL
 duration_ms ms           ms, s, min, h (and "1 h 30 min")         refused
-dose_ug_kg  µg/kg        mg/kg, µg/kg (mcg/kg, ug/kg), g/kg       ``default``
-dose_rate   µg/kg/h      mg/kg/h, µg/kg/h, µg/kg/min, mg/kg/min   ``default``
+dose_ug_kg  µg/kg        mg/kg, µg/kg (mcg/kg, ug/kg), g/kg       refused
+dose_rate   µg/kg/h      mg/kg/h, µg/kg/h, µg/kg/min, mg/kg/min   refused
 weight_g    g            kg, g                                    kg
 ==========  ===========  ======================================  ============
 """
@@ -24,6 +27,8 @@ from decimal import Decimal
 from fractions import Fraction
 from numbers import Rational
 from typing import Union
+
+from host.errors import UnitError
 
 Quantity = Union[str, int, float, Decimal, Fraction]
 
@@ -64,23 +69,23 @@ _DOSE_RATE = {"mg/kg/h": 1000, "mg/kg/hr": 1000, "ug/kg/h": 1, "ug/kg/hr": 1,
 def to_fraction(value: Quantity) -> Fraction:
     """An exact Fraction from an int, Fraction, Decimal, float (via its repr) or numeric str."""
     if isinstance(value, bool):
-        raise ValueError("a boolean is not a quantity")
+        raise UnitError("a boolean is not a quantity")
     if isinstance(value, (int, Fraction, Rational)):
         return Fraction(value)
     if isinstance(value, Decimal):
         if not value.is_finite():
-            raise ValueError(f"{value} is not a finite number")
+            raise UnitError(f"{value} is not a finite number")
         return Fraction(value)
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
-            raise ValueError(f"{value} is not a finite number")
+            raise UnitError(f"{value} is not a finite number")
         return Fraction(repr(value))
     if isinstance(value, str):
         try:
             return Fraction(value.strip())
         except ValueError:
-            raise ValueError(f"{value!r} is not a number") from None
-    raise ValueError(f"cannot read a quantity from {type(value).__name__}")
+            raise UnitError(f"{value!r} is not a number") from None
+    raise UnitError(f"cannot read a quantity from {type(value).__name__}")
 
 
 def _split(text: Quantity, what: str) -> tuple[Fraction, str | None]:
@@ -91,7 +96,7 @@ def _split(text: Quantity, what: str) -> tuple[Fraction, str | None]:
     else:
         m = _QTY_RE.match(text)
         if not m:
-            raise ValueError(f"cannot read {what} {text!r}: expected a number and a unit, "
+            raise UnitError(f"cannot read {what} {text!r}: expected a number and a unit, "
                              f"e.g. {_EXAMPLES[what]}")
         sign, num, unit = m.groups()
         mag = Fraction(num)
@@ -99,7 +104,7 @@ def _split(text: Quantity, what: str) -> tuple[Fraction, str | None]:
             mag = -mag
         unit = _norm_unit(unit) if unit else None
     if mag < 0:
-        raise ValueError(f"{what} must not be negative: {text!r}")
+        raise UnitError(f"{what} must not be negative: {text!r}")
     return mag, unit
 
 
@@ -115,14 +120,14 @@ def _convert(text: Quantity, what: str, table: dict[str, int], default: str | No
     mag, unit = _split(text, what)
     if unit is None:
         if default is None:
-            raise ValueError(f"{what} {text!r} needs a unit, e.g. {_EXAMPLES[what]}")
+            raise UnitError(f"{what} {text!r} needs a unit, e.g. {_EXAMPLES[what]}")
         unit = _norm_unit(default)
     if unit not in table:
         known = ", ".join(sorted({k for k in table}))
-        raise ValueError(f"unknown {what} unit {unit!r} in {text!r} (known: {known})")
+        raise UnitError(f"unknown {what} unit {unit!r} in {text!r} (known: {known})")
     value = mag * table[unit]
     if value.denominator != 1:
-        raise ValueError(f"{what} {text!r} is not a whole number of {wire} "
+        raise UnitError(f"{what} {text!r} is not a whole number of {wire} "
                          f"({float(value):g} {wire}); give fewer decimals")
     return int(value)
 
@@ -145,9 +150,9 @@ def duration_ms(text: Quantity | _dt.timedelta, default_unit: str | None = None)
     if isinstance(text, _dt.timedelta):
         us = Fraction(text.days * 86_400_000_000 + text.seconds * 1_000_000 + text.microseconds)
         if us < 0:
-            raise ValueError(f"duration must not be negative: {text}")
+            raise UnitError(f"duration must not be negative: {text}")
         if us.numerator % 1000:
-            raise ValueError(f"duration {text} is not a whole number of ms")
+            raise UnitError(f"duration {text} is not a whole number of ms")
         return int(us / 1000)
     if isinstance(text, str):
         parts = _PART_RE.findall(text)
@@ -220,5 +225,12 @@ def fmt_dose(ug_kg: int, unit: str = "mg/kg") -> str:
     """500 µg/kg → '0.5 mg/kg' (or in µg/kg)."""
     factor = _DOSE.get(_norm_unit(unit))
     if factor is None:
-        raise ValueError(f"unknown dose unit {unit!r}")
+        raise UnitError(f"unknown dose unit {unit!r}")
     return f"{_fmt(Fraction(ug_kg, factor), 6)} {unit}"
+
+
+def has_unit(text: Quantity) -> bool:
+    """True when ``text`` is a string that names a unit ('0.5 mg/kg'), False for a bare
+    number (0.5, '0.5')."""
+    return isinstance(text, str) and bool(_QTY_RE.match(text)) and \
+        _QTY_RE.match(text).group(3) is not None  # type: ignore[union-attr]

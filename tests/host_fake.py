@@ -34,6 +34,7 @@ class FakePump:
     silent: bool = False            # never answer
     lose_replies: int = 0           # execute but do not send the next N replies
     crc_errors: int = 0             # answer the next N frames with "? ER CRC"
+    refuse_next: tuple[str, str] | None = None   # (code, reason): refuse the next request
     before_reply: list[bytes] = field(default_factory=list)   # written before the next reply
     received: list[bytes] = field(default_factory=list)        # every request line received
     executed: list[codec.Request] = field(default_factory=list)
@@ -139,6 +140,9 @@ class FakePump:
                 reply, events = self._last[2], b""
             else:
                 reply, events = self._authenticate(line, req)
+                if reply is None and self.refuse_next is not None and req.word != "HELLO":
+                    reply, events = codec.encode_error(req.id, *self.refuse_next), b""
+                    self.refuse_next = None
                 if reply is None:
                     self.executed.append(req)
                     reply, events = self._execute(req)

@@ -119,3 +119,96 @@ def test_closed_stdout_pipe_is_quiet():
         os.close(w)
     assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, p.stderr
     assert p.returncode == 0
+
+
+# ------------------------------------------------------------------------------ units and words
+
+@pytest.mark.req("REQ-HOST-05")
+@pytest.mark.parametrize("argv", [
+    ["program", "--drug", "ketamine", "--dose", "1", "--over", "40 min", "--weight", "70"],
+    ["program", "--drug", "remifentanil", "--dose", "1", "--over", "5 min", "--weight", "70"],
+    ["program", "--drug", "ketamine", "--dose-rate", "0.5", "--weight", "70", "--over", "1 h"],
+    ["program", "--drug", "ketamine", "--dose-rate", "0.5 mg/kg/h", "--weight", "70",
+     "--over", "1 h", "--load", "0.1", "--load-over", "5 min"],
+])
+def test_a_dose_without_a_unit_is_refused(argv, fake, capsys):
+    """`--dose 1` used to be 1 mg/kg of ketamine but 1 µg/kg of remifentanil."""
+    code, out, err = run(capsys, "--port", fake.path, "--json", *argv)
+    assert code == 2 and "needs a unit" in err and " is dosed in " in err
+    assert json.loads(out)["error"] == "usage"
+    assert not [r for r in fake.executed if r.word == "PROG"]        # nothing was sent
+
+
+@pytest.mark.req("REQ-HOST-05")
+def test_unit_mistakes_are_in_the_one_hierarchy():
+    from host import units
+    from host.errors import PumpError, UnitError
+    for bad in (lambda: units.dose_ug_kg("0.5"), lambda: units.rate_ul_h("5 furlongs"),
+                lambda: units.volume_nl("-1 mL"), lambda: units.duration_ms("40")):
+        with pytest.raises(UnitError) as e:
+            bad()
+        assert isinstance(e.value, PumpError) and isinstance(e.value, ValueError)
+
+
+@pytest.mark.req("REQ-HOST-05")
+@pytest.mark.parametrize("reason,drug,words", [
+    ("rate_ul_h must be 100..1200000", None, "rate must be 0.1 mL/h to 1200 mL/h"),
+    ("vtbi_nl must be 1000..1000000000", None, "volume must be 0.001 mL to 1000 mL"),
+    ("dose_ug_kg_h above hard max 6000", "propofol", "dose rate above hard maximum 6 mg/kg/h"),
+    ("dose_ug_kg_h above hard max 60", "remifentanil",
+     "dose rate above hard maximum 1 mcg/kg/min"),
+    ("dose_ug_kg above hard max 1000", "ketamine", "dose above hard maximum 1 mg/kg"),
+    ("wt_g below hard min 30000", "ketamine", "weight below hard minimum 30 kg"),
+    ("kvo_ul_h must be 0 or 100..20000", None, "KVO rate must be 0 or 0.1 mL/h to 20 mL/h"),
+])
+def test_pump_refusals_in_the_users_units(reason, drug, words):
+    from host.errors import PumpRefused
+    from host.messages import refusal
+    text = refusal(PumpRefused("LIMIT" if "hard" in reason else "RANGE", reason), drug)
+    assert words in text and "_ul_h" not in text and "_ug_kg" not in text and "_nl" not in text
+    if drug and "hard" in reason:
+        assert f"infusekit drugs show {drug}" in text          # where every limit is
+
+
+@pytest.mark.req("REQ-HOST-05")
+def test_cli_refusal_speaks_the_drugs_units(fake, capsys):
+    fake.libh = "0" * 16                       # the host cannot pre-check: the pump refuses
+    fake.refuse_next = ("LIMIT", "dose_ug_kg_h above hard max 1000")
+    code, out, err = run(capsys, "--port", fake.path, "--json", "program", "--drug", "ketamine",
+                         "--dose-rate", "2 mg/kg/h", "--weight", "70", "--over", "1 h")
+    assert code == 3
+    assert "dose rate above hard maximum 1 mg/kg/h" in err, err
+    obj = json.loads(out)
+    assert obj["code"] == "LIMIT" and obj["reason"] == "dose_ug_kg_h above hard max 1000"
+
+
+def test_misspelt_drug_gets_a_suggestion(fake, capsys):
+    code, out, err = run(capsys, "--port", fake.path, "program", "--drug", "ketamin",
+                         "--dose", "0.5 mg/kg", "--over", "40 min", "--weight", "70")
+    assert code == 3 and "did you mean 'ketamine'?" in err
+    assert not [r for r in fake.executed if r.word == "PROG"]
+    code, _, err = run(capsys, "drugs", "show", "propofl")
+    assert code == 2 and "did you mean 'propofol'?" in err
+
+
+def test_drugs_list_and_show_every_limit_the_pump_enforces(capsys, monkeypatch):
+    """The dose-rate, loading, bolus (size, lockout, per hour), KVO and vitals-interlock
+    limits were hidden; the oracle here is the library file itself."""
+    from host._firmware import firmware_dir
+    raw = json.loads((firmware_dir() / "druglib.json").read_text())
+    monkeypatch.setenv("COLUMNS", "250")
+    code, out, _ = run(capsys, "drugs", "list")
+    assert code == 0
+    for col in ("dose rate", "bolus", "KVO", "max rate"):
+        assert col in out
+    code, out, _ = run(capsys, "drugs", "show", "propofol")
+    assert code == 0
+    for label in ("dose rate (mg/kg/h)", "loading dose (mg/kg)", "bolus (mL)",
+                  "bolus lockout (min)", "bolus dose per hour (mg)", "interlock: SpO2 (%)"):
+        assert label in out, label
+    p = next(d for d in raw["drugs"] if d["name"] == "propofol")
+    code, out, _ = run(capsys, "drugs", "show", "propofol", "--json")
+    obj = json.loads(out)
+    for key in ("dose_ug_kg_h", "bolus_max_ul", "bolus_lockout_min", "bolus_max_h_ug",
+                "kvo_ul_h", "vitals"):
+        assert obj[key] == p[key], key

@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from host.errors import UnitError
+
 from host import codec
 from host.client import Pump
 from host.codec import Event, Telemetry
@@ -78,9 +80,11 @@ def test_program_by_drug(fake, pump):
                                         "over_ms": "2400000"}
     assert (res.drug, res.dose_ug, res.vtbi_nl, res.rate_ul_h, res.soft) == \
         ("ketamine", 35000, 35_000_000, 52500, False)
-    # a bare dose number is in the library's dose unit (mg/kg for ketamine)
-    pump.program(drug="ketamine", dose=0.5, over="40 min", weight_kg="70 kg")
-    assert fake.executed[-1].fields["dose_ug_kg"] == "500"
+    # a bare dose number is refused: the library's drugs are dosed 1000x apart
+    n = len(fake.executed)
+    with pytest.raises(UnitError, match="needs a unit: ketamine is dosed in mg/kg"):
+        pump.program(drug="ketamine", dose=0.5, over="40 min", weight_kg="70 kg")
+    assert len(fake.executed) == n
 
 
 def test_ids_increment_and_wrap(fake):

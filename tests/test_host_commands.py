@@ -71,8 +71,11 @@ def test_program_by_dose_rate_with_loading_dose(fake, pump):
     assert fake.executed[-1].fields == {
         "drug": "ketamine", "load_ug_kg": "100", "load_ms": "300000", "dose_ug_kg_h": "500",
         "wt_g": "70000", "vtbi_nl": "20000000", "conc_ug_ml": "1000", "kvo_ul_h": "500"}
-    # a bare dose rate is in the library's unit per hour (mg/kg/h for ketamine)
-    pump.program(drug="ketamine", dose_rate=0.5, weight_kg=70, over="1 h")
+    # a bare dose rate is refused (it used to take the library's unit per hour)
+    with pytest.raises(ValueError, match="dose rate 0.5 needs a unit: ketamine is dosed in "
+                                         "mg/kg/h"):
+        pump.program(drug="ketamine", dose_rate=0.5, weight_kg=70, over="1 h")
+    pump.program(drug="ketamine", dose_rate="0.5 mg/kg/h", weight_kg=70, over="1 h")
     assert fake.executed[-1].fields["dose_ug_kg_h"] == "500"
     assert fake.executed[-1].fields["dur_ms"] == "3600000"
     with pytest.raises(ValueError):
