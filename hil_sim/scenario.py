@@ -83,7 +83,10 @@ def parse(text: str, path: Path | None = None) -> Scenario:
         raise ScenarioError(f"{path or 'scenario'}: {e}") from None
     unknown = set(raw) - _TOP
     if unknown:
-        raise ScenarioError(f"unknown section(s) {sorted(unknown)}; known: {sorted(_TOP)}")
+        raise ScenarioError(f"{path or 'scenario'}: unknown section(s) {sorted(unknown)}; "
+                            f"known: {sorted(_TOP)}")
+    from hil_sim import schema
+    schema.validate(raw, text, path)          # every key and its type (file:line: key: …)
     for ev in raw.get("events", []):
         if "at_s" not in ev:
             raise ScenarioError(f"event without at_s: {ev}")

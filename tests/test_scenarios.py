@@ -120,3 +120,74 @@ def test_sim_run_cli_exit_status_json_and_report(tmp_path):
     p = subprocess.run(cmd + [str(bad), "--runtime", "cpython"], capture_output=True, text=True,
                        timeout=120)
     assert p.returncode == 1 and "FAIL" in p.stdout
+
+
+# ------------------------------------------------------------------------------ strict schema
+
+BASE = (SCENARIO_DIR / "occlusion_upstream.toml").read_text()
+
+
+def _line_of(text: str, needle: str) -> int:
+    return next(i for i, ln in enumerate(text.splitlines(), 1) if needle in ln)
+
+
+@pytest.mark.req("REQ-HOST-06")
+@pytest.mark.parametrize("old,new,key,suggest,needle", [
+    ("latest_s = 360", "lastest_s = 360", "expect.alarm[0].lastest_s", "latest_s", "lastest_s"),
+    ("[expect]\n", "[expect]\nmax_bolus = 0.1\n", "expect.max_bolus", "max_bolus_ml",
+     "max_bolus ="),
+    ("primed = true", "primed = true\nsyringe_mll = 50", "pump.syringe_mll", "syringe_ml",
+     "syringe_mll"),
+    ('fault = "occlusion_up"', 'faultt = "occlusion_up"', "events[0]", "fault", "faultt"),
+    ('fault = "occlusion_up"', 'fault = "occlusion_upp"', "events[0].fault", "occlusion_up",
+     "occlusion_upp"),
+    ("duration_s = 400", "duration_s = 400\nslice = 100", "run.slice", "slice_ms", "slice ="),
+    ("[pump]\n", "[pump.params]\nnoise_mhg = 1\n[pump]\n", "pump.params",
+     "pressure_noise_mmhg", "noise_mhg"),
+])
+def test_a_misspelt_key_names_file_line_key_and_suggestion(tmp_path, old, new, key, suggest,
+                                                           needle):
+    """A misspelt key used to pass silently (the check it named never ran)."""
+    text = BASE.replace(old, new)
+    assert text != BASE
+    f = tmp_path / "typo.toml"
+    f.write_text(text)
+    with pytest.raises(ScenarioError) as e:
+        load(f)
+    msg = str(e.value)
+    assert msg.startswith(f"{f}:{_line_of(text, needle)}: {key}"), msg
+    assert f"did you mean '{suggest}'?" in msg, msg
+
+
+@pytest.mark.req("REQ-HOST-06")
+@pytest.mark.parametrize("old,new,words", [
+    ("rate_ml_h = 10.0", 'rate_ml_h = "fast"', "program.rate_ml_h"),
+    ("rate_ml_h = 10.0", "rate_ml_h = -1", "greater than 0"),
+    ("rate_ml_h = 10.0", "", "a program needs rate_ml_h"),
+    ("at_s = 60", "at_s = -1", "events[0].at_s"),
+    ('runtimes = ["cpython", "micropython"]', 'runtimes = ["pypy"]', "scenario.runtimes[0]"),
+    ("prio = 3", "prio = 7", "expect.alarm[0].prio"),
+])
+def test_wrong_types_and_values_are_refused(tmp_path, old, new, words):
+    f = tmp_path / "bad.toml"
+    f.write_text(BASE.replace(old, new))
+    with pytest.raises(ScenarioError, match=re.escape(words)):
+        load(f)
+
+
+def test_every_library_scenario_passes_the_schema():
+    assert len(library()) >= 20          # load() validates each
+
+
+@pytest.mark.req("REQ-HOST-04", "REQ-HOST-06")
+def test_sim_run_broken_scenario_is_exit_2_not_a_traceback(tmp_path):
+    """A broken scenario file used to end in a traceback (exit 1, like a FAIL): CI could
+    not tell a bad file from a regression."""
+    f = tmp_path / "broken.toml"
+    f.write_text(BASE.replace("rate_ml_h = 10.0", ""))          # the runner's KeyError
+    p = subprocess.run([sys.executable, "-m", "host", "--json", "sim", "run", str(f),
+                        "--runtime", "cpython"], capture_output=True, text=True, timeout=120,
+                       cwd=ROOT)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    obj = json.loads(p.stdout)
+    assert obj["ok"] is False and obj["exit"] == 2 and str(f) in obj["message"]
