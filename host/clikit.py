@@ -262,11 +262,11 @@ def handle_error(e: BaseException, want_json: bool, drug: str | None = None) -> 
         return error(want_json, EXIT_LINK, "link",
                      f"link error: {s}" if "check" in s
                      else f"link error: {s} — check --port and that the pump is on")
-    if isinstance(e, ValueError):          # unit parsing and argument values
-        return error(want_json, EXIT_USAGE, "usage", str(e))
     from host.firmware_tools import FirmwareToolError
     if isinstance(e, FirmwareToolError):
         return error(want_json, getattr(e, "exit_code", EXIT_FAIL), "firmware", str(e))
+    if isinstance(e, ValueError):          # unit parsing and argument values
+        return error(want_json, EXIT_USAGE, "usage", str(e))
     raise e
 
 

@@ -54,7 +54,19 @@ BOARDS: dict[str, Board] = {
 
 
 class FirmwareToolError(RuntimeError):
-    """A build or flash step failed; the message says which and what to do."""
+    """A build or flash step failed; the message says which and what to do. ``exit_code``
+    is the CLI's (1: the tool or the board did not do what was expected)."""
+    exit_code = 1
+
+
+class FirmwareUsageError(FirmwareToolError, ValueError):
+    """A bad board name or output path (CLI exit 2)."""
+    exit_code = 2
+
+
+class FirmwareLinkError(FirmwareToolError):
+    """mpremote could not talk to the board (CLI exit 4)."""
+    exit_code = 4
 
 
 class NoRomfsPartition(FirmwareToolError):
@@ -83,11 +95,11 @@ def build(board: str = "rp2_pico", out_dir: str | Path = "build/firmware",
           src_dir: str | Path | None = None) -> list[Path]:
     """Compile the firmware tree into ``out_dir`` (emptied first); return the files written."""
     if board not in BOARDS:
-        raise FirmwareToolError(f"unknown board {board!r} (known: {', '.join(BOARDS)})")
+        raise FirmwareUsageError(f"unknown board {board!r} (known: {', '.join(BOARDS)})")
     src = Path(src_dir) if src_dir else firmware_dir()
     out = Path(out_dir)
     if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents:
-        raise FirmwareToolError(f"--out {out} must not be inside the firmware tree {src}")
+        raise FirmwareUsageError(f"--out {out} must not be inside the firmware tree {src}")
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -143,7 +155,7 @@ def _code_roots(tree: Path) -> list[str]:
 def _image_path(out: str | Path) -> Path:
     out = Path(out)
     if out.suffix not in ROMFS_SUFFIXES:
-        raise FirmwareToolError(f"ROMFS image {out} must end in {' or '.join(ROMFS_SUFFIXES)} "
+        raise FirmwareUsageError(f"ROMFS image {out} must end in {' or '.join(ROMFS_SUFFIXES)} "
                                 f"(mpremote deploys other paths as folders)")
     return out
 
@@ -231,7 +243,7 @@ def _mpremote(port: str, args: list[str], cwd: Path) -> str:
     """Run one mpremote command on the board; its stdout, or FirmwareToolError."""
     proc = _run_mpremote(port, args, cwd)
     if proc.returncode != 0:
-        raise FirmwareToolError(f"{_failure(args, proc)}; check the port and that no other "
+        raise FirmwareLinkError(f"{_failure(args, proc)}; check the port and that no other "
                                 f"program has it open")
     return proc.stdout
 
@@ -268,7 +280,7 @@ def _deploy_romfs(port: str, tree: Path, image: Path) -> None:
         said = proc.stdout + proc.stderr
         why = next((why for text, why in ROMFS_REFUSALS.items() if text in said), None)
         if why is None:
-            raise FirmwareToolError(f"{_failure(args, proc)}; check the port and that no other "
+            raise FirmwareLinkError(f"{_failure(args, proc)}; check the port and that no other "
                                     f"program has it open")
         kind = FirmwareToolError if "too big" in said else NoRomfsPartition
         raise kind(f"{why} ({image.stat().st_size} bytes to deploy, nothing on "

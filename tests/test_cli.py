@@ -193,7 +193,7 @@ def test_firmware_build_cli(tmp_path, capsys):
     obj = json.loads(stdout)
     assert code == 0 and obj["ok"] and (out / "pumpcore" / "protocol.mpy").exists()
     code, _, err = run(capsys, "firmware", "build", "--board", "nosuch", "--out", str(out))
-    assert code == 1 and "unknown board" in err
+    assert code == 2 and "unknown board" in err             # a usage error
 
 
 ROM_WALK = """
@@ -242,7 +242,7 @@ def test_firmware_build_romfs_cli(tmp_path, capsys):
     code, stdout, _ = run(capsys, "firmware", "build", "--romfs", "--out", str(out))
     assert code == 0 and f"{out}, {out.stat().st_size} bytes" in stdout
     code, _, err = run(capsys, "firmware", "build", "--romfs", "--out", str(tmp_path / "fw.bin"))
-    assert code == 1 and "must end in .romfs or .img" in err
+    assert code == 2 and "must end in .romfs or .img" in err
 
 
 def test_console_entry_point_runs():
