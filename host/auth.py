@@ -31,9 +31,11 @@ MAC_HEX = 16
 CTR_MAX = 999_999_999            # the pump parses at most 9 digits
 KEY_FILE = "key.bin"             # name of the key on the board's filesystem
 
-# Commands that never carry a MAC (docs/protocol.md): everything else is signed when the
-# host has the pump's key.
-OPEN_WORDS = frozenset({"HELLO", "STATUS", "LOG", "HB", "VITALS"})
+# Which commands are signed comes from the firmware's command table (pumpcore.states
+# COMMANDS): the guarded ones are signed when the host has the pump's key; the others
+# (reads, PAUSE, STOP) never carry a MAC.
+from host.statemachine import COMMAND_CLASS, GUARDED_WORDS  # noqa: E402
+OPEN_WORDS = frozenset(w for w in COMMAND_CLASS if w not in GUARDED_WORDS)
 
 _DEV_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
 

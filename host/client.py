@@ -36,13 +36,13 @@ from typing import Callable, Iterator, Sequence, Union
 import serial
 
 from host import units
-from host.auth import OPEN_WORDS, KeyStore, Signer
+from host.auth import KeyStore, Signer
 from host.codec import (PROTO_VERSION, Event, FrameError, LineSplitter, LogRecord, Reply,
                         Telemetry, decode_line, encode_request, encode_signed_request)
 from host.druglib import DrugLibrary
 from host.errors import (IllegalCommand, KeyStoreError, LinkError, ProtocolError, PumpError,
                          PumpRefused, Timeout)
-from host.statemachine import COMMAND_WORDS, StateMirror, word_allowed
+from host.statemachine import COMMAND_WORDS, GUARDED_WORDS, StateMirror, word_allowed
 
 log = logging.getLogger("infusekit.client")
 
@@ -580,7 +580,7 @@ class Pump:
                     raise LinkError(f"{self._link_error}; call reconnect()")
                 self.reconnect(timeout=timeout)
             if sign is None:
-                sign = self.signer is not None and word not in OPEN_WORDS
+                sign = self.signer is not None and word in GUARDED_WORDS
             rid = self._alloc_id()
             if sign:
                 if self.signer is None:

@@ -1,9 +1,10 @@
 """The host's mirror of the pump state machine, built from the firmware's own table.
 
-``firmware/pumpcore/states.py`` (STATES, TRANSITIONS, INITIAL, INTERNAL_TRIGGERS) is the
-single source of truth; this module turns it into a ``transitions.Machine`` so the host can
-tell, before sending a command, whether the pump would accept it, and draws the diagram
-(``mermaid()``) from the same table.
+``firmware/pumpcore/states.py`` (STATES, TRANSITIONS, INITIAL, INTERNAL_TRIGGERS, COMMANDS,
+CFG_KEYS) is the single source of truth; this module turns it into a ``transitions.Machine``
+and the command rules (``word_allowed``, ``GUARDED_WORDS``) so the host can tell, before
+sending a command, whether the pump would accept it, and draws the diagram (``mermaid()``)
+and the protocol's command table (``command_table_markdown()``) from the same table.
 """
 from __future__ import annotations
 
@@ -29,30 +30,28 @@ COMMAND_TRIGGERS: tuple[str, ...] = tuple(t for t in TRIGGERS if t not in INTERN
 _WORD_OF = {"program": "PROG"}
 COMMAND_WORDS: dict[str, str] = {_WORD_OF.get(t, t.upper()): t for t in COMMAND_TRIGGERS}
 
-# Commands that change no state but are only allowed in some states (docs/protocol.md).
-# Checked against the mirror like the table's triggers; states the table does not have are
-# ignored, so this never refuses what the pump would accept.
-STATE_RULES: dict[str, tuple[str, ...]] = {
-    "TITRATE": ("RUNNING", "PAUSED"),
-    "BOLUS": ("RUNNING",),
-    "STEP": ("IDLE", "PROGRAMMED", "COMPLETE", "STANDBY"),
-}
+# The command table (states.COMMANDS): which command is allowed in which state, and its
+# class (typed / open / guarded). The host checks a command against it before sending.
+COMMANDS: tuple[tuple[str, str | None, str, tuple[str, ...] | None], ...] = tuple(
+    tuple(c) for c in _table.COMMANDS)
+COMMAND_STATES: dict[str, tuple[str, ...]] = {c[0]: tuple(_table.command_states(c[0]))
+                                              for c in COMMANDS}
+COMMAND_CLASS: dict[str, str] = {c[0]: c[2] for c in COMMANDS}
+GUARDED: str = _table.GUARDED
+# words that need boot=N and, when the pump requires authentication, ctr and mac
+GUARDED_WORDS: frozenset[str] = frozenset(w for w, c in COMMAND_CLASS.items() if c == GUARDED)
+# words that may be sent without a CRC
+TYPED_WORDS: frozenset[str] = frozenset(w for w, c in COMMAND_CLASS.items() if c == _table.TYPED)
+CFG_KEYS: dict[str, tuple[str, ...]] = {k: tuple(w) for k, w in _table.CFG_KEYS}
 
 
 def word_allowed(word: str, state: str) -> bool | None:
-    """Whether command ``word`` is legal in ``state``: True/False, or None when the host has
-    no rule for it (the pump decides)."""
-    trigger = COMMAND_WORDS.get(word)
-    if trigger is not None:
-        if target(trigger, state) is not None:
-            return True
-        # ACK is also allowed, without a state change, in any state with a latched alarm
-        # (docs/protocol.md); the host cannot see latched alarms, so the pump decides
-        return None if word == "ACK" else False
-    rule = STATE_RULES.get(word)
-    if rule is None:
+    """Whether command ``word`` is legal in ``state`` per the command table: True/False, or
+    None when the table does not know the word (the pump decides)."""
+    states = COMMAND_STATES.get(word)
+    if states is None:
         return None
-    return state in rule
+    return state in states
 
 
 def target(trigger: str, state: str) -> str | None:
@@ -197,6 +196,46 @@ def markdown() -> str:
         "| from | trigger | to | sent by |\n|---|---|---|---|\n" + rows + "\n")
 
 
+PROTOCOL_PATH = "docs/protocol.md"
+TABLE_BEGIN = "<!-- BEGIN command table: generated from firmware/pumpcore/states.py by `make docs`; do not edit -->"
+TABLE_END = "<!-- END command table -->"
+_CLASS_TEXT = {
+    "typed": "read; CRC optional",
+    "open": "never needs a signature",
+    "guarded": "**guarded**: `ctr`+`mac` when `auth=1`",
+}
+
+
+def _states_text(states: tuple[str, ...]) -> str:
+    if tuple(states) == STATES:
+        return "any"
+    return ", ".join(states)
+
+
+def command_table_markdown() -> str:
+    """The protocol's command table (which command in which state, which one is guarded),
+    generated from the firmware's table; docs/protocol.md holds it between TABLE_BEGIN and
+    TABLE_END."""
+    rows = ["| command | class | allowed in | state change |", "|---|---|---|---|"]
+    for word, trigger, cls, _ in COMMANDS:
+        change = "–"
+        if trigger is not None:
+            change = ", ".join(sorted({f"{s}→{target(trigger, s)}" for s in COMMAND_STATES[word]
+                                       if target(trigger, s) != s}, key=lambda x: STATES.index(x.split("→")[0]))) or "–"
+        rows.append(f"| `{word}` | {_CLASS_TEXT[cls]} | {_states_text(COMMAND_STATES[word])} | {change} |")
+    rows += ["", "| `CFG` key | may change in |", "|---|---|"]
+    for key, states in CFG_KEYS.items():
+        rows.append(f"| `{key}` | {_states_text(states)} |")
+    return "\n".join(rows) + "\n"
+
+
+def protocol_with_table(text: str) -> str:
+    """``text`` (docs/protocol.md) with its generated command table replaced by the current one."""
+    a = text.index(TABLE_BEGIN) + len(TABLE_BEGIN)
+    b = text.index(TABLE_END)
+    return text[:a] + "\n\n" + command_table_markdown() + "\n" + text[b:]
+
+
 def _word(trigger: str) -> str:
     return f"`{_WORD_OF.get(trigger, trigger.upper())}`"
 
@@ -213,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         Path(args.write).write_text(markdown())
         print(f"wrote {args.write}")
+        proto = Path(args.write).parent / Path(PROTOCOL_PATH).name
+        if proto.is_file():
+            proto.write_text(protocol_with_table(proto.read_text()))
+            print(f"wrote the command table in {proto}")
     else:
         print(mermaid(), end="")
     return 0

@@ -163,7 +163,9 @@ def test_signed_commands_accepted_and_counter_persisted(tmp_path):
         # a new session starts above the stored counter, even if the pump says less
         fake.ctr = 0
         with Pump.open(fake.path, timeout=0.3, key_store=store) as p:
-            p.stop()
+            p.stop()                    # stopping is never signed (the command table)
+            assert fake.ctr == 0
+            p.silence()
         assert fake.ctr == 3
     finally:
         fake.close()

@@ -86,3 +86,14 @@ def test_authentication_example_matches_the_host_signer():
     key = bytes(range(32))
     frame = codec.encode_signed_request(7, "START", {}, 5, lambda b: mac_hex(key, b))
     assert frame.decode().rstrip("\n") == line
+
+
+@pytest.mark.req("REQ-COM-06")
+def test_spec_command_table_is_generated_from_the_firmware_table():
+    from host import statemachine as sm
+    assert sm.TABLE_BEGIN in SPEC and sm.TABLE_END in SPEC
+    assert sm.protocol_with_table(SPEC) == SPEC, "run `make docs`: the command table is stale"
+    # every command of the table has a row, and nothing else does
+    block = SPEC.split(sm.TABLE_BEGIN, 1)[1].split(sm.TABLE_END, 1)[0]
+    rows = re.findall(r"^\| `([A-Z]+)` \|", block, re.M)
+    assert rows == [c[0] for c in sm.COMMANDS]

@@ -57,15 +57,15 @@ def test_unsigned_wrong_and_replayed_commands_are_refused_and_logged(pump):
     assert _status(send, 4)["state"] == "IDLE"                                  # status open
     assert "5 OK" in send(_signed(f"5 {prog}", 7))                              # good
     assert "6 OK" in send(_signed("6 START", 8))
-    assert "7 ER AUTH" in send(_signed("7 PROG rate_ul_h=600000 vtbi_nl=1000000", 8))  # replay
-    assert "8 ER AUTH" in send(_signed("8 PROG rate_ul_h=600000 vtbi_nl=1000000", 3))  # older
+    assert "7 ER AUTH" in send(_signed("7 TITRATE rate_ul_h=90000", 8))  # replay
+    assert "8 ER AUTH" in send(_signed("8 TITRATE rate_ul_h=90000", 3))  # older
     st = _status(send, 9)
     assert st["state"] == "RUNNING" and st["rate_ul_h"] == "60000"
     recs = h.app.log.records()
     refused = [r for r in recs if r.ev == b"RSP" and b" ER AUTH" in r.data]
     assert len(refused) == 4, [(r.ev, r.data) for r in recs]
     cmds = [r.data for r in recs if r.ev == b"CMD"]
-    assert any(c.startswith(b"2 PROG") for c in cmds) and any(c.startswith(b"7 PROG") for c in cmds)
+    assert any(c.startswith(b"2 PROG") for c in cmds) and any(c.startswith(b"7 TITRATE") for c in cmds)
 
 
 @pytest.mark.req("REQ-SEC-05")

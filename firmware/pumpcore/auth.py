@@ -46,13 +46,23 @@ def mac16(key, msg):
     return bytes(out)
 
 
+CTR_MAX = 999999999       # 9 digits, the protocol's number limit
+CTR_WINDOW = 1000000      # an accepted ctr is at most this far above the last one
+
+
 class Auth:
-    """Key, required flag and the replay counter (persisted through the board hooks)."""
+    """Key, required flag and the replay counter (persisted through the board hooks).
+
+    `check()` verifies a frame and remembers its counter as pending; the command
+    interpreter calls `commit()` only when the command was accepted, so a refused signed
+    frame uses up no counter."""
 
     def __init__(self, key=None, counter=0, store=None):
         self.key = key if key else None
         self.required = False
         self.counter = counter
+        self.pending = False
+        self._pending_ctr = 0
         self._store = store         # callable(n) that makes the counter survive a reboot
 
     @property
@@ -61,22 +71,32 @@ class Auth:
 
     def check(self, buf, end_body, ctr, mac_start, mac_end):
         """Verify a frame: body buf[:end_body] was MACed, mac digits at buf[mac_start:mac_end].
-        Returns None when good (and advances the counter), else a reason (bytes)."""
+        Returns None when good (the counter becomes pending), else a reason (bytes). The
+        cheap checks come first, so a frame refused for its counter computes no MAC."""
         if self.key is None:
             return b"pump has no key"
-        if ctr < 0:
-            return b"missing ctr"
+        if ctr < 1:
+            return b"ctr must be 1..999999999"
         if mac_end - mac_start != 16:
             return b"mac must be 16 hex digits"
+        if ctr <= self.counter:
+            return b"replayed counter"
+        if ctr - self.counter > CTR_WINDOW:
+            return b"ctr too far above the last accepted (window 1000000)"
         want = mac16(self.key, bytes(buf[:end_body]))
         bad = 0
         for i in range(16):
             bad |= want[i] ^ buf[mac_start + i]
         if bad:
             return b"wrong MAC"
-        if ctr <= self.counter:
-            return b"replayed counter"
-        self.counter = ctr
-        if self._store is not None:
-            self._store(ctr)
+        self._pending_ctr = ctr
+        self.pending = True
         return None
+
+    def commit(self):
+        """The verified frame was accepted: its counter becomes the last accepted one."""
+        if self.pending:
+            self.pending = False
+            self.counter = self._pending_ctr
+            if self._store is not None:
+                self._store(self.counter)

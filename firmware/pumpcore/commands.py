@@ -18,11 +18,12 @@ from pumpcore.ticks import TICK_MS, ticks_back
 
 _FW = VERSION.encode()
 _NO_KEYS = ()
-_AUTH_KEYS = (b"ctr", b"mac")
+_AUTH_KEYS = (b"boot", b"ctr", b"mac")
 
 
 # ------------------------------------------------------------------ reply helpers
 def error(ctl, rid, code, reason):
+    ctl.refused = True
     tx = ctl.out.tx
     tx.begin(rid)
     tx.put(b" ER ")
@@ -80,15 +81,32 @@ def handle_frame(ctl):
     ctl.last_rx = ctl._now            # any valid request is a heartbeat
     if ctl.alarms.is_active(AL.A_COMM_LOSS):
         ctl.alarms.condition_gone(AL.A_COMM_LOSS, ctl.out.tx)
-    # a retry of the request just executed: same answer, not executed again
-    if rid == ctl._last_id and f.has_crc and f.crc == ctl._last_crc:
-        ctl.out.tx.put_span(ctl._last_reply, 0, ctl._last_reply_len)
-        return
+    n = ctl.reader.length
+    # a retry of the request just executed (the whole frame, byte for byte): same answer,
+    # not executed again
+    if f.has_crc and n == ctl._last_req_len:
+        req = ctl._last_req
+        buf = f.buf
+        same = True
+        for i in range(n):
+            if buf[i] != req[i]:
+                same = False
+                break
+        if same:
+            ctl.retried = True
+            ctl.out.tx.put_span(ctl._last_reply, 0, ctl._last_reply_len)
+            return
     tx = ctl.out.tx
     start = tx.n
+    ctl.refused = False
     dispatch(ctl, f, rid)
+    a = ctl.auth
+    if a is not None:
+        if a.pending and not ctl.refused:
+            a.commit()                 # a refused signed frame uses up no counter
+        a.pending = False
     if tx.n > start and f.has_crc:
-        # remember the reply (the first frame written) for retries
+        # remember the request and its reply (the first frame written) for retries
         end = start
         while end < tx.n and tx.buf[end] != 10:
             end += 1
@@ -97,12 +115,14 @@ def handle_frame(ctl):
             for i in range(m):
                 ctl._last_reply[i] = tx.buf[start + i]
             ctl._last_reply_len = m
-            ctl._last_id = rid
-            ctl._last_crc = f.crc
+            req = ctl._last_req
+            for i in range(n):
+                req[i] = f.buf[i]
+            ctl._last_req_len = n
 
 
 def _fields(ctl, f, rid, keys):
-    """Every field's key is in keys (or ctr/mac); no duplicates."""
+    """Every field's key is in keys (or boot/ctr/mac); no duplicates."""
     for k in range(2, f.ntok):
         if not (f.key_in(k, keys) or f.key_in(k, _AUTH_KEYS)):
             tx = error(ctl, rid, P.E_ARG, b"unknown field ")
@@ -115,31 +135,49 @@ def _fields(ctl, f, rid, keys):
     return True
 
 
-def _need_crc(ctl, f, rid):
-    if not f.has_crc:
+def _word(f):
+    """Index of the frame's command word in the command table, or -1."""
+    words = fsm.CMD_WORDS
+    for c in range(len(words)):
+        if f.word_is(words[c]):
+            return c
+    return -1
+
+
+def _guard(ctl, f, rid, c):
+    """The command table's checks, before any handler runs: CRC, signature, state.
+    Returns True when the command may go on to its handler (else replied). Nothing here
+    allocates before the MAC check, and the MAC check itself runs last."""
+    cls = fsm.command_class(c)
+    if cls != fsm.CLS_TYPED and not f.has_crc:
         error(ctl, rid, P.E_CRC, b"this command needs a CRC").end()
         return False
-    return True
-
-
-def _auth(ctl, f, rid):
-    """CRC always; with authentication on, a good ctr/mac too."""
-    if not _need_crc(ctl, f, rid):
-        return False
-    a = ctl.auth
-    if a is None or not a.required:
-        return True
     km = f.field(b"mac")
     kc = f.field(b"ctr")
-    if km < 0 or km != f.ntok - 1:
-        error(ctl, rid, P.E_AUTH, b"needs ctr and mac as the last field").end()
+    a = ctl.auth
+    signed = km >= 0 or kc >= 0
+    if signed and (a is None or not a.provisioned):
+        error(ctl, rid, P.E_AUTH, b"pump has no key: signed frames refused").end()
         return False
-    ctr = f.int_value(kc) if kc >= 0 else -1
-    why = a.check(f.buf, f.ts[km] - 1, ctr, f.eq[km] + 1, f.te[km])
-    if why is not None:
-        ctl.auth_refused += 1
-        error(ctl, rid, P.E_AUTH, why).end()
+    st = ctl.fsm.state
+    if not fsm.allowed(c, st):
+        if st == fsm.FAULT:
+            error(ctl, rid, P.E_FAULT, ctl.fault_reason).end()
+        else:
+            _state_error(ctl, rid)
         return False
+    if cls == fsm.CLS_GUARDED and a is not None and a.required and not signed:
+        error(ctl, rid, P.E_AUTH, b"authentication required: needs ctr and mac").end()
+        return False
+    if signed:
+        if km < 0 or kc < 0 or km != f.ntok - 1:
+            error(ctl, rid, P.E_AUTH, b"needs ctr and mac as the last field").end()
+            return False
+        why = a.check(f.buf, f.ts[km] - 1, f.int_value(kc), f.eq[km] + 1, f.te[km])
+        if why is not None:
+            ctl.auth_refused += 1
+            error(ctl, rid, P.E_AUTH, why).end()
+            return False
     return True
 
 
@@ -162,80 +200,82 @@ def _int(f, key):
 
 
 def dispatch(ctl, f, rid):
-    if f.word_is(b"STATUS"):
+    c = _word(f)
+    if c < 0:
+        error(ctl, rid, P.E_UNKNOWN, b"no such command").end()
+        return
+    if not _guard(ctl, f, rid, c):
+        return
+    if c == fsm.C_STATUS:
         if _fields(ctl, f, rid, _NO_KEYS):
             _status(ctl, rid)
-    elif f.word_is(b"HELLO"):
+    elif c == fsm.C_HELLO:
         if _fields(ctl, f, rid, _NO_KEYS):
             _hello(ctl, rid)
-    elif f.word_is(b"PROG"):
-        if _auth(ctl, f, rid) and not _fault(ctl, rid):
-            _prog(ctl, f, rid)
-    elif f.word_is(b"STEP"):
-        if _auth(ctl, f, rid) and not _fault(ctl, rid):
-            _step(ctl, f, rid)
-    elif f.word_is(b"START"):
-        if _auth(ctl, f, rid) and not _fault(ctl, rid):
-            _start(ctl, f, rid, fsm.T_START)
-    elif f.word_is(b"RESUME"):
-        if _auth(ctl, f, rid) and not _fault(ctl, rid):
-            _start(ctl, f, rid, fsm.T_RESUME)
-    elif f.word_is(b"PAUSE"):
-        if _need_crc(ctl, f, rid) and _fields(ctl, f, rid, _NO_KEYS):
-            if not ctl.fsm.can(fsm.T_PAUSE):
-                return _state_error(ctl, rid)
+    elif c == fsm.C_PROG:
+        _prog(ctl, f, rid)
+    elif c == fsm.C_STEP:
+        _step(ctl, f, rid)
+    elif c == fsm.C_START:
+        _start(ctl, f, rid, fsm.T_START)
+    elif c == fsm.C_RESUME:
+        _start(ctl, f, rid, fsm.T_RESUME)
+    elif c == fsm.C_PAUSE:
+        if _fields(ctl, f, rid, _NO_KEYS):
             ctl.stop_delivery()
             ctl.fsm.fire(fsm.T_PAUSE)
             _reply_state(ctl, rid)
-    elif f.word_is(b"STANDBY"):
-        if _need_crc(ctl, f, rid) and _fields(ctl, f, rid, _NO_KEYS):
-            if not ctl.fsm.can(fsm.T_STANDBY):
-                return _state_error(ctl, rid)
+    elif c == fsm.C_STANDBY:
+        if _fields(ctl, f, rid, _NO_KEYS):
             ctl.stop_delivery()
             ctl.fsm.fire(fsm.T_STANDBY)
             ctl.alarms.clear(AL.A_CALLBACK, ctl.out.tx)
             _reply_state(ctl, rid)
-    elif f.word_is(b"STOP"):
-        if _need_crc(ctl, f, rid) and _fields(ctl, f, rid, _NO_KEYS):
+    elif c == fsm.C_STOP:
+        if _fields(ctl, f, rid, _NO_KEYS):
             _stop(ctl, rid)
-    elif f.word_is(b"ACK"):
-        if _need_crc(ctl, f, rid) and _fields(ctl, f, rid, _NO_KEYS):
+    elif c == fsm.C_ACK:
+        if _fields(ctl, f, rid, _NO_KEYS):
             _ack(ctl, rid)
-    elif f.word_is(b"SILENCE"):
-        if _need_crc(ctl, f, rid) and _fields(ctl, f, rid, _NO_KEYS):
+    elif c == fsm.C_SILENCE:
+        if _fields(ctl, f, rid, _NO_KEYS):
             tx = ok(ctl, rid)
             tx.field_int(b"until_ms", ctl.alarms.silence(ctl._now))
             tx.end()
-    elif f.word_is(b"TITRATE"):
-        if _auth(ctl, f, rid) and not _fault(ctl, rid):
-            _titrate(ctl, f, rid)
-    elif f.word_is(b"BOLUS"):
-        if _auth(ctl, f, rid) and not _fault(ctl, rid):
-            _bolus(ctl, f, rid)
-    elif f.word_is(b"VITALS"):
-        if _need_crc(ctl, f, rid):
-            _vitals(ctl, f, rid)
-    elif f.word_is(b"HB"):
+    elif c == fsm.C_TITRATE:
+        _titrate(ctl, f, rid)
+    elif c == fsm.C_BOLUS:
+        _bolus(ctl, f, rid)
+    elif c == fsm.C_VITALS:
+        _vitals(ctl, f, rid)
+    elif c == fsm.C_HB:
         if _fields(ctl, f, rid, _NO_KEYS):
             ok(ctl, rid).end()
-    elif f.word_is(b"CFG"):
-        if _auth(ctl, f, rid):
-            _cfg(ctl, f, rid)
-    elif f.word_is(b"LOG"):
+    elif c == fsm.C_CFG:
+        _cfg(ctl, f, rid)
+    elif c == fsm.C_SETTINGS:
+        if _fields(ctl, f, rid, _NO_KEYS):
+            _settings_reply(ctl, rid)
+    elif c == fsm.C_LOG:
         _log(ctl, f, rid)
-    elif f.word_is(b"TLM"):
-        if _need_crc(ctl, f, rid) and _fields(ctl, f, rid, (b"period_ms",)):
+    elif c == fsm.C_TLM:
+        if _fields(ctl, f, rid, (b"period_ms",)):
             v = _int(f, b"period_ms")
+            if v == -1:
+                error(ctl, rid, P.E_ARG, b"needs period_ms").end()
+                return
             if v != 0 and not (P.TLM_MIN <= v <= P.TLM_MAX):
-                error(ctl, rid, P.E_RANGE, b"period_ms 0 or 10..60000").end()
+                tx = error(ctl, rid, P.E_RANGE, b"period_ms must be 0 or ")
+                tx.put_int(P.TLM_MIN)
+                tx.put(b"..")
+                tx.put_int(P.TLM_MAX)
+                tx.end()
                 return
             ctl.tlm_period = v
             ctl._next_tlm = ctl._now
             tx = ok(ctl, rid)
             tx.field_int(b"period_ms", v)
             tx.end()
-    else:
-        error(ctl, rid, P.E_UNKNOWN, b"no such command").end()
 
 
 # ------------------------------------------------------------------ read-only
@@ -423,8 +463,6 @@ _STEPS_KEYS = (b"steps", b"drug", b"confirm", b"kvo_ul_h")
 
 
 def _prog(ctl, f, rid):
-    if not ctl.fsm.can(fsm.T_PROGRAM):
-        return _state_error(ctl, rid)
     if f.field(b"steps") >= 0:
         return _prog_steps(ctl, f, rid)
     if f.field(b"dose_ug_kg_h") >= 0 or f.field(b"load_ug_kg") >= 0:
@@ -616,8 +654,6 @@ def _prog_dose_rate(ctl, f, rid):
 
 
 def _step(ctl, f, rid):
-    if not ctl.fsm.can(fsm.T_PROGRAM):
-        return _state_error(ctl, rid)
     if not _fields(ctl, f, rid, (b"i", b"rate_ul_h", b"vol_nl", b"dur_ms")):
         return
     i = _int(f, b"i")
@@ -729,8 +765,6 @@ def _start(ctl, f, rid, trigger):
     if not _fields(ctl, f, rid, _NO_KEYS):
         return
     st = ctl.fsm.state
-    if not ctl.fsm.can(trigger):
-        return _state_error(ctl, rid)
     al = ctl.alarms
     if al.high_with_condition() or al.any_high():
         error(ctl, rid, P.E_STATE, b"a high-priority alarm is active").end()
@@ -768,8 +802,6 @@ def _stop(ctl, rid):
         tx = error(ctl, rid, P.E_FAULT, ctl.fault_reason)
         tx.end()
         return
-    if not ctl.fsm.can(fsm.T_STOP):
-        return _state_error(ctl, rid)
     ctl.stop_delivery()
     ctl.loop.stop()
     tx = ctl.out.tx
@@ -820,9 +852,6 @@ def _state_error_msg(ctl, rid, msg):
 
 
 def _titrate(ctl, f, rid):
-    st = ctl.fsm.state
-    if st != fsm.RUNNING and st != fsm.PAUSED:
-        return _state_error(ctl, rid)
     if not _fields(ctl, f, rid, (b"rate_ul_h", b"dose_ug_kg_h", b"confirm")):
         return
     rate = _int(f, b"rate_ul_h")
@@ -880,8 +909,6 @@ def _titrate(ctl, f, rid):
 
 
 def _bolus(ctl, f, rid):
-    if ctl.fsm.state != fsm.RUNNING:
-        return _state_error(ctl, rid)
     if not _fields(ctl, f, rid, (b"vol_nl", b"rate_ul_h")):
         return
     vol = _int(f, b"vol_nl")
@@ -966,11 +993,25 @@ def _vitals(ctl, f, rid):
 
 
 def _cfg(ctl, f, rid):
-    keys = (b"occl_mmhg", b"occl_level", b"hb_ms", b"hb_action", b"interlock",
-            b"vitals_age_ms", b"auth", b"callback_ms", b"syr_nl")
-    if not _fields(ctl, f, rid, keys):
+    if not _fields(ctl, f, rid, fsm.CFG_KEYS):
         return
     st = ctl.fsm.state
+    nset = 0
+    for k in range(2, f.ntok):
+        for i in range(len(fsm.CFG_KEYS)):
+            if f._span_eq(f.ts[k], f.eq[k], fsm.CFG_KEYS[i]):
+                nset += 1
+                if not fsm.cfg_allowed(i, st):
+                    # the command table (pumpcore.states CFG_KEYS): which setting may change
+                    # in which state
+                    tx = error(ctl, rid, P.E_STATE, fsm.CFG_KEYS[i])
+                    tx.put(b" cannot change in ")
+                    tx.put(fsm.STATE_NAMES[st])
+                    tx.end()
+                    return
+    if nset == 0:
+        error(ctl, rid, P.E_ARG, b"needs at least one setting (SETTINGS reads them)").end()
+        return
     s = ctl.settings
     occl = _int(f, b"occl_mmhg")
     kl = f.field(b"occl_level")
@@ -981,13 +1022,6 @@ def _cfg(ctl, f, rid):
     au = _int(f, b"auth")
     cb = _int(f, b"callback_ms")
     syr = _int(f, b"syr_nl")
-    if f.ntok <= 2:
-        pass                           # no fields: report the settings in force
-    elif st != fsm.IDLE:
-        # occlusion, interlock and syringe settings may change with a program loaded
-        mid = st == fsm.PROGRAMMED or st == fsm.PAUSED or st == fsm.STANDBY
-        if not mid or hb != -1 or ka >= 0 or au != -1 or cb != -1:
-            return _state_error(ctl, rid)
     if occl >= 0 and kl >= 0:
         error(ctl, rid, P.E_ARG, b"occl_mmhg and occl_level are exclusive").end()
         return
@@ -1052,8 +1086,14 @@ def _cfg(ctl, f, rid):
     if syr >= 0:
         ctl.syr_nl = syr
         ctl.syr_used = 0
-    if f.ntok > 2 and ctl.store_settings is not None:
+    if ctl.store_settings is not None:
         ctl.store_settings(s.encode())
+    _settings_reply(ctl, rid)
+
+
+def _settings_reply(ctl, rid):
+    """CFG's and SETTINGS's reply: every setting now in force."""
+    s = ctl.settings
     tx = ok(ctl, rid)
     tx.field_int(b"occl_mmhg", s.occl_mmhg)
     tx.field_int(b"hb_ms", s.hb_ms)

@@ -114,8 +114,10 @@ class Controller:
         self.log_source: object = None  # object with export(ctl, rid, frm, mx) (event log)
         self._last_reply = bytearray(P.MAX_FRAME)
         self._last_reply_len = 0
-        self._last_id = -1
-        self._last_crc = -1
+        self._last_req = bytearray(P.MAX_FRAME)   # the request that reply answered (retries)
+        self._last_req_len = 0
+        self.refused = False            # the frame being handled got an ER reply
+        self.retried = False            # a retry was answered from the cache (the app logs it once)
         # program: segments (rate µL/h, volume nL)
         self.seg_rate = array("i", bytes(4 * _MAXSEG))
         self.seg_vol = array("i", bytes(4 * _MAXSEG))
@@ -265,8 +267,9 @@ class Controller:
             self._last_ctrl = now
             self._next_ctrl = ticks_add(now, TICK_MS)
             self._control(inp, dt)
-        # telemetry keeps its own period (down to 10 ms), independent of the 50 ms control tick
-        self._telemetry_due()
+            # telemetry goes out on control ticks (docs/protocol.md): every frame carries
+            # the figures of a new tick, never a repeat
+            self._telemetry_due()
         self.events()
         st = self.fsm.state
         ph = self.loop.phase
@@ -305,7 +308,7 @@ class Controller:
             r = self.occl.update(p, dt)
             if r:
                 self._occlusion(r)
-                return self._telemetry_due()
+                return
             # the volume-time line runs from START; the loop catches up after take-up
             n_line = self._advance_lines(dt)
             steps = loop.tick(inp.encoder, p, n_line, dt)
@@ -339,9 +342,8 @@ class Controller:
             self._air(inp, nl)
 
     def wake_at(self):
-        """The next time (ticks ms) the controller needs a step: control tick or telemetry."""
-        if self.tlm_period and ticks_diff(self._next_tlm, self._next_ctrl) < 0:
-            return self._next_tlm
+        """The next time (ticks ms) the controller needs a step: the control tick (telemetry
+        goes out on control ticks)."""
         return self._next_ctrl
 
     def _telemetry_due(self):

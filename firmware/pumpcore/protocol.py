@@ -6,6 +6,8 @@ reply allocate nothing, so the parser can sit in the control loop and be fuzzed 
 """
 from array import array
 
+from pumpcore.ticks import TICK_MS
+
 try:
     from micropython import const
 except ImportError:  # CPython: const() is only a marker for the MicroPython compiler
@@ -16,7 +18,8 @@ MAX_FRAME = const(160)        # bytes per frame including the terminator
 _MAX_TOKENS = const(14)        # id + word + 12 fields
 MAX_KEY = const(16)         # docs/protocol.md: receivers accept keys up to 16 (vitals_age_ms is 13)
 MAX_VALUE = const(32)
-TLM_MIN = const(10)           # telemetry period bounds, ms (TLM period_ms; 0 = off)
+TLM_MIN = TICK_MS             # telemetry period bounds, ms (TLM period_ms; 0 = off): frames
+                              # go out on control ticks, so at least one tick
 TLM_MAX = const(60000)
 
 # reader results

@@ -1,8 +1,11 @@
-"""The pump's state machine as plain data: states, triggers and transitions.
+"""The pump's state machine and command table as plain data: states, transitions, and
+which command is allowed in which state and which one is guarded (signed, boot-bound).
 
 This table is the single source of truth. The firmware runs it with the small engine in
-`pumpcore.fsm`; the host builds a `transitions` machine from it (host/statemachine.py);
-docs draw it. Keep it plain tuples of strings so every consumer can read it.
+`pumpcore.fsm` and dispatches commands from COMMANDS; the host builds a `transitions`
+machine and its command rules from it (host/statemachine.py); docs/protocol.md's command
+tables are generated from it (tests/test_protocol_spec.py checks them). Keep it plain
+tuples of strings so every consumer can read it.
 """
 
 STATES = ("IDLE", "PROGRAMMED", "RUNNING", "PAUSED", "COMPLETE", "ALARM", "STANDBY", "KVO",
@@ -62,3 +65,71 @@ INTERNAL_TRIGGERS = ("complete", "alarm", "kvo", "fault", "recover")
 DELIVERING = ("RUNNING", "KVO")
 
 INITIAL = "IDLE"
+
+
+# ---------------------------------------------------------------- commands (protocol v1)
+# Command classes (docs/protocol.md, *Commands*):
+#   TYPED    read-only, CRC optional (typed in a terminal), never needs a signature or boot
+#   OPEN     CRC required; never needs a signature or boot: reads, and the commands that stop
+#            delivery (PAUSE, STOP must always work, whoever sends them)
+#   GUARDED  changes therapy, alarms or settings: CRC required, `boot=N` (the current boot,
+#            from HELLO) required, and `ctr` + `mac` when the pump requires authentication
+TYPED = "typed"
+OPEN = "open"
+GUARDED = "guarded"
+
+ANY = STATES
+# where PROG (trigger "program") is legal; STEP stages program steps in the same states
+PROGRAMMABLE = tuple(s for s in STATES if any(t == "program" and f == s for t, f, _ in TRANSITIONS))
+# CFG changes: settings that matter with a program loaded but nothing delivering
+CFG_STATES = ("IDLE", "PROGRAMMED", "PAUSED", "STANDBY")
+
+# (word, trigger, class, states). A command with a trigger is allowed exactly where the
+# trigger has a transition (states None: TRANSITIONS is its one home); the others list
+# their states. A command absent here is ER UNKNOWN.
+COMMANDS = (
+    ("HELLO", None, TYPED, ANY),
+    ("STATUS", None, TYPED, ANY),
+    ("HB", None, OPEN, ANY),
+    ("LOG", None, OPEN, ANY),
+    ("TLM", None, OPEN, ANY),
+    ("SETTINGS", None, OPEN, ANY),
+    ("PAUSE", "pause", OPEN, None),
+    ("STOP", "stop", OPEN, None),
+    ("PROG", "program", GUARDED, None),
+    ("STEP", None, GUARDED, PROGRAMMABLE),
+    ("START", "start", GUARDED, None),
+    ("RESUME", "resume", GUARDED, None),
+    ("STANDBY", "standby", GUARDED, None),
+    ("TITRATE", None, GUARDED, ("RUNNING", "PAUSED")),
+    ("BOLUS", None, GUARDED, ("RUNNING",)),
+    ("ACK", "ack", GUARDED, None),
+    ("SILENCE", None, GUARDED, ANY),
+    ("VITALS", None, GUARDED, ANY),
+    ("CFG", None, GUARDED, CFG_STATES),
+)
+
+# CFG keys and the states each may be changed in (within CFG's own states). Pump-wide link
+# and alarm policy only in IDLE; what the clinician adjusts with a program loaded also in
+# PROGRAMMED, PAUSED and STANDBY (never while delivering).
+CFG_KEYS = (
+    ("occl_mmhg", CFG_STATES),
+    ("occl_level", CFG_STATES),
+    ("interlock", CFG_STATES),
+    ("vitals_age_ms", CFG_STATES),
+    ("syr_nl", CFG_STATES),
+    ("hb_ms", ("IDLE",)),
+    ("hb_action", ("IDLE",)),
+    ("auth", ("IDLE",)),
+    ("callback_ms", ("IDLE",)),
+)
+
+
+def command_states(word):
+    """The states in which command `word` is allowed (from COMMANDS and TRANSITIONS)."""
+    for w, trigger, _cls, where in COMMANDS:
+        if w == word:
+            if where is not None:
+                return tuple(where)
+            return tuple(s for s in STATES if any(t == trigger and f == s for t, f, _ in TRANSITIONS))
+    return ()
