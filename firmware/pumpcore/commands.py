@@ -169,7 +169,7 @@ def _guard(ctl, f, rid, c):
     if cls == fsm.CLS_GUARDED and a is not None and a.required and not signed:
         error(ctl, rid, P.E_AUTH, b"authentication required: needs ctr and mac").end()
         return False
-    if signed:
+    if signed and a is not None:
         if km < 0 or kc < 0 or km != f.ntok - 1:
             error(ctl, rid, P.E_AUTH, b"needs ctr and mac as the last field").end()
             return False
