@@ -42,9 +42,10 @@ STATUS_LETTER = {"RUNNING": "I", "KVO": "I", "PAUSED": "P"}       # every other 
 
 # NE-1000 commands this personality does not offer (pumping programs, I/O, keypad, buzzer,
 # address change): known to an NE-1000, so "not applicable" rather than "not recognised".
-UNSUPPORTED = ("ADR", "AL", "BP", "BUZ", "DIN", "FUN", "IN", "KEY", "LN", "LOC", "OUT", "PF",
-               "PHN", "ROM", "TRG", "TIM")
-COMMANDS = ("VER", "DIA", "RAT", "VOL", "DIR", "RUN", "PUR", "STP", "DIS", "CLD", "SAF")
+UNSUPPORTED = ("ADR", "AL", "BP", "BUZ", "DIN", "IN", "KEY", "LN", "LOC", "OUT", "PF", "ROM",
+               "TRG", "TIM")
+COMMANDS = ("VER", "DIA", "RAT", "VOL", "DIR", "RUN", "PUR", "STP", "DIS", "CLD", "SAF", "PHN",
+            "FUN")
 
 _FLOAT = re.compile(r"(\d*)(?:\.(\d*))?")
 
@@ -458,6 +459,21 @@ class Ne1000:
         elif arg != "WDR":                      # nothing is ever withdrawn
             raise NeError("OOR", "CLD INF|WDR")
         return "", False
+
+    # the one program an infusion pump runs: phase 1, a rate phase (PHN/FUN accepted as such)
+    def _cmd_phn(self, arg: str, v: PumpView) -> tuple[str, bool]:
+        if not arg:
+            return "01", False
+        if arg.isdigit() and int(arg) == 1:
+            return "", False
+        raise NeError("NA", "only phase 1 (multi-phase programs are not offered)")
+
+    def _cmd_fun(self, arg: str, v: PumpView) -> tuple[str, bool]:
+        if not arg:
+            return "RAT", False
+        if arg == "RAT":
+            return "", False
+        raise NeError("NA", "only the rate function (FUN RAT)")
 
     def _cmd_saf(self, arg: str, v: PumpView) -> tuple[str, bool]:
         if not arg:

@@ -151,9 +151,9 @@ def default_state_path(dev: str, address: int) -> Path:
 
 
 def open_endpoint(link: tuple[str, int]) -> Any:
-    """A pty (``/dev/pts/N``) or a TCP listener (``socket://127.0.0.1:PORT``): the
-    simulator's endpoints, the same that ``sim serve`` prints."""
-    from hil_sim.link import PtyEndpoint, TcpEndpoint
+    """A pty (``/dev/pts/N``) or a TCP listener (``socket://127.0.0.1:PORT``): the same
+    endpoints ``sim serve`` prints (host/endpoints.py)."""
+    from host.endpoints import PtyEndpoint, TcpEndpoint
     kind, port = link
     return PtyEndpoint() if kind == "pty" else TcpEndpoint(port)
 

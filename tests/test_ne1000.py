@@ -187,7 +187,13 @@ def test_addressing(pump):
 def test_errors_are_answered_with_the_ne1000_codes(pump):
     ne, _ = fresh(pump)
     assert ne.feed(b"0XYZ\r", 1.0) == basic(b"00S?")
-    assert ne.feed(b"0PHN2\r", 1.0) == basic(b"00S?NA")     # an NE-1000 command not offered
+    assert ne.feed(b"0PHN2\r", 1.0) == basic(b"00S?NA")     # multi-phase programs: not offered
+    assert ne.feed(b"0PHN1\r", 1.0) == basic(b"00S")        # the one phase there is
+    assert ne.feed(b"0PHN\r", 1.0) == basic(b"00S01")
+    assert ne.feed(b"0FUNRAT\r", 1.0) == basic(b"00S")
+    assert ne.feed(b"0FUN\r", 1.0) == basic(b"00SRAT")
+    assert ne.feed(b"0FUNINC\r", 1.0) == basic(b"00S?NA")
+    assert ne.feed(b"0BUZ1\r", 1.0) == basic(b"00S?NA")     # an NE-1000 command not offered
     assert ne.feed(b"0DIA99\r", 1.0) == basic(b"00S?OOR")
     assert ne.feed(b"0DIA12.3456\r", 1.0) == basic(b"00S?OOR")  # more than 4 digits
     assert ne.feed(b"0RAT1XX\r", 1.0) == basic(b"00S?OOR")
