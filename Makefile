@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint docs clean venv typecheck trace
+.PHONY: demo test bench lint docs clean venv typecheck trace campaign
 
 venv: $(STAMP)
 
@@ -32,6 +32,11 @@ trace: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# the default randomised fault campaign (hil_sim/campaigns/default.toml, sized for < 30 min on
+# 2 cores); its result table becomes docs/safety/campaign.md, outputs in build/campaign
+campaign: $(STAMP)
+	$(BIN)/python -m hil_sim.campaign.evidence --out build/campaign --doc docs/safety/campaign.md
 
 docs: $(STAMP)
 	$(BIN)/python -m host.statemachine --write docs/statemachine.md

@@ -129,6 +129,9 @@ def register(cli: click.Group) -> None:
     def list_cmd(args) -> int:
         return cmd_sim_list(args)
 
+    from hil_sim.campaign.cli import register as register_campaign
+    register_campaign(sim)           # sim campaign (hil_sim/campaign/cli.py)
+
 
 def cmd_sim_list(args) -> int:
     from hil_sim.scenario import library

@@ -48,6 +48,8 @@ class PatientParams:
     hypertensive_sbp0: float = 138.0
     hypertensive_dbp0: float = 86.0
     noise: bool = True
+    v1_scale: float = 1.0          # between-patient variability: central volume × this
+    k10_scale: float = 1.0         # ... and elimination rate × this (campaigns draw both)
 
 
 class Patient:
@@ -56,7 +58,8 @@ class Patient:
         if p.model not in PK_MODELS:
             raise ValueError(f"unknown PK model {p.model!r} (have {sorted(PK_MODELS)})")
         v1, self.k10, self.k12, self.k21, self.k13, self.k31 = PK_MODELS[p.model]
-        self.v1_l = v1 * p.weight_kg
+        self.v1_l = v1 * p.weight_kg * p.v1_scale
+        self.k10 *= p.k10_scale
         self.a = [0.0, 0.0, 0.0]     # mg in compartments 1..3
         self.ce = 0.0                # effect-site ng/mL
         self.t_s = 0.0

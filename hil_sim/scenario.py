@@ -61,7 +61,8 @@ class Scenario:
         return self.meta.get("controller", "firmware")
 
 
-_TOP = {"scenario", "pump", "program", "config", "patient", "host", "run", "events", "expect"}
+_TOP = {"scenario", "pump", "program", "config", "patient", "host", "run", "events", "expect",
+        "campaign"}   # campaign: a drawn run's facts, judged by hil_sim.campaign.oracle
 
 
 def load(path_or_name: str | Path) -> Scenario:
@@ -276,8 +277,12 @@ def run_scenario(scn: Scenario | str | Path, runtime: str | None = None, *,
     conc_ug_ml = _drug_conc_ug_ml(prog["drug"]) if "drug" in prog else float(prog.get("conc_mg_ml", 1.0)) * 1000
     patient = None
     if pat is not None:
-        patient = PatientParams(weight_kg=weight, model=pat.get("model", "clements"),
-                                hypertensive=bool(pat.get("hypertensive", False)))
+        try:
+            patient = PatientParams(weight_kg=weight, model=pat.get("model", "clements"),
+                                    hypertensive=bool(pat.get("hypertensive", False)),
+                                    **pat.get("params", {}))
+        except TypeError as e:
+            raise ScenarioError(f"[patient.params]: {e}") from None
     sim = Simulation(rt_kind, seed=int(meta.get("seed", 0) if seed is None else seed), params=params,
                      patient=patient, conc_mg_ml=conc_ug_ml / 1000.0,
                      slice_ms=int(runc.get("slice_ms", 200)),
@@ -295,6 +300,10 @@ def run_scenario(scn: Scenario | str | Path, runtime: str | None = None, *,
         sim.close()
     _measure(res, sim, raw, prog, weight, conc_ug_ml, params)
     _check(res, raw.get("expect", {}))
+    if "campaign" in raw:       # a drawn campaign run: its oracle's verdict too
+        from hil_sim.campaign.oracle import checks
+        res.checks.extend(Check(w, ok, d) for w, ok, d in checks(raw, res))
+        res.passed = all(c.ok for c in res.checks)
     return res
 
 
@@ -390,14 +399,16 @@ def _final_status(sim, host, res) -> None:
         return
     sim.link.set_noise(0.0, 0.0)
     silent, sim.host_silent = sim.host_silent, False
-    rid = host.send("STATUS")
-    for _ in range(10):
-        sim.slice(2)
-        host.poll()
-        if rid in host.replies:
-            rep = host.replies[rid]
-            if rep.ok:
-                res.metrics["status"] = dict(rep.fields)
+    for _attempt in range(3):      # a line torn by earlier noise can swallow one reply
+        rid = host.send("STATUS")
+        for _ in range(10):
+            sim.slice(2)
+            host.poll()
+            if rid in host.replies:
+                break
+        rep = host.replies.get(rid)
+        if rep is not None and rep.ok:
+            res.metrics["status"] = dict(rep.fields)
             break
     sim.host_silent = silent
 
@@ -421,7 +432,7 @@ def _measure(res: Result, sim: Simulation, raw, prog, weight, conc_ug_ml, params
         rate, vol = programmed(prog, weight, conc_ug_ml)
         m["programmed_rate_ml_h"] = rate
         m["programmed_ml"] = vol
-        m["error_pct"] = round((sim.plant.delivered_ml - vol) / vol * 100.0, 4)
+        m["error_pct"] = round((sim.plant.delivered_ml - vol) / vol * 100.0, 4) if vol > 0 else None
         t0 = res.t_start_s
         if t0 is not None:
             ff = analysis.first_flow_s(rec, t0)
