@@ -455,7 +455,7 @@ def _measure(res: Result, sim: Simulation, raw, prog, weight, conc_ug_ml, params
     rel = _t_of_fault(raw, "occlusion", False)
     if rel and "occlusion" in m:
         m["bolus_ml"] = round(analysis.bolus_ml(rec, rel[0]), 5)
-    if "programmed_rate_ml_h" in m:
+    if m.get("programmed_rate_ml_h", 0) > 0:
         m["detection_limit_s"] = round(analysis.detection_limit_s(
             m["programmed_rate_ml_h"], params.total_compliance, params.noise_mmhg), 2)
     if sim.patient is not None:

@@ -144,7 +144,9 @@ def draw(spec: CampaignSpec, campaign_seed: int, index: int) -> dict[str, Any]:
         if bool(sample(pspec.interlock, rng)):
             cfg["interlock"] = 1
     # --- pump and syringe
-    syr = int(sample(spec.pump.syringe_ml, rng))
+    model = str(sample(spec.pump.syringe_model, rng)) if spec.pump.syringe_model is not None else None
+    from hil_sim.plant import SYRINGE_MODELS
+    syr = int(SYRINGE_MODELS[model].size_ml) if model else int(sample(spec.pump.syringe_ml, rng))
     fill = _r(syr * min(1.0, max(0.01, float(sample(spec.pump.fill_frac, rng)))), 2)
     pump: dict[str, Any] = {"syringe_ml": syr, "fill_ml": fill,
                             "primed": bool(sample(spec.pump.primed, rng))}
@@ -156,6 +158,11 @@ def draw(spec: CampaignSpec, campaign_seed: int, index: int) -> dict[str, Any]:
         pump["mains"] = bool(pump["mains"])
     if params:
         pump["params"] = params
+    if model:
+        pump["syringe_model"] = model
+    bed = {k: _r(sample(v, rng), 4) for k, v in sorted(spec.pump.bedside.items())}
+    if bed:
+        pump["bedside"] = bed
     if spec.pump.occl_mmhg is not None:
         cfg["occl_mmhg"] = int(sample(spec.pump.occl_mmhg, rng))
     # --- program
@@ -202,7 +209,10 @@ def draw(spec: CampaignSpec, campaign_seed: int, index: int) -> dict[str, Any]:
         t = onset(ev)
         v = sample(ev.value, rng)
         v = _r(v, 4) if isinstance(v, float) else v
-        events.append({"at_s": t, "fault": ev.name, "value": v, "note": kind})
+        e = {"at_s": t, "fault": ev.name, "value": v, "note": kind}
+        if ev.ramp_s is not None:
+            e["ramp_s"] = _r(sample(ev.ramp_s, rng), 1)
+        events.append(e)
         if ev.clear_after_s is not None:
             off = False if isinstance(v, bool) else 0
             if ev.name == "power_cut":

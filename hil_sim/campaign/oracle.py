@@ -91,6 +91,8 @@ RULES: dict[str, Rule] = {
     # occlusion: due once the true barrel pressure passes the configured limit (see judge)
     "occlusion": Rule(("OCCLUSION",), HIGH, 3.0, ("STALL",)),
     "occlusion_up": Rule(("OCCLUSION",), HIGH, 3.0, ("STALL",)),
+    # a partial occlusion (rising line resistance): the same, once the pressure passes the limit
+    "resistance": Rule(("OCCLUSION",), HIGH, 3.0, ("STALL",)),
     "door_open": Rule(("DOOR",), HIGH, 1.5),
     "air": Rule(("AIR",), HIGH, 1.5, ("AIR_CUM",)),
     "bubble_ul": Rule(("AIR",), HIGH, 3.0, ("AIR_CUM",)),      # from the bubble's arrival
@@ -193,6 +195,11 @@ def judge(raw: dict, res) -> Outcome:
     region = facts.get("region", "inside")
     vol = float(facts.get("programmed_ml", m.get("programmed_ml", 0.0)))
     rate = float(facts.get("programmed_rate_ml_h", m.get("programmed_rate_ml_h", 0.0)))
+    # a syringe lot whose bore differs from nominal delivers (bore/nominal)^2 of what the pump
+    # planned; the pump cannot know it, so the program's line is scaled by it
+    bore_tol = float(raw.get("pump", {}).get("params", {}).get("bore_tol_pct", 0.0))
+    lot = (1.0 + bore_tol / 100.0) ** 2
+    vol_lot, rate_lot = vol * lot, rate * lot
     delivered = float(sim.plant.delivered_ml)
     fig["delivered_ml"] = round(delivered, 5)
     events = [e for e in raw.get("events", []) if "fault" in e]
@@ -206,13 +213,17 @@ def judge(raw: dict, res) -> Outcome:
     if sim.plant.powered and "status" not in m:
         add(Finding("crash", "no STATUS reply at the end (pump hung or silent)"))
     states = [s["state"] for s in res.states]
-    accepted = "RUNNING" in states or delivered > 0.001 or m.get("status", {}).get("state") not in (None, "IDLE")
+    # accepted: the pump said so, or its rotor moved forward (the gravimetric volume alone
+    # moves with the patient's venous pressure, so it is no sign)
+    rotor_fwd = sum(q for q in rec.cmd_ml_h if q > 0) / 3600.0
+    accepted = ("RUNNING" in states or rotor_fwd > 1e-4
+                or m.get("status", {}).get("state") not in (None, "IDLE"))
 
     # ---- program accepted or refused as the library says
     if region == "hard":
         if accepted:
             add(Finding("wrong_program", f"a program beyond a hard limit ({facts.get('limit')}) "
-                                         f"was accepted; {delivered:.4f} mL delivered"))
+                                         f"was accepted; the rotor pushed {rotor_fwd:.4f} mL"))
     elif not accepted and fault not in ("power_cut",) and (t_f is None or t_f > t0 + 0.5):
         add(Finding("valid_refused", f"a program inside the limits ({region}) was not started"))
 
@@ -230,9 +241,13 @@ def judge(raw: dict, res) -> Outcome:
     # into the patient without any motion of the pump; that is physics, not over-infusion)
     c_tot = sim.params.total_compliance
     p_first = rec.pressure_mmhg[0] if rec.pressure_mmhg else 0.0
+    # the bedside moves up to C x (its pressure swing) between syringe and vein in either
+    # direction without any pump action, and the 1-s record does not resolve the transients
+    store = c_tot * _bedside_swing_mmhg(raw)
+    allowance += store
     for t, d0, p in zip(rec.t_s, rec.delivered_ml, rec.pressure_mmhg):
         d = d0 + c_tot * (p - p_first)
-        line = 0.0 if region == "hard" else min(vol, rate * max(0.0, t - t0) / 3600.0)
+        line = 0.0 if region == "hard" else min(vol_lot, rate_lot * max(0.0, t - t0) / 3600.0)
         excess = d - (line * (1 + ACC_FRAC) + ACC_ABS_ML + allowance)
         if excess > worst:
             worst, worst_t = excess, t
@@ -320,11 +335,14 @@ def judge(raw: dict, res) -> Outcome:
     loud = [a for a in alarms if a["prio"] >= 2]
     if nominal and not loud:
         fig["delivery_error_pct"] = round(err, 4)
-        if abs(delivered - vol) > vol * ACC_FRAC + ACC_ABS_ML:
-            add(Finding("inaccurate", f"delivered {delivered:.4f} mL of {vol:.4f} mL ({err:+.2f} %)"))
+        p_end = rec.pressure_mmhg[-1] if rec.pressure_mmhg else p_first
+        pushed = delivered + c_tot * (p_end - p_first)
+        if abs(pushed - vol_lot) > vol_lot * ACC_FRAC + ACC_ABS_ML + store:
+            add(Finding("inaccurate", f"delivered {delivered:.4f} mL of {vol:.4f} mL ({err:+.2f} %"
+                                      + (f"; the lot's bore gives {vol_lot:.4f} mL" if bore_tol else "") + ")"))
     elif region != "hard" and not loud and rate > 0:
         t_end = rec.t_s[-1] if rec.t_s else 0.0
-        expect = min(vol, rate * max(0.0, t_end - t0) / 3600.0)
+        expect = min(vol_lot, rate_lot * max(0.0, t_end - t0) / 3600.0)
         if delivered < expect * (1 - ACC_FRAC) - ACC_ABS_ML - _startup_ml(raw):
             add(Finding("silent_stop", f"delivered {delivered:.4f} mL, expected {expect:.4f} mL "
                                        f"by {t_end:.0f} s, no alarm of priority >= 2"))
@@ -340,6 +358,15 @@ def judge(raw: dict, res) -> Outcome:
             add(Finding("false_alarm", f"{a['name']} at {a['t_s']:.1f} s (causes: {causes or 'none'})"))
     fig["alarms"] = names
     return out
+
+
+def _bedside_swing_mmhg(raw: dict) -> float:
+    """Largest venous-pressure swing the drawn bedside and height can cause (mmHg)."""
+    b = raw.get("pump", {}).get("bedside", {})
+    cm = float(b.get("arm_cm", 0.0)) + max([abs(float(e.get("value", 0))) for e in raw.get("events", [])
+                                             if e.get("fault") == "height_cm"] + [0.0])
+    return (2 * float(b.get("breath_mmhg", 0.0)) + float(b.get("cough_mmhg", 0.0))
+            + float(b.get("strain_mmhg", 0.0)) + 2 * cm * 0.7356)
 
 
 def observed_alarms(res) -> list[dict]:
@@ -379,11 +406,12 @@ def _due(fault, fval, t_f, raw, res, rule, vit_due) -> tuple[float | None, bool]
         return None, False
     if rule.needs_running and not _delivering(rec, t_f):
         return None, False
-    if fault in ("occlusion", "occlusion_up"):
-        if fval is False:
+    if fault in ("occlusion", "occlusion_up", "resistance"):
+        if fval is False or (fault == "resistance" and float(fval) <= 1.0):
             return None, False
         limit = float(raw.get("config", {}).get("occl_mmhg", OCCL_DEFAULT_MMHG))
-        clear = [float(e["at_s"]) for e in events if e.get("value") is False]
+        clear = [float(e["at_s"]) for e in events if e.get("value") is False
+                 or (fault == "resistance" and float(e.get("value", 0)) <= 1.0)]
         t_clear = min(clear) if clear else math.inf
         i = _at(rec, t_f)
         for k in range(i, len(rec.t_s)):

@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hil_sim.cosim import FAULTS
 from hil_sim.patient import PK_MODELS, PatientParams
-from hil_sim.plant import SYRINGES, PlantParams
+from hil_sim.bedside import BedsideParams
+from hil_sim.plant import SYRINGE_MODELS, SYRINGES, PlantParams
 
 CAMPAIGN_DIR = Path(__file__).resolve().parent.parent / "campaigns"
 
@@ -101,7 +102,8 @@ class IntRange(_Strict):
 Dist = Union[Scalar, Annotated[Union[Uniform, LogUniform, Normal, Choice, Bernoulli, IntRange],
                                Field(discriminator="dist")]]
 
-_PLANT_FIELDS = {f.name for f in dataclasses.fields(PlantParams)}
+_PLANT_FIELDS = {f.name for f in dataclasses.fields(PlantParams)} - {"bedside", "syringe_model"}
+_BEDSIDE_FIELDS = {f.name for f in dataclasses.fields(BedsideParams)}
 _PATIENT_FIELDS = {f.name for f in dataclasses.fields(PatientParams)} - {"weight_kg", "model", "hypertensive"}
 #: faults a run may get as its one fault; disturbances are the rest (they need no alarm)
 DISTURBANCES = {"height_cm", "link_drop", "link_corrupt", "link_delay", "sensor_drift", "mains",
@@ -137,10 +139,12 @@ class PatientSpec(_Strict):
 
 class PumpSpec(_Strict):
     syringe_ml: Dist = 50
+    syringe_model: Dist | None = None           # a name in plant.SYRINGE_MODELS (sets the size)
     fill_frac: Dist = 1.0                       # fill as a share of the syringe size
     primed: Dist = True
     occl_mmhg: Dist | None = None               # CFG occl_mmhg (None: the pump's default)
     params: dict[str, Dist] = Field(default_factory=dict)   # PlantParams fields
+    bedside: dict[str, Dist] = Field(default_factory=dict)  # BedsideParams fields (hil_sim.bedside)
 
     @field_validator("params")
     @classmethod
@@ -148,6 +152,14 @@ class PumpSpec(_Strict):
         bad = set(v) - _PLANT_FIELDS
         if bad:
             raise ValueError(f"unknown plant parameter(s) {sorted(bad)}; known: {sorted(_PLANT_FIELDS)}")
+        return v
+
+    @field_validator("bedside")
+    @classmethod
+    def _known_bedside(cls, v):
+        bad = set(v) - _BEDSIDE_FIELDS
+        if bad:
+            raise ValueError(f"unknown bedside parameter(s) {sorted(bad)}; known: {sorted(_BEDSIDE_FIELDS)}")
         return v
 
 
@@ -176,6 +188,7 @@ class EventSpec(_Strict):
     onset_s: Dist | None = None                 # ... or in seconds after the start
     value: Dist = True
     clear_after_s: Dist | None = None           # then the fault is removed (value False / 0)
+    ramp_s: Dist | None = None                  # height_cm, resistance: change over N s
 
     @field_validator("name")
     @classmethod
@@ -218,6 +231,10 @@ class CampaignSpec(_Strict):
         for name in _choice_values(self.pump.syringe_ml):
             if int(name) not in SYRINGES:
                 raise ValueError(f"pump.syringe_ml: {name} not one of {sorted(SYRINGES)}")
+        if self.pump.syringe_model is not None:
+            for name in _choice_values(self.pump.syringe_model):
+                if name not in SYRINGE_MODELS:
+                    raise ValueError(f"pump.syringe_model: {name!r} not one of {sorted(SYRINGE_MODELS)}")
         if self.patient is not None:
             for m in _choice_values(self.patient.model):
                 if m not in PK_MODELS:
