@@ -8,6 +8,13 @@
   which the log or the delivered-volume record was lost, corrupt or wrong, or the pump came
   up infusing (goal 0). The CPython torn-append store runs the same sweep as a cross-check
   (`rel.power_cuts_mem`, `rel.power_cut_losses_mem`).
+* `rel.power_cuts_programs` / `rel.program_losses` — power cuts through every program form
+  (rate, volume/time, dose/time, dose rate, loading + maintenance, steps, bolus, titration,
+  KVO) at random ticks and random flash writes, littlefs on the simulated NOR flash
+  (tests/fw/pcut_programs.py) / cuts after which the pump came up delivering, or not paused
+  with the program that was left, or left the therapy envelope after RESUME (goal 0);
+  `rel.retry_after_reboot_executed`: retries of a pre-cut request (same bytes) the pump
+  executed after the reboot (0 needs issue 11's reboot guard).
 """
 from __future__ import annotations
 
@@ -47,4 +54,14 @@ def bench_power() -> dict:
             "rel.power_cuts_mem": m["cuts"], "rel.power_cut_losses_mem": m["losses"]}
 
 
-BENCHMARKS = {"fuzz": bench_fuzz, "power": bench_power}
+def bench_power_programs() -> dict:
+    r = _run(micropython_exe(), "pcut_programs.py", POWER_CUTS, 20261201, "flash")
+    for e in r["failures"]:
+        print("   program loss:", e)
+    return {"rel.power_cuts_programs": r["cuts"], "rel.program_losses": r["losses"],
+            "rel.power_cuts_programs_restored": r["restored"],
+            "rel.power_cuts_programs_multi_segment": r["restored_multi"],
+            "rel.retry_after_reboot_executed": r["retry_executed"]}
+
+
+BENCHMARKS = {"fuzz": bench_fuzz, "power": bench_power, "power_programs": bench_power_programs}

@@ -330,7 +330,7 @@ class Envelope:
             w = (t // d.lockout_ms + 1) * d.bolus_nl
             if w < v:
                 v = w
-        if d.bolus_h_ug is not None:
+        if d.bolus_h_ug:
             per_h = _vol_nl(int(d.bolus_h_ug), self.conc)
             # boluses that start in one hour may end in the next: one bolus of slack
             w = (t // MS_H + 1) * per_h + d.bolus_nl
@@ -357,7 +357,10 @@ class Envelope:
         return _ug(self.volume_max(t) + self.kvo_max(t), self.conc)
 
     def check(self, t, del_nl, kvo_nl=0, rate=None):
-        """The bounds a report breaks (a list of str; empty inside the envelope)."""
+        """The bounds a report breaks (a list of str; empty inside the envelope). `del_nl`
+        is the pump's del_nl (everything from the syringe, KVO included), `kvo_nl` its KVO
+        part; the therapy part (del_nl - kvo_nl) is held to volume_max, the KVO part to
+        kvo_max."""
         bad = []
         if self.form is None:
             if del_nl > 0 or kvo_nl > 0:
@@ -365,8 +368,8 @@ class Envelope:
                 bad.append("delivery without an accepted program")
             return bad
         vm = self.volume_max(t)
-        if del_nl > vm:
-            bad.append("del_nl=%d above %d" % (del_nl, vm))
+        if del_nl - kvo_nl > vm:
+            bad.append("therapy volume %d above %d" % (del_nl - kvo_nl, vm))
         km = self.kvo_max(t)
         if kvo_nl > km:
             bad.append("kvo_nl=%d above %d" % (kvo_nl, km))
@@ -385,16 +388,20 @@ class Envelope:
         if rate > self.rmax:
             return "rate above the drug's hard max"
         d = self.drug
-        if self.form == "dose_rate":
-            if basal_nl < self.load_nl:
-                return None if rate <= self.top_rate else "faster than the loading dose"
-            doseh = rate * self.conc // wt_g if wt_g else 0
-            if d.dose_h.hard(doseh):
+        if self.form == "dose_rate" and basal_nl >= self.load_nl:
+            # the dose rate this rate gives the patient, compared in rate units
+            lo = d.dose_h.hard_min * wt_g // self.conc
+            hi = d.dose_h.hard_max * wt_g // self.conc
+            if rate < lo or rate > hi:
                 return "dose rate outside hard limits"
-            if d.dose_h.soft(doseh) and not confirm:
+            slo = d.dose_h.soft_min * wt_g // self.conc
+            shi = d.dose_h.soft_max * wt_g // self.conc
+            if (rate < slo or rate > shi) and not confirm:
                 return "dose rate outside soft limits without confirm"
-        elif self.form == "dose":
-            rem = self.vtbi - basal_nl
+        elif self.form == "dose" or self.form == "dose_rate":
+            # a dose over time, or the loading dose: the time so far plus the rest of the
+            # dose at the new rate stays within the drug's time limits
+            rem = (self.vtbi if self.form == "dose" else self.load_nl) - basal_nl
             tot = e_ms + (-((-rem * 3600) // rate) if rem > 0 else 0)
             if tot < d.over.hard_min or tot > d.over.hard_max:
                 return "time outside hard limits"

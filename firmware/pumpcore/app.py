@@ -82,11 +82,19 @@ class App:
         self._cmd_sec = 0
         self._dropped = 0
         self._interval = getattr(b, "LOG_INTERVAL_MS", LOG_INTERVAL_MS)
+        self._pg = 0                    # seq of the TH record of the program in force
+        self._old_pg = 0                # program file to remove once the next TH is on flash
+        self.recovered_form = None
         now = b.ticks_ms()
         self._cmd_sec = now
         if th.interrupted():
             self.recovered = th
             self._recover(th)
+            if self.recovered_form == b"program":
+                self._pg = th.pg            # the same program file serves this boot
+        for name in store.names():          # program files no record refers to any more
+            if name.startswith("pg") and name != _pg_name(self._pg):
+                store.remove(name)
         self._last = self._key()
         self._next_del = now
         self._ub = 0
@@ -135,9 +143,13 @@ class App:
 
     def _recover(self, th):
         """Hand an interrupted infusion to the controller (it restores it PAUSED, with a
-        latched RESTART alarm). The delivered volume passed is the record's upper bound
-        `ub` (capped at the VTBI): RESUME can then under-deliver by at most one logging
-        interval, and never deliver twice what was already given."""
+        latched RESTART alarm). The whole program comes back from its program file (every
+        segment with its rate and volume as last titrated, drug, dose, weight,
+        concentration, KVO); the delivered volume passed is the record's upper bound `ub`,
+        the volume since the record counted as basal (or KVO in KVO): RESUME can then
+        under-deliver by at most one logging interval, and never deliver twice what was
+        already given. Without a readable program file matching the record, the program
+        comes back as one segment at the recorded rate (the old behaviour)."""
         c = self.ctl
         di = -1
         if c.lib is not None:
@@ -145,9 +157,18 @@ class App:
                 if c.lib.drugs[i].name == th.drug:
                     di = i
         d = th.bound if th.bound > th.delivered else th.delivered
+        pg = _read_program(self.board.store, th.pg) if th.pg else None
+        if pg is not None:
+            extra = d - th.delivered
+            k = th.kvo_nl + (extra if th.state == b"KVO" else 0)
+            basal = d - th.bolus - k
+            if c.recover_program(th.state, pg, di, basal, th.bolus, k, th.el_ms):
+                self.recovered_form = b"program"
+                return
         if d > th.vtbi:
             d = th.vtbi
         c.recover(th.state, th.rate, th.vtbi, d, di, th.kvo)
+        self.recovered_form = b"single"
 
     def _delivered(self):
         return self.ctl.delivered_nl()
@@ -165,7 +186,7 @@ class App:
 
     def _key(self):
         c = self.ctl
-        return (c.fsm.state, self._rate(), c.vtbi, c.drug)
+        return (c.fsm.state, self._rate(), c.vtbi, c.drug, c.prog_gen)
 
     def _bound(self, d):
         """Delivered volume the pump cannot pass before the next DEL record (nL): the
@@ -176,9 +197,25 @@ class App:
     def _snapshot(self):
         c = self.ctl
         dr = c.lib.drugs[c.drug].name if (c.drug >= 0 and c.lib is not None) else b"-"
-        return b"st=%s r=%d v=%d dr=%s do=%d kv=%d d=%d ub=%d el=%d" % (
+        return b"st=%s r=%d v=%d dr=%s do=%d kv=%d d=%d ub=%d el=%d b=%d k=%d pg=%d" % (
             fsm.STATE_NAMES[c.fsm.state], c.rate, c.vtbi, dr, c.dose_ug, c.kvo,
-            self._delivered(), self._ub, c.el_ms)
+            self._delivered(), self._ub, c.el_ms, c.bolus_total_nl(), c.kvo_nl(), self._pg)
+
+    def _save_program(self, now):
+        """Write the accepted program (every segment) to its own file `pg<seq>`, named by
+        the seq of the TH record about to reference it, before that record is committed
+        (write-ahead). Older program files are removed once the record is on flash."""
+        c = self.ctl
+        log = self._lg()
+        pid = log.seq + 1               # unique: a seq is never used twice
+        st = self.board.store
+        try:
+            st.write(_pg_name(pid), _program_bytes(c))
+        except OSError:
+            return False
+        self._old_pg = self._pg
+        self._pg = pid
+        return True
 
     def _th(self, now):
         d = self._delivered()
@@ -196,20 +233,39 @@ class App:
         st = c.fsm.state
         last = self._last
         if (st != last[0] or self._rate() != last[1] or c.vtbi != last[2]
-                or c.drug != last[3]):
+                or c.drug != last[3] or c.prog_gen != last[4]):
+            if c.prog_gen != last[4] and c.nseg > 0:
+                if not self._save_program(now) and not self._fault_logged:
+                    self._fault_logged = True
+                    c.storage_fault(b"program not stored")
+            elif c.nseg == 0:
+                self._pg = 0            # stopped: no program to recover
             self._last = self._key()
             self._th(now)
         elif (st == fsm.RUNNING or self._rate() > 0) and ticks_diff(now, self._next_del) >= 0:
             d = self._delivered()
             self._ub = self._bound(d)
             self._next_del = ticks_add(now, self._interval)
-            log.add(now, b"DEL", b"d=%d ub=%d el=%d" % (d, self._ub, c.el_ms))
+            log.add(now, b"DEL", b"d=%d ub=%d el=%d b=%d k=%d" % (d, self._ub, c.el_ms,
+                                                                c.bolus_total_nl(), c.kvo_nl()))
         if self._skip:
             self._skip.clear()
         if log._pending:
-            if not log.commit() and not self._fault_logged:
-                self._fault_logged = True
-                c.enter_fault(b"event log not writable")
+            if not log.commit():
+                # write-ahead broken: nothing of this tick goes to the motor, the FAULT alarm
+                # stops delivery; STOP and PAUSE keep working (issue 10)
+                out.steps = 0
+                out.enable = False
+                if not self._fault_logged:
+                    self._fault_logged = True
+                    c.storage_fault(b"event log not writable")
+            else:
+                if self._fault_logged:
+                    self._fault_logged = False
+                    c.storage_ok()
+                if self._old_pg:
+                    self.board.store.remove(_pg_name(self._old_pg))
+                    self._old_pg = 0
 
     def _log_rx(self, now, n):
         buf = self._line
@@ -274,6 +330,39 @@ class App:
         while k < j and buf[k] != 42:   # up to "*CRC"
             k += 1
         return bytes(buf[i:k])
+
+
+def _pg_name(pid):
+    return "pg%d" % pid
+
+
+def _program_bytes(c):
+    """The program file: `n= r=r0,r1,.. v=v0,v1,.. dr= do= wt= co= dh= kv=` (ASCII)."""
+    n = c.nseg
+    rs = b",".join([b"%d" % c.seg_rate[i] for i in range(n)])
+    vs = b",".join([b"%d" % c.seg_vol[i] for i in range(n)])
+    return b"n=%d r=%s v=%s do=%d wt=%d co=%d dh=%d kv=%d\n" % (
+        n, rs, vs, c.dose_ug, c.wt_g, c.conc, c.dose_h, c.kvo)
+
+
+def _read_program(store, pid):
+    """The program file `pg<pid>` as a dict of ints / int lists, or None (missing, torn)."""
+    raw = store.read(_pg_name(pid))
+    if not raw or not raw.endswith(b"\n"):
+        return None
+    out = {}
+    try:
+        for tok in raw.strip().split(b" "):
+            k, v = tok.split(b"=")
+            if k in (b"r", b"v"):
+                out[k] = [int(x) for x in v.split(b",")]
+            else:
+                out[k] = int(v)
+        if len(out[b"r"]) != out[b"n"] or len(out[b"v"]) != out[b"n"]:
+            return None
+    except (ValueError, KeyError):
+        return None
+    return out
 
 
 def run(board):

@@ -14,7 +14,14 @@ from pumpcore.dose import dose_ug, volume_nl, rate_ul_h, duration_ms, dose_rate_
 from pumpcore.dose import RATE_MIN, RATE_MAX, VTBI_MIN, VTBI_MAX, DURATION_MAX
 from pumpcore.occlusion import plan_ints
 from pumpcore import VERSION
-from pumpcore.ticks import TICK_MS, ticks_back
+from pumpcore.ticks import TICK_MS, ticks_back, ticks_diff
+
+try:
+    from micropython import const
+except ImportError:  # CPython: const() is only a marker for the MicroPython compiler
+    const = lambda x: x  # noqa: E731
+
+_HOUR_MS = const(3600000)
 
 _FW = VERSION.encode()
 _NO_KEYS = ()
@@ -103,7 +110,12 @@ def handle_frame(ctl):
     a = ctl.auth
     if a is not None:
         if a.pending and not ctl.refused:
-            a.commit()                 # a refused signed frame uses up no counter
+            try:
+                a.commit()             # a refused signed frame uses up no counter
+            except OSError:
+                # the counter did not reach the flash (it stays advanced in RAM: no replay
+                # in this boot); raise FAULT, never let the error out of Controller.step
+                ctl.storage_fault(b"auth counter not stored")
         a.pending = False
     if tx.n > start and f.has_crc:
         # remember the request and its reply (the first frame written) for retries
@@ -290,8 +302,8 @@ def _status(ctl, rid):
     a = ctl.alarms.highest()
     tx.field_lit(b"alarm", AL.NAMES[a])
     tx.field_int(b"prio", ctl.alarms.prio(a))
-    if ctl.fsm.state == fsm.KVO:
-        tx.field_int(b"kvo_nl", ctl.kvo_nl())
+    if ctl.fsm.state == fsm.KVO or ctl.kvo_nl() > 0:
+        tx.field_int(b"kvo_nl", ctl.kvo_nl())       # kept after PAUSE, until the next PROG
     tx.end()
 
 
@@ -346,10 +358,10 @@ def set_single(ctl, rate, vtbi):
     ctl.nseg = 1
     ctl.seg_rate[0] = rate
     ctl.seg_vol[0] = vtbi
-    _plan_segments(ctl)
+    plan_segments(ctl)
 
 
-def _plan_segments(ctl):
+def plan_segments(ctl):
     tot = 0
     for i in range(ctl.nseg):
         d, n, thr = plan_ints(ctl.seg_rate[i])
@@ -360,6 +372,14 @@ def _plan_segments(ctl):
     ctl.vtbi = tot
     ctl.seg = 0
     ctl.rate = ctl.seg_rate[0]
+
+
+def set_kvo(ctl, kvo):
+    ctl.kvo = kvo
+    d, n, thr = plan_ints(kvo if kvo > 0 else 100)
+    ctl.kvo_plan[0] = d
+    ctl.kvo_plan[1] = n
+    ctl.kvo_plan[2] = thr
 
 
 def _range_check(ctl, rid, rate, vtbi, what=b""):
@@ -432,8 +452,9 @@ def _drug(ctl, f, rid, required):
     return di
 
 
-def _kvo(ctl, f, rid, default, last_rate):
-    """KVO rate in force (clamped to the last programmed rate), -1 on error (replied)."""
+def _kvo(ctl, f, rid, default, last_rate, di):
+    """KVO rate in force (clamped to the last programmed rate), -1 on error (replied).
+    A drug's library KVO is the most any of its programs may ask for (0: no KVO at all)."""
     v = _int(f, b"kvo_ul_h")
     if v == -2:
         error(ctl, rid, P.E_RANGE, b"kvo_ul_h must be 0 or 100..20000").end()
@@ -443,9 +464,28 @@ def _kvo(ctl, f, rid, default, last_rate):
     elif v != 0 and not (100 <= v <= 20000):
         error(ctl, rid, P.E_RANGE, b"kvo_ul_h must be 0 or 100..20000").end()
         return -1
+    if di >= 0 and v > ctl.lib.drugs[di].kvo_ul_h:
+        _limit_error(ctl, rid, b"kvo_ul_h above the drug's KVO ", ctl.lib.drugs[di].kvo_ul_h)
+        return -1
     if v > last_rate:
         v = last_rate                 # never above the programmed rate
     return v
+
+
+def _rate_limits(ctl, rid, lim, rate):
+    """A rate against continuous-dose limits (µg/kg/h) for the program's weight and
+    concentration: -1 on a hard limit (replied), else 1 outside the soft limits, 0 inside."""
+    w = ctl.wt_g
+    c = ctl.conc
+    if rate < dose_rate_ul_h(lim.hard_min, w, c):
+        _limit_error(ctl, rid, b"rate_ul_h below the dose-rate hard min ", dose_rate_ul_h(lim.hard_min, w, c))
+        return -1
+    if rate > dose_rate_ul_h(lim.hard_max, w, c):
+        _limit_error(ctl, rid, b"rate_ul_h above the dose-rate hard max ", dose_rate_ul_h(lim.hard_max, w, c))
+        return -1
+    if rate < dose_rate_ul_h(lim.soft_min, w, c) or rate > dose_rate_ul_h(lim.soft_max, w, c):
+        return 1
+    return 0
 
 
 def _soft_error(ctl, rid, what):
@@ -499,7 +539,7 @@ def _prog(ctl, f, rid):
     dflt = 0
     if new_form or f.field(b"kvo_ul_h") >= 0:
         dflt = ctl.lib.drugs[di].kvo_ul_h if di >= 0 else 1000
-    kvo = _kvo(ctl, f, rid, dflt, rate)
+    kvo = _kvo(ctl, f, rid, dflt, rate, di)
     if kvo < 0:
         return
     set_single(ctl, rate, vtbi)
@@ -555,7 +595,7 @@ def _prog_dose(ctl, f, rid):
         tx.put(b" min); resend with confirm=1")
         tx.end()
         return
-    kvo = _kvo(ctl, f, rid, d.kvo_ul_h if f.field(b"kvo_ul_h") >= 0 else 0, rate)
+    kvo = _kvo(ctl, f, rid, d.kvo_ul_h if f.field(b"kvo_ul_h") >= 0 else 0, rate, di)
     if kvo < 0:
         return
     set_single(ctl, rate, vtbi)
@@ -635,7 +675,7 @@ def _prog_dose_rate(ctl, f, rid):
             return
     if soft and not confirm:
         return _soft_error(ctl, rid, b"dose, load or weight")
-    kvo = _kvo(ctl, f, rid, d.kvo_ul_h, rate)
+    kvo = _kvo(ctl, f, rid, d.kvo_ul_h, rate, di)
     if kvo < 0:
         return
     if load >= 0:
@@ -644,7 +684,7 @@ def _prog_dose_rate(ctl, f, rid):
         ctl.seg_vol[0] = load_nl
         ctl.seg_rate[1] = rate
         ctl.seg_vol[1] = vtbi
-        _plan_segments(ctl)
+        plan_segments(ctl)
     else:
         set_single(ctl, rate, vtbi)
     ctl.wt_g = wt
@@ -710,14 +750,14 @@ def _prog_steps(ctl, f, rid):
     if tot > VTBI_MAX or dur > DURATION_MAX:
         error(ctl, rid, P.E_RANGE, b"total volume over 1 L or duration over 96 h").end()
         return
-    kvo = _kvo(ctl, f, rid, ctl.lib.drugs[di].kvo_ul_h if di >= 0 else 1000, ctl.st_rate[n - 1])
+    kvo = _kvo(ctl, f, rid, ctl.lib.drugs[di].kvo_ul_h if di >= 0 else 1000, ctl.st_rate[n - 1], di)
     if kvo < 0:
         return
     ctl.nseg = n
     for i in range(n):
         ctl.seg_rate[i] = ctl.st_rate[i]
         ctl.seg_vol[i] = ctl.st_vol[i]
-    _plan_segments(ctl)
+    plan_segments(ctl)
     ctl.st_mask = 0
     _accept(ctl, rid, di, 0, 0, kvo, -1)
 
@@ -727,11 +767,11 @@ def _accept(ctl, rid, di, amount, soft, kvo, doseh):
     ctl.drug = di
     ctl.dose_ug = amount
     ctl.dose_h = doseh if doseh > 0 else 0
-    ctl.kvo = kvo
-    d, n, thr = plan_ints(kvo if kvo > 0 else 100)
-    ctl.kvo_plan[0] = d
-    ctl.kvo_plan[1] = n
-    ctl.kvo_plan[2] = thr
+    if amount == 0 and doseh <= 0:
+        ctl.wt_g = 0                  # a rate or steps program: no weight, the default conc
+        ctl.conc = 0
+    ctl.prog_gen += 1
+    set_kvo(ctl, kvo)
     ctl.started = False
     ctl.el_ms = 0
     ctl.bolus_nl = 0
@@ -806,7 +846,10 @@ def _stop(ctl, rid):
     ctl.loop.stop()
     tx = ctl.out.tx
     al = ctl.alarms
-    for a in (AL.A_VTBI_DONE, AL.A_VTBI_NEAR, AL.A_CALLBACK, AL.A_NEAR_EMPTY, AL.A_VITALS_STALE):
+    # the alarms that belong to the infusion end with it (a vital-sign interlock too: the
+    # next program is judged on the next reading)
+    for a in (AL.A_VTBI_DONE, AL.A_VTBI_NEAR, AL.A_CALLBACK, AL.A_NEAR_EMPTY, AL.A_VITALS_STALE,
+              AL.A_VITALS):
         al.clear(a, tx)
     al.ack(tx)                  # latched alarms whose condition is gone end with the infusion
     ctl.fsm.fire(fsm.T_STOP)
@@ -884,8 +927,26 @@ def _titrate(ctl, f, rid):
     if rem > 0 and duration_ms(rem, rate) > DURATION_MAX:
         error(ctl, rid, P.E_RANGE, b"duration over 96 h").end()
         return
+    loading = ctl.dose_h > 0 and ctl.nseg == 2 and ctl.seg == 0
+    if loading and doseh >= 0:
+        error(ctl, rid, P.E_STATE, b"loading dose running: titrate it by rate").end()
+        return
+    if doseh < 0 and d is not None and ctl.wt_g > 0:
+        # by rate, a dose program keeps the drug's limits: the dose rate for a continuous
+        # dose, the total time for a dose over time or a loading dose
+        if ctl.dose_h > 0 and not loading:
+            soft = _rate_limits(ctl, rid, d.dose_h, rate)
+            if soft < 0:
+                return
+        else:
+            # time so far + the rest of this dose at the new rate, within the drug's time limits
+            rem_dose = ctl.line.limit_nl - ctl.line.target_nl
+            tot = ctl.el_ms + duration_ms(rem_dose, rate)
+            soft = _check_limits(ctl, rid, d.over, tot, b"over_ms", 0)
+            if soft < 0:
+                return
     if soft and not confirm:
-        return _soft_error(ctl, rid, b"dose_ug_kg_h")
+        return _soft_error(ctl, rid, b"dose_ug_kg_h" if doseh >= 0 or ctl.dose_h > 0 and not loading else b"over_ms")
     s = ctl.seg
     ctl.seg_rate[s] = rate
     dd, nn, thr = plan_ints(rate)
@@ -895,6 +956,9 @@ def _titrate(ctl, f, rid):
     ctl.rate = rate
     if doseh >= 0:
         ctl.dose_h = doseh
+    elif ctl.dose_h > 0 and not loading and ctl.conc > 0:
+        ctl.dose_h = rate * ctl.conc // ctl.wt_g      # the dose rate the new rate gives
+    ctl.prog_gen += 1
     if ctl.kvo > rate:
         ctl.kvo = rate                # KVO never above the programmed rate
     if not ctl.bolus_on:
@@ -932,6 +996,11 @@ def _bolus(ctl, f, rid):
         return _limit_error(ctl, rid, b"vol_nl above bolus max ", vmax)
     if rate > rmax:
         return _limit_error(ctl, rid, b"rate_ul_h above max ", rmax)
+    slot = -1
+    if d is not None and not _bolus_allowed(ctl, rid, d, vol):
+        return
+    if d is not None:
+        slot = ctl.bol_i
     d2, n2, thr = plan_ints(rate)
     ctl.bolus_plan[0] = d2
     ctl.bolus_plan[1] = n2
@@ -940,10 +1009,43 @@ def _bolus(ctl, f, rid):
     ctl.bolus_rate = rate
     ctl.bolus_on = True
     ctl.use_plan(ctl.bolus_plan)
+    if slot >= 0 and d is not None:
+        # remembered per drug across STOP and new programs (lockout and hourly cap)
+        ctl.bol_t[slot] = ctl._now
+        ctl.bol_ug[slot] = drug_ug(vol, ctl.conc if ctl.conc > 0 else d.conc_ug_ml)
+        ctl.bol_dr[slot] = ctl.drug
+        ctl.bol_i = slot + 1 if slot + 1 < len(ctl.bol_t) else 0
     tx = ok(ctl, rid)
     tx.field_int(b"vol_nl", vol)
     tx.field_int(b"rate_ul_h", rate)
     tx.end()
+
+
+def _bolus_allowed(ctl, rid, d, vol):
+    """The drug's bolus lockout and hourly cap (boluses this drug was given in the last
+    hour, whatever the program). False when refused (replied)."""
+    now = ctl._now
+    lk = d.bolus_lockout_ms
+    tot = drug_ug(vol, ctl.conc if ctl.conc > 0 else d.conc_ug_ml)
+    for i in range(len(ctl.bol_t)):
+        if ctl.bol_dr[i] != ctl.drug:
+            continue
+        age = ticks_diff(now, ctl.bol_t[i])
+        if age < 0:
+            continue                    # older than the clock's half range: long gone
+        if age < lk:
+            _limit_error(ctl, rid, b"bolus lockout: next bolus in s ", (lk - age + 999) // 1000)
+            return False
+        if age < _HOUR_MS:
+            tot += ctl.bol_ug[i]
+    if d.bolus_h_ug and tot > d.bolus_h_ug:
+        _limit_error(ctl, rid, b"boluses above the hour's max ug ", d.bolus_h_ug)
+        return False
+    j = ctl.bol_i
+    if ctl.bol_dr[j] >= 0 and 0 <= ticks_diff(now, ctl.bol_t[j]) < _HOUR_MS:
+        error(ctl, rid, P.E_LIMIT, b"more boluses in an hour than the pump remembers").end()
+        return False
+    return True
 
 
 # ------------------------------------------------------------------ vitals, settings
@@ -1063,6 +1165,9 @@ def _cfg(ctl, f, rid):
     if au == 1 and (ctl.auth is None or not ctl.auth.provisioned):
         error(ctl, rid, P.E_AUTH, b"no key provisioned: auth cannot be turned on").end()
         return
+    old = s.encode() if f.ntok > 2 and ctl.store_settings is not None else None
+    old_syr = ctl.syr_nl
+    old_used = ctl.syr_used
     if occl >= 0:
         s.occl_mmhg = occl
         ctl.occl.limit = occl
@@ -1086,8 +1191,21 @@ def _cfg(ctl, f, rid):
     if syr >= 0:
         ctl.syr_nl = syr
         ctl.syr_used = 0
-    if ctl.store_settings is not None:
-        ctl.store_settings(s.encode())
+    store = ctl.store_settings
+    if old is not None and store is not None:
+        try:
+            store(s.encode())
+        except OSError:
+            # not stored: nothing changes (the settings in force are the stored ones)
+            s.decode(old)
+            ctl.occl.limit = s.occl_mmhg
+            if ctl.auth is not None:
+                ctl.auth.required = bool(s.auth) and ctl.auth.provisioned
+            ctl.syr_nl = old_syr
+            ctl.syr_used = old_used
+            ctl.storage_fault(b"settings not stored")
+            error(ctl, rid, P.E_FAULT, b"settings not stored (storage error)").end()
+            return
     _settings_reply(ctl, rid)
 
 

@@ -35,6 +35,7 @@ _KVO_DEFAULT = const(1000)
 _BOLUS_MAX_NL = const(10000000)     # 10 mL when no drug sets a smaller limit
 _MAXSEG = const(10)                 # a loading segment + 8 steps, with room
 _MAXSTEP = const(8)
+_NBOL = const(8)                    # boluses remembered (the last hour's, for the limits)
 
 _NEAR_MS = const(300000)            # VTBI / syringe near-end warning: 5 min ahead
 _AIR_BUBBLE_NL = const(50000)       # single bubble limit 50 µL (Alaris: 50-200 µL)
@@ -143,6 +144,12 @@ class Controller:
         self.bolus_nl = 0       # bolus volume delivered in this infusion (finished boluses)
         self.bolus_plan = array("i", [1, 10, 1 << 29])
         self.started = False    # the program has delivered (START seen) since PROG
+        self.prog_gen = 0       # counts accepted programs and titrations (the app records them)
+        # clinician boluses of the last hour, per drug (lockout and hourly cap; a ring)
+        self.bol_t = array("i", bytes(4 * _NBOL))
+        self.bol_ug = array("i", bytes(4 * _NBOL))
+        self.bol_dr = array("i", [-1] * _NBOL)
+        self.bol_i = 0
         # time
         self._started = False
         self._next_ctrl = 0
@@ -210,11 +217,20 @@ class Controller:
         return self.alarms.highest()
 
     def delivered_nl(self):
+        """Volume delivered from the syringe in this infusion (the wire's del_nl): basal
+        program, clinician boluses and keep-vein-open."""
+        return self.therapy_nl() + self.kline.delivered_nl
+
+    def therapy_nl(self):
         """Therapy volume delivered: basal program plus clinician boluses (KVO apart)."""
         d = self.line.delivered_nl + self.bolus_nl
         if self.bolus_on:
             d += self.bline.delivered_nl
         return d
+
+    def bolus_total_nl(self):
+        """Clinician-bolus volume of this infusion, the running bolus included."""
+        return self.bolus_nl + (self.bline.delivered_nl if self.bolus_on else 0)
 
     def kvo_nl(self):
         return self.kline.delivered_nl
@@ -629,6 +645,87 @@ class Controller:
             self.fsm.state = S_IDLE
         self.fsm.fire(fsm.T_FAULT)
         self.alarms.raise_(AL.A_FAULT, self.out.tx, self._now)
+
+    def storage_fault(self, reason):
+        """A write to the flash failed (event log, auth counter, settings): raise the FAULT
+        alarm (high priority: delivery stops, nothing starts while its condition lasts). The
+        state machine keeps working: STOP and PAUSE are answered as in any alarm."""
+        self.fault_reason = reason
+        self.raise_high(AL.A_FAULT)
+
+    def storage_ok(self):
+        """The failed write went through again: the FAULT condition is gone (ACK clears it)."""
+        if not self.sensor_fault:
+            self.alarms.condition_gone(AL.A_FAULT, self.out.tx)
+
+    def recover_program(self, state_name, pg, drug_index, basal_nl, bolus_nl, kvo_nl, el_ms):
+        """After a reset: restore the whole interrupted program (pg: the program file's
+        values, pumpcore.app) into PAUSED with a latched RESTART alarm, at the segment that
+        `basal_nl` reaches, with the delivered volumes. False (nothing changed) when the
+        program is not one the pump could have accepted."""
+        if isinstance(state_name, str):
+            state_name = state_name.encode()
+        if state_name not in (b"RUNNING", b"PAUSED", b"ALARM", b"STANDBY", b"KVO"):
+            return False
+        if self.fsm.state != S_IDLE:
+            return False
+        n = pg[b"n"]
+        rs = pg[b"r"]
+        vs = pg[b"v"]
+        if not 1 <= n <= _MAXSEG:
+            return False
+        tot = 0
+        for i in range(n):
+            if not (RATE_MIN <= rs[i] <= RATE_MAX and VTBI_MIN <= vs[i] <= VTBI_MAX):
+                return False
+            tot += vs[i]
+        kvo = pg[b"kv"]
+        lib = self.lib
+        if tot > VTBI_MAX or not (0 <= kvo <= rs[n - 1]):
+            return False
+        if drug_index >= 0 and (lib is None or kvo > lib.drugs[drug_index].kvo_ul_h):
+            return False
+        self.nseg = n
+        for i in range(n):
+            self.seg_rate[i] = rs[i]
+            self.seg_vol[i] = vs[i]
+        commands.plan_segments(self)
+        commands.set_kvo(self, kvo)
+        self.drug = drug_index
+        self.dose_ug = pg[b"do"]
+        self.wt_g = pg[b"wt"]
+        self.conc = pg[b"co"]
+        self.dose_h = pg[b"dh"]
+        if basal_nl < 0:
+            basal_nl = 0
+        if basal_nl > tot:
+            basal_nl = tot
+        cum = 0
+        s = 0
+        while s < n - 1 and basal_nl >= cum + vs[s]:
+            cum += vs[s]
+            s += 1
+        self.seg = s
+        self.rate = rs[s]
+        self.line.reset(cum + vs[s])
+        self.line.preset(basal_nl)
+        self.bolus_on = False
+        self.bline.reset(0)
+        self.bolus_nl = bolus_nl if bolus_nl > 0 else 0
+        if kvo_nl > 0 and kvo > 0:
+            self.kline.reset(VTBI_MAX)
+            self.kline.preset(kvo_nl)
+        else:
+            self.kline.reset(0)
+        self.el_ms = el_ms if el_ms > 0 else 0
+        self.started = True
+        self.loop.reset()
+        self.fsm.fire(fsm.T_RECOVER)
+        tx = self.out.tx
+        self.alarms.raise_(AL.A_RESTART, tx, self._now)
+        self.alarms.condition_gone(AL.A_RESTART, tx)
+        self._announce = AL.A_RESTART
+        return True
 
     def recover(self, state_name, rate_ul_h, vtbi_nl, delivered_nl, drug_index=-1, kvo_ul_h=0):
         """After a power cut or watchdog reset: restore an interrupted infusion into PAUSED

@@ -67,6 +67,8 @@ class Drug:
     dose_h = None  # type: Limits | None
     rate_max = 0            # µL/h
     bolus_max_nl = 0
+    bolus_lockout_ms = 0    # least time between two bolus starts (0: none)
+    bolus_h_ug = 0          # most bolus drug in any 60 min (0: no cap)
     kvo_ul_h = 0
     vitals = None  # type: Vitals | None
 

@@ -26,8 +26,9 @@ Record types written by `pumpcore.app`:
     CMD   <request line as received, without its CRC>
     RSP   <reply line, without its CRC>
     EV    <event line (state change, alarm, clear), without its CRC>
-    TH    st=<state> r=<µL/h> v=<nL> dr=<drug> do=<µg> kv=<µL/h> d=<nL> ub=<nL> el=<ms> [ph=<h>]
-    DEL   d=<delivered nL> ub=<bound nL> el=<ms>
+    TH    st=<state> r=<µL/h> v=<nL> dr=<drug> do=<µg> kv=<µL/h> d=<nL> ub=<nL> el=<ms>
+          b=<bolus nL> k=<KVO nL> pg=<seq of the program's file pg<seq>> [ph=<h>]
+    DEL   d=<delivered nL> ub=<bound nL> el=<ms> b=<bolus nL> k=<KVO nL>
     REC   <what was recovered after a reset>
     FAULT <storage or other internal fault>
 
@@ -49,7 +50,7 @@ from pumpcore.store import PowerCut
 
 SEG_RECORDS = 256        # records per segment
 KEEP_SEGS = 4            # segments kept (oldest deleted)
-MAX_DATA = 120           # bytes of data per record (longer data is cut)
+MAX_DATA = 200           # bytes of data per record (longer data is cut)
 _GENESIS = b"\x00" * 8
 _PREFIX = "log"
 
@@ -361,6 +362,9 @@ class Therapy:
         self.bound = 0         # nL, upper bound of what can have been delivered
         self.el_ms = 0
         self.seq = 0
+        self.bolus = 0         # nL of clinician boluses, in the last record
+        self.kvo_nl = 0        # nL of keep-vein-open, in the last record
+        self.pg = 0            # the program file of the infusion (pumpcore.app)
 
     def visit(self, r):
         if r.ev == b"TH":
@@ -374,10 +378,15 @@ class Therapy:
             self.bound = r.ifield(b"ub", self.delivered)
             self.el_ms = r.ifield(b"el")
             self.seq = r.seq
+            self.bolus = r.ifield(b"b")
+            self.kvo_nl = r.ifield(b"k")
+            self.pg = r.ifield(b"pg")
         elif r.ev == b"DEL":
             self.delivered = r.ifield(b"d")
             self.bound = r.ifield(b"ub", self.delivered)
             self.el_ms = r.ifield(b"el")
+            self.bolus = r.ifield(b"b", self.bolus)
+            self.kvo_nl = r.ifield(b"k", self.kvo_nl)
             self.seq = r.seq
 
     def interrupted(self):

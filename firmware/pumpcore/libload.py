@@ -68,12 +68,16 @@ def _drug(d, default_vitals):
         g.rate_max = int(_num(d["rate_ml_h_max"], "rate_ml_h_max") * 1000)   # µL/h
         g.bolus_max_nl = int(_num(d.get("bolus_max_ul", 0), "bolus_max_ul")) * 1000
         g.kvo_ul_h = int(_num(d.get("kvo_ul_h", 1000), "kvo_ul_h"))
+        g.bolus_lockout_ms = int(_num(d.get("bolus_lockout_min", 0), "bolus_lockout_min") * 60000)
+        g.bolus_h_ug = int(_num(d.get("bolus_max_h_ug", 0), "bolus_max_h_ug"))
         v = d.get("vitals")
         g.vitals = _vitals(v) if v is not None else default_vitals
     except KeyError as e:
         raise LibraryError("missing field " + str(e))
     if g.rate_max <= 0 or not (0 <= g.kvo_ul_h <= 20000):
         raise LibraryError("rate_ml_h_max or kvo_ul_h out of range")
+    if not (0 <= g.bolus_lockout_ms <= 86400000 and 0 <= g.bolus_h_ug < 1000000000):
+        raise LibraryError("bolus_lockout_min or bolus_max_h_ug out of range")
     return g
 
 

@@ -50,11 +50,12 @@ def check_vtbi_and_duration():
     r.run(2000)
     assert r.state() == fsm.KVO, r.state()
     assert r.ctl.current_rate() == 1000
-    assert 1000000 - 218 < r.ctl.delivered_nl() <= 1000000
+    assert 1000000 - 218 < r.ctl.therapy_nl() <= 1000000
     k0 = r.ctl.kvo_nl()
     r.run(36000)                      # 36 s of KVO at 1 mL/h = 10 µL
     assert 9000 <= r.ctl.kvo_nl() - k0 <= 10000, r.ctl.kvo_nl() - k0
-    assert r.ctl.delivered_nl() <= 1000000       # KVO is not counted as therapy volume
+    assert r.ctl.therapy_nl() <= 1000000         # KVO is not counted as therapy volume
+    assert r.ctl.delivered_nl() == r.ctl.therapy_nl() + r.ctl.kvo_nl()   # but del_nl has it
     assert b"alarm=VTBI_DONE" in r.event_text()
 
 
@@ -166,7 +167,7 @@ def check_multi_step_ramp_hold_taper():
     assert seen[:5] == [10000] * 5 and seen[6:11] == [20000] * 5, seen
     assert seen[12:17] == [5000] * 5 and seen[18] == 1000, seen
     assert r.state() == fsm.KVO
-    assert 583332 - 218 < r.ctl.delivered_nl() <= 583332
+    assert 583332 - 218 < r.ctl.therapy_nl() <= 583332
 
 
 def check_titration_limits_and_soft_confirm():
