@@ -294,4 +294,9 @@ def test_host_library_shows_the_bolus_limits():
     d = HostLib.load().get("remifentanil")
     j = d.to_json()
     assert j["bolus_lockout_min"] == 5 and j["bolus_max_h_ug"] == 150 and j["kvo_ul_h"] == 0
-    assert "lockout 5 min" in render_show(d).caption and "no KVO" in render_show(d).caption
+    t = render_show(d)
+    cells = [list(c.cells) for c in t.columns]
+    rows = list(zip(*cells))
+    assert ("bolus lockout (min)", "5", "", "", "") in rows, rows
+    assert ("bolus dose per hour (µg)", "", "", "", "150") in rows, rows
+    assert "no KVO" in t.caption
