@@ -9,10 +9,14 @@ The heavy parts are imported lazily so ``import host.codec`` stays cheap.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from host.errors import (FrameError, IllegalCommand, LimitExceeded, LinkError, ProtocolError,
                          PumpError, PumpRefused, Refused, Timeout)
+
+# a library logs, the application decides where it goes (no "No handlers" warnings)
+logging.getLogger("infusekit").addHandler(logging.NullHandler())
 
 __all__ = ["Pump", "Hello", "Status", "ProgramResult", "PumpError", "Refused", "PumpRefused",
            "IllegalCommand", "LimitExceeded", "LinkError", "Timeout", "ProtocolError",

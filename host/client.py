@@ -24,6 +24,7 @@ LOG, HB and VITALS is signed (host/auth.py).
 """
 from __future__ import annotations
 
+import collections
 import datetime as _dt
 import logging
 import queue
@@ -40,14 +41,17 @@ from host.auth import KeyStore, Signer
 from host.codec import (PROTO_VERSION, Event, FrameError, LineSplitter, LogRecord, Reply,
                         Telemetry, decode_line, encode_request, encode_signed_request)
 from host.druglib import DrugLibrary
+from host.enums import as_alarm, as_priority, as_state
 from host.errors import (IllegalCommand, KeyStoreError, LinkError, ProtocolError, PumpError,
-                         PumpRefused, Timeout)
+                         PumpRefused, Timeout, UsageMistake)
 from host.statemachine import COMMAND_WORDS, GUARDED_WORDS, StateMirror, word_allowed
 
 log = logging.getLogger("infusekit.client")
 
 READ_POLL_S = 0.2          # serial read timeout of the reader thread (bounds close() latency)
-EVENT_QUEUE_MAX = 10_000   # oldest events are dropped beyond this (counted in stats)
+EVENT_BACKLOG = 1000       # frames kept for events() readers; a reader further behind loses
+                           # the oldest (LinkStats.dropped_events counts them)
+EVENT_QUEUE_MAX = EVENT_BACKLOG      # the old name
 RESEND_CODES = ("CRC", "LEN", "SYNTAX")   # "? ER <code>" while a request is pending: resend
 LOG_MAX = 32               # records per LOG request (protocol limit)
 
@@ -101,7 +105,9 @@ class _WireVolumes:
 
 @dataclass(frozen=True)
 class Status(_WireVolumes):
-    """STATUS reply, in wire units, with mL conveniences."""
+    """STATUS reply, in wire units, with mL conveniences; ``state`` is a ``State``, ``alarm``
+    an ``Alarm`` and ``prio`` a ``Priority`` (host/enums.py; all compare equal to the wire
+    strings/ints)."""
     state: str
     rate_ul_h: int
     vtbi_nl: int
@@ -118,10 +124,11 @@ class Status(_WireVolumes):
         if "state" not in r.fields:
             raise ProtocolError(f"not a STATUS reply: {r.fields}")
         drug = r.fields.get("drug")
-        return cls(state=r.fields["state"], rate_ul_h=r.get_int("rate_ul_h"),
+        return cls(state=as_state(r.fields["state"]), rate_ul_h=r.get_int("rate_ul_h"),
                    vtbi_nl=r.get_int("vtbi_nl"), del_nl=r.get_int("del_nl"),
                    el_ms=r.get_int("el_ms"), p_mmhg=r.get_int("p_mmhg"),
-                   alarm=r.fields.get("alarm", "NONE"), prio=int(r.fields.get("prio", "0")),
+                   alarm=as_alarm(r.fields.get("alarm", "NONE")),
+                   prio=as_priority(r.fields.get("prio", "0")),
                    drug=None if drug in (None, "-") else drug, fields=dict(r.fields))
 
     @property
@@ -186,7 +193,7 @@ class Step:
 
     def wire(self, i: int) -> dict[str, int | str]:
         if (self.volume is None) == (self.over is None):
-            raise ValueError(f"step {i}: give exactly one of volume and over")
+            raise UsageMistake(f"step {i}: give exactly one of volume and over")
         f: dict[str, int | str] = {"i": i, "rate_ul_h": units.rate_ul_h(self.rate)}
         if self.volume is not None:
             f["vol_nl"] = units.volume_nl(self.volume)
@@ -229,6 +236,26 @@ class LinkStats:
     stray_replies: int = 0
     dropped_events: int = 0
     reconnects: int = 0
+    reads: int = 0              # port reads that returned data (bytes arrive in chunks)
+
+
+def _read_available(port: serial.SerialBase) -> bytes:
+    """Block (up to the port's read timeout) for the first byte, then take everything already
+    there in the same call. A serial port (and rfc2217://) knows ``in_waiting``; pyserial's
+    socket:// handler reports at most 1, so it is drained with a zero timeout instead of
+    one byte per call."""
+    n = port.in_waiting
+    if n > 1 or not type(port).__module__.endswith("protocol_socket"):
+        return port.read(n or 1)
+    data = port.read(1)
+    if data:
+        saved = port.timeout
+        try:
+            port.timeout = 0
+            data += port.read(65536)
+        finally:
+            port.timeout = saved
+    return data
 
 
 def _with_unit(parse, value, what: str, unit: str | None, drug: str | None) -> int:
@@ -276,10 +303,54 @@ def _url_handlers():
 
 
 class _Closed:
-    """Sentinel pushed to the event queue when the pump is closed or the link fails."""
+    """Sentinel put in the event backlog when the pump is closed or the link fails."""
 
-    def __init__(self, error: LinkError | None) -> None:
+    def __init__(self, error: LinkError | None, gen: int = 0) -> None:
         self.error = error
+        self.gen = gen
+
+
+class EventStream:
+    """One reader's view of the pump's events and telemetry: every frame received after the
+    stream's start, in order, each once, however many other streams read the same frames.
+
+    Iterating yields frames until ``timeout`` s pass with none (None: until the pump is
+    closed); a link failure raises ``LinkError``. ``get(timeout)`` returns one frame or None.
+    A stream that falls more than ``EVENT_BACKLOG`` frames behind loses the oldest
+    (``dropped`` counts them). Obtain one with ``Pump.subscribe()`` or ``Pump.events()``.
+    """
+
+    def __init__(self, pump: "Pump", start: int, timeout: float | None = None) -> None:
+        self._pump = pump
+        self.cursor = start
+        self.timeout = timeout
+        self.dropped = 0
+
+    def get(self, timeout: float | None = None) -> Unsolicited | None:
+        return self._pump._next_frame(self, timeout)
+
+    def events(self, timeout: float | None = None) -> Iterator[Unsolicited]:
+        """Iterate this stream with its own ``timeout`` (the stream continues afterwards)."""
+        while True:
+            item = self.get(timeout)
+            if item is None:
+                return
+            yield item
+
+    def __iter__(self) -> "EventStream":
+        return self
+
+    def __next__(self) -> Unsolicited:
+        item = self.get(self.timeout)
+        if item is None:
+            raise StopIteration
+        return item
+
+    def __enter__(self) -> "EventStream":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
 
 
 # ----------------------------------------------------------------------------- client
@@ -298,13 +369,13 @@ class Pump:
         retry cache. ``url``/``baudrate`` let ``reconnect()`` reopen the port.
         """
         if timeout <= 0:
-            raise ValueError("timeout must be > 0")
+            raise UsageMistake("timeout must be > 0")
         if retries < 0:
-            raise ValueError("retries must be >= 0")
+            raise UsageMistake("retries must be >= 0")
         if first_id is None:
             first_id = random.randint(1, 65535)
         if not 1 <= first_id <= 65535:
-            raise ValueError("first_id must be 1..65535")
+            raise UsageMistake("first_id must be 1..65535")
         self.port = port
         self.url = url
         self.baudrate = baudrate
@@ -332,7 +403,11 @@ class Pump:
         self._link_error: LinkError | None = None
         self._closed = False
         self._last_tx = time.monotonic()
-        self._events: queue.Queue = queue.Queue(maxsize=EVENT_QUEUE_MAX)
+        self._ring: collections.deque = collections.deque(maxlen=EVENT_BACKLOG)  # (seq, frame)
+        self._seq = 0                          # sequence number of the next frame
+        self._ring_cond = threading.Condition()
+        self._local = threading.local()        # each thread's events() stream
+        self._handshaking = False
         self._log: queue.Queue = queue.Queue()
         self._callbacks: list[Callable[[Unsolicited], None]] = []
         self._hb_thread: threading.Thread | None = None
@@ -375,11 +450,14 @@ class Pump:
         port = cls._open_port(url, baudrate, timeout)
         pump = cls(port, timeout=timeout, retries=retries, url=url, baudrate=baudrate, **kwargs)
         if handshake:
+            pump._handshaking = True
             try:
                 pump.hello()
             except BaseException:
                 pump.close()
                 raise
+            finally:
+                pump._handshaking = False
         return pump
 
     def close(self) -> None:
@@ -393,7 +471,7 @@ class Pump:
         self._shutdown_port()
         if self._hb_thread is not None and threading.current_thread() is not self._hb_thread:
             self._hb_thread.join(timeout=2 * self.timeout * (self.retries + 1) + 1)
-        self._push(_Closed(None))
+        self._push(_Closed(None, self._gen))
 
     def _shutdown_port(self) -> None:
         cancel = getattr(self.port, "cancel_read", None)
@@ -470,28 +548,22 @@ class Pump:
             raise LinkError(f"cannot reconnect to {self.url}: {last}")
 
     def _drain_closed(self) -> None:
-        """Drop the link-failure sentinels left in the event queue."""
-        keep = []
-        while True:
-            try:
-                item = self._events.get_nowait()
-            except queue.Empty:
-                break
-            if not isinstance(item, _Closed):
-                keep.append(item)
-        for item in keep:
-            self._push(item)
+        """After a reconnect: readers skip the old connection's link-failure sentinels (they
+        carry an older generation), so nothing to do but wake them."""
+        with self._ring_cond:
+            self._ring_cond.notify_all()
 
     # ------------------------------------------------------------------ reader thread
     def _read_loop(self, port: serial.SerialBase, gen: int) -> None:
         while not self._closed and gen == self._gen:
             try:
-                data = port.read(port.in_waiting or 1)
+                data = _read_available(port)
             except Exception as e:  # SerialException, OSError, TypeError on a closed fd
                 if not self._closed and gen == self._gen:
                     self._fail(LinkError(f"serial link failed: {e}"))
                 return
             if data and gen == self._gen:
+                self.stats.reads += 1
                 for line in self._splitter.feed(data):
                     self._on_line(line)
                 self.stats.overlong = self._splitter.overlong
@@ -502,7 +574,7 @@ class Pump:
             self._link_error = err
             self._cond.notify_all()
         self.mirror.forget()
-        self._push(_Closed(err))
+        self._push(_Closed(err, self._gen))
 
     def _on_line(self, line: bytes) -> None:
         try:
@@ -542,16 +614,48 @@ class Pump:
                 log.exception("event callback %r failed", cb)
 
     def _push(self, item: object) -> None:
-        while True:
-            try:
-                self._events.put_nowait(item)
-                return
-            except queue.Full:
-                try:
-                    self._events.get_nowait()
-                    self.stats.dropped_events += 1
-                except queue.Empty:
-                    pass
+        with self._ring_cond:
+            self._ring.append((self._seq, item))
+            self._seq += 1
+            self._ring_cond.notify_all()
+
+    def _next_frame(self, stream: EventStream, timeout: float | None) -> Unsolicited | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._ring_cond:
+            while True:
+                if self._ring:
+                    oldest = self._ring[0][0]
+                    if stream.cursor < oldest:              # fell behind the backlog
+                        lost = oldest - stream.cursor
+                        stream.dropped += lost
+                        self.stats.dropped_events += lost
+                        stream.cursor = oldest
+                    if stream.cursor < self._seq:
+                        _, item = self._ring[stream.cursor - oldest]
+                        if isinstance(item, _Closed):
+                            if item.gen != self._gen:        # an earlier connection's failure
+                                stream.cursor += 1
+                                continue
+                            if item.error is not None:
+                                stream.cursor += 1
+                                raise item.error
+                            return None                      # closed: left for the next read
+                        stream.cursor += 1
+                        return item
+                if self._closed:
+                    return None
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._ring_cond.wait(remaining)
+
+    def _thread_stream(self) -> EventStream:
+        """This thread's events() stream, begun at its first request (or now)."""
+        st = getattr(self._local, "stream", None)
+        if st is None:
+            with self._ring_cond:
+                st = self._local.stream = EventStream(self, self._seq)
+        return st
 
     # ------------------------------------------------------------------ requests
     def _alloc_id(self) -> int:
@@ -571,7 +675,9 @@ class Pump:
                             "(it runs on the reader thread); hand the work to another thread")
         per_try = self.timeout if timeout is None else float(timeout)
         if per_try <= 0:
-            raise ValueError("timeout must be > 0")
+            raise UsageMistake("timeout must be > 0")
+        if not self._handshaking:
+            self._thread_stream()                # this thread's events() begin here
         with self._req_lock:
             if self._closed:
                 raise LinkError("pump connection is closed")
@@ -741,14 +847,14 @@ class Pump:
                                            load_over, conc, confirm, extra, timeout)
         if drug is not None:
             if rate is not None or vtbi is not None:
-                raise ValueError("program by dose takes drug, dose, over and weight_kg, "
+                raise UsageMistake("program by dose takes drug, dose, over and weight_kg, "
                                  "not rate/vtbi")
             return self._program_drug(drug, dose, over, weight_kg, confirm, extra, timeout)
         if any(x is not None for x in (dose, weight_kg, dose_rate, load, load_over, conc)):
-            raise ValueError("dose, dose_rate, weight_kg, load and conc need drug=...")
+            raise UsageMistake("dose, dose_rate, weight_kg, load and conc need drug=...")
         given = [x is not None for x in (rate, vtbi, over)]
         if sum(given) != 2:
-            raise ValueError("program by rate needs exactly two of rate, vtbi, over")
+            raise UsageMistake("program by rate needs exactly two of rate, vtbi, over")
         if rate is not None and vtbi is not None:
             r, v = units.rate_ul_h(rate), units.volume_nl(vtbi)
         elif rate is not None:
@@ -757,10 +863,10 @@ class Pump:
         else:
             v, ms = units.volume_nl(vtbi), units.duration_ms(over)  # type: ignore[arg-type]
             if ms <= 0:
-                raise ValueError("over must be > 0")
+                raise UsageMistake("over must be > 0")
             r = v * 3600 // ms
         if r <= 0 or v <= 0:
-            raise ValueError("rate and volume must be > 0")
+            raise UsageMistake("rate and volume must be > 0")
         reply = self._command("PROG", {"rate_ul_h": r, "vtbi_nl": v, **extra}, timeout=timeout)
         return self._program_result(reply, None, confirm)
 
@@ -792,7 +898,7 @@ class Pump:
         missing = [n for n, v in (("dose", dose), ("over", over), ("weight_kg", weight_kg))
                    if v is None]
         if missing:
-            raise ValueError(f"program by drug also needs {', '.join(missing)}")
+            raise UsageMistake(f"program by drug also needs {', '.join(missing)}")
         entry = self._entry(drug)
         lib = self.library
         dose_v = _with_unit(units.dose_ug_kg, dose, "dose", entry.dose_unit if entry else None,
@@ -813,11 +919,11 @@ class Pump:
                            load_over: object, conc: Number | None, confirm: bool,
                            extra: dict[str, int | str], timeout: float | None) -> ProgramResult:
         if weight_kg is None:
-            raise ValueError("program by dose rate needs weight_kg")
+            raise UsageMistake("program by dose rate needs weight_kg")
         if (vtbi is None) == (over is None):
-            raise ValueError("program by dose rate needs exactly one of vtbi and over")
+            raise UsageMistake("program by dose rate needs exactly one of vtbi and over")
         if (load is None) != (load_over is None):
-            raise ValueError("a loading dose needs both load and load_over")
+            raise UsageMistake("a loading dose needs both load and load_over")
         entry = self._entry(drug)
         unit = (entry.dose_rate_unit or f"{entry.dose_unit}/h") if entry else None
         fields: dict[str, int | str] = {"drug": drug}
@@ -847,11 +953,8 @@ class Pump:
         ``PROG steps=n``. Each step is a Step or a tuple ``(rate, volume)`` /
         ``(rate, None, over)``. Nothing starts until ``start()``."""
         if not 1 <= len(steps) <= 8:
-            raise ValueError("a multi-step program has 1..8 steps")
+            raise UsageMistake("a multi-step program has 1..8 steps")
         wires = [(s if isinstance(s, Step) else Step(*s)).wire(i) for i, s in enumerate(steps)]
-        self._ensure_legal("PROG", timeout)
-        for w in wires:
-            self.request("STEP", w, timeout=timeout)
         fields: dict[str, int | str] = {"steps": len(wires)}
         if drug is not None:
             fields["drug"] = drug
@@ -859,7 +962,13 @@ class Pump:
             fields["kvo_ul_h"] = units.rate_ul_h(kvo)
         if confirm:
             fields["confirm"] = 1
-        reply = self._command("PROG", fields, timeout=timeout)
+        # atomic: the STEP frames and their PROG go out as one unit, so programs from two
+        # threads never interleave (the request lock is re-entrant)
+        with self._req_lock:
+            self._ensure_legal("PROG", timeout)
+            for w in wires:
+                self.request("STEP", w, timeout=timeout)
+            reply = self._command("PROG", fields, timeout=timeout)
         return self._program_result(reply, drug, confirm)
 
     @property
@@ -906,7 +1015,7 @@ class Pump:
         """TITRATE the running program to a new ``rate`` (mL/h) or ``dose_rate``
         ("0.3 mg/kg/h"); the delivered volume is kept."""
         if (rate is None) == (dose_rate is None):
-            raise ValueError("titrate needs exactly one of rate and dose_rate")
+            raise UsageMistake("titrate needs exactly one of rate and dose_rate")
         fields: dict[str, int | str] = (
             {"rate_ul_h": units.rate_ul_h(rate)} if rate is not None
             else {"dose_ug_kg_h": _with_unit(units.dose_rate_ug_kg_h, dose_rate, "dose rate",
@@ -923,7 +1032,7 @@ class Pump:
         fields: dict[str, int | str] = {"vol_nl": units.volume_nl(volume),
                                         "rate_ul_h": units.rate_ul_h(rate)}
         if fields["vol_nl"] <= 0 or fields["rate_ul_h"] <= 0:
-            raise ValueError("bolus volume and rate must be > 0")
+            raise UsageMistake("bolus volume and rate must be > 0")
         reply = self._command("BOLUS", fields, timeout=timeout)
         return BolusResult(vol_nl=reply.get_int("vol_nl"), rate_ul_h=reply.get_int("rate_ul_h"))
 
@@ -942,13 +1051,13 @@ class Pump:
         for name, value, lo, hi in (("sbp", sbp, 0, 400), ("dbp", dbp, 0, 300),
                                     ("hr", hr, 0, 350), ("spo2", spo2, 0, 100)):
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-                raise ValueError(f"{name} must be a whole number {lo}..{hi}, not {value!r}")
+                raise UsageMistake(f"{name} must be a whole number {lo}..{hi}, not {value!r}")
             fields[name] = value
         if dbp > sbp:
-            raise ValueError(f"diastolic {dbp} above systolic {sbp}")
+            raise UsageMistake(f"diastolic {dbp} above systolic {sbp}")
         if age_ms is not None:
             if isinstance(age_ms, bool) or not isinstance(age_ms, int) or not 0 <= age_ms <= 3_600_000:
-                raise ValueError(f"age_ms must be a whole number 0..3600000, not {age_ms!r}")
+                raise UsageMistake(f"age_ms must be a whole number 0..3600000, not {age_ms!r}")
             fields["age_ms"] = age_ms
         reply = self.request("VITALS", fields, timeout=timeout)
         return reply.fields.get("action", "none")
@@ -961,7 +1070,7 @@ class Pump:
         """CFG: change settings (``occl_mmhg``, ``occl_level``, ``hb_ms``, ``hb_action``,
         ``interlock``, ``vitals_age_ms``, ``auth``); returns the values now in force."""
         if not settings:
-            raise ValueError("configure needs at least one setting")
+            raise UsageMistake("configure needs at least one setting")
         fields = {k: (int(v) if isinstance(v, bool) else v) for k, v in settings.items()}
         return dict(self.request("CFG", fields, timeout=timeout).fields)
 
@@ -1034,7 +1143,7 @@ class Pump:
         """Send HB whenever the host has been silent for ``period_s`` (a background thread;
         stops on close). Pair it with ``configure(hb_ms=…)`` larger than the period."""
         if period_s <= 0:
-            raise ValueError("heartbeat period must be > 0")
+            raise UsageMistake("heartbeat period must be > 0")
         if self._hb_thread is not None and self._hb_thread.is_alive():
             raise PumpError("heartbeat already running")
         self._hb_stop.clear()
@@ -1065,19 +1174,24 @@ class Pump:
 
     # ------------------------------------------------------------------ events
     def events(self, timeout: float | None = None) -> Iterator[Unsolicited]:
-        """Yield events and telemetry as they arrive; stop after ``timeout`` s with nothing
-        (None: wait until the pump is closed). Raises LinkError if the link fails."""
-        while True:
-            try:
-                item = self._events.get(timeout=timeout)
-            except queue.Empty:
-                return
-            if isinstance(item, _Closed):
-                self._push(item)       # let other iterators see it too
-                if item.error is not None:
-                    raise item.error
-                return
-            yield item
+        """Yield events and telemetry; stop after ``timeout`` s with nothing (None: wait
+        until the pump is closed). Raises LinkError if the link fails.
+
+        Delivery (bounded, never a replay of the whole session): each thread reads its own
+        stream. It begins when the thread first talks to the pump (its first request after
+        ``open()``'s handshake) — so ``pump.start(); for ev in pump.events(…)`` sees the
+        RUNNING event — or at its first ``events()`` call; each call continues where the
+        thread's previous one stopped (nothing skipped, nothing repeated). Every thread sees
+        every frame: two loops in two threads never split them. At most ``EVENT_BACKLOG``
+        frames are kept; a reader further behind loses the oldest (``stats.dropped_events``).
+        ``subscribe()`` gives a stream object of its own (e.g. to hand to another thread).
+        """
+        return self._thread_stream().events(timeout)
+
+    def subscribe(self, timeout: float | None = None) -> "EventStream":
+        """A new stream of the frames received from now on (see ``events()``)."""
+        with self._ring_cond:
+            return EventStream(self, self._seq, timeout)
 
     def on_event(self, callback: Callable[[Unsolicited], None]) -> Callable[[Unsolicited], None]:
         """Call ``callback(frame)`` on the reader thread for every event/telemetry frame.

@@ -70,19 +70,103 @@ class Reply:
 
 @dataclass(frozen=True)
 class Event:
-    """An unsolicited event: ``! EV <NAME> key=value…`` (STATE, ALARM, CLEAR, …)."""
+    """An unsolicited event: ``! EV <NAME> key=value…`` (STATE, ALARM, CLEAR, …).
+
+    ``fields`` are the wire strings; ``values`` the same typed (ints, ``State``, ``Alarm``,
+    ``Priority``); ``state``/``alarm``/``prio`` the usual ones (None when absent)."""
     name: str
     fields: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def values(self) -> dict[str, object]:
+        return typed_fields(self.fields)
+
+    @property
+    def state(self):
+        from host.enums import as_state
+        return as_state(self.fields.get("state"))
+
+    @property
+    def alarm(self):
+        from host.enums import as_alarm
+        return as_alarm(self.fields.get("alarm"))
+
+    @property
+    def prio(self):
+        from host.enums import as_priority
+        return as_priority(self.fields["prio"]) if "prio" in self.fields else None
 
 
 @dataclass(frozen=True)
 class Telemetry:
-    """An unsolicited telemetry frame: ``! TL key=value…``."""
+    """An unsolicited telemetry frame: ``! TL key=value…``; typed views as ``Event``'s plus
+    the numbers in their units (``del_nl``, ``rate_ul_h``, ``p_mmhg``, ``el_ms``, and mL)."""
     fields: dict[str, str] = field(default_factory=dict)
 
     def get_int(self, key: str) -> int:
         """Field ``key`` as an integer (FrameError when missing or not a number)."""
         return _int_field(self.fields, key)
+
+    @property
+    def values(self) -> dict[str, object]:
+        return typed_fields(self.fields)
+
+    def _opt(self, key: str) -> int | None:
+        v = self.fields.get(key)
+        return int(v) if v is not None and _INT_RE.match(v) else None
+
+    @property
+    def state(self):
+        from host.enums import as_state
+        return as_state(self.fields.get("state"))
+
+    @property
+    def del_nl(self) -> int | None:
+        return self._opt("del_nl")
+
+    @property
+    def rate_ul_h(self) -> int | None:
+        return self._opt("rate_ul_h")
+
+    @property
+    def p_mmhg(self) -> int | None:
+        return self._opt("p_mmhg")
+
+    @property
+    def el_ms(self) -> int | None:
+        return self._opt("el_ms")
+
+    @property
+    def delivered_ml(self) -> float | None:
+        n = self.del_nl
+        return None if n is None else n / 1_000_000
+
+    @property
+    def rate_ml_h(self) -> float | None:
+        n = self.rate_ul_h
+        return None if n is None else n / 1000
+
+
+_INT_RE = re.compile(r"-?[0-9]+\Z")
+
+
+def typed_fields(fields: Mapping[str, str]) -> dict[str, object]:
+    """Wire strings -> values: integers as int, ``state``/``alarm`` as enums, ``prio`` as
+    ``Priority``; anything else stays a string."""
+    from host.enums import as_alarm, as_priority, as_state
+    out: dict[str, object] = {}
+    for k, v in fields.items():
+        if k == "state":
+            out[k] = as_state(v)
+        elif k == "alarm":
+            out[k] = as_alarm(v)
+        elif k == "prio":
+            out[k] = as_priority(v)
+        elif _INT_RE.match(v):
+            out[k] = int(v)
+        else:
+            out[k] = v
+    return out
 
 
 @dataclass(frozen=True)
