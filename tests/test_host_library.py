@@ -174,3 +174,38 @@ def test_socket_reads_are_buffered():
     srv.close()
     assert len(got) == 200 and all(isinstance(f, Telemetry) for f in got)
     assert pump.stats.reads < 50, pump.stats.reads            # was one per byte: > 10,000
+
+
+def test_asyncio_client(fake):
+    """The asyncio face: commands awaited, two coroutines' requests never mixed, events as an
+    async iterator, the same errors."""
+    import asyncio
+
+    from host.aio import AsyncPump
+    from host.errors import IllegalCommand
+
+    async def main():
+        async with await AsyncPump.open(fake.path, timeout=1.0) as pump:
+            assert pump.info.dev == "FAKE-1"
+            st = await pump.status()
+            assert st.state is State.IDLE
+            with pytest.raises(IllegalCommand):
+                await pump.start()
+            await asyncio.gather(*(pump.program_steps([Step(r, volume=1), Step(r, volume=2)])
+                                   for r in (10, 20, 30)))
+            got = []
+
+            async def collect():
+                async for ev in pump.events(timeout=0.5):
+                    got.append(ev)
+            task = asyncio.create_task(collect())
+            await asyncio.sleep(0.1)
+            fake.write(codec.encode_event("ALARM", {"alarm": "DOOR", "prio": 3}))
+            await task
+            return got
+
+    got = asyncio.run(main())
+    assert len(got) == 1 and got[0].alarm is Alarm.DOOR
+    frames = [r for r in fake.executed if r.word in ("STEP", "PROG")]
+    for k in range(0, len(frames), 3):
+        assert [f.word for f in frames[k:k + 3]] == ["STEP", "STEP", "PROG"]
