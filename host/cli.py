@@ -592,6 +592,20 @@ def cmd_firmware_flash(args: Any) -> int:
     return EXIT_OK
 
 
+@command(cli, "serve", pump=("port",),
+         help="share one pump with several clients at once: own the pump's serial port and "
+              "offer it on socket://127.0.0.1:PORT (printed) to the CLI, monitor and scripts; "
+              "what each client sees is what it would see on the port (host/gateway.py)",
+         short_help="share one pump's serial port with several clients (a local gateway)")
+@click.option("--listen", type=click.IntRange(0, 65535), default=7002, show_default=True,
+              metavar="PORT", help="TCP port on 127.0.0.1 (0: any free port, printed)")
+def cmd_serve(args: Any) -> int:
+    from host.gateway import serve
+    if not args.port:
+        raise UsageError(f"serve needs the pump's --port (or {ENV_PORT})")
+    return serve(args.port, args.listen, out=lambda s: print(s, flush=True))
+
+
 @command(cli, "ne1000", pump=True,
          help="serve an NE-1000 (New Era) serial endpoint in front of the pump, for lab "
               "software such as nesp-lib (docs/ne1000.md)")
