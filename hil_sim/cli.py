@@ -105,6 +105,14 @@ def register(cli: click.Group) -> None:
     @click.option("--control", type=LinkType(), default=None, metavar="tcp:PORT",
                   help="also open a fault-injection control port (one text command per "
                        "line, e.g. 'occlusion on', 'bubble_ul 150'; see docs/simulator.md)")
+    @click.option("--monitor", default=None, metavar="mllp://HOST:PORT",
+                  help="the simulated patient's bedside monitor sends IHE PCD-01 ORU^R01 "
+                       "there (e.g. to `infusekit vitals-bridge`; docs/hl7.md)")
+    @click.option("--monitor-patient", default=None, metavar="ID",
+                  help="the patient id (PID-3) the monitor sends (default: the scenario's "
+                       "[monitor] patient_id, else PAT-1)")
+    @click.option("--nibp-interval", type=click.FloatRange(min=0, min_open=True), default=None,
+                  metavar="S", help="NIBP cycle in seconds (default: the scenario's, else 120)")
     def serve_cmd(args) -> int:
         return cmd_sim_serve(args)
 
@@ -211,6 +219,7 @@ def cmd_sim_serve(args) -> int:
     # SIGTERM stops as cleanly as Ctrl-C
     prev = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     control = None
+    sender = None
     try:
         kw: dict = {}
         events: list = []
@@ -225,6 +234,10 @@ def cmd_sim_serve(args) -> int:
                                               model=pat.get("model", "clements"),
                                               hypertensive=bool(pat.get("hypertensive", False)))
             events = [e for e in scn.raw.get("events", []) if "fault" in e]
+        monitor = _sim_monitor(args, scn.raw if args.scenario else {})
+        if monitor is not None and "patient" not in kw:
+            from hil_sim.patient import PatientParams
+            kw["patient"] = PatientParams()
         with Simulation(args.runtime, seed=args.seed, compiled=args.compiled,
                         link=SerialLink(baud=args.baud, seed=args.seed), **kw) as sim:
             for e in events:
@@ -236,24 +249,55 @@ def cmd_sim_serve(args) -> int:
                 control = ControlServer(sim, port=args.control[1])
                 control.start()
                 print(control.url, flush=True)
+            after = None
+            if monitor is not None:
+                from hil_sim.monitor import Monitor, MonitorSender
+                mon = Monitor(sim.patient, monitor, seed=args.seed)
+                sender = MonitorSender(args.monitor).start()
+
+                def after(sim, mon=mon, put=sender.put):
+                    for m in mon.poll(sim.t_ms):
+                        put(m)
+                print(f"monitor: PCD-01 for patient {monitor.patient_id} to {args.monitor}",
+                      flush=True)
+
             def capped(asked: float, achieved: float) -> None:
                 print(f"infusekit sim serve: --speed {asked:g} is beyond what the "
                       f"{sim.runtime_name} runtime can do (about {achieved:.0f}x here); "
                       f"running as fast as it can, virtual time no longer follows the wall "
                       f"clock at {asked:g}x", file=sys.stderr, flush=True)
-            serve(sim, endpoint, speed=args.speed, stop=stop, on_capped=capped)
+            serve(sim, endpoint, speed=args.speed, stop=stop, on_capped=capped, after=after)
     except (FileNotFoundError, ScenarioError) as e:
         return error(args.json, EXIT_USAGE, "scenario", f"sim serve: {e}")
     except FirmwareError as e:
         return error(args.json, EXIT_FAIL, "firmware", f"sim serve: {e}")
+    except ValueError as e:          # --monitor URL or the scenario's [monitor] table
+        return error(args.json, EXIT_USAGE, "monitor", f"sim serve: {e}")
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGTERM, prev)
+        if sender is not None:
+            sender.close()
         endpoint.close()
         if control is not None:
             control.close()
     return EXIT_OK
+
+
+def _sim_monitor(args, raw: dict):
+    """The monitor's parameters for ``sim serve --monitor`` (None without it)."""
+    if not getattr(args, "monitor", None):
+        return None
+    from dataclasses import replace
+    from hil_sim.monitor import MonitorParams, parse_mllp_url
+    parse_mllp_url(args.monitor)
+    p = MonitorParams.from_toml(raw.get("monitor", {}))
+    if args.monitor_patient:
+        p = replace(p, patient_id=args.monitor_patient)
+    if args.nibp_interval:
+        p = replace(p, nibp_interval_s=args.nibp_interval)
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,7 +62,8 @@ class Scenario:
 
 
 _TOP = {"scenario", "pump", "program", "config", "patient", "host", "run", "events", "expect",
-        "campaign"}   # campaign: a drawn run's facts, judged by hil_sim.campaign.oracle
+        "campaign",   # campaign: a drawn run's facts, judged by hil_sim.campaign.oracle
+        "monitor"}    # [monitor]: the HL7 bedside monitor (hil_sim.monitor, docs/hl7.md)
 
 
 def load(path_or_name: str | Path) -> Scenario:
@@ -334,6 +335,7 @@ def _play(sim, host, res, raw, prog, pat, hostc, runc, weight) -> None:
     probe_at: int | None = None
     next_hb = hb_ms if hb_ms else None
     next_mon = mon_ms if mon_ms else None
+    hl7mon = _hl7_monitor(raw, sim, host, res)
     complete_at = None
     per = sim.slice_ms // sim.tick_ms
     i = 0
@@ -375,6 +377,8 @@ def _play(sim, host, res, raw, prog, pat, hostc, runc, weight) -> None:
             if not sim.host_silent and not raw.get("patient", {}).get("monitor_silent", False):
                 host.send("VITALS", {"sbp": sbp, "dbp": dbp, "hr": hr, "spo2": spo2})
             next_mon += mon_ms
+        if hl7mon is not None and not sim.host_silent:
+            hl7mon(now)
         # run to the next thing due (at most one slice)
         due = duration_ms
         if i < len(actions):
@@ -390,6 +394,33 @@ def _play(sim, host, res, raw, prog, pat, hostc, runc, weight) -> None:
                 s["state"] in ("COMPLETE",) for s in res.states[-2:]):
             complete_at = sim.t_ms
             duration_ms = min(duration_ms, complete_at + settle_ms)
+
+
+def _hl7_monitor(raw: dict, sim: Simulation, host: "_Host", res: Result):
+    """With a ``[monitor]`` table: the HL7 path in virtual time. The simulated monitor's
+    PCD-01 messages go through the vitals bridge's core (host.vitals_bridge.Bridge: the same
+    parsing, patient match, MDC mapping and freshness as `infusekit vitals-bridge`), which
+    relays VITALS with age_ms over the link; ``metrics["hl7"]`` counts the ACK codes."""
+    if "monitor" not in raw or sim.patient is None:
+        return None
+    from host.vitals_bridge import Bridge
+    from hil_sim.monitor import Monitor, MonitorParams
+
+    params = MonitorParams.from_toml(raw["monitor"])
+    mon = Monitor(sim.patient, params, seed=sim.seed, epoch_s=1_767_225_600.0)  # 2026-01-01
+
+    def relay(r) -> str:
+        host.send("VITALS", {"sbp": r.sbp, "dbp": r.dbp, "hr": r.hr, "spo2": r.spo2,
+                             "age_ms": r.age_ms})
+        return "sent"
+
+    bridge = Bridge(relay, patient=params.patient_id)
+    res.metrics["hl7"] = bridge.counts
+
+    def step(now_ms: int) -> None:
+        for m in mon.poll(now_ms):
+            bridge.handle(m)
+    return step
 
 
 def _final_status(sim, host, res) -> None:

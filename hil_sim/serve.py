@@ -47,23 +47,26 @@ class Pacing:
 def serve(sim: Simulation, endpoint: Endpoint, speed: float | None = None,
           stop: threading.Event | None = None, rt_step_ms: int = 1, idle_ms: int = 10,
           on_capped: Callable[[float, float], None] | None = None,
-          pacing: Pacing | None = None) -> None:
-    """Run ``sim`` against ``endpoint`` until ``stop`` is set or KeyboardInterrupt."""
+          pacing: Pacing | None = None,
+          after: Callable[[Simulation], None] | None = None) -> None:
+    """Run ``sim`` against ``endpoint`` until ``stop`` is set or KeyboardInterrupt;
+    ``after(sim)`` (e.g. the simulated monitor) is called whenever virtual time has moved."""
     stop = stop or threading.Event()
     try:
         if speed is None:
-            _serve_max(sim, endpoint, stop)
+            _serve_max(sim, endpoint, stop, after)
         else:
             if not speed > 0 or math.isinf(speed):
                 raise ValueError("speed must be a finite number > 0 (or None for as fast as "
                                  "possible)")
             _serve_paced(sim, endpoint, stop, float(speed), rt_step_ms, idle_ms, on_capped,
-                         pacing if pacing is not None else Pacing(float(speed)))
+                         pacing if pacing is not None else Pacing(float(speed)), after)
     except KeyboardInterrupt:
         pass
 
 
-def _serve_max(sim: Simulation, ep: Endpoint, stop: threading.Event) -> None:
+def _serve_max(sim: Simulation, ep: Endpoint, stop: threading.Event,
+               after: Callable[[Simulation], None] | None = None) -> None:
     per = sim.slice_ms // sim.tick_ms
     read, write = ep.read, ep.write
     send, recv, step = sim.host_send, sim.host_recv, sim.slice
@@ -75,6 +78,8 @@ def _serve_max(sim: Simulation, ep: Endpoint, stop: threading.Event) -> None:
             if data:
                 send(data)
             step(per)
+            if after is not None:
+                after(sim)
             out = recv()
             if out:
                 write(out)
@@ -84,7 +89,7 @@ def _serve_max(sim: Simulation, ep: Endpoint, stop: threading.Event) -> None:
 
 def _serve_paced(sim: Simulation, ep: Endpoint, stop: threading.Event, speed: float,
                  rt_step_ms: int, idle_ms: int, on_capped: Callable[[float, float], None] | None,
-                 pacing: Pacing) -> None:
+                 pacing: Pacing, after: Callable[[Simulation], None] | None = None) -> None:
     step = rt_step_ms if rt_step_ms > 0 and sim.tick_ms % rt_step_ms == 0 else sim.tick_ms
     ms_per_s = 1000.0 * speed
     w0 = time.monotonic()
@@ -103,6 +108,8 @@ def _serve_paced(sim: Simulation, ep: Endpoint, stop: threading.Event, speed: fl
                 sim.advance_to(min(now_v, sim.t_ms + chunk - step), step)
                 if time.monotonic() >= budget:
                     break
+            if after is not None:
+                after(sim)
             behind_s = (v0 + (time.monotonic() - w0) * ms_per_s - sim.t_ms) / ms_per_s
             if behind_s > MAX_LAG_S:
                 # the runtime cannot keep this speed: drop the lag instead of growing it
