@@ -87,11 +87,16 @@ def cmd_info(args: Any) -> int:
 def cmd_status(args: Any) -> int:
     with _open(args) as pump:
         st = pump.status()
-    prog = f"{st.progress * 100:.1f} %" if st.progress is not None else "-"
-    text = (f"state {st.state}  rate {units.fmt_rate(st.rate_ul_h)}  "
-            f"delivered {units.fmt_ml(st.del_nl)} of {units.fmt_ml(st.vtbi_nl)} ({prog})  "
-            f"time {units.fmt_duration(st.el_ms)}  pressure {st.p_mmhg} mmHg  "
-            f"alarm {st.alarm}" + (f"  drug {st.drug}" if st.drug else ""))
+    from host.monitor import DELIVERING, clock
+    now = st.rate_ul_h if st.state in DELIVERING else 0
+    rate = units.fmt_rate(now) + (f" (programmed {units.fmt_rate(st.rate_ul_h)})"
+                                  if st.vtbi_nl and now != st.rate_ul_h else "")
+    of = (f" of {units.fmt_ml(st.vtbi_nl)} ({st.progress * 100:.1f} %)"
+          if st.vtbi_nl and st.progress is not None else " (no program)")
+    alarm = "none" if st.alarm == "NONE" else f"{st.alarm} (priority {int(st.prio)})"
+    text = (f"state {st.state}" + (f"  drug {st.drug}" if st.drug else "") +
+            f"  rate {rate}  delivered {units.fmt_ml(st.del_nl)}{of}  "
+            f"elapsed {clock(st.el_ms)}  pressure {st.p_mmhg} mmHg  alarm {alarm}")
     _emit(args, st.to_json(), text)
     return EXIT_OK
 
@@ -329,162 +334,35 @@ def cmd_log(args: Any) -> int:
     return EXIT_OK
 
 
-END_STATES = ("COMPLETE", "IDLE")
-
-
-class _View:
-    """What ``monitor`` shows, updated from STATUS, telemetry and events."""
-
-    def __init__(self, st) -> None:
-        self.state = st.state
-        self.rate_ul_h = st.rate_ul_h
-        self.vtbi_nl = st.vtbi_nl
-        self.del_nl = st.del_nl
-        self.p_mmhg = st.p_mmhg
-        self.el_ms = st.el_ms
-        self.active: dict[str, int] = {} if st.alarm == "NONE" else {st.alarm: st.prio}
-        self.alarms: list[str] = []          # every alarm raised while monitoring
-
-    def status(self, st) -> None:
-        self.state, self.rate_ul_h, self.vtbi_nl = st.state, st.rate_ul_h, st.vtbi_nl
-        self.del_nl, self.p_mmhg, self.el_ms = st.del_nl, st.p_mmhg, st.el_ms
-        if st.alarm != "NONE":
-            self.active.setdefault(st.alarm, st.prio)
-
-    def frame(self, ev) -> str | None:
-        """Apply a frame; return a one-line note for state changes and alarms."""
-        from host.codec import Telemetry
-        f = ev.fields
-        if isinstance(ev, Telemetry):
-            self.state = f.get("state", self.state)
-            for attr, key in (("del_nl", "del_nl"), ("rate_ul_h", "rate_ul_h"),
-                              ("p_mmhg", "p_mmhg"), ("el_ms", "el_ms")):
-                if key in f and f[key].isdigit():
-                    setattr(self, attr, int(f[key]))
-            return None
-        if ev.name == "STATE":
-            self.state = f.get("state", self.state)
-            return f"state {self.state}"
-        if ev.name == "ALARM":
-            name = f.get("alarm", "?")
-            self.active[name] = int(f.get("prio", "0") or 0)
-            self.alarms.append(name)
-            return f"ALARM {name} (priority {f.get('prio', '?')})"
-        if ev.name == "CLEAR":
-            self.active.pop(f.get("alarm", "?"), None)
-            return f"cleared {f.get('alarm', '?')}"
-        return f"event {ev.name} " + " ".join(f"{k}={v}" for k, v in f.items())
-
-    @property
-    def remaining_ms(self) -> int | None:
-        from host.client import remaining_ms
-        return remaining_ms(self.vtbi_nl, self.del_nl,
-                            self.rate_ul_h if self.state == "RUNNING" else 0)
-
-    def line(self) -> str:
-        left = self.remaining_ms
-        pct = f" ({100 * self.del_nl / self.vtbi_nl:.1f} %)" if self.vtbi_nl else ""
-        return (f"{self.state}  {units.fmt_rate(self.rate_ul_h)}  "
-                f"{units.fmt_ml(self.del_nl)} of {units.fmt_ml(self.vtbi_nl)}{pct}  "
-                f"left {units.fmt_duration(left) if left is not None else '-'}  "
-                f"{self.p_mmhg} mmHg  alarms {', '.join(self.active) or 'none'}")
-
-    def render(self):
-        from rich.progress_bar import ProgressBar
-        from rich.table import Table
-        colour = {"RUNNING": "green", "ALARM": "bold red", "PAUSED": "yellow",
-                  "COMPLETE": "cyan"}.get(self.state, "white")
-        t = Table.grid(padding=(0, 2))
-        t.add_column(justify="right", style="dim")
-        t.add_column()
-        t.add_row("state", f"[{colour}]{self.state}[/]")
-        t.add_row("rate", units.fmt_rate(self.rate_ul_h))
-        t.add_row("delivered", ProgressBar(total=max(self.vtbi_nl, 1), completed=self.del_nl,
-                                           width=40))
-        t.add_row("", f"{units.fmt_ml(self.del_nl)} of {units.fmt_ml(self.vtbi_nl)}")
-        left = self.remaining_ms
-        t.add_row("time left", units.fmt_duration(left) if left is not None else "-")
-        t.add_row("pressure", f"{self.p_mmhg} mmHg")
-        t.add_row("alarms", ", ".join(f"[red]{a}[/] ({p})" for a, p in self.active.items())
-                  or "none")
-        return t
-
-    def to_json(self) -> dict[str, Any]:
-        return {"state": self.state, "rate_ul_h": self.rate_ul_h, "vtbi_nl": self.vtbi_nl,
-                "del_nl": self.del_nl, "p_mmhg": self.p_mmhg, "el_ms": self.el_ms,
-                "remaining_ms": self.remaining_ms, "active_alarms": list(self.active),
-                "alarms": self.alarms}
-
-
 @command(cli, "monitor", pump=True,
-         help="live view until the infusion ends (Ctrl-C to leave)")
+         help="live view until the infusion ends: state, drug, rate, dose rate, percent, "
+              "elapsed and remaining time, pressure, alarms by priority, timestamped events; "
+              "keys p/r/a/s pause, resume, acknowledge, silence (q quits); a lost link is "
+              "reconnected. Off a terminal, or with --json, one JSON object per line "
+              "(type status|event|telemetry|link|end). Through `infusekit serve` it can stay "
+              "open while other commands run.",
+         short_help="live view until the infusion ends (keys: p r a s q)")
 @click.option("--period", type=click.IntRange(min=1), default=1000, metavar="MS",
               help="telemetry period in ms (default 1000)")
 @click.option("--for", "duration", type=click.FloatRange(min=0, min_open=True), metavar="S",
               help="stop after S seconds")
 def cmd_monitor(args: Any) -> int:
-    """Live view until the infusion ends (COMPLETE or IDLE), ``--for`` seconds, or Ctrl-C."""
-    import time
-    tty = sys.stdout.isatty() and not args.json
-    interrupted = False
+    from host import monitor
     with _open(args) as pump:
-        view = _View(pump.status())
-        deadline = time.monotonic() + args.duration if args.duration else None
-        pump.telemetry(args.period)
-        live = None
-        try:
-            if tty:
-                from rich.live import Live
-                live = Live(view.render(), refresh_per_second=4, transient=False)
-                live.start()
-            elif not args.json:
-                print(view.line(), flush=True)
-            last_status = time.monotonic()
-            wait = max(0.5, 2 * args.period / 1000)
-            while view.state not in END_STATES:
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
-                got = False
-                for ev in pump.events(timeout=wait):
-                    got = True
-                    note = view.frame(ev)
-                    if note and live is not None:
-                        live.console.print(note)
-                    elif note and not args.json:
-                        print(note, flush=True)
-                    if live is not None:
-                        live.update(view.render())
-                    if view.state in END_STATES or (deadline and time.monotonic() >= deadline):
-                        break
-                    if time.monotonic() - last_status > 5:
-                        break
-                if not got or time.monotonic() - last_status > 5:
-                    view.status(pump.status())         # VTBI and alarms from the source
-                    last_status = time.monotonic()
-                    if live is not None:
-                        live.update(view.render())
-            end = time.monotonic() + 0.3              # events sent with the last state change
-            for ev in pump.events(timeout=0.3):
-                if time.monotonic() > end:
-                    break
-                note = view.frame(ev)
-                if note and live is not None:
-                    live.console.print(note)
-                elif note and not args.json:
-                    print(note, flush=True)
-        except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            if live is not None:
-                live.stop()
-            try:
-                pump.telemetry(0)
-            except (LinkError, Refused):
-                pass
-        view.status(pump.status())
-    _emit(args, {"ok": True, **view.to_json(), "interrupted": interrupted},
-          f"{view.line()}" + ("  (interrupted)" if interrupted else ""))
+        res = monitor.run(pump, period_ms=args.period, duration_s=args.duration,
+                          json_lines=args.json or not sys.stdout.isatty())
+    if not args.json and sys.stdout.isatty():    # else the JSON-lines stream ended with "end"
+        print(_summary(res))
     return EXIT_OK
+
+
+def _summary(res: dict[str, Any]) -> str:
+    from host.monitor import clock
+    pct = f" ({res['percent']:.1f} %)" if res.get("percent") is not None else ""
+    return (f"{res['state']}  {units.fmt_rate(res['rate_ul_h'])}  "
+            f"{units.fmt_ml(res['del_nl'])} of {units.fmt_ml(res['vtbi_nl'])}{pct}  "
+            f"elapsed {clock(res['el_ms'])}  alarms {', '.join(res['alarms']) or 'none'}"
+            + ("  (interrupted)" if res.get("interrupted") else ""))
 
 
 # ------------------------------------------------------------------------- local commands

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -212,3 +213,17 @@ def test_drugs_list_and_show_every_limit_the_pump_enforces(capsys, monkeypatch):
     for key in ("dose_ug_kg_h", "bolus_max_ul", "bolus_lockout_min", "bolus_max_h_ug",
                 "kvo_ul_h", "vitals"):
         assert obj[key] == p[key], key
+
+
+@pytest.mark.req("REQ-HOST-09")
+def test_status_text_after_stop_is_sane(fake, capsys):
+    """After stop it read 'delivered 1.104 mL of 0 mL (-)'."""
+    fake.del_nl, fake.vtbi_nl, fake.rate_ul_h, fake.state = 1_104_000, 0, 0, "IDLE"
+    code, out, _ = run(capsys, "--port", fake.path, "status")
+    assert code == 0
+    assert "delivered 1.104 mL (no program)" in out and "of 0 mL" not in out and "(-)" not in out
+    fake.vtbi_nl, fake.rate_ul_h, fake.state = 35_000_000, 52_500, "PAUSED"
+    fake.del_nl = 3_500_000
+    code, out, _ = run(capsys, "--port", fake.path, "status")
+    assert "rate 0 mL/h (programmed 52.5 mL/h)" in out and "of 35 mL (10.0 %)" in out
+    assert re.search(r"elapsed \d+:\d\d:\d\d  ", out) and "alarm none" in out

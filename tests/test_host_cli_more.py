@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import stat
 import sys
 import textwrap
@@ -82,7 +83,11 @@ def test_log_export_jsonl_csv_and_file(fake, capsys, tmp_path):
     assert out["records"] == [{"seq": 39, "t_ms": 1950, "ev": "ALARM", "alarm": "OCCLUSION"}]
 
 
-def test_monitor_until_complete_plain_and_json(fake, capsys):
+@pytest.mark.req("REQ-HOST-09")
+def test_monitor_streams_json_lines_until_complete(fake, capsys):
+    """Off a terminal the monitor printed two lines, and --json one object: now a JSON-lines
+    stream (status, events with times, telemetry, end); the rate at COMPLETE is 0, the
+    times are h:mm:ss."""
     fake.rate_ul_h, fake.vtbi_nl, fake.state = 36000, 1000000, "RUNNING"
 
     def finish():
@@ -94,16 +99,44 @@ def test_monitor_until_complete_plain_and_json(fake, capsys):
         fake.write(codec.encode_event("STATE", {"state": "COMPLETE"}))
     threading.Thread(target=finish).start()
     code, out, err = run(capsys, "--port", fake.path, "monitor", "--period", "50")
-    assert code == 0
-    lines = out.splitlines()
-    assert lines[0].startswith("RUNNING  36 mL/h  0 mL of 1 mL (0.0 %)  left 1 min 40 s")
-    assert "ALARM VTBI_DONE (priority 1)" in lines and "state COMPLETE" in lines
+    assert code == 0, err
+    objs = [json.loads(ln) for ln in out.splitlines()]
+    assert objs[0]["type"] == "status" and objs[0]["state"] == "RUNNING"
+    assert objs[0]["remaining_ms"] == 100_000 and objs[0]["percent"] == 0
+    kinds = {o["type"] for o in objs}
+    assert {"status", "event", "telemetry", "end"} <= kinds
+    alarm = next(o for o in objs if o["type"] == "event" and o.get("alarm") == "VTBI_DONE")
+    assert alarm["prio"] == 1 and alarm["text"].endswith("ALARM VTBI_DONE (priority 1)")
+    assert re.match(r"\d\d:\d\d:\d\d \[\d+:\d\d:\d\d\] ", alarm["text"])   # timestamped
+    end = objs[-1]
+    assert end["type"] == "end" and end["state"] == "COMPLETE" and end["rate_ul_h"] == 0
+    assert end["percent"] == 100 and "VTBI_DONE" in end["alarms"]
     assert "\x1b[" not in out                       # no colour when not on a terminal
     assert fake.tlm_period_ms == 0                  # telemetry switched off again
     fake.state = "RUNNING"
     code, out, _ = run(capsys, "--port", fake.path, "--json", "monitor", "--for", "0.3")
-    obj = json.loads(out)
-    assert code == 0 and obj["state"] == "RUNNING" and obj["remaining_ms"] == 0
+    objs = [json.loads(ln) for ln in out.splitlines()]
+    assert code == 0 and objs[-1]["type"] == "end" and objs[-1]["state"] == "RUNNING"
+
+
+@pytest.mark.req("REQ-HOST-09")
+def test_monitor_view_agrees_with_itself():
+    """In ALARM the panel and the summary disagreed on the rate; at COMPLETE the rate was
+    still shown; time left was in ms; the bar was red during a normal infusion."""
+    from host.client import Status
+    from host.monitor import PRIO_COLOUR, View, clock
+    st = Status(state="RUNNING", rate_ul_h=52500, vtbi_nl=35_000_000, del_nl=3_500_000,
+                el_ms=240_000, p_mmhg=20, alarm="NONE", prio=0, drug="ketamine")
+    v = View(st, conc_ug_ml=1000)
+    assert v.rate_ul_h == 52500 and v.percent == 10.0 and v.dose_rate == "52.5 mg/h"
+    assert clock(v.remaining_ms) == "0:36:00" and clock(v.el_ms) == "0:04:00"
+    assert v.priority == 0                     # no alarm: the bar takes the state's green
+    for state in ("ALARM", "PAUSED", "COMPLETE", "IDLE"):
+        v.state = state
+        assert v.rate_ul_h == 0 and v.to_json()["rate_ul_h"] == 0 and " 0 mL/h " in v.line()
+        assert v.remaining_ms is None
+    v.active = {"OCCLUSION": 3}
+    assert PRIO_COLOUR[v.priority] == "bold red"
 
 
 # ------------------------------------------------------------------------------ firmware flash

@@ -241,8 +241,10 @@ def test_cli_commands_end_to_end_json(runtime, capsys):
         assert code == 3 and out["ok"] is False and out["code"] == "STATE"
         code, out, _ = run(capsys, *p, "resume")
         assert code == 0 and out["state"] == "RUNNING", out
-        code, out, err = run(capsys, *p, "monitor", "--period", "100")
-        assert code == 0 and out["state"] == "COMPLETE", err   # 2 mL at 100 mL/h: 72 s
+        code = cli.main([*p, "monitor", "--period", "100"])   # a JSON-lines stream
+        lines, err = capsys.readouterr()
+        out = json.loads(lines.splitlines()[-1])
+        assert code == 0 and out["type"] == "end" and out["state"] == "COMPLETE", err   # 72 s
         assert out["del_nl"] == pytest.approx(2_000_000, rel=1e-3) and "VTBI_DONE" in out["alarms"]
         code, out, _ = run(capsys, *p, "status")
         assert code == 0 and out["state"] == "COMPLETE" and out["progress"] == pytest.approx(1.0, abs=1e-3)
