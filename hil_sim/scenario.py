@@ -406,7 +406,10 @@ def _hl7_monitor(raw: dict, sim: Simulation, host: "_Host", res: Result):
     from host.vitals_bridge import Bridge
     from hil_sim.monitor import Monitor, MonitorParams
 
-    params = MonitorParams.from_toml(raw["monitor"])
+    try:
+        params = MonitorParams.from_toml(raw["monitor"])
+    except (TypeError, ValueError) as e:
+        raise ScenarioError(f"[monitor]: {e}") from None
     mon = Monitor(sim.patient, params, seed=sim.seed, epoch_s=1_767_225_600.0)  # 2026-01-01
 
     def relay(r) -> str:
