@@ -279,6 +279,7 @@ def test_safe_mode_timeout_pauses_and_reports_a_t(pump):
     ne.feed(safe(b"0"), 12.4)
     ne.poll(14.3)
     assert pump.state == "RUNNING"
+    assert ne.feed(safe(b"5VER"), 14.0) == b""                # another pump's packet: no
     ne.poll(14.5)                                            # 2.1 s of silence
     assert pump.state == "PAUSED" and pump.calls[-1] == ("pause",)
     assert ne.feed(safe(b"0"), 20.0) == safe(b"00A?T")

@@ -192,6 +192,9 @@ def test_safe_mode_maps_onto_the_pumps_comm_loss_pause(rig):
             assert exchange(ser, safe(cmd), safe(b"00S")) == safe(b"00S")
         assert exchange(ser, safe(b"0RUN"), safe(b"00I")) == safe(b"00I")
     assert rig.pump.status().state == "RUNNING"
+    early = [e for e in rig.pump.events(timeout=0) if isinstance(e, Event)
+             and e.name == "ALARM" and e.fields.get("alarm") == "COMM_LOSS"]
+    assert early == []                                          # no comm loss while served
     rig.server.close()                                          # loop and heartbeat end
     for ev in rig.pump.events(timeout=60):
         if isinstance(ev, Event) and ev.name == "ALARM" and ev.fields.get("alarm") == "COMM_LOSS":
