@@ -13,6 +13,7 @@ from pumpcore import settings as SET
 from pumpcore.dose import dose_ug, volume_nl, rate_ul_h, duration_ms, dose_rate_ul_h, volume_for_ms, drug_ug
 from pumpcore.dose import RATE_MIN, RATE_MAX, VTBI_MIN, VTBI_MAX, DURATION_MAX
 from pumpcore.occlusion import plan_ints
+from pumpcore import syringes as SYR
 from pumpcore import VERSION
 from pumpcore.ticks import TICK_MS, ticks_back, ticks_diff
 
@@ -364,7 +365,7 @@ def set_single(ctl, rate, vtbi):
 def plan_segments(ctl):
     tot = 0
     for i in range(ctl.nseg):
-        d, n, thr = plan_ints(ctl.seg_rate[i])
+        d, n, thr = plan_ints(ctl.seg_rate[i], ctl.syr_c, ctl.syr_sig)
         ctl.seg_d[i] = d
         ctl.seg_n[i] = n
         ctl.seg_thr[i] = thr
@@ -376,7 +377,7 @@ def plan_segments(ctl):
 
 def set_kvo(ctl, kvo):
     ctl.kvo = kvo
-    d, n, thr = plan_ints(kvo if kvo > 0 else 100)
+    d, n, thr = plan_ints(kvo if kvo > 0 else 100, ctl.syr_c, ctl.syr_sig)
     ctl.kvo_plan[0] = d
     ctl.kvo_plan[1] = n
     ctl.kvo_plan[2] = thr
@@ -826,6 +827,7 @@ def _start(ctl, f, rid, trigger):
         error(ctl, rid, P.E_STATE, b"program complete").end()
         return
     ctl.use_seg_plan()
+    ctl.probe_ahead = 0
     ctl.loop.start(ctl.last_enc, ctl.pressure)
     al.clear(AL.A_CALLBACK, ctl.out.tx)
     ctl.fsm.fire(trigger)
@@ -949,7 +951,7 @@ def _titrate(ctl, f, rid):
         return _soft_error(ctl, rid, b"dose_ug_kg_h" if doseh >= 0 or ctl.dose_h > 0 and not loading else b"over_ms")
     s = ctl.seg
     ctl.seg_rate[s] = rate
-    dd, nn, thr = plan_ints(rate)
+    dd, nn, thr = plan_ints(rate, ctl.syr_c, ctl.syr_sig)
     ctl.seg_d[s] = dd
     ctl.seg_n[s] = nn
     ctl.seg_thr[s] = thr
@@ -1001,7 +1003,7 @@ def _bolus(ctl, f, rid):
         return
     if d is not None:
         slot = ctl.bol_i
-    d2, n2, thr = plan_ints(rate)
+    d2, n2, thr = plan_ints(rate, ctl.syr_c, ctl.syr_sig)
     ctl.bolus_plan[0] = d2
     ctl.bolus_plan[1] = n2
     ctl.bolus_plan[2] = thr
@@ -1124,6 +1126,7 @@ def _cfg(ctl, f, rid):
     au = _int(f, b"auth")
     cb = _int(f, b"callback_ms")
     syr = _int(f, b"syr_nl")
+    sk = f.field(b"syringe")
     if occl >= 0 and kl >= 0:
         error(ctl, rid, P.E_ARG, b"occl_mmhg and occl_level are exclusive").end()
         return
@@ -1162,6 +1165,14 @@ def _cfg(ctl, f, rid):
     if syr == -2 or (syr >= 0 and syr != 0 and not (1000000 <= syr <= 100000000)):
         error(ctl, rid, P.E_RANGE, b"syr_nl must be 0 or 1000000..100000000").end()
         return
+    model = -1
+    if sk >= 0:
+        for i in range(len(SYR.NAMES)):
+            if f.value_is(sk, SYR.NAMES[i]):
+                model = i
+        if model < 0:
+            error(ctl, rid, P.E_RANGE, b"syringe must be BD10, BD20, BD50, STIFF50 or SOFT50").end()
+            return
     if au == 1 and (ctl.auth is None or not ctl.auth.provisioned):
         error(ctl, rid, P.E_AUTH, b"no key provisioned: auth cannot be turned on").end()
         return
@@ -1206,6 +1217,8 @@ def _cfg(ctl, f, rid):
             ctl.storage_fault(b"settings not stored")
             error(ctl, rid, P.E_FAULT, b"settings not stored (storage error)").end()
             return
+    if model >= 0:
+        ctl.set_syringe(model)        # the pump's syringe model: not stored (the clamp re-picks)
     _settings_reply(ctl, rid)
 
 
@@ -1221,4 +1234,5 @@ def _settings_reply(ctl, rid):
     tx.field_int(b"auth", s.auth)
     tx.field_int(b"callback_ms", s.callback_ms)
     tx.field_int(b"syr_nl", ctl.syr_nl)
+    tx.field_lit(b"syringe", SYR.NAMES[ctl.syr])
     tx.end()

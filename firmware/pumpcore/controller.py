@@ -14,6 +14,7 @@ from pumpcore import fsm
 from pumpcore import protocol as P
 from pumpcore import alarms as AL
 from pumpcore import commands
+from pumpcore import syringes as SYR
 from pumpcore.alarms import Alarms
 from pumpcore.dose import VolumeLine, RATE_MIN, RATE_MAX, VTBI_MIN, VTBI_MAX  # noqa: F401
 from pumpcore.occlusion import Occlusion
@@ -42,7 +43,8 @@ _AIR_BUBBLE_NL = const(50000)       # single bubble limit 50 µL (Alaris: 50-200
 _AIR_CUM_NL = const(1000000)        # 1 mL of air ...
 _AIR_BUCKET_MS = const(60000)       # ... in 15 one-minute buckets (rolling 15 min)
 _AIR_BUCKETS = const(15)
-_DIS_SETTLE = const(3)              # ticks after the enable drops before the encoder must rest
+_DIS_SETTLE = const(7)              # ticks after the enable drops before the encoder must rest:
+                                    # more than the _LAG ticks a reading may trail (rateloop)
 _DIS_TOL = const(4)                 # encoder counts of motion allowed with the motor off
 _RUNAWAY_QUIET = const(20)          # ticks without motion: the runaway condition is gone
 _BATT_DEBOUNCE = const(20)          # ticks (1 s) below a battery threshold
@@ -67,8 +69,11 @@ class Config:
     """Per-pump settings the board provides (mechanism calibration, alarm thresholds)."""
 
     def __init__(self, nl_per_kstep, device_id=b"SIM0", occl_mmhg=400, occl_debounce=3,
-                 batt_low_mv=3600, batt_depleted_mv=3400):
-        self.nl_per_kstep = nl_per_kstep
+                 batt_low_mv=3600, batt_depleted_mv=3400, lead_nm_per_kstep=SYR.LEAD_NM_PER_KSTEP,
+                 force_sigma_mn=SYR.SIGMA_MN):
+        self.nl_per_kstep = nl_per_kstep          # for the loaded syringe (the clamp's size)
+        self.lead_nm_per_kstep = lead_nm_per_kstep
+        self.force_sigma_mn = force_sigma_mn      # force sensor noise, 1 σ
         self.device_id = device_id
         self.occl_mmhg = occl_mmhg
         self.occl_debounce = occl_debounce
@@ -188,7 +193,12 @@ class Controller:
         self.p_last = -1
         self._announce = 0              # an alarm raised at boot, to send from the first step
         self.occl_settle = 0
+        self.probe_ahead = 0    # µsteps the occlusion probe delivered ahead of the line
         self.p_same = 0
+        # the syringe model: the clamp's size picks the nearest; CFG syringe= sets the brand
+        self.syr = SYR.nearest(config.nl_per_kstep, config.lead_nm_per_kstep)
+        self.syr_c = SYR.C_NL_MMHG[self.syr]
+        self.syr_sig = SYR.sigma_cmmhg(self.syr, config.force_sigma_mn)
         self.sensor_fault = False
         # the objects last: the instance dict has reached its final size before they are
         # allocated, so its growth leaves no holes among them (a lower boot heap peak)
@@ -327,13 +337,22 @@ class Controller:
                 return
             # the volume-time line runs from START; the loop catches up after take-up
             n_line = self._advance_lines(dt)
+            if self.occl.probing:
+                # the occlusion probe: twice the line's rate, taken back afterwards
+                self.probe_ahead += n_line
+                n_line += n_line
+            elif self.probe_ahead and self.occl.mode == 0:
+                d = self.probe_ahead
+                if d > n_line:
+                    d = n_line
+                self.probe_ahead -= d
+                n_line -= d
             steps = loop.tick(inp.encoder, p, n_line, dt)
             if self._finish:
                 loop.stop()
             if loop.engaged_now:
                 self.occl.restart()
-                if self.occl.flat_y < 0:
-                    self.occl.flat_y = 4 * p      # the stopper glides: a first line level
+                self.occl.ref = p * self.occl.L   # the stopper glides: a first line level
             elif loop.phase == TAKEUP or loop.phase == LOAD:
                 self.occl.suspend()       # loading the stopper is no occlusion
             if loop.stall:
@@ -396,16 +415,24 @@ class Controller:
 
     def use_seg_plan(self):
         s = self.seg
-        self.occl.d = self.seg_d[s]
-        self.occl.n = self.seg_n[s]
-        self.occl.thr_num = self.seg_thr[s]
-        self.occl.restart()
+        self.occl.set_plan(self.seg_d[s], self.seg_n[s], self.seg_thr[s])
 
     def use_plan(self, plan):
-        self.occl.d = plan[0]
-        self.occl.n = plan[1]
-        self.occl.thr_num = plan[2]
-        self.occl.restart()
+        self.occl.set_plan(plan[0], plan[1], plan[2])
+
+    def set_syringe(self, i):
+        """Plan from syringe model i (config time, IDLE): calibration, compliance, noise."""
+        cfg = self.cfg
+        self.syr = i
+        self.syr_c = SYR.C_NL_MMHG[i]
+        self.syr_sig = SYR.sigma_cmmhg(i, cfg.force_sigma_mn)
+        k0 = SYR.nearest(cfg.nl_per_kstep, cfg.lead_nm_per_kstep)
+        # the board's calibration is for the clamp's size; scale it by the model's area
+        k = int(cfg.nl_per_kstep * SYR.area_mm2(i) / SYR.area_mm2(k0) + 0.5)
+        self.nl_per_kstep = k
+        self.line.nl_per_kstep = k
+        self.bline.nl_per_kstep = k
+        self.kline.nl_per_kstep = k
 
     def _complete(self):
         tx = self.out.tx

@@ -1,31 +1,39 @@
-"""Downstream occlusion: a pressure-trend detector with a fixed-threshold backstop.
+"""Downstream occlusion: a sustained-rise detector planned from the syringe, with a fixed
+threshold backstop and (where a bedside ramp could look the same) a pause probe.
 
-Physics (docs/firmware.md): with the line closed, every nL the plunger pushes goes into the
-syringe/line compliance C, so the pressure rises at dP/dt = Q / C — a straight line whose
-slope is known from the programmed rate Q and the worst-case (largest) compliance. With
-the line open the pressure settles at Pv + Q·R instead. The detector fits a least-squares
-slope to the pressure over a sliding window and alarms when that slope stays above half the
-slowest occlusion slope (Q / C_max / 2) for three samples in a row.
+Physics (docs/firmware.md, "Occlusion"): with the line closed every nL the plunger pushes goes
+into the syringe + line compliance C, so the pressure rises at s = Q / C for as long as the
+pump pushes, evenly, and stops rising the moment the motor stops. Everything else the bedside
+does to the reading is bounded and shaped differently: a pump raised or lowered, an arm
+moved, a cough or a strain is a step or a pulse (one or two seconds, either sign, through the
+line's R·C); breathing is a few-mmHg sinusoid; a bed raised slowly is a ramp of at most a few
+tens of mmHg that goes on whether the pump pushes or not.
 
-The window is chosen per rate when the rate changes (program time, floats allowed there):
-the shortest window, and the coarsest decimation, in which the slope's noise (σ_slope of a
-least-squares fit) is K = 6 times below the threshold. High rates get a window of a few
-seconds; 1 mL/h about a minute; below that the threshold is raised to K·σ_slope of the
-longest window. After a rate change the detector waits _HOLDOFF_MS for the line's R·C
-transient (which starts exactly like an occlusion) to die out.
+The detector averages the reading over *segments* of L ticks and looks at the last four
+segment means m0..m3 (three differences d1..d3). An occlusion candidate needs every
+difference inside the band [lo, hi] around the expected rise per segment s·T (lo = 0.5 s·T,
+hi = 2.5 s·T: the syringe's compliance is known from its model to within the brand's range)
+and the rise to be even (3·min d ≥ max d). A step or pulse puts its rise into one or two
+differences (and leaves a third near 0 or negative), an R·C exponential decays (uneven),
+breathing averages out over a segment, so none of them passes. T is the shortest segment in
+which the expected difference s·T is K = 4 σ of a difference's noise (σ of a reading is the
+force sensor's σ ÷ the plunger area: the syringe model's), and at least 1 s (so a 2-s arm
+move can never fill three differences).
 
-A trend alarm needs two looks (a step is not a ramp): when the window's slope has been above
-the threshold for _OVER_N samples (a *candidate*), the detector waits N/8 samples (the end of a
-step's transient), then fits a fresh window of N/2 samples: only a rise that goes on — an
-occlusion — is still above the same slope there (the half window's threshold is the same
-mmHg/s). A rise steeper than _STEEP × the threshold in either window is no occlusion at all
-(Q/C_min of the stiffest syringe is under half of it): a pump lowered below the patient (a
-hydrostatic step) or a stopper held by friction while the rod's spring is reloaded; the
-detector starts over. The level before the rise and how long ago it was left are kept for
-the back-off (`base_mmhg`, `onset_ticks`).
+Where the band overlaps the slopes of bedside height ramps (0.45-1.5 mmHg/s: a bed raised
+40 cm over 20-60 s), a candidate is *probed*: for three segments the motor runs at twice the
+line's rate (the controller takes the extra volume back afterwards by holding the motor), the
+first segment letting the line's R·C step (Q·R) pass. A closed line now rises twice as fast —
+its rise is the pump's doing — while a ramp from outside goes on as before (or ends): OCCLUSION
+only if m6 - m5 ≥ 1.5 × the mean rise per segment before the probe. (A pause would not do: a
+resting stopper is held by friction, and the force sensor stops seeing the pressure at all.)
 
-The tick path (`update`) is integer only: running sums S0 = Σy and S1 = Σi·y updated in
-O(1) per sample, slope test without division, every value below 2**30.
+T also keeps breathing out: K_BREATH × what a BREATH_MMHG swing at up to BREATH_S per breath
+leaves in a segment difference must stay under 0.5·s·T too (breathing stops in a closed line,
+but a detector that saw it as a rise would false-alarm in an open one).
+
+The tick path (`update`) is integer only: segment sums of at most 1200 ticks × 2000 mmHg,
+every value below 2**30; no allocation.
 """
 from array import array
 
@@ -34,234 +42,231 @@ try:
 except ImportError:  # CPython: const() is only a marker for the MicroPython compiler
     const = lambda x: x  # noqa: E731
 
-_N_MAX = const(250)            # samples in the longest window
-_N_MIN = const(10)
 _HOLDOFF_MS = const(10000)     # wait after a rate change: 5 τ of a 2 s line time constant
 _DEBOUNCE_TICKS = const(3)     # fixed threshold: three ticks at or above the limit
-_OVER_N = const(3)             # trend: three samples in a row above the slope threshold
-_P_CLAMP = const(2000)        # readings above this are above every limit anyway
-K_SIGMA = 6                   # threshold / σ_slope
-SIGMA_MMHG = 2.0              # design noise of one pressure reading (sim: 1.5)
-C_MAX_ML_MMHG = 0.0028        # largest syringe+line compliance, 0.021 mL/kPa (Snijder 2015)
+_P_CLAMP = const(2000)         # readings beyond ±this are beyond every limit anyway
+_NSEG = const(8)               # segment sums kept (4 for the candidate, 3 for the probe)
+_PROBE_SEGS = const(3)         # segments at twice the rate: 1 dead + 2 measured
+K_SIGMA = 4.0                  # half the expected rise per segment / σ of a difference
+K_BREATH = 1.0                 # ... / what breathing leaves in a difference
+BREATH_MMHG = 4.0              # "a few mmHg" of venous swing (CONTEXT §8) ...
+BREATH_S = 5.0                 # ... at 12 breaths/min and faster
 TICK_S = 0.05
-_BASE_TICKS = const(4)        # one sample = mean of 4·D readings (D = decimation)
+HOLD_TICKS = 4                 # ticks per fresh reading (the simulator: 200 ms slices)
+T_MIN_S = 1.0                  # a 2-s arm move can never fill three differences
+T_MAX_S = 60.0
+LO = 0.5                       # band around s·T: the compliance within 0.6-1.4 × the model's
+HI = 2.5
+RAMP_LO = 0.45                 # mmHg/s: bedside height ramps (40 cm over 20-60 s) ...
+RAMP_HI = 1.5                  # ... are probed where the band reaches them
 
-_STEEP = const(16)             # slope ≥ 16 × threshold (3.4 × Q/C_min): a step, not an occlusion
-_ONSET_MMHG = const(4)         # the rise began where the samples were last ≤ base + 4 mmHg
+_WATCH = const(0)
+_PROBE = const(1)
 
 _TREND = const(1)
 _THRESHOLD = const(2)
 
-_WATCH = const(0)             # full window, looking for a candidate
-_WAIT = const(1)              # candidate seen: let a step's transient pass
-_CONFIRM = const(2)           # a fresh half window must show the rise again
+
+def plan(rate_ul_h, c_nl_mmhg, sigma_mmhg):
+    """(segment ticks L, lo, hi mmHg per segment, probe) for a rate, a syringe compliance
+    (syringe + line, nL/mmHg) and the noise of one reading (mmHg, 1 σ). Program time.
+
+    T is the shortest segment in which half the expected rise per segment, 0.5·s·T, stands
+    K_SIGMA σ clear of the sensor noise of a segment difference and K_BREATH × what breathing
+    leaves in one (BREATH_MMHG at up to BREATH_S per breath, averaged over T)."""
+    s = rate_ul_h / 3.6 / c_nl_mmhg           # mmHg/s: nL/s ÷ nL/mmHg
+    if s <= 0:
+        s = 1e-6
+    L = int(T_MIN_S / TICK_S)
+    lmax = int(T_MAX_S / TICK_S)
+    while L < lmax:
+        t = L * TICK_S
+        sd = sigma_mmhg * (2.0 * HOLD_TICKS * TICK_S / t) ** 0.5
+        rb = BREATH_MMHG * BREATH_S / (3.14159 * t)
+        if rb > BREATH_MMHG:
+            rb = BREATH_MMHG
+        need = ((K_SIGMA * sd) ** 2 + (K_BREATH * rb * 1.414) ** 2) ** 0.5
+        if LO * s * t >= need:
+            break
+        L += 1
+    t = L * TICK_S
+    sd = sigma_mmhg * (2.0 * HOLD_TICKS * TICK_S / t) ** 0.5
+    lo = LO * s * t
+    if lo < 2.5 * sd:
+        lo = 2.5 * sd                  # very low rates: the noise sets the floor
+    hi = HI * s * t + 3.0 * sd
+    probe = lo / t <= RAMP_HI and hi / t >= RAMP_LO
+    return L, lo, hi, probe
 
 
-def plan_ints(rate_ul_h):
-    """(D, N, integer threshold) for a rate: computed at program time, used in the tick."""
-    d, n, thr = plan(rate_ul_h)
-    thr_y = thr * TICK_S * _BASE_TICKS * d * 4.0
-    return d, n, int(thr_y * n * (n * n - 1) / 6.0) + 1
-
-
-def plan(rate_ul_h):
-    """(decimation D, window N, slope threshold in mmHg/s) for a delivery rate."""
-    q_ml_s = rate_ul_h / 3600000.0
-    s_half = q_ml_s / C_MAX_ML_MMHG / 2.0
-    d = 1
-    while True:
-        ts = TICK_S * _BASE_TICKS * d
-        sig = SIGMA_MMHG / (d ** 0.5)
-        for n in range(_N_MIN, _N_MAX + 1):
-            sig_slope = sig * (12.0 / (n * (n * n - 1))) ** 0.5 / ts
-            if K_SIGMA * sig_slope <= s_half:
-                return d, n, s_half
-        if d >= 32:
-            sig_slope = sig * (12.0 / (_N_MAX * (_N_MAX * _N_MAX - 1))) ** 0.5 / ts
-            return d, _N_MAX, K_SIGMA * sig_slope
-        d *= 2
+def plan_ints(rate_ul_h, c_nl_mmhg=2100, sigma_cmmhg=150):
+    """The plan as three integers for the tick: (L, lo, hi) in units of segment sums
+    (mmHg × L), L negative when candidates are probed. sigma in 1/100 mmHg."""
+    L, lo, hi, probe = plan(rate_ul_h, c_nl_mmhg, sigma_cmmhg / 100.0)
+    return (-L if probe else L), int(lo * L) + 1, int(hi * L) + 1
 
 
 class Occlusion:
     def __init__(self, limit_mmhg):
         self.limit = limit_mmhg
-        self.ring = array("h", bytes(2 * _N_MAX))   # y <= 4 * _P_CLAMP = 8000: 16 bits
-        self.d = 1
-        self.n = _N_MAX
-        self.thr_num = 1 << 29
-        self.slope_mmhg_min = 0     # last threshold, for STATUS/docs (mmHg/min)
-        self.flat_y = -1            # 4 × the mean of the last flat window (-1: none yet)
+        self.seg = array("i", bytes(4 * _NSEG))
+        self.L = 20
+        self.lo = 1 << 29
+        self.hi = 1 << 29
+        self.probe = False
+        self.probing = False        # the controller doubles the rate while this is set
+        self.slope_mmhg_min = 0     # expected rise, for STATUS/docs (mmHg/min)
         self.restart()
 
-    def oldest_mmhg(self):
-        """Mean pressure of the oldest sample of the window that saw the rise, or -1."""
-        if self.mode != _WATCH:
-            return self.base_y // 4
-        if self.count < self.n:
-            return -1
-        return self.ring[self.head] // 4
-
-    def base_mmhg(self):
-        """The level before a rise: the last flat window's mean (or the oldest sample, if
-        lower or no window was flat yet), or -1 when nothing is known."""
-        b = self.oldest_mmhg()
-        f = self.flat_y
-        if f >= 0 and (b < 0 or f // 4 < b):
-            return f // 4
-        return b
-
-    def onset_ticks(self, p_now, base):
-        """Ticks since the pressure left `base` (-1: unknown). After a confirmed trend: the
-        rise now (p_now - base) over the fresh window's slope. Otherwise (threshold alarm):
-        back to the newest sample within _ONSET_MMHG of base, extrapolated to base."""
-        rise = p_now - base
-        if rise <= 0:
-            return 0
-        if self.mode == _CONFIRM and self.num > 0:
-            n = self.wn
-            q = n * (n * n - 1) // 6
-            tpm4 = q * 64 * self.d // self.num        # 4 × ticks per mmHg of the slope
-            if rise > 4000:
-                rise = 4000
-            if tpm4 > 200000:
-                tpm4 = 200000
-            return rise * tpm4 // 4
-        if self.mode != _WATCH or self.count < self.n:
-            return -1
-        k = self._scan(4 * base)
-        if k < 0:
-            return -1
-        if rise > 2 * _ONSET_MMHG:
-            k += _ONSET_MMHG * k // (rise - _ONSET_MMHG)
-        return k
-
-    def _scan(self, base_y):
-        """Ticks back to the newest sample ≤ base + _ONSET_MMHG in a full window (or -1)."""
-        n = self.n
-        ring = self.ring
-        lim = base_y + 4 * _ONSET_MMHG
-        i = self.head - 1 if self.count >= n else self.count - 1
-        k = 0
-        while k < self.count:
-            if i < 0:
-                i += n
-            if ring[i] <= lim:
-                return k * _BASE_TICKS * self.d + self.acc_n
-            i -= 1
-            k += 1
-        return -1
-
-    def configure(self, rate_ul_h):
-        """Choose the window for this rate (program time: may allocate) and restart."""
-        d, n, thr = plan(rate_ul_h)
-        ts = TICK_S * _BASE_TICKS * d
-        thr_y = thr * ts * 4.0                  # y is 4 × the mean reading
-        self.d = d
-        self.n = n
-        self.thr_num = int(thr_y * n * (n * n - 1) / 6.0) + 1
-        self.slope_mmhg_min = int(thr * 60.0 + 0.5)
-        self.flat_y = -1
+    def set_plan(self, L, lo, hi):
+        """Take a plan from `plan_ints` (stored per program segment) and restart."""
+        self.probe = L < 0
+        self.L = -L if L < 0 else L
+        self.lo = lo
+        self.hi = hi
+        # the expected rise lo/LO per segment, per minute
+        self.slope_mmhg_min = lo * 2 * 1200 // (self.L * self.L)
         self.restart()
 
     def restart(self):
-        self.hi = 0
+        self.restart_ref()
+        self.hi_n = 0
         self.hold = _HOLDOFF_MS
         self._clear()
 
     def _clear(self):
-        """Empty the window and go back to watching for a rise (the plan's d, n, thr kept)."""
+        """Forget the segments and go back to watching (the plan kept)."""
         self.mode = _WATCH
-        self.wn = self.n
-        self.wthr = self.thr_num
-        self.count = 0
-        self.head = 0
-        self.s0 = 0
-        self.s1 = 0
+        self.probing = False
+        self.nseg = 0
         self.acc = 0
         self.acc_n = 0
-        self.over = 0
-        self.num = 0
-        self.wait = 0
-        self.base_y = 0
+        self.run_d = 0
+        self.pn = 0
+        self.base = -1 << 20       # segment sum before the rise (unknown)
 
+    def restart_ref(self):
+        self.ref = -1 << 20        # lowest segment sum since the line settled
+
+    def suspend(self):
+        """Keep the trend detector off (the stopper is being loaded); the threshold stays on."""
+        self.hold = _HOLDOFF_MS
+        self._clear()
+
+    # ------------------------------------------------------------ for the back-off
+    def base_mmhg(self):
+        """The level before the rise (mmHg), or -1 when nothing is known: the lower of the
+        candidate's first segment and the lowest level since the line settled (a rise that
+        began in the hold-off, or too slow for the band: the stored volume is relieved down to
+        there), else the lowest segment; never below 0."""
+        v = -1
+        b = self.base
+        if self.ref > -1 << 20 and (b == -1 << 20 or self.ref < b):
+            b = self.ref               # the rise may have begun before the window (hold-off)
+        if b > -1 << 20:
+            v = b // self.L
+        if v > -1:
+            return v
+        if self.base > -1 << 20 or self.ref > -1 << 20:
+            return 0                   # below the tare: relieve to 0, never suck back
+        n = self.nseg if self.nseg < 5 else 5
+        if n == 0:
+            return -1
+        lo = self.seg[0]
+        for i in range(1, n):
+            if self.seg[i] < lo:
+                lo = self.seg[i]
+        return lo // self.L
+
+    def oldest_mmhg(self):
+        return self.base_mmhg()
+
+    def onset_ticks(self, p_now, base):
+        """Ticks since the pressure left `base`, from the candidate's rise per segment
+        (-1: unknown, e.g. a threshold alarm without a trend)."""
+        rise = p_now - base
+        if rise <= 0:
+            return 0
+        if self.run_d <= 0:
+            return -1
+        if rise > 4000:
+            rise = 4000
+        # rise ÷ (run_d / 3 per segment of L ticks, in sums of L) = rise·3·L·L / run_d
+        t = rise * 3 * self.L // self.run_d * self.L
+        return t if t < 1 << 28 else 1 << 28
+
+    # ------------------------------------------------------------ the tick
     def update(self, p, dt):
         """One control tick of pressure p (mmHg). Returns 0, _TREND or _THRESHOLD."""
         if p >= self.limit:
-            self.hi += 1
-            if self.hi >= _DEBOUNCE_TICKS:
+            self.hi_n += 1
+            if self.hi_n >= _DEBOUNCE_TICKS:
                 return _THRESHOLD
         else:
-            self.hi = 0
+            self.hi_n = 0
         if self.hold > 0:
             self.hold -= dt
             return 0
         if p > _P_CLAMP:
             p = _P_CLAMP
-        elif p < 0:
-            p = 0
+        elif p < -_P_CLAMP:
+            p = -_P_CLAMP
         self.acc += p
         self.acc_n += 1
-        if self.acc_n < _BASE_TICKS * self.d:
+        if self.acc_n < self.L:
             return 0
-        y = self.acc // self.d
+        y = self.acc
         self.acc = 0
         self.acc_n = 0
-        if self.mode == _WAIT:
-            self.wait -= 1
-            if self.wait <= 0:
-                self.mode = _CONFIRM
+        seg = self.seg
+        if self.mode == _PROBE:
+            seg[5 + self.pn] = y
+            self.pn += 1
+            if self.pn < _PROBE_SEGS:
+                return 0
+            # twice the rate: m5 dead (the line's R·C step), m6 and m7 measured. A closed line
+            # rises twice as fast (Q / C is the pump's doing); a ramp from outside does not
+            if 2 * (seg[7] - seg[6]) >= self.run_d:
+                self.probing = False
+                return _TREND
+            self._clear()                  # not the pump's doing: not an occlusion
             return 0
-        n = self.wn
-        ring = self.ring
-        if self.count < n:
-            ring[self.count] = y
-            self.s1 += self.count * y
-            self.s0 += y
-            self.count += 1
-            if self.count < n:
+        # WATCH: the reference level follows the pressure down, never up
+        if self.ref == -1 << 20 or y < self.ref:
+            self.ref = y
+        # slide the last five segment sums
+        n = self.nseg
+        if n < 5:
+            seg[n] = y
+            self.nseg = n + 1
+            if n + 1 < 5:
                 return 0
         else:
-            h = self.head
-            old = ring[h]
-            self.s1 = self.s1 - (self.s0 - old) + (n - 1) * y
-            self.s0 = self.s0 - old + y
-            ring[h] = y
-            h += 1
-            self.head = 0 if h >= n else h
-        num = self.num = 2 * self.s1 - (n - 1) * self.s0
-        thr = self.wthr
-        if num >= thr * _STEEP:
-            self._clear()                 # too steep for any occlusion: a step
-            return 0
-        if self.mode == _CONFIRM:
-            if num >= thr:
-                return _TREND
-            self._clear()                 # the rise did not go on: it was a step
-            return 0
-        if num < thr and num > -thr:
-            self.flat_y = self.s0 // n        # a flat window: the level before any rise
-        if num >= thr:
-            self.over += 1
-            if self.over >= _OVER_N:
-                # candidate: remember the level before the rise, then look again
-                self.base_y = ring[self.head] if self.count >= n else ring[0]
-                self.mode = _WAIT
-                w = n // 8
-                self.wait = w if w > 0 else 1
-                n2 = n // 2
-                self.wn = n2
-                # the same mmHg/s: the integer threshold scales with n(n²-1)
-                self.wthr = thr * (n2 * (n2 * n2 - 1) * 256 // (n * (n * n - 1))) // 256 + 1
-                self.count = 0
-                self.head = 0
-                self.s0 = 0
-                self.s1 = 0
-                self.over = 0
-        else:
-            self.over = 0
+            seg[0] = seg[1]
+            seg[1] = seg[2]
+            seg[2] = seg[3]
+            seg[3] = seg[4]
+            seg[4] = y
+            self.nseg = n + 1 if n < 1 << 20 else n
+        lo = self.lo
+        hi = self.hi
+        mn = 1 << 29
+        mx = -mn
+        for i in range(4):
+            d = seg[i + 1] - seg[i]
+            if d < lo or d > hi:
+                return 0
+            if d < mn:
+                mn = d
+            if d > mx:
+                mx = d
+        if 3 * mn < mx:
+            return 0                       # uneven: a step's R·C transient, not a ramp
+        self.run_d = (seg[4] - seg[0]) * 3 // 4     # as three segments' rise
+        self.base = seg[0]
+        if not self.probe:
+            return _TREND
+        self.mode = _PROBE
+        self.probing = True
+        self.pn = 0
         return 0
-
-    def suspend(self):
-        """Keep the trend detector off (the stopper is being loaded); the threshold stays on."""
-        self.hold = _HOLDOFF_MS
-        self.count = 0

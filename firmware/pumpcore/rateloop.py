@@ -55,8 +55,9 @@ BACKOFF = const(3)
 LOAD = const(4)
 
 _NMAX = const(100)             # µsteps per 50 ms tick: 2000 µsteps/s ≈ 1560 mL/h (50 mL syringe)
-_TAKEUP_STEPS = const(4)       # 80 µsteps/s ≈ 62 mL/h while looking for the plunger
-_TAKEUP_MAX = const(3000)      # ≈ 0.65 mL of travel without engagement → STALL
+_TAKEUP_STEPS = const(8)       # 160 µsteps/s (62 µm/s) while looking for the plunger
+_TAKEUP_MAX = const(8000)      # 3.1 mm of travel without engagement → STALL: more than the
+                               # 1.3 mL of slack real pumps show (2.3 mm on 50 mL, CONTEXT §8)
 _ENGAGE_COUNTS = const(2)      # encoder counts that prove the plunger moves
 _ENGAGE_MMHG = const(15)       # force rise (as line pressure) that proves the pusher is loaded
 _LOAD_STEPS = const(1)         # 20 µsteps/s while the stopper spring is loaded
@@ -69,8 +70,9 @@ _HIST = const(8)              # history ring (≥ _LAG + 1)
 _STALL_TOL = const(48)         # µsteps the plunger may trail the line (≈ 10 µL)
 _STALL_MS = const(2000)        # ... for this long before STALL
 _LOST_MAX = const(48)          # missed steps made up beyond the lost motion at engagement
-_RUNAWAY_TOL = const(24)       # µsteps: 2 × 5 µsteps periodic error + 8 backlash + margin
-_CREEP = const(512)            # the floor of e rises 1 µstep per _CREEP commanded (lead error 0.2 %)
+_RUNAWAY_TOL = const(48)       # µsteps: 2 × 13 µsteps (5 µm periodic screw error) + 8 backlash + margin
+_CREEP = const(128)            # the floor of e rises 1 µstep per _CREEP commanded: a lead error up
+                               # to 0.78 % (rolled screws ±0.06 %/length; a +0.5 % error must not trip)
 _BACKOFF_MAX = const(10000)    # ≈ 2.2 mL: never retract more
 _BACKOFF_MS = const(20000)
 _BACKOFF_STEP_MAX = const(40)

@@ -122,6 +122,10 @@ CFG_KEYS = (
     ("hb_action", ("IDLE",)),
     ("auth", ("IDLE",)),
     ("callback_ms", ("IDLE",)),
+    # the syringe model (issue 12): calibration, compliance and noise the rate loop, volume
+    # accounting and occlusion detector plan from; therapy-relevant, so CFG's signature
+    # covers it when auth=1, and only with no program loaded
+    ("syringe", ("IDLE",)),
 )
 
 
