@@ -179,7 +179,11 @@ class Occlusion:
         return lo // self.L
 
     def oldest_mmhg(self):
-        return self.base_mmhg()
+        """ACK's reference: the candidate window's first level (-1 when the alarm had none)."""
+        if self.base > -1 << 20:
+            v = self.base // self.L
+            return v if v > 0 else 0
+        return -1
 
     def onset_ticks(self, p_now, base):
         """Ticks since the pressure left `base`, from the candidate's rise per segment
