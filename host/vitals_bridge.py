@@ -217,19 +217,20 @@ class Bridge:
                 except Exception as e:
                     msg = None
                     raise _Nak("AR", E_SEGMENT, f"not an HL7 v2 message: {e}") from e
-                return self._message(msg)
+                return self._message(msg, hash(text))
             except _Nak as n:
-                return self._finish(msg, n.code, n.err, n.reason)
+                return self._finish(msg, n.code, n.err, n.reason, hash(text))
             except Exception as e:        # never crash on input: say what happened
                 log.exception("vitals bridge: unexpected error")
-                return self._finish(msg, "AE", E_INTERNAL, f"internal error: {type(e).__name__}: {e}")
+                return self._finish(msg, "AE", E_INTERNAL, f"internal error: {type(e).__name__}: {e}",
+                                    hash(text))
 
-    def _message(self, msg: hl7.Message) -> Outcome:
+    def _message(self, msg: hl7.Message, digest: int) -> Outcome:
         msh = msg.segment("MSH")
         cid = msh.extract_field(1, 10)
         if cid in self._done:
-            digest, code, reason = self._done[cid]
-            if digest != hash(str(msg)):
+            seen, code, reason = self._done[cid]
+            if seen != digest:
                 raise _Nak("AR", E_KEY, f"MSH-10 {cid} was already used by another message")
             # a resend after a lost ACK: the same answer, nothing done again
             return self._finish(msg, code, E_INTERNAL if code != "AA" else "",
@@ -263,7 +264,8 @@ class Bridge:
                    or _ms(now - self._last[v].t) > self.max_age_s * 1000]
         if missing:
             return self._finish(msg, "AA", "", "accepted; not relayed yet: no fresh "
-                                + ", ".join(missing) + (" (" + "; ".join(notes) + ")" if notes else ""))
+                                + ", ".join(missing) + (" (" + "; ".join(notes) + ")" if notes else ""),
+                                digest)
         r = {v: self._last[v].value for v in VITALS}
         if r["dbp"] > r["sbp"]:
             raise _Nak("AE", E_DATATYPE, f"nothing relayed: diastolic {r['dbp']} above "
@@ -279,7 +281,8 @@ class Bridge:
         self.counts["relayed"] += 1
         o = self._finish(msg, "AA", "", f"relayed sbp={reading.sbp} dbp={reading.dbp} "
                          f"hr={reading.hr} spo2={reading.spo2} age_ms={reading.age_ms}; "
-                         f"pump action={action}" + (" (" + "; ".join(notes) + ")" if notes else ""))
+                         f"pump action={action}" + (" (" + "; ".join(notes) + ")" if notes else ""),
+                         digest)
         o.relayed, o.action = reading, action
         return o
 
@@ -375,7 +378,8 @@ class Bridge:
         return found, notes
 
     # ------------------------------------------------------------------ the ACK
-    def _finish(self, msg: hl7.Message | None, code: str, err: str, reason: str) -> Outcome:
+    def _finish(self, msg: hl7.Message | None, code: str, err: str, reason: str,
+                digest: int = 0) -> Outcome:
         ack = self._ack(msg, code, err, reason)
         self.counts[code] = self.counts.get(code, 0) + 1
         cid = ""
@@ -385,7 +389,7 @@ class Bridge:
             except Exception:
                 cid = ""
         if cid and cid not in self._done:
-            self._done[cid] = (hash(str(msg)), code, reason)
+            self._done[cid] = (digest, code, reason)
             while len(self._done) > 256:
                 del self._done[next(iter(self._done))]
         (log.info if code == "AA" else log.warning)("%s %s %s", code, cid, reason)

@@ -22,7 +22,7 @@ def _codes(msg):
 def _run(params, seconds, patient=None):
     mon = Monitor(patient or Patient(PatientParams(noise=False)), params, seed=3, epoch_s=EPOCH)
     out = []
-    for t in range(0, seconds * 1000 + 1, 200):
+    for t in range(0, seconds * 1000 + 1, 1000):
         out += [(t, m) for m in mon.poll(t)]
     return mon, out
 
@@ -44,7 +44,7 @@ def test_messages_are_pcd01_oru_r01_from_the_patient():
 
 
 def test_artefacts_fail_nibp_and_invalidate_spo2():
-    mon, out = _run(MonitorParams(artefacts_per_h=120, artefact_s=(20, 60)), 3600)
+    mon, out = _run(MonitorParams(artefacts_per_h=120, artefact_s=(20, 60)), 1200)
     x = [msg for _, msg in out if _codes(msg).get("150456", ("", ""))[1] == "X"]
     assert x and all(_codes(m)["150456"][0] == "" for m in x)
     assert mon.nibp_failed > 0
