@@ -15,6 +15,11 @@
   with the program that was left, or left the therapy envelope after RESUME (goal 0);
   `rel.retry_after_reboot_executed`: retries of a pre-cut request (same bytes) the pump
   executed after the reboot (0 needs issue 11's reboot guard).
+* `rel.gfuzz_frames` / `rel.envelope_violations` — grammar-aware stateful fuzzing
+  (tests/fw/gfuzz.py): valid, CRC'd, correctly signed frames reaching every state with the
+  plant moving / frames after which a reply was missing or doubled, a refused frame changed
+  something, an accepted program or titration broke the library, the delivery left the
+  therapy envelope (hil_sim/envelope.py), or an exception escaped (goal 0).
 """
 from __future__ import annotations
 
@@ -64,4 +69,16 @@ def bench_power_programs() -> dict:
             "rel.retry_after_reboot_executed": r["retry_executed"]}
 
 
-BENCHMARKS = {"fuzz": bench_fuzz, "power": bench_power, "power_programs": bench_power_programs}
+GFUZZ_FRAMES = 1_000_000
+
+
+def bench_gfuzz() -> dict:
+    r = _run(sys.executable, "gfuzz.py", GFUZZ_FRAMES, 20261203)
+    for e in r["examples"]:
+        print("   gfuzz violation:", e)
+    return {"rel.gfuzz_frames": r["frames"], "rel.envelope_violations": r["violations"],
+            "rel.gfuzz_states": len(r["states"]), "rel.gfuzz_accepted": r["accepted"]}
+
+
+BENCHMARKS = {"fuzz": bench_fuzz, "power": bench_power, "power_programs": bench_power_programs,
+              "gfuzz": bench_gfuzz}

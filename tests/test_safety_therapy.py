@@ -300,3 +300,55 @@ def test_host_library_shows_the_bolus_limits():
     assert ("bolus lockout (min)", "5", "", "", "") in rows, rows
     assert ("bolus dose per hour (µg)", "", "", "", "150") in rows, rows
     assert "no KVO" in t.caption
+
+
+# ------------------------------------------------------------------ found by the grammar fuzzer
+@pytest.mark.req("REQ-THR-07", "REQ-COM-04")
+def test_retry_of_an_ack_that_announced_events_gets_its_reply():
+    """ACK writes `! EV CLEAR` before its reply; the retry cache kept the event as "the
+    reply", so a retried ACK was answered with the event alone - no reply at all."""
+    p = Pump()
+    p.send("PROG rate_ul_h=100000 vtbi_nl=20000000")
+    p.send("START")
+    p.inp.door_open = True
+    p.run(200)
+    p.inp.door_open = False
+    p.run(200)
+    p.rid += 1
+    f = frame("%d ACK" % p.rid)
+    _, tx1 = p.step(f)
+    assert "! EV CLEAR" in tx1 and ("%d OK" % p.rid) in tx1, tx1
+    _, tx2 = p.step(f)                              # the host retries: same bytes
+    assert ("%d OK" % p.rid) in tx2, tx2
+
+
+@pytest.mark.req("REQ-THR-07", "REQ-COM-02")
+def test_refused_ack_keeps_the_cumulative_air_record():
+    """A refused ACK (alarm condition still present) cleared the 15-min air buckets."""
+    p = Pump()
+    p.send("PROG rate_ul_h=600000 vtbi_nl=50000000")
+    p.send("START")
+    p.inp.air = True
+    for _ in range(40):                            # small bubbles, cleared between
+        p.run(100)
+        p.inp.air = not p.inp.air
+    p.inp.air = False
+    p.ctl.alarms.raise_(13, p.ctl.out.tx, p.t)     # a high alarm whose condition stays (FAULT)
+    p.ctl.fsm.fire(fsm.T_ALARM)
+    before = list(p.ctl.air_b)
+    assert sum(before) > 0
+    r = p.send("ACK")
+    assert _code(r) == "ER STATE", r
+    assert list(p.ctl.air_b) == before
+
+
+@pytest.mark.req("REQ-THR-02", "REQ-THR-07")
+def test_dose_over_time_is_not_titrated_by_dose_rate():
+    """TITRATE dose_ug_kg_h on a dose over time made it a dose rate that no longer kept the
+    dose's minimum time (a later rate titration was then checked as a dose rate)."""
+    p = Pump()
+    p.send("PROG drug=ketamine dose_ug_kg=500 wt_g=70000 over_ms=2400000")
+    p.send("START")
+    p.run(1000)
+    assert _code(p.send("TITRATE dose_ug_kg_h=1000")) == "ER ARG"
+    assert p.ctl.dose_h == 0

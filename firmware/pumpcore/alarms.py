@@ -142,8 +142,12 @@ class Alarms:
 
     def high_with_condition(self):
         """True while a high-priority alarm's condition is still present."""
+        return self.high_with_condition_in(self.cond)
+
+    def high_with_condition_in(self, cond):
+        """high_with_condition() if the conditions were `cond` (a bit mask)."""
         for a in range(1, _N_ALARMS):
-            if (self.act >> a) & (self.cond >> a) & 1:
+            if (self.act >> a) & (cond >> a) & 1:
                 if self.prio(a) == PRIO_HIGH:
                     return True
         return False

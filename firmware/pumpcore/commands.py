@@ -119,12 +119,18 @@ def handle_frame(ctl):
                 ctl.storage_fault(b"auth counter not stored")
         a.pending = False
     if tx.n > start and f.has_crc:
-        # remember the request and its reply (the first frame written) for retries
+        # remember the request and its reply for retries: the first frame written that is
+        # not an event (a handler may announce events, e.g. ACK's `! EV CLEAR`, before its
+        # reply; a retry answered with the event alone got no reply at all - issue 10 fuzz)
+        while start < tx.n and tx.buf[start] == 33:
+            while start < tx.n and tx.buf[start] != 10:
+                start += 1
+            start += 1
         end = start
         while end < tx.n and tx.buf[end] != 10:
             end += 1
         m = end + 1 - start
-        if m <= P.MAX_FRAME:
+        if start < tx.n and m <= P.MAX_FRAME:
             for i in range(m):
                 ctl._last_reply[i] = tx.buf[start + i]
             ctl._last_reply_len = m
@@ -868,23 +874,27 @@ def _stop(ctl, rid):
 def _ack(ctl, rid):
     al = ctl.alarms
     tx = ctl.out.tx
-    # refresh conditions that are judged at ACK time
+    # the conditions judged at ACK time, worked out first: a refused ACK changes nothing
+    cond = al.cond
     if al.is_active(AL.A_OCCLUSION):
         if ctl.occlusion_present():
-            al.cond |= 1 << AL.A_OCCLUSION
+            cond |= 1 << AL.A_OCCLUSION
         else:
-            al.cond &= ~(1 << AL.A_OCCLUSION)
+            cond &= ~(1 << AL.A_OCCLUSION)
     if al.is_active(AL.A_STALL):
-        al.cond &= ~(1 << AL.A_STALL)
-    if al.is_active(AL.A_AIR_CUM):
-        ctl.air_cum_clear()
-        al.cond &= ~(1 << AL.A_AIR_CUM)
+        cond &= ~(1 << AL.A_STALL)
+    air_cum = al.is_active(AL.A_AIR_CUM)
+    if air_cum:
+        cond &= ~(1 << AL.A_AIR_CUM)
     if al.is_active(AL.A_VITALS) and ctl.vitals_ok() and ctl.vitals_fresh():
-        al.cond &= ~(1 << AL.A_VITALS)
-    if ctl.fsm.state == fsm.ALARM and al.high_with_condition():
+        cond &= ~(1 << AL.A_VITALS)
+    if ctl.fsm.state == fsm.ALARM and al.high_with_condition_in(cond):
         return _state_error_msg(ctl, rid, b"alarm condition still present")
+    if air_cum:
+        ctl.air_cum_clear()
     if al.is_active(AL.A_RESTART):
-        al.cond &= ~(1 << AL.A_RESTART)
+        cond &= ~(1 << AL.A_RESTART)
+    al.cond = cond
     al.ack(tx)
     if ctl.fsm.state == fsm.ALARM and not al.any_high():
         ctl.loop.stop()
@@ -913,7 +923,9 @@ def _titrate(ctl, f, rid):
     soft = 0
     d = ctl.lib.drugs[ctl.drug] if ctl.drug >= 0 else None
     if doseh >= 0:
-        if d is None or d.dose_h is None or ctl.wt_g <= 0 or ctl.conc <= 0:
+        if d is None or d.dose_h is None or ctl.wt_g <= 0 or ctl.conc <= 0 or ctl.dose_h <= 0:
+            # a dose over time is titrated by rate, within its time limits (issue 10 fuzz:
+            # by dose it became a dose rate that no longer kept the dose's minimum time)
             error(ctl, rid, P.E_ARG, b"dose titration needs a continuous-dose program").end()
             return
         soft = _check_limits(ctl, rid, d.dose_h, doseh, b"dose_ug_kg_h", 0)
