@@ -38,11 +38,13 @@ bench: $(STAMP)
 campaign: $(STAMP)
 	$(BIN)/python -m hil_sim.campaign.evidence --out build/campaign --doc docs/safety/campaign.md
 
+# generated docs: the state diagram, and the pictures README and docs/ show (docs/img/)
 docs: $(STAMP)
 	$(BIN)/python -m host.statemachine --write docs/statemachine.md
+	$(BIN)/python tools/docs_images.py docs/img
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache bench/results.json
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache out
 
 typecheck: $(STAMP)
 	cd firmware && ../$(BIN)/pyright

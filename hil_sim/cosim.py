@@ -39,6 +39,30 @@ from hil_sim.plant import Plant, PlantParams, Record
 from hil_sim.runtime import Runtime, make_runtime
 
 #: every fault `Simulation.inject` knows, with the meaning of its value (docs/simulator.md)
+PATIENT_RECORD_S = 10.0      # one patient sample per 10 s of virtual time (plots, reports)
+
+
+class PatientRecord:
+    """The patient's plasma level (ng/mL) and true vitals over virtual time, as columns."""
+
+    def __init__(self) -> None:
+        self.t_s: list[float] = []
+        self.cp_ng_ml: list[float] = []
+        self.sbp: list[float] = []
+        self.dbp: list[float] = []
+        self.hr: list[float] = []
+
+    def add(self, t_s: float, cp: float, vitals: tuple[float, float, float, float]) -> None:
+        self.t_s.append(t_s)
+        self.cp_ng_ml.append(cp)
+        self.sbp.append(vitals[0])
+        self.dbp.append(vitals[1])
+        self.hr.append(vitals[2])
+
+    def __len__(self) -> int:
+        return len(self.t_s)
+
+
 FAULTS = {
     "occlusion": "bool: downstream occlusion (where='up': at the syringe tip)",
     "occlusion_up": "bool: upstream occlusion (at the syringe tip, before the line)",
@@ -91,6 +115,7 @@ class Simulation:
                                  if isinstance(runtime, str) else runtime)
         self.seed = seed
         self.plant = Plant(self.params, seed)
+        self.patient_record = PatientRecord()   # plasma level and true vitals over time
         self.patient: Patient | None = (Patient(patient, seed) if isinstance(patient, PatientParams)
                                         else patient)
         self.conc_mg_ml = conc_mg_ml
@@ -342,6 +367,9 @@ class Simulation:
             if dt > 0:
                 pt.advance(dt, max(0.0, d - self._pt_ml) * self.conc_mg_ml)
                 self._pt_ml = max(self._pt_ml, d)
+            pr = self.patient_record
+            if not pr.t_s or self.t_ms / 1000.0 - pr.t_s[-1] >= PATIENT_RECORD_S:
+                pr.add(self.t_ms / 1000.0, pt.cp, pt.true_vitals())
         self.slices += 1
 
     def advance_to(self, t_ms: float, step_ms: int | None = None,

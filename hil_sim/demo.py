@@ -48,15 +48,19 @@ def run_demo(runtime: str = "micropython", *, weight_kg: float = 70, dose: str =
              plot: str | None = "out/demo.png", progress: bool = True) -> DemoResult:
     from host import Pump  # the host library, exactly as a user would use it
 
-    sim = Simulation(runtime=runtime, seed=seed)
+    from hil_sim.patient import PatientParams
+    lib_drug = _library_drug(drug)
+    sim = Simulation(runtime=runtime, seed=seed, patient=PatientParams(weight_kg=weight_kg),
+                     conc_mg_ml=lib_drug["conc_ug_ml"] / 1000 if lib_drug else 1.0)
     ep = PtyEndpoint()
     stop = threading.Event()
     server = threading.Thread(target=serve, args=(sim, ep, speed, stop), name="sim-serve", daemon=True)
     server.start()
     alarms: list[str] = []
+    marks: list[tuple[int, str]] = []       # (virtual ms, alarm name) as the host saw them
     try:
         with Pump.open(ep.url, timeout=5.0) as pump:
-            pump.on_event(lambda ev: _collect_alarm(ev, alarms))
+            pump.on_event(lambda ev: _collect_alarm(ev, alarms, marks, sim))
             prog = pump.program(drug=drug, dose=dose, over=over, weight_kg=weight_kg)
             programmed_ml = prog.vtbi_nl / 1e6
             pump.telemetry(TELEMETRY_MS)
@@ -88,7 +92,7 @@ def run_demo(runtime: str = "micropython", *, weight_kg: float = 70, dose: str =
         alarms=alarms, final_state=st.state, sim_s=round(sim_s, 3), wall_s=round(wall_s, 3),
         speedup_x=round(sim_s / wall_s, 1) if wall_s > 0 else 0.0, url=ep.url)
     if plot:
-        res.plot = str(_plot(sim, res, Path(plot)))
+        res.plot = str(_plot(sim, res, Path(plot), marks))
     return res
 
 
@@ -102,7 +106,9 @@ def _motor_span(sim: Simulation) -> tuple[int, int]:
     return on[0], off[0] if off else sim.t_ms
 
 
-def _collect_alarm(ev, alarms: list[str]) -> None:
+def _collect_alarm(ev, alarms: list[str], marks: list | None = None, sim=None) -> None:
+    if getattr(ev, "name", "") == "ALARM" and marks is not None and sim is not None:
+        marks.append((sim.t_ms, ev.fields.get("alarm", "?")))
     if getattr(ev, "name", "") == "ALARM":
         alarms.append(f"{ev.fields.get('alarm', '?')} (priority {ev.fields.get('prio', '?')})")
 
@@ -137,24 +143,78 @@ def _follow(pump, programmed_ml: float, show: bool):
         return st
 
 
-def _plot(sim: Simulation, res: DemoResult, path: Path) -> Path:
+# the measured plasma level after 0.5 mg/kg ketamine over 40 min: about 185 ng/mL (Zarate
+# 2006), range 100-250 ng/mL (Krystal 1994) — /work/shared/CONTEXT.md, docs/simulator.md
+THERAPEUTIC_NG_ML = {"ketamine": (100.0, 250.0, 185.0)}
+
+
+def _library_drug(name: str) -> dict | None:
+    from host.druglib import DrugLibrary
+    try:
+        lib = DrugLibrary.load()
+        return lib.get(name).to_json() if name in lib else None
+    except (OSError, ValueError):
+        return None
+
+
+def _plot(sim: Simulation, res: DemoResult, path: Path,
+          marks: list[tuple[int, str]] = ()) -> Path:
+    """Four panels on one time axis (min from the motor start): plasma level against the
+    therapeutic band; SBP/DBP/HR against the drug's interlock limits; the pump's rate and
+    the delivered volume; line pressure. Alarms are marked on every panel."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rec = sim.record
+    rec, pr = sim.record, sim.patient_record
     t0 = _motor_span(sim)[0] / 1000         # time axis starts when the motor starts
-    t_min = [(t - t0) / 60 for t in rec.t_s]
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
-    ax1.plot(t_min, rec.delivered_ml, label="delivered (gravimetric)")
-    ax1.axhline(res.programmed_ml, color="grey", ls="--", label=f"programmed {res.programmed_ml:.2f} mL")
-    ax1.set_ylabel("volume (mL)")
-    ax1.legend(loc="lower right")
-    ax1.set_title(f"{res.drug} {res.dose} over {res.over}, {res.weight_kg:g} kg — firmware on {res.runtime}")
-    ax2.plot(t_min, rec.pressure_mmhg, color="tab:red", lw=0.6, label="line pressure (plant)")
-    ax2.set_ylabel("pressure (mmHg)")
-    ax2.set_xlabel("virtual time since start (min)")
-    ax2.legend(loc="upper right")
+    tm = [(t - t0) / 60 for t in rec.t_s]
+    tp = [(t - t0) / 60 for t in pr.t_s]
+    drug = _library_drug(res.drug) or {}
+    lim = drug.get("vitals") or {}
+    fig, (ax_cp, ax_v, ax_r, ax_p) = plt.subplots(4, 1, figsize=(9, 10), sharex=True,
+                                                  gridspec_kw={"height_ratios": [3, 3, 2, 2]})
+    ax_cp.plot(tp, pr.cp_ng_ml, color="tab:purple", label="plasma level (model)")
+    band = THERAPEUTIC_NG_ML.get(res.drug)
+    if band:
+        ax_cp.axhspan(band[0], band[1], color="tab:green", alpha=0.12,
+                      label=f"measured range {band[0]:g}-{band[1]:g} ng/mL")
+        ax_cp.axhline(band[2], color="tab:green", ls="--", lw=0.8,
+                      label=f"measured mean {band[2]:g} ng/mL")
+    ax_cp.set_ylabel("plasma (ng/mL)")
+    ax_cp.legend(loc="lower right", fontsize=8)
+    ax_cp.set_title(f"{res.drug} {res.dose} over {res.over}, {res.weight_kg:g} kg — firmware on "
+                    f"{res.runtime}: delivered {res.delivered_ml:.3f} of {res.programmed_ml:.3f} mL "
+                    f"({res.error_pct:+.2f} %)", fontsize=10)
+    for series, colour, name, key in ((pr.sbp, "tab:red", "SBP", "sbp_max"),
+                                      (pr.dbp, "tab:blue", "DBP", "dbp_max"),
+                                      (pr.hr, "tab:gray", "HR", "hr_max")):
+        ax_v.plot(tp, series, color=colour, label=name)
+        if key in lim:
+            ax_v.axhline(lim[key], color=colour, ls=":", lw=1,
+                         label=f"interlock {name} > {lim[key]}")
+    if "hr_min" in lim:
+        ax_v.axhline(lim["hr_min"], color="tab:gray", ls="-.", lw=0.8,
+                     label=f"interlock HR < {lim['hr_min']}")
+    ax_v.set_ylabel("mmHg, /min")
+    ax_v.legend(loc="upper right", fontsize=7, ncol=2)
+    ax_r.step(tm, rec.cmd_ml_h, where="post", color="tab:blue", lw=0.8, label="motor rate")
+    ax_r.set_ylabel("rate (mL/h)")
+    ax_vol = ax_r.twinx()
+    ax_vol.plot(tm, rec.delivered_ml, color="black", lw=0.8, label="delivered (gravimetric)")
+    ax_vol.set_ylabel("volume (mL)")
+    ax_r.legend(loc="upper left", fontsize=8)
+    ax_vol.legend(loc="lower right", fontsize=8)
+    ax_p.plot(tm, rec.pressure_mmhg, color="tab:red", lw=0.6, label="line pressure (plant)")
+    ax_p.set_ylabel("pressure (mmHg)")
+    ax_p.set_xlabel("virtual time since start (min)")
+    ax_p.legend(loc="upper right", fontsize=8)
+    for t_ms, name in marks:
+        x = (t_ms / 1000 - t0) / 60
+        for ax in (ax_cp, ax_v, ax_r, ax_p):
+            ax.axvline(x, color="tab:orange", lw=0.8, ls="--")
+        ax_cp.annotate(name, (x, 0.98), xycoords=("data", "axes fraction"), rotation=90,
+                       fontsize=7, va="top", ha="right", color="tab:orange")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
