@@ -306,6 +306,10 @@ class Simulation:
             if m < n:
                 n = max(1, m)
         plant = self.plant
+        if n > 1 and plant.air_edge_near(0.05):
+            # a bubble edge reaches the air sensor soon: read the sensor every call (a board
+            # samples it every tick; held over a 200 ms slice it sized a bubble per slice)
+            n = 1
         if not plant.powered or self._hang_until is not None:
             return self._dead_slice(n, step)
         rx = self.link.to_pump.schedule(t0, step, n)

@@ -483,6 +483,14 @@ class Plant:
                 return True
         return False
 
+    def air_edge_near(self, ml: float) -> bool:
+        """A bubble's front or back is within `ml` of the air sensor (delivered volume)."""
+        v = self.delivered_ml
+        for b in self._bubbles:
+            if -ml <= b[0] - v <= ml or -ml <= b[1] - v <= ml:
+                return True
+        return False
+
     @air.setter
     def air(self, on: bool | None) -> None:
         """Force the air sensor (True/False) or give it back to the bubbles (None)."""

@@ -139,3 +139,24 @@ def test_a_real_occlusion_is_still_found(rate, model, limit_s):
     r = B.occlusion_case("tune", rate, model, k=int(rate) + 7)
     assert r["t_alarm"] is not None and r["t_alarm"] <= limit_s, r
     assert r["bolus"] <= 0.05, r
+
+
+# ---------------------------------------------------------------------- the 48 µL bubble
+@pytest.mark.req("REQ-OCC-14")
+@pytest.mark.parametrize("offset_ms", [50, 300])        # phases where the old sizing hit 50 µL
+@pytest.mark.parametrize("ul,alarm", [(48.0, False), (46.0, False), (53.0, True), (60.0, True)])
+def test_bubble_sized_to_the_tick_not_the_slice(ul, alarm, offset_ms):
+    """A 48 µL bubble at 100 mL/h raised AIR (limit 50 µL): the air flag was held over a
+    200 ms slice (5.6 µL at 100 mL/h), so a bubble was sized per slice (up to 2 × 5.6 µL
+    over). Near a bubble's edges the simulator now reads the sensor every tick, as a board does."""
+    import battery as B
+    pump = B.Pump(PlantParams(primed=True), seed=11)
+    try:
+        pump.start(100.0, 20.0)
+        pump.run(20_000 + offset_ms)
+        pump.sim.inject("bubble_ul", value=ul)
+        pump.run(30_000)
+        got = any(a[1] == "AIR" for a in pump.alarms)
+        assert got == alarm, (ul, pump.alarms)
+    finally:
+        pump.close()
