@@ -489,7 +489,8 @@ def cmd_serve(args: Any) -> int:
               "software such as nesp-lib (docs/ne1000.md)")
 @click.option("--link", default="pty", metavar="pty|tcp:PORT",
               help="pty (prints a /dev/pts/N path) or tcp:PORT (socket://127.0.0.1:PORT)")
-@click.option("--address", type=int, default=0, metavar="N", help="NE-1000 address 0..99")
+@click.option("--address", type=click.IntRange(0, 99), default=0, metavar="N",
+              help="NE-1000 address 0..99")
 @click.option("--state", metavar="FILE", help="where the NE-1000 settings (safe mode included) "
               "survive restarts (default ~/.local/state/infusekit/)")
 @click.option("--drug", metavar="NAME", help="program the pump with this library drug, so its "

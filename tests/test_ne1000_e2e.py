@@ -332,3 +332,6 @@ def test_cli_refuses_a_bad_link_and_no_pump(tmp_path):
     r = subprocess.run([sys.executable, "-m", "host", "ne1000", "--port", "loop://",
                         "--link", "udp:5"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 2 and "pty or tcp:PORT" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "host", "ne1000", "--port", "loop://",
+                        "--address", "100"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 2 and "--address" in r.stderr
