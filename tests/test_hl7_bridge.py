@@ -357,3 +357,16 @@ def _read_block(s: socket.socket) -> bytes:
         buf += chunk
     assert buf.startswith(b"\x0b")
     return buf[1:-2]
+
+
+@pytest.mark.req("REQ-HL7-04")
+def test_host_library_sends_the_readings_age_and_checks_it(pump, fake):
+    assert pump.vitals(sbp=120, dbp=80, hr=70, spo2=98, age_ms=42_000) == "none"
+    assert b"age_ms=42000" in fake.lines_with("VITALS")[-1]
+    pump.vitals(sbp=120, dbp=80, hr=70, spo2=98)
+    assert b"age_ms" not in fake.lines_with("VITALS")[-1]
+    n = len(fake.lines_with("VITALS"))
+    for bad in (-1, 3_600_001, 1.5, True, "5"):
+        with pytest.raises(ValueError):
+            pump.vitals(sbp=120, dbp=80, hr=70, spo2=98, age_ms=bad)
+    assert len(fake.lines_with("VITALS")) == n          # nothing sent
