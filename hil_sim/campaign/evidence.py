@@ -20,6 +20,15 @@ from hil_sim.campaign.spec import load
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
+def _commit() -> str:
+    import subprocess
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10).stdout.strip() or "?"
+    except OSError:
+        return "?"
+
+
 def page(res: dict, spec_name: str) -> str:
     n = len(res["runs"])
     lines = [
@@ -29,7 +38,8 @@ def page(res: dict, spec_name: str) -> str:
         f"Spec `hil_sim/campaigns/{spec_name}.toml`, campaign seed {res['seed']}, {n} runs, "
         f"{res['sim_h']} h of virtual time, engine {res['engine']} × {res['workers']} workers, "
         f"{res['wall_s']} s wall ({res['runs_per_s']} runs/s) on {res['host']['cpus']} CPUs with a "
-        f"1-min load of {res['host']['load_1min']} at the end (shared machine).",
+        f"1-min load of {res['host']['load_1min']} at the end (shared machine); code at commit "
+        f"`{_commit()}`.",
         "",
         "Each run is drawn from the spec, the seed and its index alone and judged by the safety "
         "oracle (`hil_sim/campaign/oracle.py`, independent of the controller; its checks and "
