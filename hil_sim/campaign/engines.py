@@ -99,7 +99,16 @@ def _ray(spec, seed, parts, workers, scheduler, firmware_dir):
             # the workers import hil_sim from this checkout
             root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
             env = {"env_vars": {"PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}}
-            ray.init(num_cpus=workers, runtime_env=env, **kw)
+            # Ray gives its raylet a fixed 30 s to register with the GCS; on a machine loaded
+            # far beyond its cores that start-up can take longer: try again (a clean start)
+            for attempt in range(3):
+                try:
+                    ray.init(num_cpus=workers, runtime_env=env, **kw)
+                    break
+                except Exception as e:          # noqa: BLE001 - Ray raises a bare Exception
+                    ray.shutdown()
+                    if attempt == 2 or "timed out during startup" not in str(e):
+                        raise
         started = True
     try:
         task = ray.remote(num_cpus=1)(run_chunk)
