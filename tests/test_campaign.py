@@ -232,6 +232,7 @@ def test_local_pool_two_workers_matches_one(reference):
 
 
 @pytest.mark.req("REQ-CAMP-07")
+@pytest.mark.timeout(900)          # a LocalCluster starts slowly on a loaded machine
 def test_dask_matches_local(reference):
     pytest.importorskip("dask.distributed")
     res = run_campaign("smoke", runs=6, workers=2, engine="dask", chunk=2)
@@ -239,6 +240,7 @@ def test_dask_matches_local(reference):
 
 
 @pytest.mark.req("REQ-CAMP-07")
+@pytest.mark.timeout(900)          # Ray's start-up (retried when it times out) at load 20: ~4 min
 def test_ray_matches_local(reference):
     pytest.importorskip("ray")
     res = run_campaign("smoke", runs=6, workers=2, engine="ray", chunk=2)
