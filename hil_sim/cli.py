@@ -18,7 +18,7 @@ import click
 
 from host.clikit import EXIT_FAIL, EXIT_LINK, EXIT_OK, EXIT_USAGE, command, error, group, root_group
 
-RUNTIMES = ("micropython", "cpython")
+RUNTIMES = ("micropython", "cpython", "rp2040")   # rp2040: the image on an emulated chip (hil_sim/rp2040.py)
 
 
 class SpeedType(click.ParamType):

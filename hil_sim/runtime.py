@@ -14,7 +14,9 @@ of the slice and ``tx`` is ``[(k, bytes)]`` sent during call k.
 * `MicroPythonRuntime` runs ``boards.sim.serve_stdio`` in the real ``micropython`` interpreter
   and speaks the one-line-per-slice stdio protocol over pipes — optionally from ``.mpy`` files
   compiled with ``mpy-cross`` (``compiled=True``), the shipped code path.
-* `make_runtime("cpython" | "micropython", firmware_dir=None, compiled=False)`.
+* `hil_sim.rp2040.RP2040Runtime` runs the firmware *image* (MicroPython built for the Pico
+  with pumpcore frozen in) on an emulated RP2040, speaking the same protocol from Node.
+* `make_runtime("cpython" | "micropython" | "rp2040", firmware_dir=None, compiled=False)`.
 """
 from __future__ import annotations
 
@@ -415,13 +417,17 @@ class MicroPythonRuntime:
 def make_runtime(kind: str = "cpython", firmware_dir: str | os.PathLike | None = None,
                  compiled: bool = False, nl_per_kstep: int | None = None) -> Runtime:
     """``"cpython"`` → `InProcessRuntime`; ``"micropython"`` → `MicroPythonRuntime`
-    (``compiled=True``: run .mpy files built with mpy-cross); ``"baseline"`` → the open-loop
+    (``compiled=True``: run .mpy files built with mpy-cross); ``"rp2040"`` →
+    `hil_sim.rp2040.RP2040Runtime` (the image on the emulated chip); ``"baseline"`` → the open-loop
     reference controller (`hil_sim.baseline.BaselineRuntime`, CPython)."""
     if kind in ("cpython", "inprocess"):
         return InProcessRuntime(firmware_dir, nl_per_kstep=nl_per_kstep)
     if kind == "micropython":
         return MicroPythonRuntime(firmware_dir, compiled=compiled, nl_per_kstep=nl_per_kstep)
+    if kind == "rp2040":
+        from hil_sim.rp2040 import RP2040Runtime
+        return RP2040Runtime(firmware_dir, nl_per_kstep=nl_per_kstep)
     if kind == "baseline":
         from hil_sim.baseline import BaselineRuntime
         return BaselineRuntime(nl_per_kstep=nl_per_kstep)
-    raise ValueError(f"unknown runtime {kind!r} (cpython or micropython)")
+    raise ValueError(f"unknown runtime {kind!r} (cpython, micropython or rp2040)")

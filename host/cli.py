@@ -444,6 +444,24 @@ def _firmware_build_romfs(args: Any) -> int:
     return EXIT_OK
 
 
+@command(firmware, "image",
+         help="build the RP2040 firmware image (UF2): MicroPython v1.28.0 with the controller "
+              "and board frozen in (cached: a second build with the same inputs is instant)")
+@click.option("--board", default="rp2_pico", show_default=True, help="target board")
+@click.option("--micropython", metavar="DIR",
+              help="a MicroPython v1.28.0 source tree (git clone --recursive -b v1.28.0); "
+                   "default: the archives in ../shared/vendor")
+@click.option("--out", metavar="DIR", help="also copy firmware.uf2 and firmware.bin here")
+def cmd_firmware_image(args: Any) -> int:
+    from host.rp2_image import image
+    img = image(args.board, args.micropython, args.out,
+                progress=None if args.json else (lambda m: print(m, file=sys.stderr)))
+    _emit(args, {"ok": True, "board": args.board, **img.to_json()},
+          f"{img.uf2}: {img.size} bytes of firmware, MicroPython {img.micropython}, "
+          f"InfuseKit firmware {img.fw}" + (" (cached)" if img.cached else ""))
+    return EXIT_OK
+
+
 @command(firmware, "flash", pump=("port", "timeout", "key_store"),
          help="build, deploy to the board with mpremote, reset and check the version")
 @click.option("--board", default="rp2_pico", show_default=True, help="target board")
