@@ -134,7 +134,9 @@ class Simulation:
         self._posted: queue.SimpleQueue = queue.SimpleQueue()
         self.link = link or SerialLink(seed=seed)
         self.tick_ms = tick_ms
-        self.slice_ms = slice_ms
+        # a runtime may ask for shorter slices: the RP2040's encoder is read continuously, so
+        # its plant reading is renewed every control tick (hil_sim/rp2040.py)
+        self.slice_ms = min(slice_ms, getattr(self.runtime, "max_slice_ms", slice_ms))
         self.start_ms = start_ms
         self.t_ms = 0                  # virtual ms since start
         self.enable = 0

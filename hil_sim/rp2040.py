@@ -157,6 +157,9 @@ class RP2040Runtime(MicroPythonRuntime):
     same protocol as the ``micropython`` runtime's stdio server)."""
 
     name = "rp2040"
+    #: the plant's encoder count is renewed every control tick: the board reads its encoder
+    #: continuously, and the rate loop's runaway check assumes a reading at most two ticks old
+    max_slice_ms = 50
 
     def __init__(self, firmware_dir: str | os.PathLike | None = None,
                  nl_per_kstep: int | None = None, timeout_s: float = 300.0,

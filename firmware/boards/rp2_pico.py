@@ -299,7 +299,7 @@ class Board:
 
     def _log_store(self):
         from pumpcore.store import FileStore
-        return FileStore(self._path("log"))
+        return FileStore(self._path("log"), keep_open=True)   # power cut = the whole chip
 
     def _read(self, name):
         try:

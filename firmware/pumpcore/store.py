@@ -18,6 +18,15 @@ CPython:
 
 Nothing here allocates in the control tick: the log writes at most once per tick in which
 something happened, and never from inside `Controller.step`.
+
+`FileStore(root, keep_open=True)` (the Pico board) keeps the segment being appended to open
+and commits each append with `flush()` (littlefs `lfs_file_sync`: durable, and atomic like a
+close). Opening a littlefs file allocates its object and a 1 KB cache (1,148 B on the rp2
+port) — per append, that was the largest block the pump needed once running, and the first
+allocation to fail in a small or fragmented heap (measured on the emulated RP2040,
+docs/performance.md). Kept open, it is allocated once per segment. Only where a power cut
+ends the whole interpreter: a simulated cut that leaves the process alive would leave the
+handle's finaliser to write after the cut.
 """
 import os
 
@@ -29,13 +38,22 @@ class PowerCut(Exception):
 class FileStore:
     """Files in one folder of a mounted filesystem (littlefs on flash, or a host directory)."""
 
-    def __init__(self, root):
+    def __init__(self, root, keep_open=False):
         self.root = root
         try:
             os.mkdir(root)
         except OSError:
             pass  # exists
         self._sync = hasattr(os, "fsync")
+        self._keep = keep_open
+        self._f = None              # keep_open: the file being appended to, and its name
+        self._fname = None
+
+    def _close(self):
+        f = self._f
+        if f is not None:
+            self._f = self._fname = None
+            f.close()
 
     def _p(self, name):
         return self.root + "/" + name
@@ -44,6 +62,8 @@ class FileStore:
         return sorted(os.listdir(self.root))
 
     def read(self, name):
+        if name == self._fname:
+            self._close()
         try:
             with open(self._p(name), "rb") as f:
                 return f.read()
@@ -51,6 +71,20 @@ class FileStore:
             return None
 
     def append(self, name, data):
+        if self._keep:
+            f = self._f
+            if name != self._fname:
+                self._close()
+                f = open(self._p(name), "ab")
+                self._f = f
+                self._fname = name
+            try:
+                f.write(data)
+                f.flush()           # littlefs: lfs_file_sync, the append is committed
+            except OSError:
+                self._close()
+                raise
+            return
         with open(self._p(name), "ab") as f:
             f.write(data)
             if self._sync:  # CPython on a host filesystem; littlefs commits on close
@@ -58,6 +92,8 @@ class FileStore:
                 os.fsync(f.fileno())
 
     def write(self, name, data):
+        if name == self._fname:
+            self._close()
         tmp = self._p(name + ".new")
         with open(tmp, "wb") as f:
             f.write(data)
@@ -67,6 +103,8 @@ class FileStore:
         os.rename(tmp, self._p(name))
 
     def remove(self, name):
+        if name == self._fname:
+            self._close()
         try:
             os.remove(self._p(name))
         except OSError:

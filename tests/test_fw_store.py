@@ -1,0 +1,44 @@
+"""pumpcore.store.FileStore with keep_open (the Pico board): one open per log segment, every
+append committed (flushed) before it returns, and the handle closed before anything else
+touches the file. Regression for the 1,148-byte littlefs file object that every append
+allocated on the RP2040 (the first allocation to fail in a small heap)."""
+import builtins
+
+import pytest
+
+from pumpcore.store import FileStore
+
+
+@pytest.mark.req("REQ-RP2-05")
+def test_keep_open_appends_open_each_segment_once_and_commit_every_append(tmp_path, monkeypatch):
+    opened = []
+    real_open = builtins.open
+
+    def counting_open(path, mode="r", *a, **k):
+        opened.append((str(path).rsplit("/", 1)[-1], mode))
+        return real_open(path, mode, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    st = FileStore(str(tmp_path / "log"), keep_open=True)
+    for i in range(50):
+        st.append("s0", b"rec%d\n" % i)
+        # committed at once: another reader sees it while the handle stays open
+        with real_open(tmp_path / "log" / "s0", "rb") as f:
+            assert f.read().endswith(b"rec%d\n" % i)
+    assert opened == [("s0", "ab")]
+    st.append("s1", b"x")                    # next segment: the old handle is closed first
+    assert st._fname == "s1" and opened[-1] == ("s1", "ab")
+    assert st.read("s1") == b"x" and st._f is None     # read closes, then reads
+    st.append("s1", b"y")
+    st.remove("s1")
+    assert st._f is None and "s1" not in st.names()
+    st.append("s2", b"a")
+    st.write("s2", b"whole")
+    assert st.read("s2") == b"whole" and st.read("s0").count(b"\n") == 50
+
+
+def test_without_keep_open_nothing_stays_open(tmp_path):
+    st = FileStore(str(tmp_path / "log"))
+    st.append("s0", b"a")
+    st.append("s0", b"b")
+    assert st._f is None and st.read("s0") == b"ab"
