@@ -20,12 +20,13 @@ def test_keep_open_appends_open_each_segment_once_and_commit_every_append(tmp_pa
 
     monkeypatch.setattr(builtins, "open", counting_open)
     st = FileStore(str(tmp_path / "log"), keep_open=True)
+    assert len(st._spare) >= 1148           # the file object's place, reserved while the heap is empty
     for i in range(50):
         st.append("s0", b"rec%d\n" % i)
         # committed at once: another reader sees it while the handle stays open
         with real_open(tmp_path / "log" / "s0", "rb") as f:
             assert f.read().endswith(b"rec%d\n" % i)
-    assert opened == [("s0", "ab")]
+    assert opened == [("s0", "ab")] and st._spare is None   # released for the first open
     st.append("s1", b"x")                    # next segment: the old handle is closed first
     assert st._fname == "s1" and opened[-1] == ("s1", "ab")
     assert st.read("s1") == b"x" and st._f is None     # read closes, then reads
@@ -41,4 +42,4 @@ def test_without_keep_open_nothing_stays_open(tmp_path):
     st = FileStore(str(tmp_path / "log"))
     st.append("s0", b"a")
     st.append("s0", b"b")
-    assert st._f is None and st.read("s0") == b"ab"
+    assert st._f is None and st._spare is None and st.read("s0") == b"ab"

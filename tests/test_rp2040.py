@@ -179,9 +179,16 @@ def test_occlusion_ends_in_the_high_priority_alarm_with_the_motor_disabled():
         assert st.alarm == "OCCLUSION" and st.prio == 3
         t_alarm = s.sim.t_ms
         motor = s.sim.plant.motor
-        while s.sim.t_ms < t_alarm + 2000:
+        # the back-off (reverse steps, driver on) relieves the line, then the driver is cut
+        while s.sim.enable != 0:
+            assert s.sim.t_ms < t_alarm + 15_000, "the driver is still enabled after the back-off"
+            assert s.sim.plant.motor <= motor, "the motor moved forward after the alarm"
+            pump.status(timeout=30)
+        t_off = s.sim.t_ms
+        while s.sim.t_ms < t_off + 2000:
             pump.status(timeout=30)
         # from the pins: EN high (driver disabled), the red lamp flashing (high priority)
         assert s.sim.enable == 0
         assert s.sim.alarm == 3
         assert s.sim.plant.motor <= motor, "the motor moved forward after the alarm"
+        assert pump.status().alarm == "OCCLUSION"

@@ -24,11 +24,21 @@ and commits each append with `flush()` (littlefs `lfs_file_sync`: durable, and a
 close). Opening a littlefs file allocates its object and a 1 KB cache (1,148 B on the rp2
 port) — per append, that was the largest block the pump needed once running, and the first
 allocation to fail in a small or fragmented heap (measured on the emulated RP2040,
-docs/performance.md). Kept open, it is allocated once per segment. Only where a power cut
+docs/performance.md). Kept open, it is allocated once per segment, and the first one gets a
+place reserved at construction (a buffer of that size allocated while the heap is still
+empty, dropped just before the open): at boot, after the drug library was parsed, the heap
+had enough free bytes but no 1,148 contiguous ones. Only where a power cut
 ends the whole interpreter: a simulated cut that leaves the process alive would leave the
 handle's finaliser to write after the cut.
 """
 import os
+
+try:
+    from micropython import const
+except ImportError:  # CPython: const() is only a marker for the MicroPython compiler
+    const = lambda x: x  # noqa: E731
+
+_FILE_OBJ = const(1152)     # a littlefs file object with its 1 KB cache on the rp2 port, rounded
 
 
 class PowerCut(Exception):
@@ -48,6 +58,7 @@ class FileStore:
         self._keep = keep_open
         self._f = None              # keep_open: the file being appended to, and its name
         self._fname = None
+        self._spare = bytearray(_FILE_OBJ) if keep_open else None   # its place, reserved
 
     def _close(self):
         f = self._f
@@ -75,6 +86,7 @@ class FileStore:
             f = self._f
             if name != self._fname:
                 self._close()
+                self._spare = None  # the reserved place is free for the file object
                 f = open(self._p(name), "ab")
                 self._f = f
                 self._fname = name

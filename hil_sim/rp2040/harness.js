@@ -47,7 +47,7 @@ const PIN_PROBE = 25;               // the bench's tick probe (high while App.ti
 const PAGE_PROGRAM_NS = 400000, SECTOR_ERASE_NS = 45000000, BLOCK_ERASE_NS = 150000000;
 // plant -> ADC codes, the inverse of boards/rp2_pico.py's pressure_mmhg / battery_mv
 const P_OFFSET = 3277, P_SPAN = 1300, P_COUNTS = 52428, BATT_NUM = 9900;
-const ENC_GAP_NS = 100000;
+const ENC_GAP_NS = 80000;
 const QUAD = [0b00, 0b10, 0b11, 0b01];   // A leads B when infusing (forward)
 
 const bootrom = new Uint32Array(new Uint8Array(fs.readFileSync(bootromPath)).buffer);
@@ -336,14 +336,15 @@ function slice(step, n, press, enc, flags, batt, rx) {
   const u16 = P_OFFSET + Math.round(press * P_COUNTS / P_SPAN);
   mcu.adc.channelValues[0] = clamp12(Math.round(u16 / 16));
   if (enc !== encTarget) {
-    // quadrature edges from the count reached to the plant's, spread evenly over the slice
-    // (the motion's own pace; slices are one control tick), at most one per ENC_GAP_NS: the
-    // board's hard IRQ needs ~50 µs per edge on the emulated chip (more edges than fit carry
-    // over into the next slice)
+    // the plant's count at the slice start, reached by a burst of quadrature edges ENC_GAP_NS
+    // apart (the board's hard IRQ needs ~50 µs per edge on the emulated chip: at 40 µs it
+    // lost edges), so the firmware's next tick reads it, as the other runtimes' boards read
+    // it at the start of a slice. Slices are one control tick (hil_sim/rp2040.py), so a
+    // burst is a tick's motion: a few edges, over well under a millisecond at infusion rates.
     const d = Math.abs(enc - encPos);
     encTarget = enc;
-    encGapNs = Math.max(ENC_GAP_NS, Math.floor((n * stepNs) / (d + 1)));
-    encNextNs = t0 + encGapNs;
+    encGapNs = Math.min(ENC_GAP_NS, Math.floor((n * stepNs) / (d + 1)));
+    encNextNs = t0;
   }
   for (const [k, data] of rx) {
     let t = Math.max(t0 + k * stepNs, rxNextNs);

@@ -1,0 +1,195 @@
+"""Benchmarks of the firmware image on the emulated RP2040 (hil_sim/rp2040.py, issue 13).
+
+* ``fw.heap_peak_bytes``: the least free heap (bytes, at the start of main.py, after the
+  frozen image's own boot) in which the image boots and runs a 0.5 mL infusion to COMPLETE
+  with the event log on. A bench-only main.py allocates a pad that leaves exactly that much
+  free, then runs the app as firmware/main.py does; a bisection over 512-byte steps finds
+  the least that passes (a MemoryError anywhere, or no COMPLETE in the allowed time, fails).
+* ``fw.tick_p99_us_rp2040`` / ``fw.tick_max_us_rp2040`` / ``fw.tick_p50_us_rp2040``: App.tick
+  durations in emulated time (the bench main.py raises GP25 around each call; the harness
+  times the pin), over a steady 52.5 mL/h infusion with telemetry every 200 ms and the event
+  log on; flash program/erase inside a tick count, with their datasheet time.
+* ``fw.step_gap_max_ms_rp2040``: the longest pause between STEP pulses over the same run.
+* ``sim.speed_rp2040_x``: simulated seconds per wall second over that run (boot excluded).
+* ``fw.flash_erases_per_min_rp2040``: 4 KB sector erases per minute of that run.
+"""
+from __future__ import annotations
+
+import re
+import time
+
+from hil_sim.cosim import Simulation
+from host.codec import encode_request
+
+MAIN = b"""
+import gc
+from machine import Pin
+FREE = %d
+gc.collect()
+pad = bytearray(gc.mem_free() - FREE) if FREE else None
+gc.collect()
+free0 = gc.mem_free()
+probe = Pin(25, Pin.OUT, value=0)
+try:
+    from boards import rp2_pico
+    from pumpcore.app import App
+    board = rp2_pico.Board()
+    app = App(board)
+    while True:
+        probe.value(1)
+        app.tick()
+        probe.value(0)
+        board.wait_next(app.ctl.wake_at())
+except BaseException as e:
+    pad = app = board = None
+    gc.collect()
+    import io, sys
+    s = io.StringIO()
+    sys.print_exception(e, s)
+    with open("err.txt", "w") as f:
+        f.write("free %%d\\n" %% free0)
+        f.write(s.getvalue())
+    import time
+    while True:
+        time.sleep(1)
+"""
+
+
+class _Host:
+    """A minimal host on the simulation's wire: numbered requests, replies by id."""
+
+    def __init__(self, sim: Simulation) -> None:
+        self.sim = sim
+        self.rid = 0
+        self.buf = b""
+
+    def request(self, word: str, fields: dict | None = None, wait_ms: int = 3000) -> str | None:
+        self.rid += 1
+        rid = self.rid
+        self.sim.host_send(encode_request(rid, word, fields or {}))
+        t_end = self.sim.t_ms + wait_ms
+        while self.sim.t_ms < t_end:
+            self.sim.slice(1)
+            self.buf += self.sim.host_recv()
+            for line in self.buf.split(b"\n"):
+                if line.startswith(b"%d " % rid):
+                    self.buf = b""
+                    return line.decode(errors="replace")
+        return None
+
+    def state(self) -> str | None:
+        r = self.request("STATUS")
+        m = re.search(r"state=(\w+)", r or "")
+        return m.group(1) if m else None
+
+
+def _sim(free: int, image) -> Simulation:
+    from hil_sim.rp2040 import RP2040Runtime
+    rt = RP2040Runtime(image=image, main=MAIN % free)
+    return Simulation(runtime=rt, seed=5)
+
+
+def _boot(sim: Simulation, host: _Host, max_ms: int = 10_000) -> bool:
+    t_end = sim.t_ms + max_ms
+    while sim.t_ms < t_end:
+        sim.run_for(500)
+        if host.state() is not None:
+            return True
+    return False
+
+
+def heap_trial(free: int, image) -> tuple[bool, str]:
+    """Boot with ``free`` bytes of heap and infuse 0.5 mL at 120 mL/h (15 s) to COMPLETE."""
+    sim = _sim(free, image)
+    host = _Host(sim)
+    try:
+        why = "no answer after boot"
+        if _boot(sim, host):
+            st = host.state()
+            why = f"booted into {st}"
+            if st == "IDLE" and host.request("PROG", {"rate_ul_h": 120000, "vtbi_nl": 500000}) \
+                    and (host.request("START") or "").find("RUNNING") >= 0:
+                t_end = sim.t_ms + 40_000
+                while sim.t_ms < t_end:
+                    sim.run_for(1000)
+                    st = host.state()
+                    if st != "RUNNING":
+                        break
+                why = f"ended in {st}"
+                if st == "COMPLETE":
+                    return True, "COMPLETE"
+        try:
+            why += "; " + sim.runtime.read_file("err.txt").decode(errors="replace").strip()  # type: ignore[attr-defined]
+        except Exception:
+            pass
+        return False, why
+    finally:
+        sim.close()
+
+
+def heap_peak(image, lo: int = 20480, hi: int = 40960, step: int = 512) -> tuple[int, dict]:
+    ok, why = heap_trial(hi, image)
+    if not ok:
+        raise RuntimeError(f"the image does not complete an infusion with {hi} B free: {why}")
+    trials = {hi: why}
+    while hi - lo > step:
+        mid = (lo + hi) // 2 // step * step
+        ok, why = heap_trial(mid, image)
+        trials[mid] = why
+        print(f"   heap {mid:6d} B free: {'pass' if ok else 'FAIL ' + why.splitlines()[-1][:100]}",
+              flush=True)
+        if ok:
+            hi = mid
+        else:
+            lo = mid
+    return hi, trials
+
+
+def steady(image, minutes: float = 1.0) -> dict:
+    """A steady 52.5 mL/h infusion (the ketamine job's rate) with telemetry and the log."""
+    sim = _sim(0, image)
+    host = _Host(sim)
+    try:
+        if not _boot(sim, host):
+            raise RuntimeError("the image did not boot")
+        host.request("TLM", {"period_ms": 200})
+        host.request("PROG", {"rate_ul_h": 52500, "vtbi_nl": 35_000_000})
+        host.request("START")
+        sim.run_for(20_000)                 # past the slack take-up: steady flow
+        rt = sim.runtime
+        rt.metrics(reset=True)              # type: ignore[attr-defined]
+        t_sim, w = sim.t_ms, time.perf_counter()
+        n = int(minutes * 60_000) // 1000
+        for _ in range(n):
+            sim.run_for(1000)
+            host.buf = b""
+            sim.host_recv()
+        wall = time.perf_counter() - w
+        m = rt.metrics()                    # type: ignore[attr-defined]
+        sim_s = (sim.t_ms - t_sim) / 1000
+        st = host.state()
+        assert st == "RUNNING", f"steady run ended in {st}"
+        return {
+            "fw.tick_p50_us_rp2040": m["tick_p50_us"],
+            "fw.tick_p99_us_rp2040": m["tick_p99_us"],
+            "fw.tick_max_us_rp2040": m["tick_max_us"],
+            "fw.step_gap_max_ms_rp2040": round(m["gap_max_us"] / 1000, 1),
+            "fw.flash_erases_per_min_rp2040": round(m["erases"] * 60 / sim_s, 2),
+            "fw.flash_stall_ms_per_min_rp2040": round(m["stall_us"] / 1000 * 60 / sim_s, 1),
+            "sim.speed_rp2040_x": round(sim_s / wall, 3),
+        }
+    finally:
+        sim.close()
+
+
+def bench_rp2040() -> dict:
+    from host.rp2_image import image
+    img = image()
+    out = steady(img)
+    peak, _trials = heap_peak(img)
+    out["fw.heap_peak_bytes"] = peak
+    out["fw.image_bytes_rp2040"] = img.size
+    return out
+
+
+BENCHMARKS = {"rp2040": bench_rp2040}
