@@ -144,6 +144,7 @@ def _wait(pump, sim, pred, max_sim_ms):
     return st
 
 
+@pytest.mark.timeout(900)       # ~30 simulated s: minutes of wall time on a loaded machine
 @pytest.mark.req("REQ-RP2-01", "REQ-RP2-03")
 def test_boot_hello_and_a_short_infusion_to_complete_over_the_pty():
     from host.druglib import DrugLibrary
@@ -168,6 +169,7 @@ def test_boot_hello_and_a_short_infusion_to_complete_over_the_pty():
     assert 0.97 * 200_000 <= delivered_nl <= 1.0005 * 200_000
 
 
+@pytest.mark.timeout(900)
 @pytest.mark.req("REQ-RP2-04")
 def test_occlusion_ends_in_the_high_priority_alarm_with_the_motor_disabled():
     with SimOnPty() as s, Pump.open(s.ep.url, timeout=30) as pump:

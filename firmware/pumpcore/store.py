@@ -84,7 +84,7 @@ class FileStore:
     def append(self, name, data):
         if self._keep:
             f = self._f
-            if name != self._fname:
+            if f is None or name != self._fname:
                 self._close()
                 self._spare = None  # the reserved place is free for the file object
                 f = open(self._p(name), "ab")
