@@ -50,7 +50,7 @@ def rewrite(text: str) -> str:
 
 
 def _ignore(_dir: str, names: list[str]) -> list[str]:
-    return [n for n in names if n == "__pycache__" or n.endswith(".pyc")]
+    return [n for n in names if n in ("__pycache__", "node_modules") or n.endswith(".pyc")]
 
 
 class wheel_layout(build_py):
@@ -68,7 +68,7 @@ class wheel_layout(build_py):
         fw = pkg / "firmware"
         shutil.rmtree(fw, ignore_errors=True)
         shutil.copytree(ROOT / "firmware", fw, ignore=_ignore)
-        for sub in ("scenarios", "campaigns"):
+        for sub in ("scenarios", "campaigns", "rp2040"):   # rp2040: the emulator harness (JS)
             dst = pkg / "sim" / sub
             shutil.rmtree(dst, ignore_errors=True)
             shutil.copytree(ROOT / "hil_sim" / sub, dst, ignore=_ignore)
