@@ -36,9 +36,11 @@ def _ketamine_run(runtime: str) -> dict:
         from hil_sim.baseline import BaselineRuntime
         rt = BaselineRuntime()
     with Simulation(runtime=rt, seed=0) as sim:
-        sim.host_send(encode_request(1, "PROG", {"drug": "ketamine", "dose_ug_kg": 500, "wt_g": 70000,
-                                                  "over_ms": 2400000}))
-        sim.host_send(encode_request(2, "START", {}))
+        boot = sim.hello_boot()
+        b = {"boot": boot} if boot is not None else {}
+        sim.host_send(encode_request(1, "PROG", {**b, "drug": "ketamine", "dose_ug_kg": 500,
+                                                  "wt_g": 70000, "over_ms": 2400000}))
+        sim.host_send(encode_request(2, "START", b))
         sim.run_for(1000)
         assert b"2 OK state=RUNNING" in sim.host_recv(), "pump did not start"
         t0, w0 = sim.t_ms, sim.wall_s
@@ -66,11 +68,16 @@ class _Pump:
         self.split = LineSplitter()
         self.alarms: list[tuple[float, str]] = []
         self.rid = 0
+        self.boot = self.sim.hello_boot()
 
     def send(self, word: str, fields: dict | None = None) -> None:
         from host.codec import encode_request
+        from host.statemachine import GUARDED_WORDS
         self.rid += 1
-        self.sim.host_send(encode_request(self.rid, word, fields or {}))
+        f = dict(fields or {})
+        if word in GUARDED_WORDS and self.boot is not None:
+            f["boot"] = self.boot
+        self.sim.host_send(encode_request(self.rid, word, f))
 
     def poll(self) -> None:
         from host.codec import Event, FrameError, decode_line

@@ -37,8 +37,9 @@ def main(log_dir=None):
     gc.collect()
     live = gc.mem_alloc() - base
     t = 0x3FFFFFFF - 60000
-    cmds = (b"1 PROG drug=ketamine dose_ug_kg=500 wt_g=70000 over_ms=2400000", b"2 TLM period_ms=1000",
-            b"3 START")
+    bt = b"%d" % app.ctl.boot               # guarded commands name this boot (protocol v1)
+    cmds = (b"1 PROG boot=" + bt + b" drug=ketamine dose_ug_kg=500 wt_g=70000 over_ms=2400000",
+            b"2 TLM period_ms=1000", b"3 START boot=" + bt)
     for body in cmds:
         c = P.crc16(body, 0, len(body))
         board._rx = body + b"*%04X\n" % c

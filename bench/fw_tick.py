@@ -42,7 +42,8 @@ def main():
     inp.pressure_mmhg = 20
     t = _T0
     ctl.step(t, inp, b"", 0)
-    for body in (b"1 PROG drug=ketamine dose_ug_kg=500 wt_g=70000 over_ms=2400000", b"2 TLM period_ms=1000", b"3 START"):
+    for body in (b"1 PROG boot=1 drug=ketamine dose_ug_kg=500 wt_g=70000 over_ms=2400000",
+                 b"2 TLM period_ms=1000", b"3 START boot=1"):
         f = crc_frame(body)
         ctl.step(t, inp, f, len(f))
     empty = bytearray(1)

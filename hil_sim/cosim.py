@@ -173,6 +173,22 @@ class Simulation:
             return
         self.link.to_pump.send(data, self.t_ms if at_ms is None else at_ms)
 
+    def hello_boot(self, max_ms: int = 2000) -> int | None:
+        """Ask the pump HELLO over the link and return its boot number (protocol v1: guarded
+        requests carry it), None for a pump that reports none (the baseline). Consumes what
+        the pump sent meanwhile."""
+        import re
+        self.host_send(b"65535 HELLO\n")
+        got = bytearray()
+
+        def replied(s: "Simulation") -> bool:
+            got.extend(s.host_recv())
+            return re.search(rb"65535 OK [^\n]*\n", got) is not None
+        if not self.run_until(replied, max_ms):
+            raise RuntimeError(f"no HELLO reply: {bytes(got)!r}")
+        m = re.search(rb"65535 OK [^\n]* boot=(\d+)", got)
+        return int(m.group(1)) if m else None
+
     def host_recv(self, at_ms: float | None = None) -> bytes:
         """Pump bytes that have reached the host by now (or by ``at_ms``)."""
         return self.link.to_host.recv(self.t_ms if at_ms is None else at_ms)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from host.codec import Event, FrameError, LineSplitter, Reply, decode_line, encode_request
+from host.statemachine import GUARDED_WORDS
 
 from hil_sim import analysis
 from hil_sim.cosim import FAULTS, Simulation
@@ -213,10 +214,14 @@ class _Host:
         self.split = LineSplitter()
         self.replies: dict[int, Reply] = {}
         self.probes: dict[int, float] = {}     # STATUS request id -> reboot time (s)
+        self.boot: int | None = None           # the pump's boot number (HELLO), protocol v1
 
     def send(self, word: str, fields: dict | None = None) -> int:
         self.rid = self.rid % 65535 + 1
-        data = encode_request(self.rid, word, fields or {})
+        fields = dict(fields or {})
+        if word in GUARDED_WORDS and self.boot is not None and "boot" not in fields:
+            fields["boot"] = self.boot         # guarded requests name the boot they are for
+        data = encode_request(self.rid, word, fields)
         self.sim.host_send(data)
         self.res.log.append((self.sim.t_ms / 1000.0, ">", data.decode().strip()))
         return self.rid
@@ -244,6 +249,12 @@ class _Host:
                     self.res.states.append({"t_s": round(t, 3), "state": fr.fields.get("state", "?")})
             elif isinstance(fr, Reply):
                 self.res.log.append((t, "<", text))
+                if fr.ok and fr.fields.get("boot", "").isdigit() and "dev" in fr.fields:
+                    self.boot = int(fr.fields["boot"])            # a HELLO reply
+                elif not fr.ok and fr.code == "BOOT":
+                    # the pump rebooted since: re-read it (never re-send the command)
+                    self.boot = None
+                    self.send("HELLO")
                 if fr.id is not None:
                     self.replies[fr.id] = fr
                     if fr.id in self.probes and fr.ok:
@@ -340,6 +351,12 @@ def _play(sim, host, res, raw, prog, pat, hostc, runc, weight) -> None:
     complete_at = None
     per = sim.slice_ms // sim.tick_ms
     i = 0
+    hello = host.send("HELLO")                 # a host starts by reading the pump (boot=)
+    for _ in range(40):                        # the link's latency: at most 2 s
+        sim.slice(1)
+        host.poll()
+        if hello in host.replies:
+            break
     while sim.t_ms < duration_ms:
         now = sim.t_ms
         while i < len(actions) and actions[i][0] <= now:
@@ -368,6 +385,7 @@ def _play(sim, host, res, raw, prog, pat, hostc, runc, weight) -> None:
             probe_at = now + 1000              # the host polls the pump after it rebooted
         if probe_at is not None and now >= probe_at and not sim.host_silent:
             probe_at = None
+            host.send("HELLO")                 # the new boot number
             host.probes[host.send("STATUS")] = sim.restarts[-1][0] / 1000.0
         if next_hb is not None and now >= next_hb:
             if not sim.host_silent:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import re
 import secrets
@@ -25,11 +26,18 @@ from pathlib import Path
 
 from host.errors import KeyStoreError
 
+log = logging.getLogger(__name__)
+
 ENV_KEYS = "INFUSEKIT_KEYS"
 KEY_BYTES = 32
 MAC_HEX = 16
-CTR_MAX = 999_999_999            # the pump parses at most 9 digits
+from host._firmware import pumpcore  # noqa: E402
+
+_fw_auth = pumpcore("auth")
+CTR_MAX: int = _fw_auth.CTR_MAX          # the largest counter the pump accepts
+CTR_WINDOW: int = _fw_auth.CTR_WINDOW    # the pump accepts a ctr at most this far above its last
 KEY_FILE = "key.bin"             # name of the key on the board's filesystem
+COUNTER_FILE: str = _fw_auth.COUNTER_FILE   # the board's replay counter (reset on provisioning)
 
 # Which commands are signed comes from the firmware's command table (pumpcore.states
 # COMMANDS): the guarded ones are signed when the host has the pump's key; the others
@@ -151,10 +159,24 @@ class Signer:
     def counter(self) -> int:
         return self._ctr
 
-    def sync(self, pump_ctr: int) -> None:
-        """Never go below the pump's last accepted counter."""
+    def sync(self, pump_ctr: int, *, force: bool = False) -> bool:
+        """Never go below the pump's last accepted counter (HELLO ``ctr``).
+
+        HELLO is not signed, so a counter far above this host's own (more than the pump's
+        window, CTR_WINDOW) is not adopted unless ``force``: a spoofed HELLO must not make
+        the host burn its counter. Returns whether the counter was adopted. A host with no
+        counter yet (0) adopts the pump's."""
+        pump_ctr = int(pump_ctr)
         with self._lock:
-            self._ctr = max(self._ctr, int(pump_ctr))
+            if pump_ctr <= self._ctr:
+                return True
+            if self._ctr > 0 and pump_ctr - self._ctr > CTR_WINDOW and not force:
+                log.warning("pump %s reports counter %d, more than %d above this host's %d: "
+                            "not adopted (a HELLO is not signed); sync(force=True) after "
+                            "checking the link", self.dev, pump_ctr, CTR_WINDOW, self._ctr)
+                return False
+            self._ctr = pump_ctr
+            return True
 
     def next_counter(self) -> int:
         with self._lock:

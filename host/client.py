@@ -38,7 +38,7 @@ import serial
 
 from host import units
 from host.auth import KeyStore, Signer
-from host.codec import (PROTO_VERSION, Event, FrameError, LineSplitter, LogRecord, Reply,
+from host.codec import (PROTO_VERSION, Event, FrameError, LibFrame, LineSplitter, LogRecord, Reply,
                         Telemetry, decode_line, encode_request, encode_signed_request)
 from host.druglib import DrugLibrary
 from host.enums import as_alarm, as_priority, as_state
@@ -70,6 +70,7 @@ class Hello:
     tick_ms: int
     auth: bool = False          # the pump requires signed therapy commands (CFG auth=1)
     ctr: int | None = None      # last authentication counter the pump accepted
+    boot: int | None = None     # this boot's number: guarded requests carry it (protocol v1)
     fields: dict[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -82,11 +83,13 @@ class Hello:
                    tick_ms=int(r.fields.get("tick_ms", "0")),
                    auth=r.fields.get("auth") == "1",
                    ctr=int(ctr) if ctr is not None and ctr.isdigit() else None,
+                   boot=int(r.fields["boot"]) if r.fields.get("boot", "").isdigit() else None,
                    fields=dict(r.fields))
 
     def to_json(self) -> dict:
         return {"dev": self.dev, "fw": self.fw, "proto": self.proto, "lib": self.lib,
-                "libh": self.libh, "tick_ms": self.tick_ms, "auth": self.auth}
+                "libh": self.libh, "tick_ms": self.tick_ms, "auth": self.auth,
+                "boot": self.boot}
 
 
 class _WireVolumes:
@@ -409,6 +412,7 @@ class Pump:
         self._local = threading.local()        # each thread's events() stream
         self._handshaking = False
         self._log: queue.Queue = queue.Queue()
+        self._dl: queue.Queue = queue.Queue()   # ! DL frames after LIB / DRUG
         self._callbacks: list[Callable[[Unsolicited], None]] = []
         self._hb_thread: threading.Thread | None = None
         self._hb_stop = threading.Event()
@@ -600,6 +604,9 @@ class Pump:
         if isinstance(frame, LogRecord):
             self._log.put(frame)
             return
+        if isinstance(frame, LibFrame):
+            self._dl.put(frame)
+            return
         state = frame.fields.get("state")
         if state is not None and (isinstance(frame, Telemetry) or frame.name == "STATE"):
             try:
@@ -668,7 +675,10 @@ class Pump:
         """Send one request and return its OK reply (PumpRefused on ER, Timeout, LinkError).
 
         Low level: no state-mirror check. ``timeout`` is per attempt. ``sign`` defaults to
-        "when the host has the pump's key and ``word`` is not one of the open commands".
+        "when the host has the pump's key and ``word`` is guarded" (the command table). A
+        guarded request carries ``boot`` (from HELLO, asked first if need be). When the pump
+        answers ``ER BOOT`` (it rebooted since), the host re-reads its state (HELLO, STATUS)
+        and raises PumpRefused("BOOT"): the request is never re-sent blindly.
         """
         if threading.current_thread() is self._reader:
             raise PumpError("pump requests cannot be made from an event callback "
@@ -687,6 +697,12 @@ class Pump:
                 self.reconnect(timeout=timeout)
             if sign is None:
                 sign = self.signer is not None and word in GUARDED_WORDS
+            fields = dict(fields or {})
+            if word in GUARDED_WORDS and "boot" not in fields:
+                if self.info is None:
+                    self.hello(timeout=timeout)
+                if self.info is not None and self.info.boot is not None:
+                    fields["boot"] = self.info.boot
             rid = self._alloc_id()
             if sign:
                 if self.signer is None:
@@ -705,8 +721,21 @@ class Pump:
                     self._pending = None
                     self._reply = None
         if not reply.ok:
+            if reply.code == "BOOT" and word != "HELLO":
+                self._after_reboot()
             raise PumpRefused(reply.code or "?", reply.reason or "")
         return reply
+
+    def _after_reboot(self) -> None:
+        """The pump refused a request meant for an earlier boot: learn the new boot and the
+        state (HELLO, STATUS); the caller decides again."""
+        self.info = None
+        self.mirror.forget()
+        try:
+            self.hello()
+            self.status()
+        except PumpError as e:  # the refusal stands; the next guarded request asks HELLO
+            log.warning("re-reading the pump after ER BOOT failed: %s", e)
 
     def _exchange(self, word: str, rid: int, frame: bytes, per_try: float) -> Reply:
         sends = 0
@@ -1079,6 +1108,49 @@ class Pump:
         period set."""
         reply = self.request("TLM", {"period_ms": int(period_ms)}, timeout=timeout)
         return int(reply.fields.get("period_ms", period_ms))
+
+    # ------------------------------------------------------------------ drug library
+    def _lib_request(self, word: str, fields: dict, timeout: float | None) -> tuple[Reply, list[dict[str, str]]]:
+        per_try = self.timeout if timeout is None else float(timeout)
+        for _ in range(self.retries + 1):
+            with self._req_lock:
+                while not self._dl.empty():
+                    self._dl.get_nowait()
+                reply = self.request(word, fields, timeout=timeout)
+                n = reply.get_int("n")
+                got: list[dict[str, str]] = []
+                deadline = time.monotonic() + per_try
+                while len(got) < n:
+                    try:
+                        got.append(dict(self._dl.get(timeout=max(0.0, deadline - time.monotonic())).fields))
+                    except queue.Empty:
+                        break
+            if len(got) == n:
+                return reply, got
+        raise Timeout(f"{word}: the library frames did not all arrive; check the link")
+
+    def drugs(self, *, timeout: float | None = None) -> list[str]:
+        """LIB: the names of the drugs in the pump's library, in index order."""
+        _, frames = self._lib_request("LIB", {}, timeout)
+        return [f["drug"] for f in sorted(frames, key=lambda f: int(f["i"]))]
+
+    def drug_limits(self, drug: str, *, timeout: float | None = None) -> dict:
+        """DRUG: every limit the pump enforces for ``drug``, in wire units:
+        ``{"conc_ug_ml": 1000, "concs": [...], "rate_max_ul_h": …, "bolus_max_nl": …,
+        "kvo_ul_h": …, "dose_ug_kg": {"hard_min": …, …}, …, "vitals": {"sbp_max": …}}``."""
+        _, frames = self._lib_request("DRUG", {"drug": drug}, timeout)
+        out: dict = {}
+        for f in frames:
+            f = {k: v for k, v in f.items() if k != "drug"}
+            if "lim" in f:
+                name = f.pop("lim")
+                out[name] = {k: int(v) for k, v in f.items()}
+            elif "conc_ug_ml" in f:
+                out["concs"] = [int(c) for c in f.pop("concs", "").split(",") if c]
+                out.update({k: int(v) for k, v in f.items()})
+            else:
+                out["vitals"] = {k: int(v) for k, v in f.items()}
+        return out
 
     # ------------------------------------------------------------------ event log
     def read_log(self, start: int = 0, *, limit: int | None = None, batch: int = LOG_MAX,

@@ -1,4 +1,4 @@
-"""Wire codec for protocol v0 (docs/protocol.md): CRC, frame encoding/decoding, line splitting.
+"""Wire codec for protocol v1 (docs/protocol.md): CRC, frame encoding/decoding, line splitting.
 
 Pure functions and small dataclasses, no I/O. The limits (``MAX_FRAME``, ``PROTO_VERSION``)
 come from the firmware's ``pumpcore/protocol.py`` so both sides share one number.
@@ -21,6 +21,7 @@ MAX_FRAME: int = _proto.MAX_FRAME          # bytes per frame including the LF
 PROTO_VERSION: int = _proto.PROTO_VERSION
 MAX_KEY: int = _proto.MAX_KEY
 MAX_VALUE: int = _proto.MAX_VALUE
+NUM_MAX: int = _proto.NUM_MAX              # the largest number on the wire (2**30 - 1)
 
 _ID_RE = re.compile(r"[0-9]{1,5}\Z")
 _WORD_RE = re.compile(r"[A-Z]{1,8}\Z")
@@ -170,6 +171,12 @@ def typed_fields(fields: Mapping[str, str]) -> dict[str, object]:
 
 
 @dataclass(frozen=True)
+class LibFrame:
+    """One drug-library frame sent after a ``LIB`` or ``DRUG`` reply: ``! DL …``."""
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class LogRecord:
     """One event-log record sent after a ``LOG`` reply: ``! LG seq=… t_ms=… ev=… …``."""
     fields: dict[str, str] = field(default_factory=dict)
@@ -222,6 +229,13 @@ def _fields_text(fields: Mapping[str, FieldValue] | Iterable[tuple[str, FieldVal
     return "".join(parts)
 
 
+def _check_numbers(fields: Mapping[str, FieldValue]) -> None:
+    """Numbers in a request are 0..NUM_MAX (docs/protocol.md, *Frame grammar*)."""
+    for key, value in fields.items():
+        if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value <= NUM_MAX:
+            raise ValueError(f"field {key}: a number on the wire is 0..{NUM_MAX}, not {value}")
+
+
 def _check_word(word: str) -> None:
     if not _WORD_RE.match(word):
         raise ValueError(f"bad word {word!r} (1-8 upper-case letters)")
@@ -233,6 +247,7 @@ def encode_request(req_id: int, word: str, fields: Mapping[str, FieldValue] | No
     if isinstance(req_id, bool) or not isinstance(req_id, int) or not 1 <= req_id <= 65535:
         raise ValueError(f"request id must be 1..65535, not {req_id!r}")
     _check_word(word)
+    _check_numbers(fields or {})
     return _seal(f"{req_id} {word}{_fields_text(fields or {})}", crc)
 
 
@@ -243,6 +258,7 @@ def encode_signed_request(req_id: int, word: str, fields: Mapping[str, FieldValu
         raise ValueError(f"request id must be 1..65535, not {req_id!r}")
     _check_word(word)
     items = [(k, v) for k, v in (fields or {}).items() if k not in ("ctr", "mac")]
+    _check_numbers(dict(items))
     body = f"{req_id} {word}{_fields_text(items)}{_fields_text([('ctr', ctr)])}"
     tag = mac(body.encode("ascii"))
     return _seal(body + _fields_text([("mac", tag)]))
@@ -374,6 +390,8 @@ def decode_line(line: bytes, *, require_crc: bool = True) -> Frame:
             return Telemetry(_parse_fields(tokens[2:]))
         if word == "LG":
             return LogRecord(_parse_fields(tokens[2:]))
+        if word == "DL":
+            return LibFrame(_parse_fields(tokens[2:]))
         if word == "EV":
             if len(tokens) < 3 or not _WORD_RE.match(tokens[2]):
                 raise FrameError("event needs a name")
@@ -462,15 +480,16 @@ EXAMPLE_REQUESTS: tuple[tuple[int, str, dict[str, FieldValue], bool], ...] = (
     (1, "HELLO", {}, True),
     (1, "HELLO", {}, False),
     (2, "STATUS", {}, False),
-    (3, "PROG", {"rate_ul_h": 52500, "vtbi_nl": 35000000}, True),
-    (4, "PROG", {"drug": "ketamine", "dose_ug_kg": 500, "wt_g": 70000, "over_ms": 2400000}, True),
-    (5, "START", {}, True),
+    (3, "PROG", {"boot": 1, "rate_ul_h": 52500, "vtbi_nl": 35000000}, True),
+    (4, "PROG", {"boot": 1, "drug": "ketamine", "dose_ug_kg": 500, "wt_g": 70000,
+                 "over_ms": 2400000}, True),
+    (5, "START", {"boot": 1}, True),
     (6, "STATUS", {}, True),
     (7, "PAUSE", {}, True),
-    (8, "RESUME", {}, True),
+    (8, "RESUME", {"boot": 1}, True),
     (9, "TLM", {"period_ms": 1000}, True),
     (10, "STOP", {}, True),
-    (11, "ACK", {}, True),
+    (11, "ACK", {"boot": 1}, True),
 )
 
 

@@ -294,8 +294,9 @@ def _deploy_romfs(port: str, tree: Path, image: Path) -> None:
 
 
 def _provision_key(port: str, key: bytes, tmp: Path) -> None:
-    """Write ``key`` to the board as ``key.bin`` from a private file deleted afterwards."""
-    from host.auth import KEY_FILE
+    """Write ``key`` to the board as ``key.bin`` from a private file deleted afterwards, and
+    reset the board's replay counter (``ctr.txt`` = 0)."""
+    from host.auth import COUNTER_FILE, KEY_FILE
     secret = tmp / "secret"
     secret.mkdir(mode=0o700)
     kf = secret / KEY_FILE
@@ -304,10 +305,16 @@ def _provision_key(port: str, key: bytes, tmp: Path) -> None:
         os.write(fd, key)
     finally:
         os.close(fd)
+    # re-provisioning resets the replay counter (docs/protocol.md, *Re-provisioning*):
+    # frames signed with the old key no longer verify, so the counter may start again
+    cf = secret / COUNTER_FILE
+    cf.write_bytes(b"0")
     try:
         _mpremote(port, ["fs", "cp", KEY_FILE, f":{KEY_FILE}"], secret)
+        _mpremote(port, ["fs", "cp", COUNTER_FILE, f":{COUNTER_FILE}"], secret)
     finally:
         kf.unlink()
+        cf.unlink()
 
 
 def flash(port: str, board: str = "rp2_pico", *, romfs: bool | None = None,

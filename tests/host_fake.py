@@ -19,7 +19,7 @@ from host import codec
 from host.auth import OPEN_WORDS, mac_hex
 from host.codec import LineSplitter
 from host.druglib import DrugLibrary
-from host.statemachine import COMMAND_WORDS, target
+from host.statemachine import COMMAND_WORDS, GUARDED_WORDS, target
 
 LIB = DrugLibrary.load()
 
@@ -27,7 +27,7 @@ LIB = DrugLibrary.load()
 @dataclass
 class FakePump:
     """A scripted pump on the master side of a pty; ``path`` is the slave to open."""
-    proto: int = 0
+    proto: int = codec.PROTO_VERSION
     libh: str = LIB.sha16
     dev: str = "FAKE-1"
     state: str = "IDLE"
@@ -143,6 +143,11 @@ class FakePump:
                 if reply is None and self.refuse_next is not None and req.word != "HELLO":
                     reply, events = codec.encode_error(req.id, *self.refuse_next), b""
                     self.refuse_next = None
+                if reply is None and req.word in GUARDED_WORDS:
+                    # the reboot guard (docs/protocol.md, *Boot number*)
+                    if req.fields.get("boot") != str(self.boots):
+                        reply, events = codec.encode_error(req.id, "BOOT", "not this boot"), b""
+                req.fields.pop("boot", None)
                 if reply is None:
                     self.executed.append(req)
                     reply, events = self._execute(req)
@@ -183,7 +188,8 @@ class FakePump:
         w, f = req.word, req.fields
         if w == "HELLO":
             ok: dict[str, int | str] = {"dev": self.dev, "fw": "0.1.0", "proto": self.proto,
-                                        "lib": LIB.version, "libh": self.libh, "tick_ms": 10}
+                                        "lib": LIB.version, "libh": self.libh, "tick_ms": 10,
+                                        "boot": self.boots}
             if self.report_auth:
                 ok["auth"] = int(self.auth)
                 if self.key is not None:

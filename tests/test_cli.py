@@ -43,7 +43,7 @@ def test_port_from_environment(fake, capsys, monkeypatch):
 def test_info(fake, capsys):
     code, out, _ = run(capsys, "--port", fake.path, "--json", "info")
     obj = json.loads(out)
-    assert code == 0 and obj["dev"] == "FAKE-1" and obj["proto"] == 0
+    assert code == 0 and obj["dev"] == "FAKE-1" and obj["proto"] == 1
     assert obj["lib_matches_local"] is True
     code, out, _ = run(capsys, "--port", fake.path, "info")
     assert "same as the pump" in out

@@ -246,7 +246,7 @@ def test_examples_command_prints_valid_frames():
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     assert lines == codec.examples()
-    assert "3 PROG rate_ul_h=52500 vtbi_nl=35000000*7BBB" in lines
+    assert "3 PROG boot=1 rate_ul_h=52500 vtbi_nl=35000000*5F8E" in lines
     for line in lines:
         req = decode_request(line.encode())
         assert req.has_crc == ("*" in line)

@@ -479,7 +479,7 @@ def test_app_runs_on_the_pico_board(pico):
     Pin.all[22].drive_input(1)                           # on mains
     ADC.all[26].raw = 3277 + 806                          # ~20 mmHg
     u.tx.clear()
-    u.rx += crc_frame("2 PROG rate_ul_h=60000 vtbi_nl=1000000") + crc_frame("3 START")
+    u.rx += crc_frame("2 PROG boot=1 rate_ul_h=60000 vtbi_nl=1000000") + crc_frame("3 START boot=1")
     app.tick()
     assert b"2 OK" in u.tx and b"3 OK state=RUNNING" in u.tx, bytes(u.tx)
     pulses = 0

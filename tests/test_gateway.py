@@ -80,7 +80,7 @@ def test_the_same_line_from_two_clients_is_executed_for_each(fake, gw):
     """The pump answers a repeated (id, CRC) from its cache without executing it: two
     clients that happen to send the identical line must not have one taken for the other's
     retry."""
-    line = codec.encode_request(4242, "PROG", {"rate_ul_h": 10000, "vtbi_nl": 1000000})
+    line = codec.encode_request(4242, "PROG", {"boot": 1, "rate_ul_h": 10000, "vtbi_nl": 1000000})
     a, b = _raw(gw.url), _raw(gw.url)
     try:
         a.sendall(line)

@@ -219,7 +219,7 @@ def test_firmware_flash_files_provisions_a_private_key(fake, board, capsys, tmp_
     assert (board / "board" / "pumpcore" / "controller.mpy").exists()
     assert key.hex() not in out + err and key.hex().upper() not in out + err
     assert calls(board) == ["fs cp -r boards druglib.json druglib.json.sha256 main.py pumpcore :",
-                            "fs cp key.bin :key.bin", "reset"]
+                            "fs cp key.bin :key.bin", "fs cp ctr.txt :ctr.txt", "reset"]
     assert KeyStore(store).load("FAKE-1") == key
 
 
@@ -250,9 +250,10 @@ def test_firmware_flash_romfs_end_to_end(fake, board, capsys, tmp_path):
     assert deploy.startswith("romfs deploy ") and deploy.endswith("/firmware.romfs")
     assert after == ["fs ls :", "fs rm -r :boards :pumpcore",
                      "fs cp -r druglib.json druglib.json.sha256 main.py :",
-                     "fs cp key.bin :key.bin", "reset"]
-    assert sorted(p.name for p in fs.iterdir()) == ["druglib.json", "druglib.json.sha256", "key.bin",
-                                                    "log", "main.py"]
+                     "fs cp key.bin :key.bin", "fs cp ctr.txt :ctr.txt", "reset"]
+    assert sorted(p.name for p in fs.iterdir()) == ["ctr.txt", "druglib.json", "druglib.json.sha256",
+                                                    "key.bin", "log", "main.py"]
+    assert (fs / "ctr.txt").read_bytes() == b"0"      # re-provisioning resets the counter
     assert (fs / "log" / "0001.log").read_bytes() == b"old"
     key = (store / "FAKE-1.key").read_bytes()
     assert (fs / "key.bin").read_bytes() == key and key.hex() not in out + err

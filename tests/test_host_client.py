@@ -21,7 +21,7 @@ from host_fake import LIB, FakePump
 
 def test_open_says_hello(fake, pump):
     assert pump.info is not None
-    assert (pump.info.dev, pump.info.proto, pump.info.lib) == ("FAKE-1", 0, LIB.version)
+    assert (pump.info.dev, pump.info.proto, pump.info.lib) == ("FAKE-1", 1, LIB.version)
     assert pump.info.libh == LIB.sha16
     assert fake.received[0].split(b" ")[1].startswith(b"HELLO*")
 
@@ -35,9 +35,9 @@ def test_first_id_is_random_per_session(fake):
 
 
 def test_wrong_protocol_version_is_refused():
-    fake = FakePump(proto=1)
+    fake = FakePump(proto=0)
     try:
-        with pytest.raises(ProtocolError, match="protocol 1"):
+        with pytest.raises(ProtocolError, match="protocol 0"):
             Pump.open(fake.path, timeout=0.3)
     finally:
         fake.close()

@@ -85,7 +85,7 @@ def therapy_lines(rec, word):
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_full_session_events_and_telemetry(runtime):
     with Served(runtime) as s, Pump.open(s.ep.url, timeout=2) as pump:
-        assert pump.info.proto == 0 and pump.info.dev and pump.info.fw == s.sim.fw_version
+        assert pump.info.proto == 1 and pump.info.boot and pump.info.dev and pump.info.fw == s.sim.fw_version
         assert pump.info.libh == pump.library.sha16          # the pump enforces our library
         res = pump.program(drug="ketamine", dose="0.5 mg/kg", over="40 min", weight_kg=70)
         assert (res.vtbi_nl, res.rate_ul_h, res.dose_ug, res.soft) == (35_000_000, 52500, 35000, False)
@@ -230,7 +230,7 @@ def test_cli_commands_end_to_end_json(runtime, capsys):
     with Served(runtime, speed=50) as s:
         p = ["--port", s.ep.url, "--json", "--timeout", "2"]
         code, out, err = run(capsys, *p, "info")
-        assert code == 0 and out["proto"] == 0 and out["lib_matches_local"], err
+        assert code == 0 and out["proto"] == 1 and out["lib_matches_local"], err
         code, out, err = run(capsys, *p, "program", "--rate", "100 mL/h", "--vtbi", "2 mL")
         assert code == 0 and out["rate_ul_h"] == 100000 and out["vtbi_nl"] == 2_000_000, err
         code, out, _ = run(capsys, *p, "start")

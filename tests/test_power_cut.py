@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import re
+
 import pytest
 
 from conftest import FIRMWARE, ROOT, micropython_exe
@@ -51,9 +53,13 @@ def test_micropython_process_restart_keeps_flash():
     t = (1 << 30) - 60000
     rt = MicroPythonRuntime()      # its flash is an image file that outlives the process
     try:
-        rt.slice(t, 50, 1, 20, 0, 0, 4000, [(0, _frame("1 PROG rate_ul_h=120000 vtbi_nl=5000000"))])
+        _, _, _, tx = rt.slice(t, 50, 1, 20, 0, 0, 4000, [(0, b"1 HELLO\n")])
+        boot = re.search(rb" boot=(\d+)", b"".join(c for _, c in tx)).group(1).decode()
         t += 50
-        steps, en, _, tx = rt.slice(t, 50, 1, 20, 0, 0, 4000, [(0, _frame("2 START"))])
+        rt.slice(t, 50, 1, 20, 0, 0, 4000,
+                 [(0, _frame(f"1 PROG boot={boot} rate_ul_h=120000 vtbi_nl=5000000"))])
+        t += 50
+        steps, en, _, tx = rt.slice(t, 50, 1, 20, 0, 0, 4000, [(0, _frame(f"2 START boot={boot}"))])
         assert b"OK state=RUNNING" in b"".join(c for _, c in tx)
         t += 50
         enc = 0

@@ -38,7 +38,9 @@ def pump(monkeypatch):
         state["t"] += 50
         return b"".join(c for _, c in tx).decode()
 
-    assert " OK" in send(_crc(b"1 CFG auth=1")), "a provisioned pump turns auth on"
+    boot = h.app.ctl.boot
+    assert " OK" in send(_crc(b"1 CFG boot=%d auth=1" % boot)), "a provisioned pump turns auth on"
+    send.boot = boot
     return h, send
 
 
@@ -51,14 +53,15 @@ def _status(send, rid):
 @pytest.mark.req("REQ-SEC-01", "REQ-SEC-02", "REQ-SEC-03", "REQ-SEC-04")
 def test_unsigned_wrong_and_replayed_commands_are_refused_and_logged(pump):
     h, send = pump
-    prog = "PROG rate_ul_h=60000 vtbi_nl=1000000"
+    b = send.boot
+    prog = f"PROG boot={b} rate_ul_h=60000 vtbi_nl=1000000"
     assert "2 ER AUTH" in send(_crc(f"2 {prog}".encode()))                      # unsigned
     assert "3 ER AUTH" in send(_signed(f"3 {prog}", 5, key=b"\x00" * 32))       # wrong key
     assert _status(send, 4)["state"] == "IDLE"                                  # status open
     assert "5 OK" in send(_signed(f"5 {prog}", 7))                              # good
-    assert "6 OK" in send(_signed("6 START", 8))
-    assert "7 ER AUTH" in send(_signed("7 TITRATE rate_ul_h=90000", 8))  # replay
-    assert "8 ER AUTH" in send(_signed("8 TITRATE rate_ul_h=90000", 3))  # older
+    assert "6 OK" in send(_signed(f"6 START boot={b}", 8))
+    assert "7 ER AUTH" in send(_signed(f"7 TITRATE boot={b} rate_ul_h=90000", 8))  # replay
+    assert "8 ER AUTH" in send(_signed(f"8 TITRATE boot={b} rate_ul_h=90000", 3))  # older
     st = _status(send, 9)
     assert st["state"] == "RUNNING" and st["rate_ul_h"] == "60000"
     recs = h.app.log.records()
@@ -71,7 +74,7 @@ def test_unsigned_wrong_and_replayed_commands_are_refused_and_logged(pump):
 @pytest.mark.req("REQ-SEC-05")
 def test_key_never_leaves_the_pump(pump):
     h, send = pump
-    out = send(b"1 HELLO\n") + send(_signed("2 PROG rate_ul_h=60000 vtbi_nl=1000000", 9))
+    out = send(b"1 HELLO\n") + send(_signed(f"2 PROG boot={send.boot} rate_ul_h=60000 vtbi_nl=1000000", 9))
     flash = b"".join(bytes(v) for v in h.store.files.values())
     for blob in (out.encode(), flash):
         assert KEY not in blob

@@ -29,7 +29,7 @@ def test_occlusion_backs_off_and_never_pushes_again(rate):
     inp.pressure_mmhg = 20
     t = (1 << 30) - 60000
     ctl.step(t, inp, b"", 0)
-    for i, body in enumerate((f"1 PROG rate_ul_h={rate} vtbi_nl=20000000", "2 START")):
+    for i, body in enumerate((f"1 PROG boot=1 rate_ul_h={rate} vtbi_nl=20000000", "2 START boot=1")):
         f = _f(body)
         ctl.step(t, inp, f, len(f))
     forward = 0

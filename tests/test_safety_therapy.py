@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from conftest import FIRMWARE
-from therapy_kit import Pump, frame
+from therapy_kit import Pump, frame, with_boot
 
 sys.path.insert(0, str(FIRMWARE))
 
@@ -227,7 +227,7 @@ def test_counter_store_error_raises_fault_alarm_not_an_exception():
     a = Auth(key, 0, _Boom())
     p = Pump(auth=a)
     p.ctl.auth.required = True
-    signed = b"1 PROG rate_ul_h=1000 vtbi_nl=1000000 ctr=1"
+    signed = b"1 PROG boot=%d rate_ul_h=1000 vtbi_nl=1000000 ctr=1" % p.ctl.boot
     out, tx = p.step(frame(signed + b" mac=" + mac16(key, signed)))   # must not raise
     assert "1 " in tx, tx
     assert p.status()["alarm"] == "FAULT"
@@ -258,7 +258,7 @@ def test_stop_and_pause_work_after_a_log_write_failure():
 
     def send(body, ticks=1):
         rid[0] += 1
-        rx = [(0, frame("%d %s" % (rid[0], body)))]
+        rx = [(0, frame(with_boot("%d %s" % (rid[0], body), h.app.ctl.boot)))]
         out = []
         for k in range(ticks):          # one tick per slice: the encoder follows the steps
             steps, en, al, tx = h.slice(now[0], 50, 1, 20 + (k & 1), enc[0], 0, 4000, rx if k == 0 else [])

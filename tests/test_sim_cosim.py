@@ -12,8 +12,10 @@ def frame(body: bytes) -> bytes:
 
 
 def start_infusion(sim, rate_ul_h=52500, vtbi_nl=35_000_000):
-    sim.host_send(frame(b"1 PROG rate_ul_h=%d vtbi_nl=%d" % (rate_ul_h, vtbi_nl)))
-    sim.host_send(frame(b"2 START"))
+    boot = sim.hello_boot()
+    b = b" boot=%d" % boot if boot is not None else b""      # the baseline has none
+    sim.host_send(frame(b"1 PROG%s rate_ul_h=%d vtbi_nl=%d" % (b, rate_ul_h, vtbi_nl)))
+    sim.host_send(frame(b"2 START%s" % b))
     assert sim.run_until(lambda s: s.enable == 1, 2000)
     replies = sim.host_recv()
     assert b"2 OK state=RUNNING" in replies, replies

@@ -20,8 +20,10 @@ def frame(body: bytes) -> bytes:
 
 
 def start(sim, rate_ul_h=25000, vtbi_nl=20_000_000):
-    sim.host_send(frame(b"1 PROG rate_ul_h=%d vtbi_nl=%d" % (rate_ul_h, vtbi_nl)))
-    sim.host_send(frame(b"2 START"))
+    boot = sim.hello_boot()
+    b = b" boot=%d" % boot if boot is not None else b""      # the baseline has none
+    sim.host_send(frame(b"1 PROG%s rate_ul_h=%d vtbi_nl=%d" % (b, rate_ul_h, vtbi_nl)))
+    sim.host_send(frame(b"2 START%s" % b))
     assert sim.run_until(lambda s: s.enable == 1, 3000)
     sim.host_recv()
 
@@ -142,7 +144,7 @@ def test_fault_by_command_while_serving():
     with ControlServer(sim) as ctl:
         th.start()
         try:
-            ep.host_write(frame(b"1 PROG rate_ul_h=25000 vtbi_nl=20000000") + frame(b"2 START"))
+            ep.host_write(frame(b"1 PROG boot=1 rate_ul_h=25000 vtbi_nl=20000000") + frame(b"2 START boot=1"))
             deadline = time.monotonic() + 10
             got = b""
             while b"2 OK" not in got and time.monotonic() < deadline:

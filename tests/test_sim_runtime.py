@@ -17,10 +17,10 @@ def frame(body: bytes) -> bytes:
 def script():
     """Slices exercising commands, delivery, telemetry, an occlusion alarm and the wrap."""
     rx_at = {
-        1: [(0, b"1 HELLO\n"), (2, frame(b"2 PROG rate_ul_h=52500 vtbi_nl=35000000"))],
-        2: [(1, frame(b"3 START")), (3, frame(b"4 TLM period_ms=100"))],
+        1: [(0, b"1 HELLO\n"), (2, frame(b"2 PROG boot=1 rate_ul_h=52500 vtbi_nl=35000000"))],
+        2: [(1, frame(b"3 START boot=1")), (3, frame(b"4 TLM period_ms=100"))],
         9: [(0, b"5 STATUS\n"), (1, b"garbage*0000\n"), (2, b"x" * 300 + b"\n")],
-        30: [(0, frame(b"6 ACK"))],
+        30: [(0, frame(b"6 ACK boot=1"))],
     }
     t = T0
     for i in range(40):

@@ -18,6 +18,16 @@ T0 = (1 << 30) - 60000
 LIB = DrugLibrary.load(str(FIRMWARE / "druglib.json"))
 
 
+def with_boot(body, boot):
+    """`body` with ` boot=N` after its word when the command is guarded and names no boot (as
+    a host adds it after HELLO, docs/protocol.md *Boot number*)."""
+    from host.statemachine import GUARDED_WORDS
+    p = body.split(" ")
+    if len(p) >= 2 and p[1] in GUARDED_WORDS and " boot=" not in body and " mac=" not in body:
+        p.insert(2, "boot=%d" % boot)
+    return " ".join(p)
+
+
 def frame(body):
     b = body.encode() if isinstance(body, str) else body
     return b + b"*%04X\n" % binascii.crc_hqx(b, 0)
@@ -43,7 +53,7 @@ class Pump:
 
     def send(self, body):
         self.rid += 1
-        _, tx = self.step(frame("%d %s" % (self.rid, body)))
+        _, tx = self.step(frame(with_boot("%d %s" % (self.rid, body), self.ctl.boot)))
         for ln in tx.splitlines():
             if ln.startswith("%d " % self.rid):
                 return ln.split("*")[0]

@@ -325,13 +325,8 @@ class Board:
         return self._read("key.bin")
 
     def load_counter(self):
-        raw = self._read("ctr.txt")
-        if not raw:
-            return 0
-        try:
-            return int(raw)
-        except ValueError:
-            return 1 << 29              # unreadable: refuse every counter until re-provisioned
+        from pumpcore.auth import parse_counter, COUNTER_FILE
+        return parse_counter(self._read(COUNTER_FILE))   # missing 0; unreadable: refuse all
 
     def store_counter(self, n):
         self._replace("ctr.txt", b"%d" % n)

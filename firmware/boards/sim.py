@@ -232,25 +232,42 @@ class Board:
         self.audio = 1 if out.audio else 0
 
     # --- non-volatile settings, key and replay counter (pumpcore.boot hooks); a test or
-    # the simulator sets `settings_raw`, `key`, `counter` before building the App
+    # the simulator sets `settings_raw`, `key`, `counter` before building the App. A key may
+    # also come from the environment (INFUSEKIT_SIM_KEY, 64 hex digits: how a test provisions
+    # the pump under the `micropython` runtime); with a store, the counter lives in it as
+    # ctr.txt like on the real board (it survives a reboot; missing 0, unreadable refuses)
     settings_raw = None
     key = None
     counter = 0
 
     def load_settings(self):
+        if self.settings_raw is None and self.store is not None:
+            return self.store.read("settings.txt")       # kept across reboots, like the Pico
         return self.settings_raw
 
     def store_settings(self, raw):
         self.settings_raw = raw
+        if self.store is not None:
+            self.store.write("settings.txt", raw)
 
     def load_key(self):
+        if self.key is None and hasattr(os, "getenv"):
+            hx = os.getenv("INFUSEKIT_SIM_KEY")
+            if hx:
+                return binascii.unhexlify(hx)
         return self.key
 
     def load_counter(self):
+        if self.store is not None and self.counter == 0:
+            from pumpcore.auth import parse_counter, COUNTER_FILE
+            return parse_counter(self.store.read(COUNTER_FILE))
         return self.counter
 
     def store_counter(self, n):
         self.counter = n
+        if self.store is not None:
+            from pumpcore.auth import COUNTER_FILE
+            self.store.write(COUNTER_FILE, b"%d" % n)
 
     def feed_watchdog(self):
         pass

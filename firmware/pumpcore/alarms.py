@@ -57,7 +57,7 @@ ORDER = (A_RUNAWAY, A_FAULT, A_OCCLUSION, A_AIR, A_AIR_CUM, A_EMPTY, A_DOOR, A_S
 AUTO_CLEAR = ((1 << A_COMM_LOSS) | (1 << A_VITALS_STALE) | (1 << A_CALLBACK)
               | (1 << A_NEAR_EMPTY) | (1 << A_VTBI_NEAR) | (1 << A_BATT_LOW))
 
-_SILENCE_MS = const(120000)
+SILENCE_MS = const(120000)    # audio paused by SILENCE (IEC 60601-1-8 "audio paused"), ms
 
 
 def name_index(name):
@@ -174,7 +174,7 @@ class Alarms:
 
     def silence(self, now):
         self.silenced = True
-        self._silence_until = ticks_add(now, _SILENCE_MS)
+        self._silence_until = ticks_add(now, SILENCE_MS)
         self._silence_prio = self.prio(self.highest())
         return self._silence_until
 

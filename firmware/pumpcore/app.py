@@ -270,6 +270,8 @@ class App:
     def _log_rx(self, now, n):
         buf = self._line
         rx = self.rx
+        k = 0
+        retries = self.ctl.retry_mask
         for i in range(n):
             ch = rx[i]
             if ch == 10:
@@ -278,7 +280,13 @@ class App:
                 if m and buf[m - 1] == 13:
                     m -= 1
                 if m:
-                    self._log_line(now, buf, m)
+                    if k < 30 and (retries >> k) & 1:
+                        # a retry answered from the cache: the command and its reply are
+                        # logged once, when first executed
+                        self._skip.append(bytes(buf[:m]).split(b" ", 1)[0])
+                    else:
+                        self._log_line(now, buf, m)
+                    k += 1
             elif self._ln < _LINE:
                 buf[self._ln] = ch
                 self._ln += 1
@@ -384,8 +392,28 @@ def _lg_word(w):
     return bytes(out)
 
 
+_LG_FIELDS = 8               # data fields per LG frame: seq t_ms ev + 8 + txt = 12 fields
+
+
+def _lg_value_ok(key, val):
+    """A data token's value may be copied as a field: printable, no '*' or '=', and a value
+    made only of digits is a number as the grammar writes them (no leading zero, < 2**30)."""
+    from pumpcore import protocol as P
+    if not (0 < len(val) <= P.MAX_VALUE) or b"=" in val or b"*" in val:
+        return False
+    for c in val:
+        if c < 33 or c > 126:
+            return False
+    if val.isdigit():
+        return (len(val) == 1 or val[0] != 48) and len(val) <= 10 and int(val) < (1 << 30)
+    return True
+
+
 def _lg_frame(r):
-    """One log record as a complete `! LG …` frame (bytes, with CRC), or None."""
+    """One log record as a complete `! LG …` frame (bytes, with CRC), or None. The frame
+    keeps the grammar whatever the record holds (refused input included): at most 12
+    fields, every key once, numbers canonical; everything else goes, joined by `_`, into
+    `txt=` (cut to 32 bytes)."""
     from pumpcore import protocol as P
     b = P.TxBuffer(P.MAX_FRAME + 8)
     b.begin(P.ID_EVENT)
@@ -394,21 +422,26 @@ def _lg_frame(r):
     b.field_int(b"t_ms", r.t)
     b.field_lit(b"ev", _lg_word(r.ev)[:P.MAX_VALUE])
     txt = []
+    keys = [b"seq", b"t_ms", b"ev", b"txt"]
     for tok in r.data.split(b" "):
         if not tok:
             continue
         q = tok.find(b"=")
         key = tok[:q] if q > 0 else b""
         val = tok[q + 1:] if q > 0 else b""
-        good = (0 < len(key) <= P.MAX_KEY and 0 < len(val) <= P.MAX_VALUE and b"=" not in val
-                and b"*" not in val and all((97 <= c <= 122) or (48 <= c <= 57) or c == 95 for c in key))
-        if good and key not in (b"seq", b"t_ms", b"ev", b"txt") and b.n + len(tok) + 1 < P.MAX_FRAME - 8:
+        good = (0 < len(key) <= P.MAX_KEY and _lg_value_ok(key, val)
+                and all((97 <= c <= 122) or (48 <= c <= 57) or c == 95 for c in key))
+        if (good and key not in keys and len(keys) - 4 < _LG_FIELDS
+                and b.n + len(tok) + 1 < P.MAX_FRAME - 8 - 40):
+            keys.append(key)
             b.put(b" ")
             b.put(tok)
         else:
             txt.append(_lg_word(tok))
     if txt:
         v = b"_".join(txt)[:P.MAX_VALUE]
+        if v.isdigit() and not _lg_value_ok(b"txt", v):
+            v = (b"_" + v)[:P.MAX_VALUE]     # digits alone are a canonical number
         if b.n + len(v) + 6 < P.MAX_FRAME - 8:
             b.field_lit(b"txt", v)
     return bytes(b.buf[:b.n]) if b.end() else None

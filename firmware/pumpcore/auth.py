@@ -50,6 +50,22 @@ CTR_MAX = 999999999       # 9 digits, the protocol's number limit
 CTR_WINDOW = 1000000      # an accepted ctr is at most this far above the last one
 
 
+COUNTER_FILE = "ctr.txt"
+
+
+def parse_counter(raw):
+    """The last accepted counter from the board's counter file (docs/protocol.md, *Counter
+    file*): missing or empty (a freshly provisioned pump) is 0; unreadable (not a number in
+    0..CTR_MAX) is CTR_MAX, which refuses every signed frame until the pump is re-provisioned."""
+    if not raw:
+        return 0
+    try:
+        n = int(raw)
+    except ValueError:
+        return CTR_MAX
+    return n if 0 <= n <= CTR_MAX else CTR_MAX
+
+
 class Auth:
     """Key, required flag and the replay counter (persisted through the board hooks).
 
@@ -59,6 +75,20 @@ class Auth:
 
     def __init__(self, key=None, counter=0, store=None):
         self.key = key if key else None
+        self._ipad = b""
+        self._opad = b""
+        if self.key is not None:
+            # the key's HMAC pads, once: a verification then allocates only the two hash
+            # objects and their digests (docs/performance.md), not key blocks and copies
+            k = self.key if len(self.key) <= _BLOCK else hashlib.sha256(self.key).digest()
+            ip = bytearray(_BLOCK)
+            op = bytearray(_BLOCK)
+            for i in range(_BLOCK):
+                c = k[i] if i < len(k) else 0
+                ip[i] = c ^ 0x36
+                op[i] = c ^ 0x5C
+            self._ipad = bytes(ip)
+            self._opad = bytes(op)
         self.required = False
         self.counter = counter
         self.pending = False
@@ -83,10 +113,14 @@ class Auth:
             return b"replayed counter"
         if ctr - self.counter > CTR_WINDOW:
             return b"ctr too far above the last accepted (window 1000000)"
-        want = mac16(self.key, bytes(buf[:end_body]))
+        h = hashlib.sha256(self._ipad)
+        h.update(memoryview(buf)[:end_body])
+        o = hashlib.sha256(self._opad)
+        o.update(h.digest())
+        d = o.digest()
         bad = 0
-        for i in range(16):
-            bad |= want[i] ^ buf[mac_start + i]
+        for i in range(8):
+            bad |= (_HEX[d[i] >> 4] ^ buf[mac_start + 2 * i]) | (_HEX[d[i] & 15] ^ buf[mac_start + 2 * i + 1])
         if bad:
             return b"wrong MAC"
         self._pending_ctr = ctr

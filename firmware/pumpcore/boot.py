@@ -6,6 +6,12 @@ Optional board hooks (all may be absent): `load_settings() -> bytes | None`,
 `store_settings(bytes)`, `load_key() -> bytes | None`, `load_counter() -> int`,
 `store_counter(int)`. Without `load_key` the board has no key and authentication cannot be
 turned on.
+
+The boot number (docs/protocol.md, *Boot number*) lives in the board's `store` as
+`boot.txt`: each boot reads it, adds one (1 after 2**30 - 1) and writes it back before the
+pump answers a single frame. A missing file is a fresh pump (boot 1); an unreadable one
+starts from a random number, so a damaged file never brings an earlier boot's number back.
+Without a store (a bare board) every boot draws a random one.
 """
 import gc
 import sys
@@ -24,6 +30,46 @@ def drop(name):
         short = name.rsplit(".", 1)[1]
         if short in pumpcore.__dict__:
             delattr(pumpcore, short)
+
+
+BOOT_FILE = "boot.txt"
+_BOOT_MAX = 0x3FFFFFFF      # boot numbers are 1 .. 2**30 - 1
+
+
+def _random_boot():
+    try:
+        import os
+        r = os.urandom(4)
+        v = (r[0] | (r[1] << 8) | (r[2] << 16) | ((r[3] & 0x3F) << 24))
+    except Exception:  # no entropy source: the clock is the best there is
+        import time
+        v = int(time.time() * 1000) & _BOOT_MAX
+    return v if v > 0 else 1
+
+
+def next_boot(store):
+    """This boot's number: the stored one plus one, written back (random when none)."""
+    if store is None:
+        return _random_boot()   # nothing survives a reboot: a random number is as unique
+    prev = 0                    # a fresh pump (no file): its first boot is 1
+    if store is not None:
+        raw = store.read(BOOT_FILE)
+        if raw:
+            try:
+                prev = int(raw)
+            except ValueError:
+                prev = -1
+            if not 0 <= prev <= _BOOT_MAX:
+                prev = -1       # unreadable: a random start, never an earlier number
+    if 0 <= prev < _BOOT_MAX:
+        n = prev + 1
+    elif prev == _BOOT_MAX:
+        n = 1
+    else:
+        n = _random_boot()
+    if store is not None:
+        store.write(BOOT_FILE, b"%d" % n)
+    return n
 
 
 def build_controller(board):
@@ -73,4 +119,8 @@ def build_controller(board):
             setattr(cfg, k, getattr(board, k.upper()))
     ctl = Controller(cfg, lib, settings, fault, auth)
     ctl.store_settings = getattr(board, "store_settings", None)
+    try:
+        ctl.boot = next_boot(getattr(board, "store", None))
+    except OSError:                 # not writable: a random number is as unique
+        ctl.boot = _random_boot()
     return ctl

@@ -83,7 +83,7 @@ def handle_frame(ctl):
         # the id of a frame whose CRC was not verified is not trusted either: line noise that
         # destroyed the '*' makes a frame look typed-without-CRC and malformed; answering
         # with id "?" makes the host retransmit instead of reporting a refusal
-        error(ctl, f.id if (f.id > 0 and f.has_crc) else P.ID_NONE, r, b"malformed frame").end()
+        error(ctl, f.id if (f.id > 0 and f.has_crc) else P.ID_NONE, r, f.why).end()
         return
     rid = f.id
     ctl.last_rx = ctl._now            # any valid request is a heartbeat
@@ -178,6 +178,17 @@ def _guard(ctl, f, rid, c):
     if signed and (a is None or not a.provisioned):
         error(ctl, rid, P.E_AUTH, b"pump has no key: signed frames refused").end()
         return False
+    if cls == fsm.CLS_GUARDED:
+        # the reboot guard: a guarded request names the boot it was meant for
+        kb = f.field(b"boot")
+        b = f.int_value(kb) if kb >= 0 else -1
+        if b != ctl.boot:
+            tx = error(ctl, rid, P.E_BOOT, b"missing boot" if kb < 0 else b"meant for another boot")
+            tx.put(b"; this is boot=")
+            tx.put_int(ctl.boot)
+            tx.put(b": read the state (HELLO, STATUS) and decide again")
+            tx.end()
+            return False
     st = ctl.fsm.state
     if not fsm.allowed(c, st):
         if st == fsm.FAULT:
@@ -225,6 +236,12 @@ def dispatch(ctl, f, rid):
         return
     if not _guard(ctl, f, rid, c):
         return
+    k = f.bad_number()
+    if k >= 0:
+        tx = error(ctl, rid, P.E_ARG, b"not a number (0..1073741823, no leading zero): ")
+        tx.put_span(f.buf, f.ts[k], f.eq[k])
+        tx.end()
+        return
     if c == fsm.C_STATUS:
         if _fields(ctl, f, rid, _NO_KEYS):
             _status(ctl, rid)
@@ -260,6 +277,7 @@ def dispatch(ctl, f, rid):
         if _fields(ctl, f, rid, _NO_KEYS):
             tx = ok(ctl, rid)
             tx.field_int(b"until_ms", ctl.alarms.silence(ctl._now))
+            tx.field_int(b"left_ms", AL.SILENCE_MS)     # from now: no clock arithmetic needed
             tx.end()
     elif c == fsm.C_TITRATE:
         _titrate(ctl, f, rid)
@@ -277,6 +295,12 @@ def dispatch(ctl, f, rid):
             _settings_reply(ctl, rid)
     elif c == fsm.C_LOG:
         _log(ctl, f, rid)
+    elif c == fsm.C_LIB:
+        if _fields(ctl, f, rid, _NO_KEYS):
+            _lib(ctl, rid)
+    elif c == fsm.C_DRUG:
+        if _fields(ctl, f, rid, (b"drug", b"i")):
+            _drug_info(ctl, f, rid)
     elif c == fsm.C_TLM:
         if _fields(ctl, f, rid, (b"period_ms",)):
             v = _int(f, b"period_ms")
@@ -326,6 +350,7 @@ def _hello(ctl, rid):
         tx.field_lit(b"lib", b"NONE")
         tx.field_lit(b"libh", b"NONE")
     tx.field_int(b"tick_ms", TICK_MS)
+    tx.field_int(b"boot", ctl.boot)
     a = ctl.auth
     if a is not None and a.provisioned:
         # docs/protocol.md: a provisioned pump says whether it requires signatures and the
@@ -360,6 +385,90 @@ def _log(ctl, f, rid):
     src.export(ctl, rid, frm, mx)
 
 
+def _lib(ctl, rid):
+    """LIB: the library's identity and its drugs, one `! DL i= drug=` frame each."""
+    lib = ctl.lib
+    if lib is None:
+        error(ctl, rid, P.E_FAULT, b"no drug library").end()
+        return
+    tx = ok(ctl, rid)
+    tx.field_lit(b"lib", lib.version)
+    tx.field_lit(b"libh", lib.sha256_16)
+    tx.field_int(b"n", len(lib.drugs))
+    tx.end()
+    for i in range(len(lib.drugs)):
+        tx.begin(P.ID_EVENT)
+        tx.put(b" DL")
+        tx.field_int(b"i", i)
+        tx.field_lit(b"drug", lib.drugs[i].name)
+        tx.end()
+
+
+def _dl_lim(tx, name, key, lim):
+    tx.begin(P.ID_EVENT)
+    tx.put(b" DL")
+    tx.field_lit(b"drug", name)
+    tx.field_lit(b"lim", key)
+    tx.field_int(b"hard_min", lim.hard_min)
+    tx.field_int(b"soft_min", lim.soft_min)
+    tx.field_int(b"soft_max", lim.soft_max)
+    tx.field_int(b"hard_max", lim.hard_max)
+    tx.end()
+
+
+def _drug_info(ctl, f, rid):
+    """DRUG drug=<name> | i=<index>: every limit the pump enforces for one drug, in wire
+    units, as `! DL` frames after the reply (docs/protocol.md, *Drug library*)."""
+    lib = ctl.lib
+    if lib is None:
+        error(ctl, rid, P.E_FAULT, b"no drug library").end()
+        return
+    k = f.field(b"drug")
+    i = _int(f, b"i")
+    if (k >= 0) == (i >= 0):
+        error(ctl, rid, P.E_ARG, b"needs one of drug, i").end()
+        return
+    di = lib.index_of(f, k) if k >= 0 else i
+    if di < 0 or di >= len(lib.drugs):
+        error(ctl, rid, P.E_DRUG, b"drug not in library").end()
+        return
+    d = lib.drugs[di]
+    v = d.vitals if d.vitals is not None else lib.vitals_default
+    n = 4 + (1 if d.dose_h is not None else 0) + (1 if v is not None else 0)
+    tx = ok(ctl, rid)
+    tx.field_lit(b"drug", d.name)
+    tx.field_int(b"n", n)
+    tx.end()
+    tx.begin(P.ID_EVENT)
+    tx.put(b" DL")
+    tx.field_lit(b"drug", d.name)
+    tx.field_int(b"conc_ug_ml", d.conc_ug_ml)
+    tx.put(b" concs=")
+    for j in range(len(d.concs)):
+        if j:
+            tx.put(b",")
+        tx.put_int(d.concs[j])
+    tx.field_int(b"rate_max_ul_h", d.rate_max)
+    tx.field_int(b"bolus_max_nl", d.bolus_max_nl)
+    tx.field_int(b"kvo_ul_h", d.kvo_ul_h)
+    tx.end()
+    _dl_lim(tx, d.name, b"dose_ug_kg", d.dose)
+    _dl_lim(tx, d.name, b"over_ms", d.over)
+    _dl_lim(tx, d.name, b"wt_g", d.weight)
+    if d.dose_h is not None:
+        _dl_lim(tx, d.name, b"dose_ug_kg_h", d.dose_h)
+    if v is not None:
+        tx.begin(P.ID_EVENT)
+        tx.put(b" DL")
+        tx.field_lit(b"drug", d.name)
+        tx.field_int(b"sbp_max", v.sbp_max)
+        tx.field_int(b"dbp_max", v.dbp_max)
+        tx.field_int(b"hr_max", v.hr_max)
+        tx.field_int(b"hr_min", v.hr_min)
+        tx.field_int(b"spo2_min", v.spo2_min)
+        tx.end()
+
+
 # ------------------------------------------------------------------ programs
 def set_single(ctl, rate, vtbi):
     ctl.nseg = 1
@@ -389,7 +498,7 @@ def set_kvo(ctl, kvo):
     ctl.kvo_plan[2] = thr
 
 
-def _range_check(ctl, rid, rate, vtbi, what=b""):
+def _range_check(ctl, rid, rate, vtbi, what=b"", vname=b"vtbi_nl"):
     if not (RATE_MIN <= rate <= RATE_MAX):
         tx = error(ctl, rid, P.E_RANGE, what)
         tx.put(b"rate_ul_h must be 100..1200000")
@@ -397,7 +506,8 @@ def _range_check(ctl, rid, rate, vtbi, what=b""):
         return False
     if not (VTBI_MIN <= vtbi <= VTBI_MAX):
         tx = error(ctl, rid, P.E_RANGE, what)
-        tx.put(b"vtbi_nl must be 1000..1000000000")
+        tx.put(vname)
+        tx.put(b" must be 1000..1000000000")
         tx.end()
         return False
     if duration_ms(vtbi, rate) > DURATION_MAX:
@@ -716,9 +826,12 @@ def _step(ctl, f, rid):
     if rate < 0 or vol == -2 or dur == -2:
         error(ctl, rid, P.E_RANGE, b"values must be non-negative integers").end()
         return
+    if dur == 0:
+        error(ctl, rid, P.E_RANGE, b"dur_ms must be positive").end()
+        return
     if dur >= 0:
         vol = volume_for_ms(rate, dur)
-    if not _range_check(ctl, rid, rate, vol):
+    if not _range_check(ctl, rid, rate, vol, b"", b"vol_nl"):
         return
     ctl.st_rate[i] = rate
     ctl.st_vol[i] = vol
@@ -740,7 +853,7 @@ def _prog_steps(ctl, f, rid):
         return
     for i in range(n):
         if not (ctl.st_mask >> i) & 1:
-            tx = error(ctl, rid, P.E_STATE, b"step not stored: i=")
+            tx = error(ctl, rid, P.E_ARG, b"step not stored: i=")
             tx.put_int(i)
             tx.end()
             return
@@ -1005,6 +1118,9 @@ def _bolus(ctl, f, rid):
         return
     if rate < RATE_MIN:
         error(ctl, rid, P.E_RANGE, b"rate_ul_h must be at least 100").end()
+        return
+    if rate > RATE_MAX:              # the pump's own bound: RANGE, like TITRATE and PROG
+        error(ctl, rid, P.E_RANGE, b"rate_ul_h must be 100..1200000").end()
         return
     if vol > vmax:
         return _limit_error(ctl, rid, b"vol_nl above bolus max ", vmax)

@@ -122,8 +122,11 @@ class Controller:
         self._last_reply_len = 0
         self._last_req = bytearray(P.MAX_FRAME)   # the request that reply answered (retries)
         self._last_req_len = 0
+        self.boot = 1                   # this boot's number (pumpcore.boot sets it; HELLO boot=)
         self.refused = False            # the frame being handled got an ER reply
         self.retried = False            # a retry was answered from the cache (the app logs it once)
+        self.rx_lines = 0               # request lines completed in this step
+        self.retry_mask = 0             # bit k: line k of this step was a retry
         # program: segments (rate µL/h, volume nL)
         self.seg_rate = array("i", bytes(4 * _MAXSEG))
         self.seg_vol = array("i", bytes(4 * _MAXSEG))
@@ -278,12 +281,21 @@ class Controller:
             if self._pending_fault is not None:
                 self.enter_fault(self._pending_fault)
                 self._pending_fault = None
+        self.rx_lines = 0
+        self.retry_mask = 0
         for i in range(nrx):
             r = self.reader.push(rx[i])
             if r == P.FRAME:
                 commands.handle_frame(self)
             elif r == P.OVERLONG:
                 commands.error(self, P.ID_NONE, P.E_LEN, b"frame longer than 160 bytes").end()
+            if r == P.FRAME or r == P.OVERLONG:
+                # which of this step's lines were retries answered from the cache (the app
+                # logs a command once, not once per retry)
+                if self.retried and self.rx_lines < 30:
+                    self.retry_mask |= 1 << self.rx_lines
+                self.retried = False
+                self.rx_lines += 1
         if ticks_diff(now, self._next_ctrl) >= 0:
             dt = ticks_diff(now, self._last_ctrl)
             if dt > _MAX_DT:

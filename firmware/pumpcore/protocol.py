@@ -1,4 +1,4 @@
-"""Wire protocol v0 (docs/protocol.md): CRC-16/XMODEM, frame reader, parser and writer.
+"""Wire protocol v1 (docs/protocol.md): CRC-16/XMODEM, frame reader, parser and writer.
 
 Everything works in preallocated buffers: receiving a byte, parsing a frame and writing a
 reply allocate nothing, so the parser can sit in the control loop and be fuzzed under
@@ -13,11 +13,12 @@ try:
 except ImportError:  # CPython: const() is only a marker for the MicroPython compiler
     const = lambda x: x  # noqa: E731
 
-PROTO_VERSION = const(0)
+PROTO_VERSION = const(1)
 MAX_FRAME = const(160)        # bytes per frame including the terminator
 _MAX_TOKENS = const(14)        # id + word + 12 fields
 MAX_KEY = const(16)         # docs/protocol.md: receivers accept keys up to 16 (vitals_age_ms is 13)
 MAX_VALUE = const(32)
+NUM_MAX = const(0x3FFFFFFF)   # numbers on the wire: 0 .. 2**30 - 1 (at most 10 digits)
 TLM_MIN = TICK_MS             # telemetry period bounds, ms (TLM period_ms; 0 = off): frames
                               # go out on control ticks, so at least one tick
 TLM_MAX = const(60000)
@@ -41,8 +42,12 @@ E_SOFT = const(9)
 E_DRUG = const(10)
 E_AUTH = const(11)
 E_FAULT = const(12)
+E_BOOT = const(13)
 ERR_NAMES = (b"OK", b"CRC", b"LEN", b"SYNTAX", b"UNKNOWN", b"STATE", b"ARG", b"RANGE",
-             b"LIMIT", b"SOFT", b"DRUG", b"AUTH", b"FAULT")
+             b"LIMIT", b"SOFT", b"DRUG", b"AUTH", b"FAULT", b"BOOT")
+
+# keys whose values are words, not numbers; every other field's value is a number
+TEXT_KEYS = (b"drug", b"occl_level", b"hb_action", b"mac")
 
 ID_NONE = const(-1)    # no trustworthy id: replies go out with id "?"
 ID_EVENT = const(-2)   # "!" unsolicited frame
@@ -126,15 +131,18 @@ class Frame:
         self.id = ID_NONE
         self.has_crc = False
         self.crc = 0
+        self.why = b""         # reason of the last E_SYNTAX (a constant: no allocation)
 
     def parse(self, length):
-        """Tokenise buf[:length]. Returns OK, E_CRC or E_SYNTAX; sets id when trustworthy."""
+        """Tokenise buf[:length] strictly (docs/protocol.md, *Frame grammar*). Returns OK,
+        E_CRC or E_SYNTAX. `id` is set as soon as the first token is a valid id, so a
+        malformed frame with a good CRC is answered with its own id."""
         buf = self.buf
         self.id = ID_NONE
         self.ntok = 0
         self.has_crc = False
         end = length
-        # CRC suffix
+        # CRC suffix: "*" and four upper-case hex digits, last in the frame
         star = -1
         for i in range(length):
             if buf[i] == 42:  # '*'
@@ -154,54 +162,66 @@ class Frame:
             self.has_crc = True
             self.crc = v
             end = star
-        # tokens
+        # id: 1..65535, digits without a leading zero, then one space
+        i = 0
+        v = 0
+        while i < end and 48 <= buf[i] <= 57:
+            if i >= 5 or (i == 0 and buf[i] == 48):
+                self.why = b"bad id (1..65535, no leading zero)"
+                return E_SYNTAX
+            v = v * 10 + buf[i] - 48
+            i += 1
+        if i == 0 or v > 65535:
+            self.why = b"bad id (1..65535, no leading zero)"
+            return E_SYNTAX
+        self.id = v                      # the leading digits: trusted once the CRC is good
+        if i < end and buf[i] != 32:
+            c = buf[i]
+            if c < 33 or c > 126:
+                self.why = b"byte outside printable ASCII"
+            else:
+                self.why = b"bad id (1..65535, no leading zero)"
+                self.id = ID_NONE
+            return E_SYNTAX
+        # tokens: exactly one space between them, none leading or trailing
         n = 0
         i = 0
-        while i < end:
-            c = buf[i]
-            if c == 32:
-                i += 1
-                continue
-            if c < 33 or c > 126:
-                return E_SYNTAX
+        while True:
+            if i >= end or buf[i] == 32:
+                self.why = b"tokens are separated by exactly one space"
+                return E_SYNTAX          # empty token: double, leading or trailing space
             if n >= _MAX_TOKENS:
+                self.why = b"more than 12 fields"
                 return E_SYNTAX
             self.ts[n] = i
             self.eq[n] = 0
             while i < end and buf[i] != 32:
                 c = buf[i]
                 if c < 33 or c > 126:
-                    return E_SYNTAX
+                    self.why = b"byte outside printable ASCII"
+                    return E_SYNTAX      # control byte, TAB, non-ASCII
                 if c == 61 and self.eq[n] == 0:  # '='
                     self.eq[n] = i
                 i += 1
             self.te[n] = i
             n += 1
+            if i >= end:
+                break
+            i += 1                       # the one space
         self.ntok = n
         if n < 2:
+            self.why = b"no command word"
             return E_SYNTAX
-        # id
-        s = self.ts[0]
-        e = self.te[0]
-        if e - s > 5:
-            return E_SYNTAX
-        v = 0
-        for i in range(s, e):
-            c = buf[i]
-            if c < 48 or c > 57:
-                return E_SYNTAX
-            v = v * 10 + c - 48
-        if v < 1 or v > 65535:
-            return E_SYNTAX
-        self.id = v
         # word
         s = self.ts[1]
         e = self.te[1]
         if e - s > 8 or self.eq[1]:
+            self.why = b"bad command word (1..8 letters A-Z)"
             return E_SYNTAX
         for i in range(s, e):
             c = buf[i]
             if c < 65 or c > 90:
+                self.why = b"bad command word (1..8 letters A-Z)"
                 return E_SYNTAX
         # fields
         for k in range(2, n):
@@ -209,13 +229,16 @@ class Frame:
             q = self.eq[k]
             e = self.te[k]
             if q == 0 or q == s or q - s > MAX_KEY or e - q - 1 < 1 or e - q - 1 > MAX_VALUE:
+                self.why = b"bad field (key=value, key 1..16, value 1..32 bytes)"
                 return E_SYNTAX
             for i in range(s, q):
                 c = buf[i]
                 if not (97 <= c <= 122 or 48 <= c <= 57 or c == 95):
+                    self.why = b"bad field key (a-z 0-9 _)"
                     return E_SYNTAX
             for i in range(q + 1, e):
                 if buf[i] == 61:
+                    self.why = b"bad field value (no = in a value)"
                     return E_SYNTAX
         return OK
 
@@ -263,19 +286,30 @@ class Frame:
         return False
 
     def int_value(self, k):
-        """Non-negative decimal value of field k (at most 9 digits), or -1."""
+        """Value of field k as a number (docs/protocol.md: decimal digits, no leading zero,
+        at most 1073741823 = 2**30 - 1), or -1. Never leaves small-int range."""
         s = self.eq[k] + 1
         e = self.te[k]
-        if e - s > 9:
+        if e - s > 10 or (e - s > 1 and self.buf[s] == 48):
             return -1
         v = 0
         buf = self.buf
         for i in range(s, e):
-            c = buf[i]
-            if c < 48 or c > 57:
+            c = buf[i] - 48
+            if c < 0 or c > 9:
                 return -1
-            v = v * 10 + c - 48
+            if v > 107374182 or (v == 107374182 and c > 3):
+                return -1
+            v = v * 10 + c
         return v
+
+    def bad_number(self):
+        """Token index of the first field that should be a number and is not, or -1. Every
+        field is a number except the text keys (TEXT_KEYS)."""
+        for k in range(2, self.ntok):
+            if not self.key_in(k, TEXT_KEYS) and self.int_value(k) < 0:
+                return k
+        return -1
 
     def value_is(self, k, lit):
         return self._span_eq(self.eq[k] + 1, self.te[k], lit)

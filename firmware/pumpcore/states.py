@@ -94,6 +94,8 @@ COMMANDS = (
     ("LOG", None, OPEN, ANY),
     ("TLM", None, OPEN, ANY),
     ("SETTINGS", None, OPEN, ANY),
+    ("LIB", None, OPEN, ANY),
+    ("DRUG", None, OPEN, ANY),
     ("PAUSE", "pause", OPEN, None),
     ("STOP", "stop", OPEN, None),
     ("PROG", "program", GUARDED, None),

@@ -466,19 +466,19 @@ def check_auth_refuses_unsigned_wrong_and_replayed():
     before = (r.state(), r.ctl.rate)
     rep = r.send("1 PROG rate_ul_h=60000 vtbi_nl=1000000")
     assert rep.startswith(b"1 ER AUTH authentication required"), rep
-    bad = b"2 PROG rate_ul_h=60000 vtbi_nl=1000000 ctr=1"
+    bad = b"2 PROG rate_ul_h=60000 vtbi_nl=1000000 boot=1 ctr=1"
     rep = r.send(bad + b" mac=" + mac16(b"another key 0123456789abcdefghij", bad))
     assert rep.startswith(b"2 ER AUTH wrong MAC"), rep
-    rep = _signed(r, "3 PROG rate_ul_h=60000 vtbi_nl=9000000 ctr=1")      # signed with the key
+    rep = _signed(r, "3 PROG rate_ul_h=60000 vtbi_nl=9000000 boot=1 ctr=1")      # signed with the key
     assert rep.startswith(b"3 OK"), rep
     assert (r.state(), r.ctl.rate) != before and stored == [1]
-    rep = _signed(r, "4 PROG rate_ul_h=90000 vtbi_nl=9000000 ctr=1")      # counter replayed
+    rep = _signed(r, "4 PROG rate_ul_h=90000 vtbi_nl=9000000 boot=1 ctr=1")      # counter replayed
     assert rep.startswith(b"4 ER AUTH replayed counter"), rep
     assert r.ctl.rate == 60000
-    tampered = b"5 START ctr=2"
-    rep = r.send(b"5 START ctr=3 mac=" + mac16(_KEY, tampered))
+    tampered = b"5 START boot=1 ctr=2"
+    rep = r.send(b"5 START boot=1 ctr=3 mac=" + mac16(_KEY, tampered))
     assert rep.startswith(b"5 ER AUTH wrong MAC"), rep
-    assert _signed(r, "6 START ctr=2").startswith(b"6 OK state=RUNNING")
+    assert _signed(r, "6 START boot=1 ctr=2").startswith(b"6 OK state=RUNNING")
     r.run(1000)
     # stopping is never blocked: PAUSE, STATUS, STOP stay open without a MAC
     assert r.send("7 PAUSE").startswith(b"7 OK state=PAUSED")

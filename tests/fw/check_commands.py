@@ -15,7 +15,7 @@ from pumpcore.settings import Settings
 
 _KEY = b"0123456789abcdef0123456789abcdef"
 # decided in the protocol, independently of the table
-NEVER_SIGNED = ("HELLO", "STATUS", "HB", "LOG", "TLM", "SETTINGS", "PAUSE", "STOP")
+NEVER_SIGNED = ("HELLO", "STATUS", "HB", "LOG", "TLM", "SETTINGS", "LIB", "DRUG", "PAUSE", "STOP")
 SIGNED = ("PROG", "STEP", "START", "RESUME", "STANDBY", "TITRATE", "BOLUS", "ACK", "SILENCE",
           "VITALS", "CFG")
 
@@ -61,6 +61,8 @@ def _reach(name, auth=None, settings=None):
 def _reply(r, word, signed=False, ctr=1):
     r.nid += 1
     body = "%d %s" % (r.nid, word)
+    if word in SIGNED:
+        body += " boot=%d" % r.ctl.boot
     if signed:
         b = (body + " ctr=%d" % ctr).encode()
         frame = crc_frame(b + b" mac=" + mac16(_KEY, b))
@@ -165,10 +167,70 @@ def check_unsigned_ack_and_silence_refused_under_auth():
     assert r.state() == fsm.PAUSED
 
 
+
+
+def _heap_locked_reply(r, frame):
+    """The pump's reply to `frame`, handled with the heap locked (MicroPython); on CPython
+    the frame is simply sent."""
+    try:
+        import micropython
+    except ImportError:
+        return r.send(frame, crc=False)
+    n = len(frame)
+    r.t = (r.t + 1) & 0x3FFFFFFF
+    micropython.heap_lock()
+    try:
+        out = r.ctl.step(r.t, r.inp, frame, n)
+    finally:
+        micropython.heap_unlock()
+    return bytes(out.tx.buf[:out.tx.n])
+
+
+def check_signed_refusals_allocate_nothing_before_the_mac():
+    """REQ-COM-03: a signed frame refused for its counter (replayed, beyond the window), its
+    boot, the state, or by a pump without a key is refused without computing a MAC, with
+    the heap locked."""
+    s = Settings()
+    s.auth = 1
+    a = Auth(_KEY, 5)
+    r = _reach("PROGRAMMED", auth=a, settings=s)
+    b = r.ctl.boot
+    frames = (
+        ("5 START boot=%d ctr=5" % b, b"ER AUTH replayed"),
+        ("6 START boot=%d ctr=2000000" % b, b"ER AUTH ctr too far"),
+        ("7 START boot=%d ctr=6" % (b + 1), b"ER BOOT"),
+        ("8 TITRATE boot=%d rate_ul_h=1000 ctr=6" % b, b"ER STATE"),
+        ("9 START boot=%d ctr=0" % b, b"ER AUTH"),
+    )
+    for body, want in frames:
+        bb = body.encode()
+        frame = crc_frame(bb + b" mac=" + mac16(_KEY, bb))
+        rep = _heap_locked_reply(r, frame)
+        assert want in rep, (body, rep)
+    assert r.state() == fsm.PROGRAMMED and a.counter == 5
+    k = Rig()                              # no key
+    rep = _heap_locked_reply(k, crc_frame("1 STOP ctr=1 mac=0123456789ABCDEF"))
+    assert b"1 ER AUTH pump has no key" in rep, rep
+
+
+def check_counter_file_semantics():
+    """docs/protocol.md *Counter file*: missing 0, unreadable refuses every signed frame."""
+    from pumpcore.auth import parse_counter, CTR_MAX
+    assert parse_counter(None) == 0 and parse_counter(b"") == 0
+    assert parse_counter(b"41") == 41
+    for raw in (b"garbage", b"-3", b"99999999999", b"\xff\xff"):
+        assert parse_counter(raw) == CTR_MAX, raw
+    r = _reach("IDLE", auth=Auth(_KEY, CTR_MAX))
+    assert b" ER AUTH" in _reply(r, "CFG", signed=True, ctr=CTR_MAX)
+    assert b" ER AUTH" in _reply(r, "CFG", signed=True, ctr=1)
+
+
 REQS = {
     "check_signature_policy_is_the_table": ["REQ-COM-06", "REQ-SEC-06"],
     "check_every_command_in_every_state_auth_off": ["REQ-COM-06"],
     "check_every_command_in_every_state_auth_on": ["REQ-COM-06", "REQ-SEC-06"],
     "check_signed_frames_refused_without_a_key": ["REQ-SEC-07"],
     "check_unsigned_ack_and_silence_refused_under_auth": ["REQ-SEC-06"],
+    "check_signed_refusals_allocate_nothing_before_the_mac": ["REQ-COM-03", "REQ-SEC-08"],
+    "check_counter_file_semantics": ["REQ-SEC-08"],
 }

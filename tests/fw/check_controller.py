@@ -79,7 +79,7 @@ def check_range_errors():
     r = Rig()
     assert r.cmd("PROG", "rate_ul_h=5 vtbi_nl=1000000").startswith(b"1 ER RANGE")
     assert r.cmd("PROG", "rate_ul_h=5000000 vtbi_nl=1000000").startswith(b"2 ER RANGE")
-    assert r.cmd("PROG", "rate_ul_h=1000 vtbi_nl=9999999999").startswith(b"3 ER RANGE")
+    assert r.cmd("PROG", "rate_ul_h=1000 vtbi_nl=9999999999").startswith(b"3 ER ARG")   # not a number: >= 2**30
     assert r.cmd("PROG", "rate_ul_h=100 vtbi_nl=1000000000").startswith(b"4 ER RANGE")  # > 96 h
     assert r.cmd("PROG", "rate_ul_h=1000").startswith(b"5 ER ARG")
     assert r.cmd("PROG", "rate_ul_h=1000 vtbi_nl=1000 x=1").startswith(b"6 ER ARG")
@@ -156,7 +156,7 @@ def check_occlusion_debounce_ignores_spike():
 def check_status_and_hello():
     r = Rig()
     rep = r.send("1 HELLO", crc=False)
-    assert rep.startswith(b"1 OK dev=") and b"proto=0" in rep and b"libh=" in rep
+    assert rep.startswith(b"1 OK dev=") and b"proto=1" in rep and b" boot=" in rep and b"libh=" in rep
     rep = r.send("2 STATUS", crc=False)
     assert rep.startswith(b"2 OK state=IDLE rate_ul_h=0"), rep
 

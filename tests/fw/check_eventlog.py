@@ -1,7 +1,7 @@
 """Event log and therapy record (pumpcore.eventlog / pumpcore.store): hash chain, tamper and
 corruption detection, torn appends, rotation, recovery after a power cut. Portable checks,
 run under CPython and under the real `micropython` interpreter by tests/test_fw_checks.py."""
-from fwkit import crc_frame, TICK_MS, T0
+from fwkit import crc_frame, with_boot, TICK_MS, T0
 from pumpcore.eventlog import EventLog, open_log, SEG_RECORDS
 from pumpcore.store import MemStore, PowerCut
 from pumpcore import fsm
@@ -133,7 +133,7 @@ def _boot(store):
 
 
 def _send(h, t, body):
-    return h.slice(t, TICK_MS, 1, 20, 0, 0, 4000, [(0, crc_frame(body))])
+    return h.slice(t, TICK_MS, 1, 20, 0, 0, 4000, [(0, crc_frame(with_boot(body, h.app.ctl.boot)))])
 
 
 def check_app_logs_commands_events_and_volume():
@@ -150,7 +150,8 @@ def check_app_logs_commands_events_and_volume():
     evs = [(r.ev, r.data) for r in h.app.log.records()]
     kinds = [e for e, _ in evs]
     assert kinds.count(b"BOOT") == 1
-    assert (b"CMD", b"1 PROG rate_ul_h=60000 vtbi_nl=1000000") in evs, evs
+    boot = h.app.ctl.boot
+    assert (b"CMD", b"1 PROG boot=%d rate_ul_h=60000 vtbi_nl=1000000" % boot) in evs, evs
     assert (b"RSP", b"2 OK state=RUNNING") in evs, evs
     assert (b"EV", b"EV STATE state=RUNNING") in evs, evs
     assert kinds.count(b"DEL") == 2, kinds     # every 10 s while running

@@ -149,7 +149,7 @@ def check_bolus_limits_and_return_to_basal():
 
 def check_multi_step_ramp_hold_taper():
     r = Rig()
-    assert r.cmd("PROG", "steps=2").startswith(b"1 ER STATE step not stored")
+    assert r.cmd("PROG", "steps=2").startswith(b"1 ER ARG step not stored")
     assert r.cmd("STEP", "i=0 rate_ul_h=10000 dur_ms=60000") == \
         b"2 OK i=0 rate_ul_h=10000 vol_nl=166666 dur_ms=60000"
     assert r.cmd("STEP", "i=1 rate_ul_h=20000 vol_nl=333333").startswith(b"3 OK i=1")

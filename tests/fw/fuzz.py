@@ -59,6 +59,10 @@ _VALID = (b"PROG rate_ul_h=52500 vtbi_nl=35000000", b"START", b"PAUSE", b"RESUME
           b"PROG drug=ketamine dose_ug_kg=500 wt_g=70000 over_ms=2400000")
 
 
+_GUARDED = (b"PROG", b"STEP", b"START", b"RESUME", b"STANDBY", b"TITRATE", b"BOLUS", b"ACK",
+            b"SILENCE", b"VITALS", b"CFG")
+
+
 def crc_frame(body):
     c = P.crc16(body, 0, len(body))
     return body + b"*%04X\n" % c
@@ -83,6 +87,9 @@ class Pump:
 
     def cmd(self, body):
         self.rid = self.rid + 1 if self.rid < 65000 else 60000
+        w = body.split(b" ", 1)
+        if w[0] in _GUARDED:            # guarded commands name this boot (protocol v1)
+            body = w[0] + b" boot=%d" % self.ctl.boot + (b" " + w[1] if len(w) > 1 else b"")
         f = crc_frame(b"%d %s" % (self.rid, body))
         out = self.ctl.step(self.t, self.inp, f, len(f))
         self.inp.encoder += out.steps
@@ -166,6 +173,8 @@ def gen(rnd, kind):
     if kind == 4:                       # valid CRC, absurd arguments / words / structure
         w = rnd.choice(_WORDS)
         parts = [b"%d" % rnd.randint(1, 65535), w]
+        if rnd.getrandbits(1):
+            parts.append(b"boot=1")     # the Controller's boot: absurd fields reach the handlers
         for _ in range(rnd.randint(1, 14)):
             k = rnd.choice(_KEYS)
             v = rnd.choice(_ABSURD)

@@ -36,6 +36,19 @@ def crc_frame(body):
     return body + bytes([42, hx[(c >> 12) & 15], hx[(c >> 8) & 15], hx[(c >> 4) & 15], hx[c & 15], 10])
 
 
+GUARDED = ("PROG", "STEP", "START", "RESUME", "STANDBY", "TITRATE", "BOLUS", "ACK", "SILENCE",
+           "VITALS", "CFG")
+
+
+def with_boot(body, boot):
+    """`body` (text) with ` boot=N` after its word when the command is guarded and has none."""
+    p = body.split(" ")
+    if len(p) >= 2 and p[1] in GUARDED and " boot=" not in body and " mac=" not in body:
+        p.insert(2, "boot=%d" % boot)
+        return " ".join(p)
+    return body
+
+
 class Rig:
     """A controller with a virtual clock, a slack/encoder plant stub and scripted pressure."""
 
@@ -76,7 +89,11 @@ class Rig:
             self.events.append(bytes(out.tx.buf[:out.tx.n]))
 
     def send(self, body, crc=True):
-        """Send one request; return everything the pump sent in that step."""
+        """Send one request; return everything the pump sent in that step. A guarded
+        command given as text without `boot=` gets this boot's number (as a host adds it
+        after HELLO); bytes are sent as they are."""
+        if isinstance(body, str):
+            body = with_boot(body, self.ctl.boot)
         data = crc_frame(body) if crc else (body.encode() if isinstance(body, str) else body) + b"\n"
         out = self.ctl.step(self.t, self.inp, data, len(data))
         tx = bytes(out.tx.buf[:out.tx.n])

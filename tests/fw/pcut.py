@@ -34,7 +34,7 @@ from pumpcore.app import LOG_INTERVAL_MS
 from pumpcore.controller import TICK_MS
 from pumpcore.eventlog import open_log
 from pumpcore.store import MemStore, PowerCut
-from fwkit import crc_frame
+from fwkit import crc_frame, with_boot
 
 T0 = 0x3FFFFFFF - 60000
 _MASK = 0x3FFFFFFF
@@ -102,7 +102,7 @@ class Rig:
 
     def send(self, body):
         self.rid = self.rid % 65000 + 1
-        return self.tick(crc_frame("%d %s" % (self.rid, body)))
+        return self.tick(crc_frame(with_boot("%d %s" % (self.rid, body), self.h.app.ctl.boot)))
 
 
 _NOT_INFUSING = (b"IDLE", b"PROGRAMMED", b"COMPLETE", b"FAULT")

@@ -39,7 +39,7 @@ from boards import sim
 from pcut import Rig, _MASK
 from pumpcore import fsm
 from pumpcore.store import PowerCut
-from fwkit import crc_frame
+from fwkit import crc_frame, with_boot
 
 LIB = ENV.load_library("druglib.json")
 _STEP_NL = sim.NL_PER_KSTEP // 1000 + 1
@@ -121,7 +121,7 @@ def trial(rig, stats):
     hi = h.app._delivered()
     sig_hi = sig(ctl)
     st_hi = ctl.fsm.state
-    last_frame = crc_frame("%d %s" % (rig.rid, last)) if last else None
+    last_frame = crc_frame(with_boot("%d %s" % (rig.rid, last), ctl.boot)) if last else None
     rig.arm(-1)
     rig.t = (rig.t + 3000) & _MASK
     if random.getrandbits(3) == 0:
