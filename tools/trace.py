@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SAFETY = ROOT / "docs" / "safety"
-REQ_RE = re.compile(r"^\|\s*(REQ-[A-Z]+-\d+)\s*\|(.*?)\|(.*?)\|", re.M)
+REQ_RE = re.compile(r"^\|\s*(REQ-[A-Z0-9]+-\d+)\s*\|(.*?)\|(.*?)\|", re.M)
 HAZ_RE = re.compile(r"^###\s+(H-[A-Z0-9-]+)\s+(.*)$", re.M)
 
 
