@@ -85,11 +85,20 @@ class Pump:
         self.split = LineSplitter()
         self.alarms: list[tuple[float, str]] = []
         self.rid = 0
+        self.boot: int | None = None      # protocol v1: guarded requests carry the pump's boot
+        self._asked_boot = False
 
     def send(self, word, fields=None):
         from host.codec import encode_request
+        from host.statemachine import GUARDED_WORDS
+        fields = dict(fields or {})
+        if word in GUARDED_WORDS:
+            if not self._asked_boot:      # the baseline reports none (None: nothing to carry)
+                self.boot, self._asked_boot = self.sim.hello_boot(), True
+            if self.boot is not None:
+                fields["boot"] = self.boot
         self.rid += 1
-        self.sim.host_send(encode_request(self.rid, word, fields or {}))
+        self.sim.host_send(encode_request(self.rid, word, fields))
 
     def poll(self):
         from host.codec import Event, FrameError, decode_line

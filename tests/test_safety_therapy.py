@@ -315,7 +315,7 @@ def test_retry_of_an_ack_that_announced_events_gets_its_reply():
     p.inp.door_open = False
     p.run(200)
     p.rid += 1
-    f = frame("%d ACK" % p.rid)
+    f = frame(with_boot("%d ACK" % p.rid, p.ctl.boot))   # ACK is guarded: it names the boot
     _, tx1 = p.step(f)
     assert "! EV CLEAR" in tx1 and ("%d OK" % p.rid) in tx1, tx1
     _, tx2 = p.step(f)                              # the host retries: same bytes

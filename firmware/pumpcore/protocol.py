@@ -47,7 +47,7 @@ ERR_NAMES = (b"OK", b"CRC", b"LEN", b"SYNTAX", b"UNKNOWN", b"STATE", b"ARG", b"R
              b"LIMIT", b"SOFT", b"DRUG", b"AUTH", b"FAULT", b"BOOT")
 
 # keys whose values are words, not numbers; every other field's value is a number
-TEXT_KEYS = (b"drug", b"occl_level", b"hb_action", b"mac")
+TEXT_KEYS = (b"drug", b"occl_level", b"hb_action", b"syringe", b"mac")
 
 ID_NONE = const(-1)    # no trustworthy id: replies go out with id "?"
 ID_EVENT = const(-2)   # "!" unsolicited frame
