@@ -179,3 +179,18 @@ def test_no_request_sent_before_a_cut_is_executed_after_it():
     after the reboot: it must not be executed again."""
     r = _sweep(sys.executable, 60, 13, "mem")
     assert r["retry_executed"] == 0, r
+
+
+@pytest.mark.req("REQ-REC-01")
+def test_volume_past_the_programs_end_stays_counted():
+    """Found by the program power-cut sweep: a cut during a bolus at the end of a program
+    came back with del_nl below what had been delivered (the volume past the VTBI, counted as
+    basal, was cut off at the VTBI)."""
+    from pumpcore.controller import Controller, Config
+    from therapy_kit import LIB
+    c = Controller(Config(217078), LIB)
+    pg = {b"n": 1, b"r": [14000], b"v": [233333], b"do": 0, b"wt": 70000, b"co": 10000, b"dh": 2000, b"kv": 0}
+    assert c.recover_program(b"RUNNING", pg, 1, 250000, 180000, 0, 60000)
+    assert c.fsm.state == fsm.PAUSED
+    assert c.delivered_nl() >= 250000 + 180000 - 2 * 218
+    assert c.line.target_nl == 233333

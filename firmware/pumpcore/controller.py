@@ -738,6 +738,9 @@ class Controller:
         if basal_nl < 0:
             basal_nl = 0
         if basal_nl > tot:
+            # volume past the program's end (the record's bound beyond it, or a bolus that ran
+            # on): keep it counted, as bolus volume, so del_nl never reads low
+            bolus_nl += basal_nl - tot
             basal_nl = tot
         cum = 0
         s = 0
