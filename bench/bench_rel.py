@@ -20,6 +20,10 @@
   plant moving / frames after which a reply was missing or doubled, a refused frame changed
   something, an accepted program or titration broke the library, the delivery left the
   therapy envelope (hil_sim/envelope.py), or an exception escaped (goal 0).
+* `rel.log_damage` / `rel.log_unrecovered` — event-log damage trials (tests/fw/logdmg.py: bit
+  flips, a record torn in the middle, a deleted record, a full flash) / trials after which the
+  pump did not boot safe, did not report the damage, lost a later record, reused a seq or
+  recovered from a record older than the damage (goal 0).
 """
 from __future__ import annotations
 
@@ -70,6 +74,15 @@ def bench_power_programs() -> dict:
 
 
 GFUZZ_FRAMES = 1_000_000
+LOG_DAMAGE = 1_000
+
+
+def bench_log_damage() -> dict:
+    r = _run(sys.executable, "logdmg.py", LOG_DAMAGE, 20261204)
+    for e in r["failures"]:
+        print("   log damage unrecovered:", e)
+    return {"rel.log_damage": r["trials"], "rel.log_unrecovered": r["unrecovered"],
+            "rel.log_damage_detected": r["detected"]}
 
 
 def bench_gfuzz() -> dict:
@@ -81,4 +94,4 @@ def bench_gfuzz() -> dict:
 
 
 BENCHMARKS = {"fuzz": bench_fuzz, "power": bench_power, "power_programs": bench_power_programs,
-              "gfuzz": bench_gfuzz}
+              "gfuzz": bench_gfuzz, "log_damage": bench_log_damage}

@@ -62,6 +62,8 @@ GOALS = {   # PRODUCT.md, Benchmarks
     "vitals.hl7_to_pause_ms": ("<=", 500),
     "rel.gfuzz_frames": (">=", 1000000),
     "rel.envelope_violations": ("<=", 0),
+    "rel.log_damage": (">=", 1000),
+    "rel.log_unrecovered": ("<=", 0),
 }
 
 

@@ -239,7 +239,9 @@ class MicroPythonRuntime:
 
     def __init__(self, firmware_dir: str | os.PathLike | None = None, compiled: bool = False,
                  timeout_s: float = 10.0, command: str | None = None,
-                 nl_per_kstep: int | None = None) -> None:
+                 nl_per_kstep: int | None = None, key: bytes | None = None) -> None:
+        """`key`: provision the simulated pump with this device key (tests; the board keeps
+        it on its flash image, with the replay counter and settings)."""
         src = _fw_dir(firmware_dir)
         self.firmware_dir = src
         self.compiled = compiled
@@ -258,6 +260,8 @@ class MicroPythonRuntime:
         os.close(fd)
         os.unlink(self.flash_path)
         self._env = dict(os.environ, INFUSEKIT_FLASH=self.flash_path)
+        if key:
+            self._env["INFUSEKIT_SIM_KEY"] = key.hex()
         self._start()
 
     def _start(self) -> None:

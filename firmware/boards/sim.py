@@ -231,11 +231,13 @@ class Board:
         self.alarm = out.alarm_prio
         self.audio = 1 if out.audio else 0
 
-    # --- non-volatile settings, key and replay counter (pumpcore.boot hooks); a test or
-    # the simulator sets `settings_raw`, `key`, `counter` before building the App. A key may
-    # also come from the environment (INFUSEKIT_SIM_KEY, 64 hex digits: how a test provisions
-    # the pump under the `micropython` runtime); with a store, the counter lives in it as
-    # ctr.txt like on the real board (it survives a reboot; missing 0, unreadable refuses)
+    # --- non-volatile settings, key and replay counter (pumpcore.boot hooks). With a store
+    # they live on the board's simulated flash as on a Pico (settings.txt, ctr.txt, key.bin),
+    # so power cuts cover authentication too. A test or the simulator may set `settings_raw`,
+    # `key`, `counter` before building the App. A key may also come from the environment
+    # (INFUSEKIT_SIM_KEY, hex: how a test provisions the pump under the `micropython`
+    # runtime). A provisioned key is written to key.bin (the flash keeps it from then on);
+    # the counter is ctr.txt (it survives a reboot; missing 0, unreadable refuses).
     settings_raw = None
     key = None
     counter = 0
@@ -250,12 +252,25 @@ class Board:
         if self.store is not None:
             self.store.write("settings.txt", raw)
 
-    def load_key(self):
-        if self.key is None and hasattr(os, "getenv"):
+    def _provisioned_key(self):
+        if self.key is not None:
+            return self.key
+        if hasattr(os, "getenv"):
             hx = os.getenv("INFUSEKIT_SIM_KEY")
             if hx:
                 return binascii.unhexlify(hx)
-        return self.key
+        return None
+
+    def load_key(self):
+        k = self._provisioned_key()
+        st = self.store
+        if st is None:
+            return k
+        have = st.read("key.bin")
+        if k is not None and k != have:
+            st.write("key.bin", k)        # provisioning (a flash) writes the key
+            return k
+        return have
 
     def load_counter(self):
         if self.store is not None and self.counter == 0:

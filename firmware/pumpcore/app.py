@@ -87,7 +87,13 @@ class App:
         self.recovered_form = None
         now = b.ticks_ms()
         self._cmd_sec = now
-        if th.interrupted():
+        self.ctl.log_damage = v.damaged if v.damaged else (0 if v.ok else 1)
+        stale = v.last_damaged > th.seq      # a damaged record after the therapy record
+        if stale and (th.interrupted() or th.state != b"IDLE"):
+            # it may have been a later state (a STOP) or a later volume: never restore from
+            # the older record in its place
+            self.ctl.unrecoverable()
+        elif th.interrupted():
             self.recovered = th
             self._recover(th)
             if self.recovered_form == b"program":
@@ -106,7 +112,12 @@ class App:
             log.add(now, b"FAULT", b"log chain broken at seq=%d: %s" % (v.bad_seq, v.reason.encode()))
         if v.torn:
             log.add(now, b"REC", b"torn=%d (writes cut by a power loss)" % v.torn)
-        if th.interrupted():
+        if v.damaged:
+            log.add(now, b"REC", b"damaged=%d last=%d (skipped; later records verified)" % (
+                v.damaged, v.last_damaged))
+            if stale:
+                log.add(now, b"REC", b"therapy record damaged after seq=%d: nothing restored" % th.seq)
+        if self.recovered is not None:
             log.add(now, b"REC", b"interrupted st=%s r=%d v=%d dr=%s d=%d ub=%d el=%d" % (
                 th.state, th.rate, th.vtbi, th.drug, th.delivered, th.bound, th.el_ms))
         self._th(now)

@@ -359,6 +359,10 @@ def _hello(ctl, rid):
         tx.field_int(b"ctr", a.counter)
     if ctl.fsm.state == fsm.FAULT:
         tx.field_lit(b"fault", b"1")
+    if ctl.log_damage:
+        # damaged event-log records found at boot (capped at 99: the longest HELLO, every
+        # number at its bound, then fills the 160 bytes exactly; STATUS has no room left)
+        tx.field_int(b"logdmg", ctl.log_damage if ctl.log_damage < 99 else 99)
     tx.end()
 
 

@@ -153,6 +153,7 @@ class Controller:
         self.bolus_plan = array("i", [1, 10, 1 << 29])
         self.started = False    # the program has delivered (START seen) since PROG
         self.prog_gen = 0       # counts accepted programs and titrations (the app records them)
+        self.log_damage = 0     # damaged event-log records found at boot (HELLO logdmg)
         # clinician boluses of the last hour, per drug (lockout and hourly cap; a ring)
         self.bol_t = array("i", bytes(4 * _NBOL))
         self.bol_ug = array("i", bytes(4 * _NBOL))
@@ -684,6 +685,14 @@ class Controller:
             self.fsm.state = S_IDLE
         self.fsm.fire(fsm.T_FAULT)
         self.alarms.raise_(AL.A_FAULT, self.out.tx, self._now)
+
+    def unrecoverable(self):
+        """After a reset: an infusion may have been under way but its record is damaged:
+        nothing is restored (never a stale program); the RESTART alarm tells the staff."""
+        tx = self.out.tx
+        self.alarms.raise_(AL.A_RESTART, tx, self._now)
+        self.alarms.condition_gone(AL.A_RESTART, tx)
+        self._announce = AL.A_RESTART
 
     def storage_fault(self, reason):
         """A write to the flash failed (event log, auth counter, settings): raise the FAULT

@@ -123,6 +123,10 @@ class Verify:
         self.last = 0
         self.torn = 0          # torn tails found (power cuts during an append)
         self.bad_seq = 0       # first seq at which the chain broke (0: none)
+        self.damaged = 0       # records found damaged and skipped (later ones still read)
+        self.last_damaged = 0  # seq of the last damaged record (0: none)
+        self.tail_count = 0    # records in the last segment
+        self.tail_clean = False  # the last segment ends in a whole, good record
         self.reason = ""
 
     def fail(self, seq, reason):
@@ -173,6 +177,7 @@ class EventLog:
         self.snapshot = _idle  # callable -> TH data (bytes) for segment headers
         self.boots = 0
         self.failed = False    # a write failed (storage fault)
+        self.dropped_full = 0  # oldest segments removed because the flash was full
         self.torn = 0
         self._rotate_after = False
         self._c = (0, _GENESIS, 0)   # committed head: seq, hash, segment records
@@ -229,7 +234,16 @@ class EventLog:
         data = bytes(self._pending)
         self._pending = bytearray()
         try:
-            self.store.append(_seg_name(self.seg), data)
+            try:
+                self.store.append(_seg_name(self.seg), data)
+            except OSError:
+                # a full flash: the oldest segment goes (the log keeps running), then once more
+                segs = self.segments()
+                if len(segs) < 2:
+                    raise
+                self.store.remove(_seg_name(segs[0]))
+                self.dropped_full += 1
+                self.store.append(_seg_name(self.seg), data)
         except PowerCut:
             raise
         except OSError:
@@ -267,7 +281,8 @@ class EventLog:
         Returns a `Verify`; sets the writer's head (seq, hash, segment) from what it found."""
         v = Verify()
         prev = None            # hash bytes of the last good record
-        last_seq = 0
+        last_seq = 0           # the highest seq used (a damaged record's too: never reused)
+        resync = False
         segs = self.segments()
         for si in range(len(segs)):
             n = segs[si]
@@ -278,6 +293,8 @@ class EventLog:
             # lines[-1] is b"" after a complete last line, else a torn fragment
             nl = len(lines)
             first = True
+            v.tail_count = 0
+            v.tail_clean = True
             for li in range(nl):
                 line = lines[li]
                 is_tail = li == nl - 1
@@ -300,21 +317,57 @@ class EventLog:
                             v.fail(last_seq + 1, "chain broken between segments")
                     else:
                         p = prev
+                    if p is None and resync and not first:
+                        # the line after an unreadable one: an anchor, not verified
+                        resync = False
+                        v.damaged += 1
+                        v.tail_clean = False
+                        try:
+                            prev = binascii.unhexlify(rec.h)
+                        except ValueError:
+                            prev = None
+                        if rec.seq > last_seq:
+                            last_seq = rec.seq
+                        continue
                     if p is not None:
                         h = self._hash(p, line[:be])
                         ok = binascii.hexlify(h).upper() == rec.h and (
-                            last_seq == 0 or rec.seq == last_seq + 1)
+                            last_seq == 0 or rec.seq == last_seq + 1 or resync and rec.seq > last_seq)
                 if not ok:
+                    v.tail_clean = False
                     if is_tail:
                         # an unterminated last line: an append torn by a power cut (it never
                         # returned, so nothing in it was committed)
                         v.torn += 1
                         break
+                    # a damaged record (bit flip, edit, torn in the middle): report it, skip
+                    # it, and go on from its stored hash (or, when the line is unreadable, from
+                    # the next readable line's): the records after it stay readable, each still
+                    # verified against its predecessor; the damaged one is never used
                     v.fail(last_seq + 1, "bad record")
-                    return self._head(v, prev, last_seq, segs)
+                    v.damaged += 1
+                    v.last_damaged = last_seq + 1
+                    first = False
+                    prev = None
+                    if r is not None:
+                        rec = r[0]
+                        try:
+                            prev = binascii.unhexlify(rec.h)
+                        except ValueError:
+                            prev = None
+                        if rec.seq > last_seq and rec.seq < last_seq + 1000000:
+                            last_seq = rec.seq
+                        else:
+                            last_seq = last_seq + 1     # a damaged seq: it still took one
+                    else:
+                        last_seq = last_seq + 1
+                    resync = True
+                    continue
                 first = False
+                resync = False
                 prev = h
                 last_seq = rec.seq
+                v.tail_count += 1
                 if v.first == 0:
                     v.first = rec.seq
                 v.records += 1
@@ -330,9 +383,15 @@ class EventLog:
         self.seq = last_seq
         self.prev = prev if prev is not None else _GENESIS
         self.seg = segs[-1] if segs else 0
-        self.seg_count = self.seg_records  # always open a new segment after a boot
-        self._new_seg = True
-        self._c = (self.seq, self.prev, 0)
+        if segs and v.tail_clean and not v.torn and 0 < v.tail_count < self.seg_records:
+            # the last segment ends in a good record: a boot appends to it (a boot per day
+            # must not cost a segment each: retention, docs/safety/)
+            self.seg_count = v.tail_count
+            self._new_seg = False
+        else:
+            self.seg_count = self.seg_records   # after a torn or damaged tail: a new segment
+            self._new_seg = True
+        self._c = (self.seq, self.prev, self.seg_count)
         return v
 
     def records(self, from_seq=0, limit=1 << 30):
