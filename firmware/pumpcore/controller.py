@@ -551,7 +551,11 @@ class Controller:
         else:
             self.dis_ticks = 0
         # a frozen force sensor: noise (σ ≈ 1.5 mmHg over 0.5 mmHg steps) changes a live
-        # reading within a few samples; 30 s unchanged while the stopper glides is a fault
+        # reading within a few samples; 30 s unchanged while the stopper glides is a fault.
+        # Readings are bipolar, so a reading at or below 0 is judged like any other (a
+        # pump above the patient reads below 0; a sensor that died at 0 or on the bottom
+        # rail is the commonest freeze: the campaign's two missed FAULTs froze at -2 and 0);
+        # only the top of the span may rest there (OCCLUSION has fired long before)
         p = inp.pressure_mmhg
         if p != self.p_last:
             self.p_last = p
@@ -559,7 +563,7 @@ class Controller:
             if self.sensor_fault:
                 self.sensor_fault = False
                 al.condition_gone(AL.A_FAULT, tx)
-        elif delivering and self.loop.phase == RUN and 0 < p < _SENSOR_TOP:
+        elif delivering and self.loop.phase == RUN and p < _SENSOR_TOP:
             if self.p_same < _SENSOR_STUCK_MS:
                 self.p_same += dt
             elif not self.sensor_fault:
