@@ -129,9 +129,11 @@ def _follow(pump, programmed_ml: float, show: bool):
                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
                   disable=not (show and sys.stdout.isatty()), transient=False) as bar:
         task = bar.add_task("ketamine", total=programmed_ml, info="")
+        p_mmhg = "?"                   # line pressure: telemetry's (STATUS has none in v1)
         for ev in pump.events(timeout=30):
             if isinstance(ev, Telemetry):
                 f = ev.fields
+                p_mmhg = f.get("p_mmhg", p_mmhg)
                 bar.update(task, completed=int(f.get("del_nl", 0)) / 1e6,
                            info=f"{f.get('state', '?'):<9} t={int(f.get('el_ms', 0)) / 60000:5.1f} min"
                                 f"  p={f.get('p_mmhg', '?'):>3} mmHg")
@@ -139,7 +141,7 @@ def _follow(pump, programmed_ml: float, show: bool):
                 break
         st = pump.status()
         bar.update(task, completed=st.del_nl / 1e6,
-                   info=f"{st.state:<9} t={st.el_ms / 60000:5.1f} min  p={st.p_mmhg:>3} mmHg")
+                   info=f"{st.state:<9} t={st.el_ms / 60000:5.1f} min  p={p_mmhg:>3} mmHg")
         return st
 
 

@@ -83,7 +83,7 @@ def cmd_info(args: Any) -> int:
 
 
 @command(cli, "status", pump=True,
-         help="state, drug, rate, volume delivered, pressure and alarm")
+         help="state, drug, rate, volume delivered, elapsed time and alarm")
 def cmd_status(args: Any) -> int:
     with _open(args) as pump:
         st = pump.status()
@@ -91,12 +91,15 @@ def cmd_status(args: Any) -> int:
     now = st.rate_ul_h if st.state in DELIVERING else 0
     rate = units.fmt_rate(now) + (f" (programmed {units.fmt_rate(st.rate_ul_h)})"
                                   if st.vtbi_nl and now != st.rate_ul_h else "")
-    of = (f" of {units.fmt_ml(st.vtbi_nl)} ({st.progress * 100:.1f} %)"
-          if st.vtbi_nl and st.progress is not None else " (no program)")
+    # after STOP the program is gone (vtbi 0) and del_nl is what the ended infusion delivered
+    delivered = units.fmt_ml(st.del_nl) + (
+        f" of {units.fmt_ml(st.vtbi_nl)} ({st.progress * 100:.1f} %)"
+        if st.vtbi_nl and st.progress is not None else " (no program)")
     alarm = "none" if st.alarm == "NONE" else f"{st.alarm} (priority {int(st.prio)})"
-    text = (f"state {st.state}" + (f"  drug {st.drug}" if st.drug else "") +
-            f"  rate {rate}  delivered {units.fmt_ml(st.del_nl)}{of}  "
-            f"elapsed {clock(st.el_ms)}  pressure {st.p_mmhg} mmHg  alarm {alarm}")
+    text = (f"state {st.state}  drug {st.drug or '-'}  rate {rate}  delivered {delivered}  "
+            f"elapsed {clock(st.el_ms)}  "
+            + (f"pressure {st.p_mmhg} mmHg  " if st.p_mmhg is not None else "")
+            + f"alarm {alarm}")
     _emit(args, st.to_json(), text)
     return EXIT_OK
 

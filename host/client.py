@@ -110,16 +110,18 @@ class _WireVolumes:
 class Status(_WireVolumes):
     """STATUS reply, in wire units, with mL conveniences; ``state`` is a ``State``, ``alarm``
     an ``Alarm`` and ``prio`` a ``Priority`` (host/enums.py; all compare equal to the wire
-    strings/ints)."""
+    strings/ints). ``drug`` is the program's drug (None: no program, or one without a drug).
+    Protocol v1's STATUS carries no line pressure (telemetry does: ``Telemetry.p_mmhg``), so
+    ``p_mmhg`` is None unless an older pump sent it."""
     state: str
     rate_ul_h: int
     vtbi_nl: int
     del_nl: int
     el_ms: int
-    p_mmhg: int
     alarm: str
     prio: int
     drug: str | None = None
+    p_mmhg: int | None = None
     fields: dict[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -129,7 +131,8 @@ class Status(_WireVolumes):
         drug = r.fields.get("drug")
         return cls(state=as_state(r.fields["state"]), rate_ul_h=r.get_int("rate_ul_h"),
                    vtbi_nl=r.get_int("vtbi_nl"), del_nl=r.get_int("del_nl"),
-                   el_ms=r.get_int("el_ms"), p_mmhg=r.get_int("p_mmhg"),
+                   el_ms=r.get_int("el_ms"),
+                   p_mmhg=r.get_int("p_mmhg") if "p_mmhg" in r.fields else None,
                    alarm=as_alarm(r.fields.get("alarm", "NONE")),
                    prio=as_priority(r.fields.get("prio", "0")),
                    drug=None if drug in (None, "-") else drug, fields=dict(r.fields))

@@ -101,7 +101,7 @@ class Event:
 @dataclass(frozen=True)
 class Telemetry:
     """An unsolicited telemetry frame: ``! TL key=value…``; typed views as ``Event``'s plus
-    the numbers in their units (``del_nl``, ``rate_ul_h``, ``p_mmhg``, ``el_ms``, and mL)."""
+    the numbers in their units (``del_nl``, ``rate_ul_h``, ``p_mmhg``, ``el_ms``, ``kvo_nl``, mL)."""
     fields: dict[str, str] = field(default_factory=dict)
 
     def get_int(self, key: str) -> int:
@@ -136,6 +136,11 @@ class Telemetry:
     @property
     def el_ms(self) -> int | None:
         return self._opt("el_ms")
+
+    @property
+    def kvo_nl(self) -> int | None:
+        """The KVO part of ``del_nl`` (present once KVO has delivered in this infusion)."""
+        return self._opt("kvo_nl")
 
     @property
     def delivered_ml(self) -> float | None:

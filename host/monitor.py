@@ -41,11 +41,16 @@ def clock(ms: int | None) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
+def _mmhg(p: int | None) -> str:
+    return "- mmHg" if p is None else f"{p} mmHg"
+
+
 class View:
     """What the monitor shows, updated from STATUS, telemetry and events."""
 
     def __init__(self, st, conc_ug_ml: int | None = None) -> None:
         self.drug: str | None = None
+        self.p_mmhg: int | None = None
         self.conc_ug_ml = conc_ug_ml
         self.active: dict[str, int] = {}
         self.alarms: list[str] = []          # every alarm raised while monitoring
@@ -56,8 +61,12 @@ class View:
     def status(self, st) -> None:
         self.state = str(st.state)
         self.prog_rate_ul_h, self.vtbi_nl = st.rate_ul_h, st.vtbi_nl
-        self.del_nl, self.p_mmhg, self.el_ms = st.del_nl, st.p_mmhg, st.el_ms
-        self.drug = st.drug or self.drug
+        self.del_nl, self.el_ms = st.del_nl, st.el_ms
+        p = getattr(st, "p_mmhg", None)
+        if p is not None:                      # v1 STATUS has none: telemetry brings it
+            self.p_mmhg = p
+        if "drug" in getattr(st, "fields", {}) or st.drug:   # STATUS is the truth: STOP clears it
+            self.drug = st.drug
         self.active = {} if str(st.alarm) == "NONE" else {str(st.alarm): int(st.prio)}
 
     @property
@@ -123,7 +132,7 @@ class View:
         of = f" of {units.fmt_ml(self.vtbi_nl)}{pct}" if self.vtbi_nl else " (no program)"
         return (f"{self.state}  {units.fmt_rate(self.rate_ul_h)}  "
                 f"{units.fmt_ml(self.del_nl)}{of}  elapsed {clock(self.el_ms)}  "
-                f"left {clock(self.remaining_ms)}  {self.p_mmhg} mmHg  "
+                f"left {clock(self.remaining_ms)}  {_mmhg(self.p_mmhg)}  "
                 f"alarms {', '.join(self.active) or 'none'}"
                 + (f"  drug {self.drug}" if self.drug else ""))
 
@@ -150,7 +159,7 @@ class View:
         t.add_row("", f"{units.fmt_ml(self.del_nl)} of {units.fmt_ml(self.vtbi_nl)}{pct}")
         t.add_row("elapsed", clock(self.el_ms))
         t.add_row("time left", clock(self.remaining_ms))
-        t.add_row("pressure", f"{self.p_mmhg} mmHg")
+        t.add_row("pressure", _mmhg(self.p_mmhg))
         t.add_row("alarms", ", ".join(
             f"[{PRIO_COLOUR.get(p, 'white')}]{a}[/] ({p})" for a, p in self.active.items())
             or "none")

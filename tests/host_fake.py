@@ -42,6 +42,7 @@ class FakePump:
     rate_ul_h: int = 0
     vtbi_nl: int = 0
     del_nl: int = 0
+    drug: str | None = None         # the program's drug (STATUS drug=, "-" for none)
     key: bytes | None = None        # provisioned key (None: no key.bin)
     auth: bool = False              # CFG auth=1
     ctr: int = 0                    # last accepted counter
@@ -90,6 +91,7 @@ class FakePump:
         with self._lock:
             self.state = "IDLE"
             self.rate_ul_h = self.vtbi_nl = self.del_nl = 0
+            self.drug = None
             self.tlm_period_ms = 0
             self._last = None
             self.steps = {}
@@ -198,8 +200,8 @@ class FakePump:
         if w == "STATUS":
             return codec.encode_ok(req.id, {"state": self.state, "rate_ul_h": self.rate_ul_h,
                                             "vtbi_nl": self.vtbi_nl, "del_nl": self.del_nl,
-                                            "el_ms": 1000, "p_mmhg": 21, "alarm": "NONE",
-                                            "prio": 0}), b""
+                                            "el_ms": 1000, "alarm": "NONE", "prio": 0,
+                                            "drug": self.drug or "-"}), b""
         if w == "TLM":
             self.tlm_period_ms = int(f["period_ms"])
             return codec.encode_ok(req.id, {"period_ms": self.tlm_period_ms}), b""
@@ -252,6 +254,7 @@ class FakePump:
             return codec.encode_error(req.id, "STATE", f"not allowed in {self.state}"), b""
         ok = {}
         if w == "PROG":
+            self.drug = f.get("drug")
             if "steps" in f:
                 n = int(f["steps"])
                 if any(i not in self.steps for i in range(n)):
@@ -280,6 +283,8 @@ class FakePump:
                       "dur_ms": -(-self.vtbi_nl * 3600 // self.rate_ul_h)}
         else:
             ok = {"state": dest}
+            if w == "STOP":         # STOP clears the program (its drug too); del_nl stays
+                self.drug, self.rate_ul_h, self.vtbi_nl = None, 0, 0
         changed = dest != self.state
         self.state = dest
         event = codec.encode_event("STATE", {"state": dest}) if changed else b""

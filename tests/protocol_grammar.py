@@ -72,3 +72,30 @@ def request_error(line: bytes):
     if m.group("crc") and int(m.group("crc"), 16) != binascii.crc_hqx(m.group("body").encode(), 0):
         return "bad CRC"
     return _check_fields(_fields(m.group("body")))
+
+
+# docs/protocol.md, *Session, status and library*: STATUS has exactly these fields, in order;
+# `drug` is a library name (1..24 of a-z 0-9 _ -, starting with a letter) or "-"
+STATUS_KEYS = ["state", "drug", "rate_ul_h", "vtbi_nl", "del_nl", "el_ms", "alarm", "prio"]
+DRUG_NAME = re.compile(r"-|[a-z][a-z0-9_-]{0,23}")
+
+
+def status_error(line: bytes):
+    """None when `line` is a STATUS reply as the spec describes it, else what is wrong."""
+    why = pump_frame_error(line)
+    if why is not None:
+        return why
+    body = line.split(b"*")[0].decode()
+    toks = body.split(" ")
+    if toks[1] != "OK":
+        return "not an OK reply"
+    kv = [t.split("=", 1) for t in toks[2:]]
+    if [k for k, _ in kv] != STATUS_KEYS:
+        return f"fields {[k for k, _ in kv]} (the spec: {STATUS_KEYS})"
+    f = dict(kv)
+    if not DRUG_NAME.fullmatch(f["drug"]):
+        return f"drug={f['drug']} is not a library name or -"
+    for k in ("rate_ul_h", "vtbi_nl", "del_nl", "el_ms", "prio"):
+        if not re.fullmatch(NUMBER, f[k]):
+            return f"{k}={f[k]} is not a number"
+    return None

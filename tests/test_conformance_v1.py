@@ -16,7 +16,7 @@ import re
 import pytest
 
 from conftest import FIRMWARE
-from protocol_grammar import pump_frame_error
+from protocol_grammar import STATUS_KEYS, pump_frame_error, status_error
 
 KEY = bytes(range(32))
 T0 = (1 << 30) - 30000           # 30 s before the pump clock wraps
@@ -86,7 +86,10 @@ class Pump:
         return fields(self.ask("1 HELLO", typed=True))
 
     def status(self):
-        return fields(self.ask("2 STATUS", typed=True))
+        line = self.send(b"2 STATUS\n")[0]
+        full = [ln for ln in self.frames if ln.startswith(b"2 ")][-1]     # with its CRC
+        assert status_error(full) is None, (status_error(full), full)
+        return fields(line)
 
     def restart(self):
         self.rt.restart("power")
@@ -374,3 +377,76 @@ def test_ack_without_alarm_and_silence_across_the_wrap(pump):
     d = (int(rep["until_ms"]) - now) % (1 << 30)
     assert d == 120000                                     # wraps: until_ms < now here
     assert int(rep["until_ms"]) < now
+
+
+# ------------------------------------------------------------------ STATUS (issue 14: the drug)
+
+
+@pytest.mark.req("REQ-COM-09")
+def test_status_carries_the_programs_drug(pump):
+    """*Session, status and library*: STATUS says which drug the program infuses (`-` for
+    none), and exactly the fields the spec lists; live readings are telemetry's."""
+    b = pump.hello()["boot"]
+    st = pump.status()
+    assert list(st) == STATUS_KEYS and st["drug"] == "-", st
+    pump.ask(f"3 PROG boot={b} drug=ketamine dose_ug_kg=500 wt_g=70000 over_ms=2400000")
+    st = pump.status()
+    assert st["drug"] == "ketamine" and st["state"] == "PROGRAMMED", st
+    pump.ask(f"4 START boot={b}")
+    pump.run(100)
+    assert pump.status()["drug"] == "ketamine"
+    pump.ask("5 TLM period_ms=50")
+    tl = [fields(ln) for ln in pump.run(2) if ln.startswith(b"! TL ")]
+    assert tl and "p_mmhg" in tl[0] and "drug" not in tl[0]
+    pump.ask("6 TLM period_ms=0")
+    delivered = int(pump.status()["del_nl"])
+    assert pump.ask("7 STOP") == b"7 OK state=IDLE"
+    st = pump.status()
+    # STOP clears the program and its drug; del_nl keeps what the ended infusion delivered
+    assert st["drug"] == "-" and st["vtbi_nl"] == "0" and st["rate_ul_h"] == "0", st
+    assert int(st["del_nl"]) >= delivered > 0            # (the STOP's tick delivered too)
+    pump.ask(f"8 PROG boot={b} rate_ul_h=52500 vtbi_nl=1000000")
+    st = pump.status()
+    assert st["drug"] == "-" and st["del_nl"] == "0", st        # a program without a drug
+
+
+def _long_name_firmware(tmp_path):
+    """The firmware tree with ketamine renamed to a 24-byte name (the loader's longest)."""
+    import shutil
+    d = tmp_path / "fw"
+    shutil.copytree(FIRMWARE, d, ignore=shutil.ignore_patterns("__pycache__"))
+    lib = json.loads((d / "druglib.json").read_text())
+    lib["drugs"][0]["name"] = "ketamine-10mg-ml-in-50ml"
+    lib["drugs"][0]["rate_ml_h_max"] = 1200
+    raw = json.dumps(lib).encode()
+    (d / "druglib.json").write_bytes(raw)
+    (d / "druglib.json.sha256").write_text(hashlib.sha256(raw).hexdigest() + "\n")
+    return d
+
+
+@pytest.mark.micropython
+@pytest.mark.req("REQ-COM-09")
+def test_status_with_the_longest_drug_name_keeps_the_frame_limit(tmp_path):
+    """The shipped code path (`micropython`) with a 24-byte drug name, the largest rate and
+    VTBI, an alarm active: every frame still parses and fits (Pump.run checks each one)."""
+    name = "ketamine-10mg-ml-in-50ml"
+    assert len(name) == 24
+    from hil_sim.runtime import MicroPythonRuntime
+    p = Pump.__new__(Pump)
+    p.rt = MicroPythonRuntime(_long_name_firmware(tmp_path))
+    p.t, p.enc, p.dither, p.frames = T0, 0, 0, []
+    try:
+        p.run(1)
+        b = p.hello()["boot"]
+        p.ask(f"65533 CFG boot={b} callback_ms=10000")
+        rep = p.ask(f"65535 PROG boot={b} drug={name} rate_ul_h=1200000 vtbi_nl=1000000000")
+        assert rep.startswith(b"65535 OK drug=" + name.encode()), rep
+        rep = p.ask("65534 STATUS")
+        assert fields(rep)["drug"] == name and len(rep) + 6 <= 160, rep
+        p.run(10000 // TICK + 2)                          # CALLBACK raised (medium)
+        rep = p.ask("65532 STATUS")
+        st = fields(rep)
+        assert st["alarm"] == "CALLBACK" and st["drug"] == name, st
+        assert status_error([ln for ln in p.frames if ln.startswith(b"65532 ")][-1]) is None
+    finally:
+        p.close()

@@ -46,7 +46,8 @@ def test_wrong_protocol_version_is_refused():
 def test_status_fields_and_conveniences(fake, pump):
     fake.rate_ul_h, fake.vtbi_nl, fake.del_nl = 52500, 35_000_000, 7_000_000
     st = pump.status()
-    assert st.state == "IDLE" and st.p_mmhg == 21 and st.alarm == "NONE" and st.prio == 0
+    assert st.state == "IDLE" and st.p_mmhg is None and st.alarm == "NONE" and st.prio == 0
+    assert st.drug is None and st.fields["drug"] == "-"
     assert st.rate_ml_h == 52.5 and st.vtbi_ml == 35 and st.delivered_ml == 7
     assert st.progress == pytest.approx(0.2)
     assert pump.state == "IDLE"

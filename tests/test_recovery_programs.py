@@ -54,6 +54,15 @@ class Board:
         r = self.send("STATUS")
         return dict(t.split("=", 1) for t in r.split()[2:] if "=" in t)
 
+    def telemetry(self):
+        """One `! TL` frame's fields (subscribe, one tick, unsubscribe)."""
+        self.send("TLM period_ms=50")
+        tx = self.tick()
+        self.send("TLM period_ms=0")
+        tl = [ln for ln in tx.splitlines() if ln.startswith("! TL ")]
+        assert tl, tx
+        return dict(t.split("=", 1) for t in tl[0].split("*")[0].split()[2:] if "=" in t)
+
     def rate_now(self):
         return self.h.app.ctl.current_rate()
 
@@ -121,7 +130,8 @@ def test_titrated_rate_and_kvo_survive_the_cut():
     k = b.h.app.ctl.kvo_nl()
     b.boot()
     st = b.status()
-    assert st["state"] == "PAUSED" and int(st["kvo_nl"]) >= k, st
+    assert st["state"] == "PAUSED", st
+    assert int(b.telemetry()["kvo_nl"]) >= k
     b.send("ACK")
     b.send("RESUME")
     assert b.h.app.ctl.fsm.state == fsm.KVO

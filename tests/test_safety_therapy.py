@@ -135,13 +135,14 @@ def test_kvo_volume_is_in_del_nl_and_kept_after_pause():
     p.send("START")
     p.run(36000 + 600000)          # VTBI in 36 s, then 10 min of KVO at 1 mL/h
     assert p.ctl.fsm.state == fsm.KVO
-    st = p.status()
+    st = p.telemetry()             # the KVO part is telemetry's (STATUS has no room for it)
     kvo = int(st["kvo_nl"])
     assert kvo > 100000
     assert int(st["del_nl"]) >= 1000000 - 218 + kvo - 218, st     # del_nl counts the KVO too
     p.send("PAUSE")
-    st2 = p.status()
+    st2 = p.telemetry()
     assert int(st2["kvo_nl"]) == kvo and int(st2["del_nl"]) == int(st["del_nl"]), st2
+    assert int(p.status()["del_nl"]) == int(st["del_nl"])
 
 
 # ------------------------------------------------------------------ bolus lockout / hourly cap

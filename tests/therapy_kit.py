@@ -69,3 +69,13 @@ class Pump:
     def status(self):
         r = self.send("STATUS")
         return dict(tok.split("=", 1) for tok in r.split()[2:] if "=" in tok)
+
+    def telemetry(self):
+        """One `! TL` frame's fields (subscribe, one tick, unsubscribe)."""
+        self.send("TLM period_ms=50")
+        n = len(self.lines)
+        self.run(TICK_MS)
+        tl = [ln for ln in self.lines[n:] if ln.startswith("! TL ")]
+        self.send("TLM period_ms=0")
+        assert tl, self.lines[n:]
+        return dict(tok.split("=", 1) for tok in tl[0].split()[2:] if "=" in tok)

@@ -69,6 +69,8 @@ def telemetry(ctl):
     tx.field_int(b"rate_ul_h", ctl.current_rate())
     tx.field_int(b"p_mmhg", ctl.pressure)
     tx.field_int(b"el_ms", ctl.el_ms)
+    if ctl.fsm.state == fsm.KVO or ctl.kvo_nl() > 0:
+        tx.field_int(b"kvo_nl", ctl.kvo_nl())       # kept after PAUSE, until the next PROG
     tx.end()
 
 
@@ -323,18 +325,20 @@ def dispatch(ctl, f, rid):
 
 # ------------------------------------------------------------------ read-only
 def _status(ctl, rid):
+    """STATUS (docs/protocol.md): what is infused and how far it got. Its longest form
+    (the longest state, drug and alarm names, every number at its bound) is 160 bytes of
+    160 (the most): live readings (pressure, KVO part) are telemetry (`! TL`), not STATUS."""
     tx = ok(ctl, rid)
     tx.field_lit(b"state", fsm.STATE_NAMES[ctl.fsm.state])
+    d = ctl.drug
+    tx.field_lit(b"drug", ctl.lib.drugs[d].name if d >= 0 and ctl.lib is not None else b"-")
     tx.field_int(b"rate_ul_h", ctl.rate)
     tx.field_int(b"vtbi_nl", ctl.vtbi)
     tx.field_int(b"del_nl", ctl.delivered_nl())
     tx.field_int(b"el_ms", ctl.el_ms)
-    tx.field_int(b"p_mmhg", ctl.pressure)
     a = ctl.alarms.highest()
     tx.field_lit(b"alarm", AL.NAMES[a])
     tx.field_int(b"prio", ctl.alarms.prio(a))
-    if ctl.fsm.state == fsm.KVO or ctl.kvo_nl() > 0:
-        tx.field_int(b"kvo_nl", ctl.kvo_nl())       # kept after PAUSE, until the next PROG
     tx.end()
 
 

@@ -33,6 +33,7 @@ _MAX_DT = const(200)          # a late tick never integrates more than this
 _KVO_MIN = const(100)               # µL/h (0.1 mL/h)
 _KVO_MAX = const(20000)             # µL/h (20 mL/h)
 _KVO_DEFAULT = const(1000)
+_EL_MS_MAX = const(0x3FFFFFFF)     # el_ms saturates here (about 12.4 days RUNNING)
 _BOLUS_MAX_NL = const(10000000)     # 10 mL when no drug sets a smaller limit
 _MAXSEG = const(10)                 # a loading segment + 8 steps, with room
 _MAXSTEP = const(8)
@@ -342,7 +343,9 @@ class Controller:
         steps = 0
         if (st == S_RUNNING or st == S_KVO) and loop.phase != LOOP_IDLE:
             if st == S_RUNNING:
-                self.el_ms += dt
+                # saturates at 2**30 - 1 (a number on the wire; a small int on the RP2040)
+                e = self.el_ms
+                self.el_ms = e + dt if e <= _EL_MS_MAX - dt else _EL_MS_MAX
             p = self.pressure
             r = self.occl.update(p, dt)
             if r:

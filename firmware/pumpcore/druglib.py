@@ -12,6 +12,9 @@ unreadable, not JSON, a limit missing or out of order, a hash mismatch — raise
 """
 
 
+NAME_MAX = 24    # bytes in a drug name: STATUS carries it and must stay within 160 bytes
+
+
 class LibraryError(Exception):
     pass
 

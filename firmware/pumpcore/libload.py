@@ -16,7 +16,7 @@ try:
 except ImportError:
     import ubinascii as binascii  # type: ignore
 
-from pumpcore.druglib import LibraryError, Limits, Vitals, Drug, DrugLibrary
+from pumpcore.druglib import LibraryError, Limits, Vitals, Drug, DrugLibrary, NAME_MAX
 
 
 def _num(x, what):
@@ -49,16 +49,33 @@ def _vitals(d):
     return v
 
 
+def _name(n):
+    """A drug name as the wire carries it (docs/protocol.md, *Drug library*): 1..24 bytes of
+    a-z 0-9 _ - starting with a letter, so it is one text value in every frame and STATUS's
+    longest form stays within 160 bytes."""
+    if not isinstance(n, str):
+        raise LibraryError("drug name is not text")
+    b = n.encode()
+    if not (1 <= len(b) <= NAME_MAX) or not (97 <= b[0] <= 122):
+        raise LibraryError("drug name must be 1..24 characters, starting with a-z")
+    for c in b:
+        if not (97 <= c <= 122 or 48 <= c <= 57 or c == 95 or c == 45):
+            raise LibraryError("drug name may hold only a-z 0-9 _ -")
+    return b
+
+
 def _drug(d, default_vitals):
     g = Drug()
     try:
-        g.name = d["name"].encode()
+        g.name = _name(d["name"])
         g.conc_ug_ml = int(_num(d["conc_ug_ml"], "conc_ug_ml"))
         concs = d.get("concs_ug_ml", [g.conc_ug_ml])
         g.concs = tuple([int(_num(c, "concs_ug_ml")) for c in concs])
+        if not (1 <= len(g.concs) <= 4):
+            raise LibraryError("concs_ug_ml: 1..4 concentrations")
         for c in g.concs:
-            if c <= 0:
-                raise LibraryError("concentration")
+            if not (0 < c <= 999999):
+                raise LibraryError("concentration must be 1..999999 ug/mL")
         if g.conc_ug_ml not in g.concs:
             raise LibraryError("conc_ug_ml not in concs_ug_ml")
         g.dose = _limits(d, "dose_ug_kg", 1)                 # µg/kg (dose or load)
@@ -74,8 +91,10 @@ def _drug(d, default_vitals):
         g.vitals = _vitals(v) if v is not None else default_vitals
     except KeyError as e:
         raise LibraryError("missing field " + str(e))
-    if g.rate_max <= 0 or not (0 <= g.kvo_ul_h <= 20000):
+    if not (0 < g.rate_max <= 1200000) or not (0 <= g.kvo_ul_h <= 20000):
         raise LibraryError("rate_ml_h_max or kvo_ul_h out of range")
+    if not (0 <= g.bolus_max_nl <= 100000000):
+        raise LibraryError("bolus_max_ul out of range (0..100000)")
     if not (0 <= g.bolus_lockout_ms <= 86400000 and 0 <= g.bolus_h_ug < 1000000000):
         raise LibraryError("bolus_lockout_min or bolus_max_h_ug out of range")
     return g
@@ -91,6 +110,13 @@ def parse(raw):
         raise LibraryError("drug library has no version or no drugs")
     lib = DrugLibrary()
     lib.version = str(doc["version"]).encode()
+    if not (1 <= len(lib.version) <= 24):
+        raise LibraryError("version must be 1..24 characters")
+    for c in lib.version:
+        if c < 33 or c > 126 or c == 42 or c == 61:
+            raise LibraryError("version: printable ASCII, no * or =")
+    if lib.version.isdigit():
+        raise LibraryError("version must not be a number (add a dot: 2026.1)")
     dv = doc.get("vitals_default")
     lib.vitals_default = _vitals(dv) if dv is not None else None
     drugs = doc["drugs"]

@@ -158,7 +158,7 @@ def check_status_and_hello():
     rep = r.send("1 HELLO", crc=False)
     assert rep.startswith(b"1 OK dev=") and b"proto=1" in rep and b" boot=" in rep and b"libh=" in rep
     rep = r.send("2 STATUS", crc=False)
-    assert rep.startswith(b"2 OK state=IDLE rate_ul_h=0"), rep
+    assert rep.startswith(b"2 OK state=IDLE drug=- rate_ul_h=0"), rep
 
 
 def check_telemetry_period():

@@ -1,0 +1,191 @@
+"""Worst-case lengths of the frames the pump sends (docs/protocol.md: at most 160 bytes with
+the LF), under both runtimes. Each check drives the real reply writer with every field at
+the bound the pump or its library loader guarantees: the longest state, alarm and drug
+name (24 bytes, the loader's limit), every number at its largest, every optional field.
+A frame that does not fit is dropped whole by the writer, so a dropped frame fails too."""
+import json
+
+from fwkit import Rig, LIB_PATH
+from pumpcore import fsm, libload, commands as C, alarms as AL, protocol as P
+from pumpcore.druglib import NAME_MAX, LibraryError
+from pumpcore.dose import RATE_MAX, VTBI_MAX
+
+NUM_MAX = P.NUM_MAX
+LONG = "a" * (NAME_MAX - 1) + "z"
+
+
+def _doc():
+    with open(LIB_PATH) as f:
+        return json.loads(f.read())
+
+
+def _long_lib():
+    """The firmware's library with its first drug renamed to a 24-byte name, 4
+    concentrations of 6 digits and every per-drug number at the loader's bound."""
+    doc = _doc()
+    doc["version"] = "v" * 24
+    d = doc["drugs"][0]
+    d["name"] = LONG
+    d["conc_ug_ml"] = 999999
+    d["concs_ug_ml"] = [999999, 999998, 999997, 999996]
+    d["rate_ml_h_max"] = 1200
+    d["bolus_max_ul"] = 100000
+    d["kvo_ul_h"] = 20000
+    return libload.parse(json.dumps(doc).encode())
+
+
+def _frames(tx, start):
+    out = []
+    s = start
+    for i in range(start, tx.n):
+        if tx.buf[i] == 10:
+            out.append(bytes(tx.buf[s:i + 1]))
+            s = i + 1
+    return out
+
+
+def _extreme(ctl):
+    ctl.rate = RATE_MAX
+    ctl.vtbi = VTBI_MAX
+    ctl.el_ms = NUM_MAX
+    ctl.pressure = -9999
+    ctl.delivered_nl = lambda: NUM_MAX
+    ctl.kvo_nl = lambda: NUM_MAX
+    ctl.current_rate = lambda: RATE_MAX
+
+
+def _longest(names):
+    m = names[0]
+    for n in names:
+        if len(n) > len(m):
+            m = n
+    return m
+
+
+def check_status_worst_case_fits():
+    r = Rig(lib=_long_lib())
+    ctl = r.ctl
+    _extreme(ctl)
+    ctl.drug = 0
+    tx = ctl.out.tx
+    worst = 0
+    for s in range(len(fsm.STATE_NAMES)):
+        ctl.fsm.state = s
+        for a in range(len(AL.NAMES)):
+            ctl.alarms.highest = lambda a=a: a
+            tx.clear()
+            d0 = tx.dropped
+            C._status(ctl, 65535)
+            assert tx.dropped == d0, ("STATUS dropped", fsm.STATE_NAMES[s], AL.NAMES[a])
+            fr = _frames(tx, 0)
+            assert len(fr) == 1, fr
+            assert len(fr[0]) <= P.MAX_FRAME, (len(fr[0]), fr[0])
+            assert b" drug=" + LONG.encode() + b" " in fr[0], fr[0]
+            if len(fr[0]) > worst:
+                worst = len(fr[0])
+    # the bound documented in docs/protocol.md (STATUS row) and firmware/pumpcore/commands.py
+    assert worst == P.MAX_FRAME, worst
+    ln = (len(b"65535 OK state=") + len(_longest(fsm.STATE_NAMES)) + len(b" drug=") + NAME_MAX
+          + len(b" rate_ul_h=1200000 vtbi_nl=1000000000 del_nl=1073741823 el_ms=1073741823 alarm=")
+          + len(_longest(AL.NAMES)) + len(b" prio=3*XXXX\n"))
+    assert ln == worst, (ln, worst)
+
+
+def check_status_without_drug_says_dash():
+    r = Rig()
+    r.cmd("PROG", "rate_ul_h=52500 vtbi_nl=35000000")
+    st = r.cmd("STATUS")
+    assert b" drug=- " in st, st
+    r.cmd("PROG", "drug=ketamine dose_ug_kg=500 wt_g=70000 over_ms=2400000")
+    st = r.cmd("STATUS")
+    assert b" drug=ketamine " in st, st
+    r.cmd("START")
+    r.run(2000)
+    assert b" drug=ketamine " in r.cmd("STATUS")
+    r.cmd("STOP")
+    st = r.cmd("STATUS")
+    # STOP ends the infusion: no program, no drug; del_nl keeps what it delivered
+    assert b"state=IDLE drug=- rate_ul_h=0 vtbi_nl=0 del_nl=" in st and b"del_nl=0 " not in st, st
+
+
+def check_telemetry_worst_case_fits():
+    r = Rig(lib=_long_lib())
+    ctl = r.ctl
+    _extreme(ctl)
+    tx = ctl.out.tx
+    for s in range(len(fsm.STATE_NAMES)):
+        ctl.fsm.state = s
+        tx.clear()
+        d0 = tx.dropped
+        C.telemetry(ctl)
+        assert tx.dropped == d0
+        fr = _frames(tx, 0)
+        assert len(fr) == 1 and len(fr[0]) <= P.MAX_FRAME, fr
+        assert b" kvo_nl=1073741823*" in fr[0], fr[0]
+
+
+def check_hello_worst_case_fits():
+    r = Rig(lib=_long_lib(), device_id=b"E6611860" * 2)
+    ctl = r.ctl
+    ctl.boot = NUM_MAX
+    ctl.fsm.state = fsm.FAULT
+    tx = ctl.out.tx
+    tx.clear()
+    C._hello(ctl, 65535)
+    fr = _frames(tx, 0)
+    assert len(fr) == 1 and len(fr[0]) <= P.MAX_FRAME, fr
+    assert b" fault=1*" in fr[0] and b" lib=" + b"v" * 24 in fr[0], fr[0]
+
+
+def check_drug_frames_worst_case_fit():
+    r = Rig(lib=_long_lib())
+    ctl = r.ctl
+    tx = ctl.out.tx
+    for body in ("DRUG drug=" + LONG, "DRUG i=0", "LIB"):
+        tx.clear()
+        d0 = tx.dropped
+        r.nid = 65534
+        r.cmd(*body.split(" ", 1)) if " " in body else r.cmd(body)
+        assert tx.dropped == d0, body
+
+
+def check_loader_refuses_what_does_not_fit():
+    for bad in ("a" * (NAME_MAX + 1), "", "Ketamine", "ket amine", "ket*", "ket=1", "1ket"):
+        doc = _doc()
+        doc["drugs"][0]["name"] = bad
+        try:
+            libload.parse(json.dumps(doc).encode())
+            assert False, "accepted drug name %r" % bad
+        except LibraryError:
+            pass
+    for key, val in (("version", "v" * 25), ("version", "2026"), ("version", "a b")):
+        doc = _doc()
+        doc[key] = val
+        try:
+            libload.parse(json.dumps(doc).encode())
+            assert False, "accepted %s=%r" % (key, val)
+        except LibraryError:
+            pass
+    for key, val in (("concs_ug_ml", [1000, 2000, 3000, 4000, 5000]), ("conc_ug_ml", 1000000),
+                     ("rate_ml_h_max", 1201), ("bolus_max_ul", 100001)):
+        doc = _doc()
+        d = doc["drugs"][0]
+        d[key] = val
+        if key == "conc_ug_ml":
+            d["concs_ug_ml"] = [val]
+        try:
+            libload.parse(json.dumps(doc).encode())
+            assert False, "accepted %s=%r" % (key, val)
+        except LibraryError:
+            pass
+
+
+# requirements these checks verify (docs/safety/requirements.md; read by tests/test_fw_checks.py)
+REQS = {
+    "check_status_worst_case_fits": ["REQ-COM-09"],
+    "check_status_without_drug_says_dash": ["REQ-COM-09"],
+    "check_telemetry_worst_case_fits": ["REQ-COM-09"],
+    "check_hello_worst_case_fits": ["REQ-COM-09"],
+    "check_drug_frames_worst_case_fit": ["REQ-COM-09"],
+    "check_loader_refuses_what_does_not_fit": ["REQ-COM-09"],
+}
