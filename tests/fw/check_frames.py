@@ -6,6 +6,7 @@ A frame that does not fit is dropped whole by the writer, so a dropped frame fai
 import json
 
 from fwkit import Rig, LIB_PATH
+import pumpcore
 from pumpcore import fsm, libload, commands as C, alarms as AL, protocol as P
 from pumpcore.druglib import NAME_MAX, LibraryError
 from pumpcore.dose import RATE_MAX, VTBI_MAX
@@ -20,10 +21,10 @@ def _doc():
 
 
 def _long_lib():
-    """The firmware's library with its first drug renamed to a 24-byte name, 4
+    """The firmware's library with a 12-byte version, its first drug renamed to a 24-byte name, 4
     concentrations of 6 digits and every per-drug number at the loader's bound."""
     doc = _doc()
-    doc["version"] = "v" * 24
+    doc["version"] = "v" * 12
     d = doc["drugs"][0]
     d["name"] = LONG
     d["conc_ug_ml"] = 999999
@@ -124,17 +125,28 @@ def check_telemetry_worst_case_fits():
         assert b" kvo_nl=1073741823*" in fr[0], fr[0]
 
 
+class _Keyed:
+    provisioned = True
+    required = True
+    counter = 999999999
+
+
 def check_hello_worst_case_fits():
+    # the device id is 16 hex digits on the Pico (8-byte unique id); fw at most 8 bytes
+    assert len(pumpcore.VERSION) <= 8, pumpcore.VERSION
     r = Rig(lib=_long_lib(), device_id=b"E6611860" * 2)
     ctl = r.ctl
     ctl.boot = NUM_MAX
+    ctl.log_damage = NUM_MAX        # reported capped at 99
+    ctl.auth = _Keyed()             # auth=1 ctr=999999999
     ctl.fsm.state = fsm.FAULT
     tx = ctl.out.tx
     tx.clear()
     C._hello(ctl, 65535)
     fr = _frames(tx, 0)
     assert len(fr) == 1 and len(fr[0]) <= P.MAX_FRAME, fr
-    assert b" fault=1*" in fr[0] and b" lib=" + b"v" * 24 in fr[0], fr[0]
+    assert b" lib=" + b"v" * 12 + b" " in fr[0] and b" fault=1" in fr[0] and b" logdmg=99" in fr[0], fr[0]
+    assert b" auth=1 ctr=999999999" in fr[0], fr[0]
 
 
 def check_drug_frames_worst_case_fit():
@@ -158,7 +170,7 @@ def check_loader_refuses_what_does_not_fit():
             assert False, "accepted drug name %r" % bad
         except LibraryError:
             pass
-    for key, val in (("version", "v" * 25), ("version", "2026"), ("version", "a b")):
+    for key, val in (("version", "v" * 13), ("version", "2026"), ("version", "a b")):
         doc = _doc()
         doc[key] = val
         try:
