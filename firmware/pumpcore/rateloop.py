@@ -70,6 +70,10 @@ _HIST = const(8)              # history ring (≥ _LAG + 1)
 _STALL_TOL = const(48)         # µsteps the plunger may trail the line (≈ 10 µL)
 _STALL_MS = const(2000)        # ... for this long before STALL
 _LOST_MAX = const(48)          # missed steps made up beyond the lost motion at engagement
+_STALL_W = const(3)            # µsteps the motor must certainly have made (lag-safe) ...
+_STALL_MIN = const(1)          # ... for the encoder to show at least this many counts: a
+                               # motor that does not turn is seen after 3 µsteps of command
+                               # (23 s at 0.1 mL/h on 50 mL, 1.8 s at 1.3 mL/h), whatever the rate
 _RUNAWAY_TOL = const(48)       # µsteps: 2 × 13 µsteps (5 µm periodic screw error) + 8 backlash + margin
 _CREEP = const(128)            # the floor of e rises 1 µstep per _CREEP commanded: a lead error up
                                # to 0.78 % (rolled screws ±0.06 %/length; a +0.5 % error must not trip)
@@ -97,6 +101,7 @@ class RateLoop:
         self.anchor_t = 0
         self.lost = 0
         self.lost0 = 0
+        self.m_eng = 0
         self.lost_known = False
         self.take = 0
         self.p_start = 0
@@ -104,6 +109,8 @@ class RateLoop:
         self.p_peak = 0
         self.x_load = 0
         self.stall_ms = 0
+        self.chk_m = 0
+        self.chk_x = 0
         self.stall = False
         self.runaway = False
         self.engaged_now = False
@@ -255,8 +262,11 @@ class RateLoop:
                     lm = 0
                 self.lost = lm            # measured afresh at every engagement
                 self.lost0 = lm
+                self.m_eng = self.m
                 self.lost_known = True
                 self.stall_ms = 0
+                self.chk_m = self.m
+                self.chk_x = x
                 x_old = x
             else:
                 n = _LOAD_STEPS if n_line < _LOAD_STEPS else n_line
@@ -270,16 +280,42 @@ class RateLoop:
         if ph == RUN:
             self.tgt += n_line
             xs = self.anchor_x + self.tgt - self.anchor_t
-            lm = m_old - x
-            if lm > self.lost:
-                # missed steps: make them up, within reason
-                lim = self.lost0 + _LOST_MAX
-                self.lost = lm if lm < lim else lim
-            n = xs + self.lost - self.m
+            # lost motion (motor − flange) now lies between m_old − x (the reading reflects
+            # at least the steps of _LAG ticks ago) and m − x (at most every step issued):
+            # keep the estimate inside that interval, both ways. The flange then follows the
+            # line whatever the screw's lead and periodic error (the plunger encoder sees
+            # them), missed steps are made up, and a flange ahead of the motor is not pushed
+            # further. Bounded: never more than _LOST_MAX + 1/_CREEP of the travel from the
+            # lost motion measured at engagement, so a lying encoder cannot steer far.
+            lo = m_old - x
+            hi = self.m - x
+            lost = self.lost
+            if lost < lo:
+                lost = lo
+            elif lost > hi:
+                lost = hi
+            b = _LOST_MAX + (self.m - self.m_eng) // _CREEP
+            if lost > self.lost0 + b:
+                lost = self.lost0 + b
+            elif lost < self.lost0 - b:
+                lost = self.lost0 - b
+            self.lost = lost
+            n = xs + lost - self.m
             if n < 0:
                 n = 0
             elif n > _NMAX:
                 n = _NMAX
+            # a motor that does not turn: _STALL_W µsteps certainly made (lag-safe), the
+            # encoder has not moved _STALL_MIN counts (the flange follows the motor 1:1 within
+            # the screw's periodic error, ±2.5 %; backlash and slack were taken up in TAKEUP)
+            dm = m_old - self.chk_m
+            if dm >= _STALL_W:
+                if x - self.chk_x >= _STALL_MIN:
+                    # the new reference: this reading reflects at most every step issued
+                    self.chk_m = self.m
+                    self.chk_x = x
+                else:
+                    self.stall = True
             # the plunger trails where the line was _LAG ticks ago: missed steps or a stall
             if x_old - x > _STALL_TOL:
                 self.stall_ms += dt
