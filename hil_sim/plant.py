@@ -135,6 +135,8 @@ class PlantParams:
     breakaway_n: float | None = None      # extra breakaway after a long rest; None: 0.04 N/mm
     friction_var_pct: float = 0.0         # glide friction varies along the barrel by ± this
     friction_period_mm: float = 8.0       # ... with this period of stopper travel
+    breakloose_var_pct: float = 0.0       # stick-slip and break-loose excess vary by ± this
+                                          # along the barrel (same period, own phase)
     breakaway_tau_s: float = 60.0
     stopper_stiffness_n_mm: float = 200.0
     # fluid path
@@ -308,6 +310,7 @@ class Plant:
         self._rng_pressure = random.Random(f"{seed}:plant:pressure")
         self._rng_mech = random.Random(f"{seed}:plant:mechanism")
         self._fric_phase = self._rng_mech.uniform(0.0, 2.0 * math.pi)
+        self._bl_phase = self._rng_mech.uniform(0.0, 2.0 * math.pi)   # drawn after: old seeds keep theirs
         self.bedside = Bedside(p.bedside, seed, p.height_cm)
         self._lf_n = 0.0                 # low-frequency force noise (N), first-order process
         self._lf_t = 0.0
@@ -393,8 +396,9 @@ class Plant:
         self._Fk = self._Fk0 = p.glide_n
         self._fvar = p.friction_var_pct / 100.0 * p.glide_n
         self._fw = 2.0 * math.pi * p.mm_per_ustep / p.friction_period_mm if p.friction_period_mm > 0 else 0.0
-        self._dF = p.stiction_n
-        self._Fb = p.breakaway_excess_n
+        self._dF = self._dF0 = p.stiction_n
+        self._Fb = self._Fb0 = p.breakaway_excess_n
+        self._bvar = p.breakloose_var_pct / 100.0
         self._tau_b = p.breakaway_tau_s * 1000.0
         self._stroke = p.fill_ml / self._a                # u of stopper travel to the end
         self._stick_u = max(self._dF / self._k, 1e-9)
@@ -638,6 +642,12 @@ class Plant:
         if self._fvar:
             # glide friction along the barrel (lubricant, moulding): at the stopper's place
             self._Fk = self._Fk0 + self._fvar * math.sin(self._fw * self.stopper + self._fric_phase)
+        if self._bvar:
+            # ... and the static excess over glide (stick-slip, break-loose), CONTEXT §8
+            f = 1.0 + self._bvar * math.sin(self._fw * self.stopper + self._bl_phase)
+            self._dF = self._dF0 * f
+            self._Fb = self._Fb0 * f
+            self._stick_u = max(self._dF / self._k, 1e-9)
         self.commanded += dm
         self._rec_motor += dm
         if not self.powered:

@@ -570,6 +570,29 @@ def test_glide_friction_varies_along_the_barrel():
 
 
 @pytest.mark.req("REQ-SYR-02")
+def test_stick_slip_and_break_loose_vary_along_the_barrel():
+    """CONTEXT §8: the break-loose force above glide varies along the barrel too. At 1 mL/h
+    the stopper sticks and slips; the size of each slip (the static excess over glide ÷ the
+    stopper's stiffness) follows the static excess at the stopper's place."""
+    def slips(var):
+        p = PlantParams(pressure_noise_mmhg=0.0, friction_var_pct=0.0, primed=True,
+                        stiction_delta_n=0.4, breakaway_n=0.0, periodic_error_um=0.0,
+                        breakloose_var_pct=var, friction_period_mm=0.2)
+        plant = Plant(p, seed=3)
+        out, last = [], plant.stopper
+        for _ in range(4000):                         # 4000 s at 1 mL/h: 10 periods of 0.2 mm
+            run(plant, 1.0, 1)
+            if plant.stopper - last > 0.5:
+                out.append(plant.stopper - last)
+            last = plant.stopper
+        return out
+    flat, varied = slips(0.0), slips(50.0)
+    ref = sorted(flat)[len(flat) // 2]
+    assert max(flat) - min(flat) < 0.3 * ref
+    assert max(varied) > 1.25 * ref and min(varied) < 0.75 * ref
+
+
+@pytest.mark.req("REQ-SYR-02")
 @pytest.mark.parametrize("tol", [-1.0, 1.0])
 def test_bore_tolerance_changes_the_delivered_volume_twice_as_much(tol):
     kw = dict(IDEAL, primed=True)
