@@ -9,8 +9,8 @@ is ``[(k, bytes)]`` reaching the UART just before call k; ``steps`` has one int 
 (µsteps spread over the following control tick), ``enable``/``alarm`` are the values at the end
 of the slice and ``tx`` is ``[(k, bytes)]`` sent during call k.
 
-* `InProcessRuntime` imports ``boards.sim`` from the firmware folder into CPython (fast; for
-  property tests and long soaks).
+* `InProcessRuntime` imports ``boards.sim`` from the firmware folder into CPython, under the
+  collision-free names of ``host._firmware`` (fast; for property tests and long soaks).
 * `MicroPythonRuntime` runs ``boards.sim.serve_stdio`` in the real ``micropython`` interpreter
   and speaks the one-line-per-slice stdio protocol over pipes — optionally from ``.mpy`` files
   compiled with ``mpy-cross`` (``compiled=True``), the shipped code path.
@@ -21,7 +21,6 @@ of the slice and ``tx`` is ``[(k, bytes)]`` sent during call k.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 import select
 import shutil
@@ -31,7 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 
-from host._firmware import firmware_dir
+from host._firmware import firmware_dir, firmware_module
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FIRMWARE_DIR = firmware_dir()      # host._firmware: the one locator
@@ -75,23 +74,15 @@ def _fw_dir(firmware_dir: str | os.PathLike | None) -> Path:
     return d.resolve()
 
 
-def _top_level_names(d: Path) -> set[str]:
-    names = set()
-    for p in d.iterdir():
-        if p.is_dir() and not p.name.startswith((".", "_")):
-            names.add(p.name)
-        elif p.suffix == ".py":
-            names.add(p.stem)
-    return names
-
-
 class InProcessRuntime:
-    """The firmware imported into this CPython process (``firmware_dir`` goes on sys.path).
+    """The firmware imported into this CPython process.
 
-    Modules of the same names loaded from a *different* firmware folder are evicted from
-    ``sys.modules`` first, so two folders (e.g. the real firmware and the open-loop baseline)
-    can be used one after the other in one process. Firmware module-level state is shared
-    by harnesses from the same folder.
+    The tree is imported under its own package name (``host._firmware``: ``infusekit._fw.…``
+    for the located tree, ``…_fw_<hash>`` for any other folder), never as top-level
+    ``pumpcore``/``boards`` and never through ``sys.path``, so two folders (e.g. the real
+    firmware and a deliberately broken copy) live side by side in one process and nothing of
+    the user's is shadowed. Firmware module-level state is shared by harnesses from the same
+    folder.
     """
 
     name = "cpython"
@@ -101,23 +92,12 @@ class InProcessRuntime:
         d = _fw_dir(firmware_dir)
         self.nl_per_kstep = nl_per_kstep
         self.firmware_dir = d
-        names = _top_level_names(d)
-        for mod_name in list(sys.modules):
-            top = mod_name.split(".", 1)[0]
-            if top in names:
-                f = getattr(sys.modules[mod_name], "__file__", None) or ""
-                if not f or not Path(f).resolve().is_relative_to(d):
-                    del sys.modules[mod_name]
-        if str(d) in sys.path:
-            sys.path.remove(str(d))
-        sys.path.insert(0, str(d))
-        importlib.invalidate_caches()
-        self._mod = importlib.import_module("boards.sim")
+        self._mod = firmware_module("boards.sim", d)
         self._default_cal = getattr(self._mod, "NL_PER_KSTEP", None)
         self._harness = self._new_harness(None)
         self._slice = self._harness.slice
         try:
-            self.fw_version = importlib.import_module("pumpcore").VERSION
+            self.fw_version = firmware_module("pumpcore", d).VERSION
         except (ImportError, AttributeError):
             self.fw_version = getattr(self._mod, "VERSION", "?")
 

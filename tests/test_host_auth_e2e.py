@@ -17,7 +17,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.req("REQ-SEC-01", "REQ-SEC-02", "REQ-
 
 @pytest.fixture
 def keyed_pump(monkeypatch):
-    import boards.sim as simboard        # on sys.path through tests/conftest.py
+    from host._firmware import firmware_module
+    simboard = firmware_module("boards.sim")     # the module the cpython runtime runs
     key = os.urandom(32)
     monkeypatch.setattr(simboard.Board, "key", key, raising=False)
     monkeypatch.setattr(simboard.Board, "counter", 0, raising=False)
