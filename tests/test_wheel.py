@@ -78,6 +78,10 @@ def test_library_imports_from_the_installed_package(installed):
              "from infusekit import Pump; import infusekit.codec, infusekit.sim.cosim\n"
              "from infusekit._firmware import firmware_dir\n"
              "print(Pump.__module__, firmware_dir())\n"
+             "from infusekit.sim.runtime import InProcessRuntime; rt = InProcessRuntime()\n"
+             "import sys; assert rt._mod.__name__ == 'infusekit._fw.boards.sim', rt._mod\n"
+             "assert not [m for m in sys.modules if m.split('.')[0] in ('pumpcore', 'boards')]\n"
+             "assert not [p for p in sys.path if 'firmware' in p], sys.path\n"
              "import importlib.util as u; print(u.find_spec('host'), u.find_spec('hil_sim'))")
     assert p.returncode == 0, p.stderr
     mod, fw, *_ = p.stdout.split()
