@@ -65,20 +65,33 @@ class Proc(Lines):
 
     def __init__(self, args):
         super().__init__()
-        self.p = subprocess.Popen(INFUSEKIT + args, stdout=subprocess.PIPE, text=True)
+        # -X faulthandler: a process that does not stop on Ctrl-C is sent SIGABRT, which
+        # makes it print every thread's stack, and the test failure says where it hung
+        self.p = subprocess.Popen([INFUSEKIT[0], "-X", "faulthandler"] + INFUSEKIT[1:] + args,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.err: list[str] = []
         threading.Thread(target=lambda: [self.add(l) for l in self.p.stdout], daemon=True).start()
+        threading.Thread(target=lambda: [self.err.append(l) for l in self.p.stderr],
+                         daemon=True).start()
 
     def wait_for(self, pred, timeout=240):
-        return super().wait_for(pred, timeout, alive=lambda: self.p.poll() is None)
+        try:
+            return super().wait_for(pred, timeout, alive=lambda: self.p.poll() is None)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\nstderr:\n" + "".join(self.err[-40:])) from None
 
     def stop(self):
+        """Ctrl-C, as a user stops it; the exit code. A loaded machine gets a minute; a
+        process still running then is a hang, reported with its threads' stacks."""
         if self.p.poll() is None:
             self.p.send_signal(signal.SIGINT)
             try:
-                self.p.wait(20)
+                self.p.wait(60)
             except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait(10)
+                self.p.send_signal(signal.SIGABRT)
+                self.p.wait(30)
+                time.sleep(0.5)
+                raise AssertionError("did not stop within 60 s of Ctrl-C:\n" + "".join(self.err[-80:]))
         return self.p.returncode
 
 

@@ -103,7 +103,9 @@ def test_status_round_trip_over_a_pty_in_real_time():
 
 def _cli(*args):
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-m", "hil_sim.cli", "sim", "serve", *args],
+    # -X faulthandler: on a hang the test sends SIGABRT and stderr shows every thread's stack
+    proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "hil_sim.cli", "sim",
+                             "serve", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             cwd=ROOT)
     url = proc.stdout.readline().strip()
@@ -127,7 +129,13 @@ def test_cli_serve_prints_the_url_and_stops_on_ctrl_c(args):
         finally:
             port.close()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(10) == 0, proc.stderr.read()
+        try:
+            rc = proc.wait(60)           # generous: a loaded machine, not a timing check
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            proc.wait(30)
+            raise AssertionError("no exit 60 s after Ctrl-C:\n" + proc.stderr.read()[-4000:])
+        assert rc == 0, proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()
