@@ -68,6 +68,7 @@ GOALS = {   # PRODUCT.md, Benchmarks
     "rel.envelope_violations": ("<=", 0),
     "rel.log_damage": (">=", 1000),
     "rel.log_unrecovered": ("<=", 0),
+    "fw.mac_refusal_alloc_bytes": ("<=", 0),      # issue 11 (REQ-COM-03, REQ-SEC-09)
 }
 
 

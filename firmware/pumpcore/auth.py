@@ -5,19 +5,23 @@ hash. The key (32 random bytes in the board's `key.bin`, provisioned at flash ti
 leaves the pump. A command carries `ctr=<n>` and, as its last field, `mac=<16 hex>`: the first
 16 hex digits of HMAC-SHA256(key, frame body before " mac="). `ctr` must exceed the last
 accepted counter, which the board keeps across reboots (`store_counter`). Runs only when a
-therapy frame arrives, never in the control tick.
+signed frame arrives, never in the control tick. Verifying a MAC allocates nothing
+(`pumpcore.hmac256`), so a refused signed frame leaves the heap as it was (REQ-COM-03).
 """
 try:
     import hashlib
 except ImportError:  # some ports ship it as uhashlib
     import uhashlib as hashlib  # type: ignore
 
+from pumpcore.hmac256 import Hmac256
+
 _BLOCK = 64
 _HEX = b"0123456789ABCDEF"
 
 
 def hmac_sha256(key, msg):
-    """HMAC-SHA256(key, msg) as 32 bytes."""
+    """HMAC-SHA256(key, msg) as 32 bytes, from hashlib (allocates: signing in tests and
+    tools, an oracle independent of the pump's verifier `pumpcore.hmac256`)."""
     if len(key) > _BLOCK:
         key = hashlib.sha256(key).digest()
     k = bytearray(_BLOCK)
@@ -75,20 +79,9 @@ class Auth:
 
     def __init__(self, key=None, counter=0, store=None):
         self.key = key if key else None
-        self._ipad = b""
-        self._opad = b""
-        if self.key is not None:
-            # the key's HMAC pads, once: a verification then allocates only the two hash
-            # objects and their digests (docs/performance.md), not key blocks and copies
-            k = self.key if len(self.key) <= _BLOCK else hashlib.sha256(self.key).digest()
-            ip = bytearray(_BLOCK)
-            op = bytearray(_BLOCK)
-            for i in range(_BLOCK):
-                c = k[i] if i < len(k) else 0
-                ip[i] = c ^ 0x36
-                op[i] = c ^ 0x5C
-            self._ipad = bytes(ip)
-            self._opad = bytes(op)
+        # the verifier hashes the key's pads once; a verification then allocates nothing
+        # (pumpcore.hmac256: SHA-256 on preallocated buffers, REQ-SEC-09)
+        self._mac = Hmac256(self.key) if self.key is not None else None
         self.required = False
         self.counter = counter
         self.pending = False
@@ -103,7 +96,8 @@ class Auth:
         """Verify a frame: body buf[:end_body] was MACed, mac digits at buf[mac_start:mac_end].
         Returns None when good (the counter becomes pending), else a reason (bytes). The
         cheap checks come first, so a frame refused for its counter computes no MAC."""
-        if self.key is None:
+        m = self._mac
+        if m is None:
             return b"pump has no key"
         if ctr < 1:
             return b"ctr must be 1..999999999"
@@ -113,15 +107,7 @@ class Auth:
             return b"replayed counter"
         if ctr - self.counter > CTR_WINDOW:
             return b"ctr too far above the last accepted (window 1000000)"
-        h = hashlib.sha256(self._ipad)
-        h.update(memoryview(buf)[:end_body])
-        o = hashlib.sha256(self._opad)
-        o.update(h.digest())
-        d = o.digest()
-        bad = 0
-        for i in range(8):
-            bad |= (_HEX[d[i] >> 4] ^ buf[mac_start + 2 * i]) | (_HEX[d[i] & 15] ^ buf[mac_start + 2 * i + 1])
-        if bad:
+        if not m.verify(buf, end_body, buf, mac_start):
             return b"wrong MAC"
         self._pending_ctr = ctr
         self.pending = True

@@ -181,6 +181,7 @@ class EventLog:
         self.torn = 0
         self._rotate_after = False
         self._c = (0, _GENESIS, 0)   # committed head: seq, hash, segment records
+        self._first = {}       # segment number -> its first seq (a hint for page())
 
     # ------------------------------------------------------------ hashing
     def _hash(self, prev, body):
@@ -221,6 +222,7 @@ class EventLog:
         self.seg += 1
         self.seg_count = 0
         self._new_seg = False
+        self._first[self.seg] = self.seq + 1
         snap = self.snapshot()
         self._add(t, b"TH", snap + b" ph=" + binascii.hexlify(self.prev).upper())
         # drop the oldest segments beyond `keep` (after the new one exists)
@@ -280,6 +282,7 @@ class EventLog:
         """Read and verify every kept record in order; call visit(record) for each good one.
         Returns a `Verify`; sets the writer's head (seq, hash, segment) from what it found."""
         v = Verify()
+        self._first = {}
         prev = None            # hash bytes of the last good record
         last_seq = 0           # the highest seq used (a damaged record's too: never reused)
         resync = False
@@ -304,6 +307,8 @@ class EventLog:
                 ok = False
                 if r is not None:
                     rec, be = r
+                    if n not in self._first:
+                        self._first[n] = rec.seq
                     if first:
                         ph = rec.field(b"ph")
                         if rec.ev != b"TH" or ph is None or len(ph) != 16:
@@ -394,6 +399,107 @@ class EventLog:
         self._c = (self.seq, self.prev, self.seg_count)
         return v
 
+    def page(self, from_seq=0, limit=32):
+        """Up to `limit` verified records with seq >= from_seq, for `LOG`: reads only the
+        segments from the one holding `from_seq` (normally one, two across a boundary) and
+        hashes only the records it returns (each against the stored hash of the line before
+        it, or its segment's `ph`; plus each segment's first line), not the whole chain: the
+        cost of a request is bounded by `limit` (docs/performance.md, `fw.log_request_us`). A record that fails its check
+        (flash damaged since boot), or whose predecessor cannot be read, is skipped, as
+        `scan` skips it."""
+        segs = self.segments()
+        if not segs:
+            return []
+        fs = self._first
+        k = 0
+        for i in range(len(segs)):
+            f = fs.get(segs[i])
+            if f is not None and f <= from_seq:
+                k = i
+        out = []
+        started = False
+        while k < len(segs):
+            raw = self.store.read(_seg_name(segs[k])) or b""
+            if k > 0 and not started and _first_seq(raw) > from_seq:
+                k -= 1                  # the hint was wrong: the range starts earlier
+                fs[segs[k + 1]] = _first_seq(raw)
+                continue
+            started = True
+            self._page_segment(raw, from_seq, limit, out)
+            if len(out) >= limit:
+                break
+            k += 1
+        return out
+
+    def _page_segment(self, raw, from_seq, limit, out):
+        """The records of one segment that `scan` accepts, with seq >= from_seq, into out:
+        the same acceptance rules (hash against the line before or the segment's `ph`, seq
+        continuity, resynchronising after a damaged line), but lines before the range are
+        only located, not parsed or hashed."""
+        pos = 0
+        n = len(raw)
+        prev_h = None           # stored hash (hex) of the line before; None: unreadable
+        prev_seq = -1           # seq `scan` would hold as last_seq (-1: none yet here)
+        first = True
+        resync = False
+        while pos < n and len(out) < limit:
+            e = raw.find(b"\n", pos)
+            if e < 0:
+                break                               # a torn tail: never committed
+            seq = _lead_int(raw, pos, e)
+            if 0 <= seq < from_seq and not first and seq == prev_seq + 1 and _line_ok(raw, pos, e):
+                # before the range and in sequence: only its seq and stored hash are needed
+                # (a segment's first line, or one out of sequence, is checked as scan does)
+                prev_h = raw[e - 16:e]
+                prev_seq = seq
+                first = False
+                resync = False
+                pos = e + 1
+                continue
+            line = raw[pos:e]
+            pos = e + 1
+            r = parse_line(line)
+            if r is None:                           # unreadable: the next line is an anchor
+                prev_h = None
+                if prev_seq >= 0:
+                    prev_seq += 1
+                first = False
+                resync = True
+                continue
+            rec, be = r
+            if first:
+                ph = rec.field(b"ph") if rec.ev == b"TH" else None
+                link = ph if ph is not None and len(ph) == 16 else None
+            elif prev_h is None and resync:
+                # the line after an unreadable one: an anchor, not verified (as in scan)
+                prev_h = rec.h
+                if rec.seq > prev_seq:
+                    prev_seq = rec.seq
+                resync = False
+                continue
+            else:
+                link = prev_h
+            ok = False
+            if link is not None:
+                try:
+                    ok = binascii.hexlify(self._hash(binascii.unhexlify(link), line[:be])).upper() == rec.h
+                except ValueError:
+                    ok = False
+                ok = ok and (prev_seq < 0 or rec.seq == prev_seq + 1 or resync and rec.seq > prev_seq)
+            first = False
+            prev_h = rec.h
+            if ok:
+                prev_seq = rec.seq
+                resync = False
+                if rec.seq >= from_seq:
+                    out.append(rec)
+            else:
+                if prev_seq < rec.seq < prev_seq + 1000000:
+                    prev_seq = rec.seq
+                elif prev_seq >= 0:
+                    prev_seq += 1
+                resync = True
+
     def records(self, from_seq=0, limit=1 << 30):
         """The verified records with seq >= from_seq (a list; for export and tests)."""
         out = []
@@ -405,6 +511,42 @@ class EventLog:
         self.scan(visit)
         self.seq, self.prev, self.seg, self.seg_count, self._new_seg = saved
         return out
+
+
+def _lead_int(b, s, e):
+    """The decimal number at b[s:] up to a space (before e), or -1."""
+    v = 0
+    i = s
+    while i < e and 48 <= b[i] <= 57:
+        v = v * 10 + b[i] - 48
+        i += 1
+    return v if i > s and i < e and b[i] == 32 else -1
+
+
+def _line_ok(b, s, e):
+    """True when b[s:e] is a line `parse_line` reads (checked in place: `<seq> <t> <ev>… #<16>`)."""
+    i = e - 18                      # the " #" before the hash
+    if i <= s or b[i] != 32 or b[i + 1] != 35:
+        return False
+    for j in range(i + 2, e):       # 16 upper-case hex digits (so no later " #" either)
+        c = b[j]
+        if not (48 <= c <= 57 or 65 <= c <= 70):
+            return False
+    j = s
+    for _ in range(2):              # seq, then t: digits and one space
+        k = j
+        while j < i and 48 <= b[j] <= 57:
+            j += 1
+        if j == k or j >= i or b[j] != 32:
+            return False
+        j += 1
+    return j < i                    # something (the event word) before the last space
+
+
+def _first_seq(raw):
+    """Seq of a segment's first line (-1 when unreadable)."""
+    e = raw.find(b"\n")
+    return _lead_int(raw, 0, e if e >= 0 else len(raw))
 
 
 class Therapy:

@@ -213,6 +213,36 @@ def check_signed_refusals_allocate_nothing_before_the_mac():
     assert b"1 ER AUTH pump has no key" in rep, rep
 
 
+def check_mac_verification_allocates_nothing():
+    """REQ-COM-03 / REQ-SEC-09 (issue 11: verifying a MAC on a refused frame allocated
+    1,344 B, then 608 B): signed frames that reach the MAC check and are refused — a wrong
+    MAC, a MAC over other bytes, a good MAC on a command refused after it (a rate out of
+    range) — are handled with the heap locked and change nothing; a good frame is accepted
+    with the heap unlocked and the MAC agrees with hashlib's (mac16, the oracle)."""
+    s = Settings()
+    s.auth = 1
+    a = Auth(_KEY, 5)
+    r = _reach("PROGRAMMED", auth=a, settings=s)
+    b = r.ctl.boot
+    body = ("5 START boot=%d ctr=6" % b).encode()
+    good = mac16(_KEY, body)
+    wrong = bytearray(good)
+    wrong[15] = 48 if wrong[15] != 48 else 49
+    long_body = ("6 PROG boot=%d rate_ul_h=1200001 vtbi_nl=1000000000 kvo_ul_h=0 ctr=7" % b).encode()
+    cases = (
+        (body + b" mac=" + bytes(wrong), b"5 ER AUTH wrong MAC"),
+        (body + b" mac=" + mac16(_KEY, body + b" "), b"5 ER AUTH wrong MAC"),
+        (body + b" mac=" + mac16(b"another key 0123456789abcdefghij", body), b"5 ER AUTH wrong MAC"),
+        (long_body + b" mac=" + mac16(_KEY, long_body), b"6 ER RANGE"),   # MAC good, then refused
+    )
+    for frame, want in cases:
+        rep = _heap_locked_reply(r, crc_frame(frame))
+        assert want in rep, (frame, rep)
+        assert r.state() == fsm.PROGRAMMED and a.counter == 5, rep
+    rep = r.send(crc_frame(body + b" mac=" + good), crc=False)
+    assert b"5 OK state=RUNNING" in rep and a.counter == 6, rep
+
+
 def check_counter_file_semantics():
     """docs/protocol.md *Counter file*: missing 0, unreadable refuses every signed frame."""
     from pumpcore.auth import parse_counter, CTR_MAX
@@ -233,4 +263,5 @@ REQS = {
     "check_unsigned_ack_and_silence_refused_under_auth": ["REQ-SEC-06"],
     "check_signed_refusals_allocate_nothing_before_the_mac": ["REQ-COM-03", "REQ-SEC-08"],
     "check_counter_file_semantics": ["REQ-SEC-08"],
+    "check_mac_verification_allocates_nothing": ["REQ-COM-03", "REQ-SEC-09"],
 }
