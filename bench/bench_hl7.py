@@ -28,20 +28,16 @@ def _msg(cid: str, sbp: int, dbp: int) -> str:
 
 
 def bench_hl7() -> dict:
+    from benchlib import served_pump
+    with served_pump("micropython", 1.0) as (sim, pump):
+        return _trials(sim, pump)
+
+
+def _trials(sim, pump) -> dict:
     from hl7.client import MLLPClient
 
-    from hil_sim.cosim import Simulation
-    from hil_sim.link import PtyEndpoint
-    from hil_sim.serve import serve
-    from host.client import Pump
     from host.vitals_bridge import Bridge, BridgeServer
 
-    sim = Simulation(runtime="micropython", seed=0)
-    ep = PtyEndpoint()
-    stop = threading.Event()
-    th = threading.Thread(target=serve, args=(sim, ep, 1.0, stop), daemon=True)
-    th.start()
-    pump = Pump.open(ep.url, timeout=2.0)
     pump.hello()
     bridge = Bridge(lambda r: pump.vitals(sbp=r.sbp, dbp=r.dbp, hr=r.hr, spo2=r.spo2,
                                           age_ms=r.age_ms), patient="PAT-1", max_skew_s=300)
@@ -101,11 +97,6 @@ def bench_hl7() -> dict:
     finally:
         done.set()
         server.close()
-        pump.close()
-        stop.set()
-        th.join(timeout=10)
-        ep.close()
-        sim.close()
     out = {"vitals.hl7_trials": N, "vitals.hl7_paused_trials": len(pause_ms),
            "vitals.hl7_acks_aa": sum(codes)}
     if pause_ms:

@@ -3,6 +3,7 @@ micropython firmware (simulator in real time, pump link paced at 115200 baud, th
 side a pty): command round trip, and how late the safe-mode time out pauses the pump."""
 from __future__ import annotations
 
+import contextlib
 import statistics
 import tempfile
 import threading
@@ -13,28 +14,17 @@ N = 100
 NE_BAUD = 19200           # the NE-1000's factory baud rate (the pty itself is not paced)
 
 
+@contextlib.contextmanager
 def _rig(tmp: Path):
-    from hil_sim.cosim import Simulation
-    from hil_sim.link import PtyEndpoint
-    from hil_sim.serve import serve
-    from host.client import Pump
+    from benchlib import served_pump
+    from host.endpoints import PtyEndpoint
     from host.ne1000_serve import Ne1000Server, StateFile
-    sim = Simulation(runtime="micropython", seed=0)
-    ep = PtyEndpoint()
-    stop = threading.Event()
-    th = threading.Thread(target=serve, args=(sim, ep, 1.0, stop), daemon=True)
-    th.start()
-    pump = Pump.open(ep.url, timeout=2.0)
-    server = Ne1000Server(pump, PtyEndpoint(), 0, StateFile(tmp / "ne.json")).start()
-
-    def close():
-        server.close()
-        pump.close()
-        stop.set()
-        th.join(timeout=10)
-        ep.close()
-        sim.close()
-    return pump, server, close
+    with served_pump("micropython", 1.0) as (_sim, pump):
+        server = Ne1000Server(pump, PtyEndpoint(), 0, StateFile(tmp / "ne.json")).start()
+        try:
+            yield pump, server
+        finally:
+            server.close()
 
 
 def _median_ms(fn) -> tuple[float, float]:
@@ -50,8 +40,7 @@ def bench_ne1000() -> dict:
     import nesp_lib
     out: dict = {}
     with tempfile.TemporaryDirectory() as d:
-        pump, server, close = _rig(Path(d))
-        try:
+        with _rig(Path(d)) as (pump, server):
             port = nesp_lib.Port(server.url)
             p = nesp_lib.Pump(port)
             p.pumping_rate_ml_per_min = 0.875
@@ -85,8 +74,6 @@ def bench_ne1000() -> dict:
                 out["ne1000.saf_pause_late_ms"] = round((paused - last - 2) * 1000, 1)
             out["ne1000.saf_paused"] = pump.status().state == "PAUSED"
             threading.excepthook = hook
-        finally:
-            close()
     return out
 
 

@@ -6,10 +6,12 @@ Each area keeps its benchmarks in its own module `bench/bench_<area>.py` with a
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,3 +61,30 @@ def load() -> dict:
     if not BENCHMARKS:
         BENCHMARKS.update(_collect())
     return BENCHMARKS
+
+
+@contextlib.contextmanager
+def served_pump(runtime: str = "micropython", speed: float = 1.0, seed: int = 0,
+                timeout: float = 2.0):
+    """A simulated pump served on a pty from a thread at ``speed`` (1.0: real time) and a
+    `host.client.Pump` open on it: yields ``(sim, pump)``; everything is closed after."""
+    from hil_sim.cosim import Simulation
+    from hil_sim.link import PtyEndpoint
+    from hil_sim.serve import serve
+    from host.client import Pump
+    sim = Simulation(runtime=runtime, seed=seed)
+    ep = PtyEndpoint()
+    stop = threading.Event()
+    th = threading.Thread(target=serve, args=(sim, ep, speed, stop), daemon=True)
+    th.start()
+    pump = None
+    try:
+        pump = Pump.open(ep.url, timeout=timeout)
+        yield sim, pump
+    finally:
+        if pump is not None:
+            pump.close()
+        stop.set()
+        th.join(timeout=10)
+        ep.close()
+        sim.close()

@@ -48,6 +48,8 @@ onset_frac = { dist = "uniform", low = 0.1, high = 0.3 }
     ("[campaign]\nname='x'\ncolour='red'\n[[program]]\nform='rate'\n", "colour"),
     ("[campaign]\nname='x'\n[[program]]\nform='rate'\n[[faults]]\nname='meteor'\n", "meteor"),
     ("[campaign]\nname='x'\n[pump.params]\nwarp=1\n[[program]]\nform='rate'\n", "warp"),
+    ("[campaign]\nname='x'\n[pump.bedside]\nwobble=1\n[[program]]\nform='rate'\n", "bedside parameter(s) ['wobble']"),
+    ("[campaign]\nname='x'\n[patient.params]\nmood=1\n[[program]]\nform='rate'\n", "patient parameter(s) ['mood']"),
     ("[campaign]\nname='x'\n[[program]]\nform='rate'\nrate_ml_h={dist='uniform',low=5,high=1}\n", "high < low"),
     ("[campaign]\nname='x'\n[[program]]\nform='rate'\nrate_ml_h={dist='gamma',k=2}\n", "dist"),
     ("[campaign]\nname='x'\n[pump]\nsyringe_ml=30\n[[program]]\nform='rate'\n", "syringe_ml"),

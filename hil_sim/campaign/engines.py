@@ -50,6 +50,23 @@ def execute(spec: dict, seed: int, indices: list[int], *, engine: str = "local",
         yield from results
 
 
+def local_pool(workers: int, warm: tuple[dict, int] | None = None):
+    """The local engine's process pool: ``workers`` spawned processes (a clean interpreter
+    each, no state inherited from the caller, as on a cluster). ``warm=(spec, seed)`` makes
+    every worker import the runner and the firmware and run one run of ``spec`` as it starts,
+    so a caller that times the pool (bench/bench_campaign.py) times runs, not start-up."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    ctx = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                               initializer=_warm_worker if warm else None,
+                               initargs=warm or ())
+
+
+def _warm_worker(spec: dict, seed: int) -> None:
+    run_chunk(spec, seed, [0], None)
+
+
 def _local(spec, seed, parts, workers, scheduler, firmware_dir):
     if scheduler:
         raise ValueError("--scheduler needs --engine dask or ray")
@@ -57,11 +74,8 @@ def _local(spec, seed, parts, workers, scheduler, firmware_dir):
         for p in parts:
             yield run_chunk(spec, seed, p, firmware_dir)
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    # spawn: a clean interpreter per worker (no state inherited from the caller, as on a cluster)
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+    from concurrent.futures import as_completed
+    with local_pool(workers) as ex:
         futs = [ex.submit(run_chunk, spec, seed, p, firmware_dir) for p in parts]
         for f in as_completed(futs):
             yield f.result()

@@ -110,6 +110,16 @@ DISTURBANCES = {"height_cm", "link_drop", "link_corrupt", "link_delay", "sensor_
                 "battery_soc"}
 
 
+def _only_known(kind: str, known: set[str]):
+    """A field validator: the dict's keys must be names in ``known`` (the model's fields)."""
+    def check(cls, v):
+        bad = set(v) - known
+        if bad:
+            raise ValueError(f"unknown {kind} parameter(s) {sorted(bad)}; known: {sorted(known)}")
+        return v
+    return classmethod(check)
+
+
 class CampaignMeta(_Strict):
     name: str
     description: str = ""
@@ -128,13 +138,7 @@ class PatientSpec(_Strict):
     interlock: Dist = True                      # CFG interlock=1 (vitals pause the infusion)
     params: dict[str, Dist] = Field(default_factory=dict)   # PatientParams fields
 
-    @field_validator("params")
-    @classmethod
-    def _known(cls, v):
-        bad = set(v) - _PATIENT_FIELDS
-        if bad:
-            raise ValueError(f"unknown patient parameter(s) {sorted(bad)}; known: {sorted(_PATIENT_FIELDS)}")
-        return v
+    _known = field_validator("params")(_only_known("patient", _PATIENT_FIELDS))
 
 
 class PumpSpec(_Strict):
@@ -146,21 +150,8 @@ class PumpSpec(_Strict):
     params: dict[str, Dist] = Field(default_factory=dict)   # PlantParams fields
     bedside: dict[str, Dist] = Field(default_factory=dict)  # BedsideParams fields (hil_sim.bedside)
 
-    @field_validator("params")
-    @classmethod
-    def _known(cls, v):
-        bad = set(v) - _PLANT_FIELDS
-        if bad:
-            raise ValueError(f"unknown plant parameter(s) {sorted(bad)}; known: {sorted(_PLANT_FIELDS)}")
-        return v
-
-    @field_validator("bedside")
-    @classmethod
-    def _known_bedside(cls, v):
-        bad = set(v) - _BEDSIDE_FIELDS
-        if bad:
-            raise ValueError(f"unknown bedside parameter(s) {sorted(bad)}; known: {sorted(_BEDSIDE_FIELDS)}")
-        return v
+    _known = field_validator("params")(_only_known("plant", _PLANT_FIELDS))
+    _known_bedside = field_validator("bedside")(_only_known("bedside", _BEDSIDE_FIELDS))
 
 
 class ProgramSpec(_Strict):
