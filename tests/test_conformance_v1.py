@@ -450,3 +450,90 @@ def test_status_with_the_longest_drug_name_keeps_the_frame_limit(tmp_path):
         assert status_error([ln for ln in p.frames if ln.startswith(b"65532 ")][-1]) is None
     finally:
         p.close()
+
+
+# ------------------------------------------------------------------ Semantics: KVO, accuracy, pauses
+@pytest.mark.req("REQ-COM-07", "REQ-THR-03")
+def test_kvo_defaults_per_program_form(pump):
+    """*Semantics, KVO*: rate and dose-over-time programs have none; volume-over-time and
+    steps get the drug's KVO or 1000 µL/h; dose-rate programs the drug's; kvo_ul_h=0 turns
+    it off; a KVO above the rate is lowered to the rate and the reply says so; above the
+    drug's KVO is ER LIMIT."""
+    b = pump.hello()["boot"]
+    cases = [
+        ("rate_ul_h=60000 vtbi_nl=1000000", None),
+        ("vtbi_nl=1000000 dur_ms=60000", "1000"),
+        ("vtbi_nl=1000000 dur_ms=60000 kvo_ul_h=0", None),
+        ("drug=ketamine dose_ug_kg=500 wt_g=70000 over_ms=2400000", None),
+        ("drug=ketamine dose_ug_kg_h=100 wt_g=70000 dur_ms=3600000", "1000"),
+        ("drug=remifentanil dose_ug_kg_h=10 wt_g=70000 dur_ms=3600000", None),   # library KVO 0
+        ("rate_ul_h=500 vtbi_nl=10000 kvo_ul_h=2000", "500"),                    # lowered, said
+    ]
+    for i, (body, kvo) in enumerate(cases):
+        rep = pump.ask(f"{3 + i} PROG boot={b} {body}")
+        assert rep.startswith(b"%d OK" % (3 + i)), (body, rep)
+        assert fields(rep).get("kvo_ul_h", "0" if kvo is None else None) == (kvo or "0"), (body, rep)
+    rep = pump.ask(f"20 PROG boot={b} drug=ketamine rate_ul_h=60000 vtbi_nl=1000000 kvo_ul_h=5000")
+    assert rep.startswith(b"20 ER LIMIT"), rep
+    assert pump.ask(f"21 STEP boot={b} i=0 rate_ul_h=10000 vol_nl=100000").startswith(b"21 OK")
+    rep = pump.ask(f"22 PROG boot={b} steps=1")
+    assert rep.startswith(b"22 OK") and fields(rep)["kvo_ul_h"] == "1000", rep
+
+
+@pytest.mark.req("REQ-COM-07")
+def test_loading_and_maintenance_reply(pump):
+    """*Semantics, Loading + maintenance*: the reply's rate is the loading rate; vtbi_nl and
+    dose_ug cover both segments (ketamine at 1000 µg/mL: 1 µg is 1000 nL)."""
+    b = pump.hello()["boot"]
+    rep = pump.ask(f"3 PROG boot={b} drug=ketamine dose_ug_kg_h=100 wt_g=70000 dur_ms=3600000 "
+                   f"load_ug_kg=200 load_ms=1800000")
+    f = fields(rep)
+    assert rep.startswith(b"3 OK") and f["drug"] == "ketamine", rep
+    load_ug = 200 * 70
+    assert int(f["rate_ul_h"]) == load_ug * 1000 * 3600 // 1800000, f      # 28000 µL/h
+    assert int(f["dose_ug"]) > load_ug and int(f["vtbi_nl"]) == int(f["dose_ug"]) * 1000, f
+    pump.ask(f"4 START boot={b}")
+    assert pump.status()["rate_ul_h"] == f["rate_ul_h"]                    # the loading segment
+
+
+@pytest.mark.req("REQ-COM-07")
+def test_a_program_ends_short_by_less_than_a_microstep(pump):
+    """*Semantics, Accuracy*: del_nl at COMPLETE is at most the VTBI and short of it by less
+    than one microstep (about 0.22 µL on the 50 mL syringe)."""
+    b = pump.hello()["boot"]
+    pump.ask(f"3 PROG boot={b} rate_ul_h=1200000 vtbi_nl=1000000")
+    pump.ask(f"4 START boot={b}")
+    for _ in range(200):                       # 1 mL at 1200 mL/h: 3 s, 60 ticks
+        pump.run(5)
+        if pump.status()["state"] == "COMPLETE":
+            break
+    st = pump.status()
+    assert st["state"] == "COMPLETE", st
+    assert 1000000 - 230 < int(st["del_nl"]) <= 1000000, st
+
+
+@pytest.mark.req("REQ-COM-07")
+def test_comm_loss_pauses_and_a_vitals_violation_alarms(pump):
+    """*Semantics, Pauses*: a communication loss with hb_action=pause moves RUNNING to PAUSED
+    (COMM_LOSS high priority, cleared by the next valid request; RESUME continues); a
+    vital-sign violation with the interlock on moves to ALARM, ACK is refused while the
+    readings are out of limits, then moves to PAUSED, and only then RESUME continues."""
+    b = pump.hello()["boot"]
+    assert pump.ask(f"3 CFG boot={b} hb_ms=1000 hb_action=pause interlock=1").startswith(b"3 OK")
+    pump.ask(f"4 PROG boot={b} drug=ketamine dose_ug_kg=500 wt_g=70000 over_ms=2400000")
+    pump.ask(f"5 START boot={b}")
+    out = pump.run(40)                                                     # 2 s of silence
+    assert any(ln.startswith(b"! EV ALARM alarm=COMM_LOSS prio=3") for ln in out), out
+    assert any(ln.startswith(b"! EV STATE state=PAUSED") for ln in out), out
+    st = pump.status()                                                     # a valid request
+    assert st["state"] == "PAUSED" and st["alarm"] != "COMM_LOSS", st
+    assert pump.ask(f"6 RESUME boot={b}") == b"6 OK state=RUNNING"
+    rep = pump.ask(f"7 VITALS boot={b} sbp=200 dbp=80 hr=70 spo2=98")
+    assert fields(rep)["action"] == "paused" and fields(rep)["limit"] == "sbp", rep
+    st = pump.status()
+    assert st["state"] == "ALARM" and st["alarm"] == "VITALS" and st["prio"] == "3", st
+    assert pump.ask(f"8 ACK boot={b}").startswith(b"8 ER STATE")            # still out of limits
+    assert pump.ask(f"9 RESUME boot={b}").startswith(b"9 ER STATE")
+    pump.ask(f"10 VITALS boot={b} sbp=120 dbp=80 hr=70 spo2=98")
+    assert pump.ask(f"11 ACK boot={b}") == b"11 OK state=PAUSED"
+    assert pump.ask(f"12 RESUME boot={b}") == b"12 OK state=RUNNING"
