@@ -304,3 +304,51 @@ def test_monitor_through_the_gateway_keys_and_a_restarted_gateway():
         if gw is not None:
             _stop(gw)
         pumped.close()
+
+
+def test_monitor_json_stream_reports_the_lost_and_restored_link():
+    """Off a terminal the monitor is a JSON-lines stream: a dropped link is a
+    ``{"type": "link", "ok": false}`` object, the restored one ``ok: true``, and the stream
+    goes on (status objects after it) until the run ends."""
+    import json
+    pumped = Pumped(TcpEndpoint())
+    side = pumped.side
+    proc = None
+    try:
+        program_and_start(side.url)
+        proc = subprocess.Popen([sys.executable, "-m", "host", "--port", side.url, "--timeout",
+                                 "2", "monitor", "--period", "200", "--for", "600"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                cwd=ROOT, start_new_session=True)
+        objs: list[dict] = []
+
+        def read():
+            for line in proc.stdout:
+                objs.append(json.loads(line))
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        until(lambda: any(o["type"] == "telemetry" for o in objs), "telemetry in the stream")
+        side.down = True
+        until(lambda: any(o["type"] == "link" and o["ok"] is False for o in objs),
+              "a link-lost object")
+        time.sleep(1.0)
+        side.down = False
+        until(lambda: any(o["type"] == "link" and o["ok"] is True for o in objs),
+              "a link-restored object")
+        n = len(objs)
+        until(lambda: any(o["type"] in ("telemetry", "status") for o in objs[n:]),
+              "the stream going on after the reconnect")
+        proc.send_signal(signal.SIGINT)                    # Ctrl-C: ends with an "end" object
+        proc.wait(WAIT_S)
+        reader.join(10)
+        assert objs[-1]["type"] == "end" and objs[-1]["interrupted"] is True
+        kinds = [o["type"] for o in objs]
+        lost = kinds.index("link")
+        assert objs[lost]["ok"] is False and "message" in objs[lost]
+        assert proc.returncode == 0, proc.stderr.read()
+        proc = None
+    finally:
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        pumped.close()
