@@ -247,6 +247,24 @@ def input_key(board: str, source_id: str, fw: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def _fresh_work(work: Path, manifest: Path, log: Path) -> None:
+    """Remove a port build folder CMake configured for another folder or another manifest
+    (e.g. copied from another checkout's build/rp2): CMake keeps using the paths it cached,
+    so make would freeze *that* checkout's firmware and call the result this one's image."""
+    cache = work / "CMakeCache.txt"
+    if not cache.exists():
+        return
+    text = cache.read_text(errors="replace")
+    m = re.search(r"^# For build in directory: (.*)$", text, re.M)
+    f = re.search(r"^MICROPY_FROZEN_MANIFEST:[A-Z]*=(.*)$", text, re.M)
+    if (m is None or Path(m.group(1).strip()) != work
+            or (f is not None and Path(f.group(1).strip()) != manifest)):
+        with log.open("a") as fh:
+            fh.write(f"{work} was configured for {m and m.group(1)} / {f and f.group(1)}: "
+                     "removed, building afresh\n")
+        shutil.rmtree(work)
+
+
 def image(board: str = "rp2_pico", micropython: str | Path | None = None,
           out: str | Path | None = None, picotool: str | Path | None = None,
           progress=None) -> Image:
@@ -271,6 +289,7 @@ def image(board: str = "rp2_pico", micropython: str | Path | None = None,
             if not (mp / "mpy-cross" / "build" / "mpy-cross").exists():
                 _run(["make", "-C", str(mp / "mpy-cross"), f"-j{_jobs()}"], log)
             work = root / f"work-{BOARDS[board]}-{hashlib.sha256(source_id.encode()).hexdigest()[:12]}"
+            _fresh_work(work, fw / "manifest.py", log)
             env = dict(os.environ, PICOTOOL_FETCH_FROM_GIT_PATH=str(pt))
             _run(["make", "-C", str(mp / "ports" / "rp2"), f"BOARD={BOARDS[board]}",
                   f"BUILD={work}", f"FROZEN_MANIFEST={fw / 'manifest.py'}", f"-j{_jobs()}"],

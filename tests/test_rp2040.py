@@ -147,8 +147,19 @@ def _wait(pump, sim, pred, max_sim_ms):
 @pytest.mark.timeout(900)       # ~30 simulated s: minutes of wall time on a loaded machine
 @pytest.mark.req("REQ-RP2-01", "REQ-RP2-03")
 def test_boot_hello_and_a_short_infusion_to_complete_over_the_pty():
+    """0.2 mL on the chip, judged by the plant's delivered volume to within 0.5 %.
+
+    The syringe is primed (loaded and purged, as it is before it meets a patient), so the
+    volume is the loop's accuracy and not the start-up physics: with an unprimed 50 mL
+    syringe a 0.2 mL run ends 0.6-1.5 % short whatever the runtime — the stopper rests with
+    its spring holding glide friction + venous pressure x area (≈ 60 µsteps), more than
+    where the force reading lets the loop take its anchor (≈ 49-56 µsteps, noise) — and the
+    host's STATUS polls, which reach the emulated chip at wall-clock-dependent moments,
+    move that by a few µsteps. (Before the loop made up its lag at the end of the line it
+    was a further 23 µsteps, 5 µL, short: the red CI run, 193.9 µL.)"""
+    from hil_sim.plant import PlantParams
     from host.druglib import DrugLibrary
-    with SimOnPty() as s, Pump.open(s.ep.url, timeout=30) as pump:
+    with SimOnPty(params=PlantParams(primed=True)) as s, Pump.open(s.ep.url, timeout=30) as pump:
         h = pump.hello()
         assert h.fw == firmware_version()
         lib = DrugLibrary.load()
@@ -163,10 +174,14 @@ def test_boot_hello_and_a_short_infusion_to_complete_over_the_pty():
         t_done = s.sim.t_ms
         while s.sim.t_ms < t_done + 15_000:                  # the line's compliance drains
             pump.status(timeout=30)
-        delivered_nl = s.sim.plant.delivered_ml * 1e6
+        plant = s.sim.plant
+        delivered_nl = plant.delivered_ml * 1e6
+        # what the line's compliance still holds (drained: a few nL at most)
+        stored_nl = plant.C * (plant.pressure - plant.params.vein_mmhg) * 1e6
         assert s.sim.enable == 0                             # EN pin: driver off at COMPLETE
+    assert abs(stored_nl) < 100
     # the plant's delivered volume (out of the line: physics, not the firmware's count)
-    assert 0.97 * 200_000 <= delivered_nl <= 1.0005 * 200_000
+    assert 0.995 * 200_000 <= delivered_nl <= 1.0005 * 200_000
 
 
 @pytest.mark.timeout(900)

@@ -29,6 +29,8 @@ except ImportError:  # CPython: const() is only a marker for the MicroPython com
     const = lambda x: x  # noqa: E731
 
 _MAX_DT = const(200)          # a late tick never integrates more than this
+_SETTLE_TICKS = const(400)    # the line is done: at most this long (20 s: a take-up of the
+                              # longest slack) for the loop to make up its lag before COMPLETE
 
 _KVO_MIN = const(100)               # µL/h (0.1 mL/h)
 _KVO_MAX = const(20000)             # µL/h (20 mL/h)
@@ -192,6 +194,7 @@ class Controller:
         self.fault_reason = b""
         self.auth_refused = 0
         self._finish = False
+        self._settle = 0        # ticks since the line ended (0: not ending)
         self.occl_base = 0
         self.last_door = False
         self.last_enc = 0
@@ -364,6 +367,12 @@ class Controller:
                 self.probe_ahead -= d
                 n_line -= d
             steps = loop.tick(inp.encoder, p, n_line, dt)
+            if self._settle:
+                # the line is done: complete once the flange is where the line ends
+                self._settle += 1
+                if loop.settled() or self._settle > _SETTLE_TICKS:
+                    self._settle = 0
+                    self._complete()
             if self._finish:
                 loop.stop()
             if loop.engaged_now:
@@ -421,9 +430,12 @@ class Controller:
                 line.limit_nl += self.seg_vol[self.seg]
                 self.rate = self.seg_rate[self.seg]
                 self.use_seg_plan()
-            else:
-                self._complete()
+            elif self.kvo > 0:
+                self._complete()          # KVO goes on with the loop: nothing to make up
+            elif not self._settle:
+                self._settle = 1          # COMPLETE when the loop has settled (_control)
         else:
+            self._settle = 0
             rem = self.vtbi - line.target_nl
             if rem <= self.rate * 250 // 3 and self.seg + 1 >= self.nseg:   # 5 min ahead
                 self.alarms.raise_(AL.A_VTBI_NEAR, self.out.tx, self._now)

@@ -159,6 +159,23 @@ class RateLoop:
     def stop(self):
         self.phase = IDLE
 
+    def settled(self):
+        """RUN and nothing left to make up, judged on a reading that reflects every step: the
+        motor has not moved for _LAG ticks, so the lag-safe lost motion (m _LAG ticks ago −
+        flange) was exact on this tick. While the motor moves, that estimate trails the truth
+        by the steps of the last _LAG ticks (≈ 23 µsteps ≈ 5 µL at 60 mL/h); at the end of the
+        line the loop makes them up before the infusion may complete."""
+        ph = self.phase
+        if ph == TAKEUP or ph == LOAD:
+            return False          # a line shorter than the take-up: deliver it first
+        if ph != RUN:
+            return True
+        i = self.hi - _LAG
+        if i < 0:
+            i += _HIST
+        return (self.m_hist[i] == self.m
+                and self.anchor_x + self.tgt - self.anchor_t + self.lost - self.m <= 0)
+
     def _fill_hist(self, m, x):
         for i in range(_HIST):
             self.m_hist[i] = m
