@@ -221,6 +221,7 @@ class Controller:
         self.kline = VolumeLine(k)      # keep-vein-open after the VTBI
         self.loop = RateLoop()
         self.occl = Occlusion(self.settings.occl_mmhg)
+        self.occl.set_syringe(self.syr_c, self.syr_sig)
         self.alarms = Alarms()
         self._pending_fault = fault
         if library is None and fault is None:
@@ -454,6 +455,7 @@ class Controller:
         self.syr = i
         self.syr_c = SYR.C_NL_MMHG[i]
         self.syr_sig = SYR.sigma_cmmhg(i, cfg.force_sigma_mn)
+        self.occl.set_syringe(self.syr_c, self.syr_sig)
         k0 = SYR.nearest(cfg.nl_per_kstep, cfg.lead_nm_per_kstep)
         # the board's calibration is for the clamp's size; scale it by the model's area
         k = int(cfg.nl_per_kstep * SYR.area_mm2(i) / SYR.area_mm2(k0) + 0.5)
@@ -490,7 +492,15 @@ class Controller:
         x = loop.enc_rel
         x_on = x
         have = tk >= 0
-        if have:
+        if why == 3 and p > base:     # occlusion._VOLUME
+            # a slow rise (the stored-volume test): the flange pushed C·(p − base) into the
+            # compliance, whatever went into the patient meanwhile
+            have = True
+            nl = self.syr_c * (p - base)
+            if nl > 100000000:
+                nl = 100000000
+            x_on = x - nl * 10 // (self.nl_per_kstep // 100)
+        elif have:
             if tk > 40000:
                 tk = 40000
             r = self.current_rate()

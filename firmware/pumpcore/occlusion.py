@@ -53,18 +53,27 @@ BREATH_MMHG = 4.0              # "a few mmHg" of venous swing (CONTEXT §8) ...
 BREATH_S = 5.0                 # ... at 12 breaths/min and faster
 TICK_S = 0.05
 HOLD_TICKS = 4                 # ticks per fresh reading (the simulator: 200 ms slices)
-T_MIN_S = 1.0                  # a 2-s arm move can never fill three differences
+T_MIN_S = 0.8                  # a 2-s arm move fills at most three of the four differences
 T_MAX_S = 60.0
 LO = 0.5                       # band around s·T: the compliance within 0.6-1.4 × the model's
 HI = 2.5
 RAMP_LO = 0.45                 # mmHg/s: bedside height ramps (40 cm over 20-60 s) ...
 RAMP_HI = 1.5                  # ... are probed where the band reaches them
 
+# the stored-volume test (a slowly developing occlusion: docs/firmware.md, "Occlusion", 6.)
+_VSEG = const(200)             # ticks per level segment, at least: 10 s (else the plan's T)
+_VTAU = const(25600)           # the slow-rise sum leaks with τ = 25600 ticks ≈ 21 min
+V_ALARM_NL = 30000             # alarm before 30 µL sit in the compliance (bolus goal 50 µL)
+V_RATE_CMMHG_S = 10            # increments up to 0.1 mmHg/s are a slow rise; faster ones are
+                               # the bedside (the slowest bed ramp, 20 cm over 70 s: 0.21)
+
 _WATCH = const(0)
 _PROBE = const(1)
 
 _TREND = const(1)
 _THRESHOLD = const(2)
+_VOLUME = const(3)
+_UNKNOWN = const(-1048576)     # -1 << 20: no level yet
 
 
 def plan(rate_ul_h, c_nl_mmhg, sigma_mmhg):
@@ -116,12 +125,42 @@ class Occlusion:
         self.probe = False
         self.probing = False        # the controller doubles the rate while this is set
         self.slope_mmhg_min = 0     # expected rise, for STATUS/docs (mmHg/min)
+        # the stored-volume test: level segments of v_len ticks (levels in mmHg / 256)
+        self.v_thr = 1 << 29        # alarm level of the slow-rise sum (mmHg / 256)
+        self.v_sig = 0              # 0.6 σ of a reading (mmHg / 256): 3 σ of a 10-s difference
+        self.v_clip = 256           # largest increment counted as slow (mmHg / 256)
+        self.v_len = _VSEG
+        self.v_a = 0                # slow rise since the line was loaded (mmHg / 256)
+        self.v_acc = 0
+        self.v_n = 0
+        self.v_prev = _UNKNOWN
         self.restart()
+
+    def set_syringe(self, c_nl_mmhg, sigma_cmmhg):
+        """Plan the stored-volume test from the syringe model (config time): alarm when the
+        slow rise A reaches V_ALARM_NL / C."""
+        if c_nl_mmhg < 1:
+            c_nl_mmhg = 1
+        self.v_thr = V_ALARM_NL * 256 // c_nl_mmhg
+        self.v_sig = sigma_cmmhg * 6 * 256 // 1000
+        self._v_plan()
+
+    def _v_plan(self):
+        """Level segments of max(10 s, the trend segment T): a stick-slip saw at the lowest
+        rates is averaged over as long as the trend test averages it. An increment is slow
+        when it is at most V_RATE × the segment, or 3 σ of a 10-s level difference
+        (0.2 σ·3; longer segments are less noisy), whichever is larger: the noise of a small
+        syringe must not be cut off one-sidedly."""
+        n = self.L if self.L > _VSEG else _VSEG
+        self.v_len = n
+        clip = V_RATE_CMMHG_S * n * 256 // 2000        # cmmHg/s × n ticks × 0.05 s, /100
+        self.v_clip = self.v_sig if self.v_sig > clip else clip
 
     def set_plan(self, L, lo, hi):
         """Take a plan from `plan_ints` (stored per program segment) and restart."""
         self.probe = L < 0
         self.L = -L if L < 0 else L
+        self._v_plan()
         self.lo = lo
         self.hi = hi
         # the expected rise lo/LO per segment, per minute
@@ -132,6 +171,7 @@ class Occlusion:
         self.restart_ref()
         self.hi_n = 0
         self.hold = _HOLDOFF_MS
+        self.v_restart()           # the slow rise so far is kept: it is still in the line
         self._clear()
 
     def _clear(self):
@@ -145,12 +185,20 @@ class Occlusion:
         self.pn = 0
         self.base = -1 << 20       # segment sum before the rise (unknown)
 
+    def v_restart(self):
+        """Start a new level segment; the next increment is not counted (a gap)."""
+        self.v_acc = 0
+        self.v_n = 0
+        self.v_prev = _UNKNOWN
+
     def restart_ref(self):
         self.ref = -1 << 20        # lowest segment sum since the line settled
 
     def suspend(self):
         """Keep the trend detector off (the stopper is being loaded); the threshold stays on."""
         self.hold = _HOLDOFF_MS
+        self.v_a = 0               # a line at rest while the stopper loads: nothing stored
+        self.v_restart()
         self._clear()
 
     # ------------------------------------------------------------ for the back-off
@@ -200,6 +248,40 @@ class Occlusion:
         return t if t < 1 << 28 else 1 << 28
 
     # ------------------------------------------------------------ the tick
+    def _volume(self, p):
+        """The stored-volume test, one tick: True when the slow rise reaches V_ALARM_NL."""
+        self.v_acc += p
+        self.v_n += 1
+        n = self.v_len
+        if self.v_n < n:
+            return False
+        y = self.v_acc * 256 // n             # the level, mmHg / 256 (< 2000 × 256)
+        self.v_acc = 0
+        self.v_n = 0
+        prev = self.v_prev
+        self.v_prev = y
+        if prev == _UNKNOWN:
+            return False
+        a = self.v_a
+        if a >= 0:
+            a -= a * n // _VTAU
+        else:
+            a += (-a) * n // _VTAU
+        d = y - prev
+        if -self.v_clip <= d <= self.v_clip:
+            a += d
+        thr = self.v_thr
+        if a < -thr:
+            a = -thr
+        self.v_a = a
+        if a < thr:
+            return False
+        # where the slow rise began: A below the level now (for the back-off and ACK)
+        self.base = (y - a) * self.L // 256
+        self.run_d = 0
+        self.v_a = 0
+        return True
+
     def update(self, p, dt):
         """One control tick of pressure p (mmHg). Returns 0, _TREND or _THRESHOLD."""
         if p >= self.limit:
@@ -215,6 +297,8 @@ class Occlusion:
             p = _P_CLAMP
         elif p < -_P_CLAMP:
             p = -_P_CLAMP
+        if self._volume(p):
+            return _VOLUME
         self.acc += p
         self.acc_n += 1
         if self.acc_n < self.L:

@@ -102,8 +102,37 @@ def check_parser_allocates_nothing():
     assert ctl.out.tx.n > 0
 
 
+def check_occlusion_tests_allocate_nothing():
+    """The detector's tick through the hold-off, its segments and the stored-volume test to
+    its alarm (a slow rise of 0.05 mmHg/s on BD50 at 1 mL/h: below the trend band), locked."""
+    from pumpcore.occlusion import Occlusion, plan_ints
+    o = Occlusion(400)
+    o.set_syringe(2100, 148)
+    L, lo, hi = plan_ints(1000, 2100, 148)
+    o.set_plan(L, lo, hi)
+    got = bytearray(2)
+
+    def go():
+        p = 10
+        for i in range(40000):              # 33 min of ticks
+            if i > 4000 and i % 400 == 0:
+                p += 1                      # 1 mmHg per 20 s
+            r = o.update(p, 50)
+            if r:
+                got[0] = r
+                got[1] = p - 10
+                return
+    if micropython is None:
+        go()
+    else:
+        _locked(go)
+    assert got[0] == 3, got[0]              # the stored-volume test (occlusion._VOLUME) ...
+    assert 12 <= got[1] <= 20, got[1]       # ... at 30 µL / 2100 nL/mmHg ≈ 14 mmHg of rise
+
+
 # requirements these checks verify (docs/safety/requirements.md; read by tests/test_fw_checks.py)
 REQS = {
     "check_running_tick_allocates_nothing": ["REQ-SW-04"],
     "check_parser_allocates_nothing": ["REQ-SW-04", "REQ-COM-03"],
+    "check_occlusion_tests_allocate_nothing": ["REQ-SW-04", "REQ-OCC-16"],
 }
