@@ -62,11 +62,15 @@ class _Host:
         self.sim = sim
         self.rid = 0
         self.buf = b""
+        self.boot: int | None = None    # HELLO's boot number (protocol v1's reboot guard)
 
     def request(self, word: str, fields: dict | None = None, wait_ms: int = 3000) -> str | None:
         self.rid += 1
         rid = self.rid
-        self.sim.host_send(encode_request(rid, word, fields or {}))
+        fields = dict(fields or {})
+        if word in ("PROG", "START") and self.boot is not None:
+            fields = {"boot": self.boot, **fields}
+        self.sim.host_send(encode_request(rid, word, fields))
         t_end = self.sim.t_ms + wait_ms
         while self.sim.t_ms < t_end:
             self.sim.slice(1)
@@ -94,6 +98,8 @@ def _boot(sim: Simulation, host: _Host, max_ms: int = 10_000) -> bool:
     while sim.t_ms < t_end:
         sim.run_for(500)
         if host.state() is not None:
+            m = re.search(r" boot=(\d+)", host.request("HELLO") or "")
+            host.boot = int(m.group(1)) if m else None
             return True
     return False
 

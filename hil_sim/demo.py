@@ -59,7 +59,8 @@ def run_demo(runtime: str = "micropython", *, weight_kg: float = 70, dose: str =
     alarms: list[str] = []
     marks: list[tuple[int, str]] = []       # (virtual ms, alarm name) as the host saw them
     try:
-        with Pump.open(ep.url, timeout=5.0) as pump:
+        # the emulated RP2040 runs near real time and boots in seconds of wall time
+        with Pump.open(ep.url, timeout=60.0 if runtime == "rp2040" else 5.0) as pump:
             pump.on_event(lambda ev: _collect_alarm(ev, alarms, marks, sim))
             prog = pump.program(drug=drug, dose=dose, over=over, weight_kg=weight_kg)
             programmed_ml = prog.vtbi_nl / 1e6
@@ -130,15 +131,22 @@ def _follow(pump, programmed_ml: float, show: bool):
                   disable=not (show and sys.stdout.isatty()), transient=False) as bar:
         task = bar.add_task("ketamine", total=programmed_ml, info="")
         p_mmhg = "?"                   # line pressure: telemetry's (STATUS has none in v1)
-        for ev in pump.events(timeout=30):
-            if isinstance(ev, Telemetry):
-                f = ev.fields
-                p_mmhg = f.get("p_mmhg", p_mmhg)
-                bar.update(task, completed=int(f.get("del_nl", 0)) / 1e6,
-                           info=f"{f.get('state', '?'):<9} t={int(f.get('el_ms', 0)) / 60000:5.1f} min"
-                                f"  p={f.get('p_mmhg', '?'):>3} mmHg")
-            elif isinstance(ev, Event) and ev.name == "STATE" and ev.fields.get("state") in _ENDED:
-                break
+        ended = False
+        while not ended:
+            for ev in pump.events(timeout=30):
+                if isinstance(ev, Telemetry):
+                    f = ev.fields
+                    p_mmhg = f.get("p_mmhg", p_mmhg)
+                    bar.update(task, completed=int(f.get("del_nl", 0)) / 1e6,
+                               info=f"{f.get('state', '?'):<9} t={int(f.get('el_ms', 0)) / 60000:5.1f} min"
+                                    f"  p={f.get('p_mmhg', '?'):>3} mmHg")
+                elif isinstance(ev, Event) and ev.name == "STATE" and ev.fields.get("state") in _ENDED:
+                    ended = True
+                    break
+            else:
+                # 30 wall s without a frame (a slow runtime: the emulated RP2040 takes ~20 s
+                # of wall time per telemetry frame): ask, rather than give up on a running pump
+                ended = pump.status().state in _ENDED
         st = pump.status()
         bar.update(task, completed=st.del_nl / 1e6,
                    info=f"{st.state:<9} t={st.el_ms / 60000:5.1f} min  p={p_mmhg:>3} mmHg")

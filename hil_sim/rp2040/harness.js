@@ -309,10 +309,21 @@ function runUntil(target) {
       else if (alarm <= now()) clock.tick(0);
     } else {
       const t0 = now();
-      // a burst of instructions up to the next external event
-      while (!core.waiting && stallNs === 0 && now() < limit) {
-        const cycles = core.executeInstruction();
-        advance(cycles * CYCLE_NS);
+      // a burst of instructions up to the next external event. The clock's counter is moved
+      // directly while no alarm and no PIO clock edge falls due (what clock.tick and advance
+      // would do anyway, without their per-instruction cost); at one that does, advance()
+      // takes the step, running the alarm callbacks and the PIO at their times. An
+      // instruction may schedule an alarm or write the PIO (pioDue = 0): both are read after
+      // every instruction.
+      const clk = clock, lim = limit - base;
+      while (!core.waiting && stallNs === 0) {
+        const n0 = clk.nanosCounter;
+        if (n0 >= lim) break;
+        const dt = core.executeInstruction() * CYCLE_NS;
+        const n = n0 + dt;
+        const a = clk.nextAlarm;
+        if ((a !== null && a.nanos <= n) || n + base >= pioDue) advance(dt);
+        else clk.nanosCounter = n;
       }
       m.busyNs += now() - t0;
     }
