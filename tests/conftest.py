@@ -47,9 +47,14 @@ def pytest_addoption(parser):
     parser.addoption("--req-report", default=None, help="write requirement→test results (JSON)")
 
 
+_config = None
+
+
 def pytest_configure(config):
+    global _config
     config.addinivalue_line("markers", "req(*ids): requirements (docs/safety/requirements.md) this test verifies")
     config._req_results = {}
+    _config = config
 
 
 def pytest_collection_finish(session):
@@ -57,26 +62,27 @@ def pytest_collection_finish(session):
     for item in session.items:
         reqs = [r for m in item.iter_markers("req") for r in m.args]
         if reqs:
+            # user_properties travel with every report, also from pytest-xdist's workers to
+            # the controller, which has no items of its own
+            item.user_properties.append(("reqs", sorted(set(reqs))))
             res[item.nodeid] = {"reqs": sorted(set(reqs)), "outcome": "not run"}
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    rep = outcome.get_result()
-    res = item.config._req_results.get(item.nodeid)
-    if res is None:
+def pytest_runtest_logreport(report):
+    reqs = dict(report.user_properties).get("reqs")
+    if not reqs:
         return
-    if rep.when == "call" or (rep.when == "setup" and rep.outcome != "passed"):
-        if hasattr(rep, "wasxfail"):
-            res["outcome"] = "xfail" if rep.skipped else "xpass"
+    res = _config._req_results.setdefault(report.nodeid, {"reqs": list(reqs), "outcome": "not run"})
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        if hasattr(report, "wasxfail"):
+            res["outcome"] = "xfail" if report.skipped else "xpass"
         else:
-            res["outcome"] = rep.outcome
+            res["outcome"] = report.outcome
 
 
 def pytest_sessionfinish(session, exitstatus):
     path = session.config.getoption("--req-report")
-    if path:
+    if path and not hasattr(session.config, "workerinput"):     # the controller writes it
         import json
         Path(path).write_text(json.dumps(session.config._req_results, indent=1, sort_keys=True))
 
