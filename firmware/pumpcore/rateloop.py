@@ -74,6 +74,7 @@ _STALL_W = const(3)            # µsteps the motor must certainly have made (lag
 _STALL_MIN = const(1)          # ... for the encoder to show at least this many counts: a
                                # motor that does not turn is seen after 3 µsteps of command
                                # (23 s at 0.1 mL/h on 50 mL, 1.8 s at 1.3 mL/h), whatever the rate
+_STALL_HOLD = const(20)        # ... and still not after 1 s more (readings held up to 1 s)
 _RUNAWAY_TOL = const(48)       # µsteps: 2 × 13 µsteps (5 µm periodic screw error) + 8 backlash + margin
 _CREEP = const(128)            # the floor of e rises 1 µstep per _CREEP commanded: a lead error up
                                # to 0.78 % (rolled screws ±0.06 %/length; a +0.5 % error must not trip)
@@ -111,6 +112,7 @@ class RateLoop:
         self.stall_ms = 0
         self.chk_m = 0
         self.chk_x = 0
+        self.stall_n = 0
         self.stall = False
         self.runaway = False
         self.engaged_now = False
@@ -284,6 +286,7 @@ class RateLoop:
                 self.stall_ms = 0
                 self.chk_m = self.m
                 self.chk_x = x
+                self.stall_n = 0
                 x_old = x
             else:
                 n = _LOAD_STEPS if n_line < _LOAD_STEPS else n_line
@@ -331,8 +334,13 @@ class RateLoop:
                     # the new reference: this reading reflects at most every step issued
                     self.chk_m = self.m
                     self.chk_x = x
+                    self.stall_n = 0
                 else:
-                    self.stall = True
+                    # ... for _STALL_HOLD ticks: a harness holding readings longer than
+                    # _LAG ticks (up to 1 s) renews the reading before that
+                    self.stall_n += 1
+                    if self.stall_n >= _STALL_HOLD:
+                        self.stall = True
             # the plunger trails where the line was _LAG ticks ago: missed steps or a stall
             if x_old - x > _STALL_TOL:
                 self.stall_ms += dt

@@ -186,9 +186,9 @@ def check_stall():
     r = _running(rate=100000)
     r.run(3000)
     r.frozen = True                   # the mechanism jams: the plunger stops
-    # seen once 3 µsteps are certainly commanded and the encoder has not moved (at 100 mL/h
-    # a few ticks; the reading may trail by _LAG ticks), not after 2 s of lag (issue 16)
-    r.run(500)
+    # seen once 3 µsteps are certainly commanded and the encoder has not moved for 1 s more
+    # (at 100 mL/h: ~1.1 s), not after the old 48 µsteps of lag + 2 s (issue 16)
+    r.run(1500)
     assert r.alarm() == AL.A_STALL and r.state() == fsm.ALARM
     assert _stopped(r)
 
