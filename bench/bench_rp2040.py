@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+import os
 import re
 import time
 
@@ -151,6 +152,15 @@ def heap_peak(image, lo: int = 20480, hi: int = 40960, step: int = 512) -> tuple
     return hi, trials
 
 
+def _cpu_s(rt) -> float:
+    """CPU seconds (user + system) the runtime's Node process has used so far."""
+    try:
+        f = open(f"/proc/{rt._proc.pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, AttributeError, IndexError, ValueError):
+        return 0.0
+
+
 def steady(image, minutes: float = 1.0) -> dict:
     """A steady 52.5 mL/h infusion (the ketamine job's rate) with telemetry and the log."""
     sim = _sim(0, image)
@@ -165,12 +175,14 @@ def steady(image, minutes: float = 1.0) -> dict:
         rt = sim.runtime
         rt.metrics(reset=True)              # type: ignore[attr-defined]
         t_sim, w = sim.t_ms, time.perf_counter()
+        c0 = _cpu_s(rt) + time.process_time()
         n = int(minutes * 60_000) // 1000
         for _ in range(n):
             sim.run_for(1000)
             host.buf = b""
             sim.host_recv()
         wall = time.perf_counter() - w
+        cpu = _cpu_s(rt) + time.process_time() - c0
         m = rt.metrics()                    # type: ignore[attr-defined]
         sim_s = (sim.t_ms - t_sim) / 1000
         st = host.state()
@@ -183,6 +195,10 @@ def steady(image, minutes: float = 1.0) -> dict:
             "fw.flash_erases_per_min_rp2040": round(m["erases"] * 60 / sim_s, 2),
             "fw.flash_stall_ms_per_min_rp2040": round(m["stall_us"] / 1000 * 60 / sim_s, 1),
             "sim.speed_rp2040_x": round(sim_s / wall, 3),
+            # the same run per CPU second (Node harness + this process): what the speed would
+            # be with a core each, whatever else the machine is doing
+            "sim.speed_rp2040_cpu_x": round(sim_s / cpu, 3) if cpu > 0 else None,
+            "sim.load_avg_rp2040": round(os.getloadavg()[0], 1),
         }
     finally:
         sim.close()
