@@ -20,6 +20,8 @@
   plant moving / frames after which a reply was missing or doubled, a refused frame changed
   something, an accepted program or titration broke the library, the delivery left the
   therapy envelope (hil_sim/envelope.py), or an exception escaped (goal 0).
+* `rel.log_retention_days` — days of a clinic's typical use under a sustained flood that
+  the log keeps on the Pico-sized littlefs (tests/fw/retention.py; goal ≥ 30).
 * `rel.log_damage` / `rel.log_unrecovered` — event-log damage trials (tests/fw/logdmg.py: bit
   flips, a record torn in the middle, a deleted record, a full flash) / trials after which the
   pump did not boot safe, did not report the damage, lost a later record, reused a seq or
@@ -28,6 +30,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -38,8 +41,9 @@ FUZZ_FRAMES = 100_000
 POWER_CUTS = 1_000
 
 
-def _run(exe: str, script: str, *args: object) -> dict:
-    p = subprocess.run([exe, str(FW_TESTS / script), *map(str, args)], cwd=str(FIRMWARE),
+def _run(exe: str, script: str, *args: object, heap: bool = False) -> dict:
+    pre = ["-X", "heapsize=32M"] if heap else []
+    p = subprocess.run([exe, *pre, str(FW_TESTS / script), *map(str, args)], cwd=str(FIRMWARE),
                        capture_output=True, text=True, timeout=3600)
     if p.returncode != 0:
         raise RuntimeError(f"{script} failed:\n{p.stdout[-2000:]}{p.stderr[-2000:]}")
@@ -85,13 +89,64 @@ def bench_log_damage() -> dict:
             "rel.log_damage_detected": r["detected"]}
 
 
+GFUZZ_WORKERS = max(1, min(2, os.cpu_count() or 1))
+
+
+def _parallel(exe: str, script: str, jobs: list[tuple]) -> list[dict]:
+    """Run the script once per job (its own seed) in parallel processes; their JSON lines."""
+    procs = [subprocess.Popen([exe, str(FW_TESTS / script), *map(str, a)], cwd=str(FIRMWARE),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for a in jobs]
+    out = []
+    for p in procs:
+        so, se = p.communicate(timeout=3600)
+        if p.returncode != 0:
+            raise RuntimeError(f"{script} failed:\n{so[-2000:]}{se[-2000:]}")
+        out.append(json.loads(so.strip().splitlines()[-1]))
+    return out
+
+
 def bench_gfuzz() -> dict:
-    r = _run(sys.executable, "gfuzz.py", GFUZZ_FRAMES, 20261203)
-    for e in r["examples"]:
-        print("   gfuzz violation:", e)
-    return {"rel.gfuzz_frames": r["frames"], "rel.envelope_violations": r["violations"],
-            "rel.gfuzz_states": len(r["states"]), "rel.gfuzz_accepted": r["accepted"]}
+    """1,000,000 frames, split over the cores (one seed per worker: the same seeds give the
+    same frames whatever the machine), CPython (the firmware in-process)."""
+    n = GFUZZ_WORKERS
+    jobs = [(GFUZZ_FRAMES // n + (1 if i < GFUZZ_FRAMES % n else 0), 20261203 + 7919 * i) for i in range(n)]
+    rs = _parallel(sys.executable, "gfuzz.py", jobs)
+    states: dict = {}
+    for r in rs:
+        for e in r["examples"]:
+            print("   gfuzz violation:", e)
+        for k, v in r["states"].items():
+            states[k] = states.get(k, 0) + v
+    return {"rel.gfuzz_frames": sum(r["frames"] for r in rs),
+            "rel.envelope_violations": sum(r["violations"] for r in rs),
+            "rel.gfuzz_states": len(states), "rel.gfuzz_accepted": sum(r["accepted"] for r in rs),
+            "rel.gfuzz_workers": n}
+
+
+RETENTION_DAYS = 45
+
+
+def bench_retention() -> dict:
+    """A clinic day with a peer flooding it (tests/fw/clinic.py), replayed 45 times onto the
+    Pico-sized littlefs with the firmware tree on it (tests/fw/retention.py, micropython):
+    the days the log still holds, records and bytes a day (docs/safety/log-retention.md)."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        day = os.path.join(d, "day.txt")
+        p = subprocess.run([sys.executable, str(FW_TESTS / "clinic.py"), "dump", day, "flood"],
+                           cwd=str(FIRMWARE), capture_output=True, text=True, timeout=900)
+        if p.returncode != 0:
+            raise RuntimeError(p.stderr[-2000:])
+        with open(day, "rb") as f:
+            lines = f.read().splitlines()
+        r = _run(micropython_exe(), "retention.py", day, RETENTION_DAYS, "pico", heap=True)
+    per_day = len(lines)
+    return {"rel.log_retention_days": r["days_kept"], "rel.log_records_per_day_flood": per_day,
+            "rel.log_bytes_per_day_flood": r["bytes_kept"] // max(r["days_kept"], 1),
+            "rel.log_budget_bytes": r["budget"], "rel.log_free_blocks": r["free_blocks"],
+            "rel.log_dropped_full": r["dropped_full"]}
 
 
 BENCHMARKS = {"fuzz": bench_fuzz, "power": bench_power, "power_programs": bench_power_programs,
-              "gfuzz": bench_gfuzz, "log_damage": bench_log_damage}
+              "gfuzz": bench_gfuzz, "log_damage": bench_log_damage, "retention": bench_retention}

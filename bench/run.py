@@ -69,6 +69,7 @@ GOALS = {   # PRODUCT.md, Benchmarks
     "rel.log_damage": (">=", 1000),
     "rel.log_unrecovered": ("<=", 0),
     "fw.mac_refusal_alloc_bytes": ("<=", 0),      # issue 11 (REQ-COM-03, REQ-SEC-09)
+    "rel.log_retention_days": (">=", 30),
 }
 
 

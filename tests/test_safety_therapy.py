@@ -251,6 +251,11 @@ def test_stop_and_pause_work_after_a_log_write_failure():
                 raise OSError(28, "no space")
             MemStore.append(self, name, data)
 
+        def write(self, name, data):         # the heartbeat file too: the flash fails whole
+            if self.fail:
+                raise OSError(28, "no space")
+            MemStore.write(self, name, data)
+
     store = FailingStore()
     h = Harness(str(FIRMWARE / "druglib.json"), store)
     now = [(1 << 30) - 60000]
@@ -271,7 +276,7 @@ def test_stop_and_pause_work_after_a_log_write_failure():
     assert "OK" in send("PROG rate_ul_h=100000 vtbi_nl=50000000")
     assert "OK state=RUNNING" in send("START", 40)
     store.fail = True
-    send("HB", 220)                  # 11 s: a DEL record is due and cannot be written
+    send("HB", 220)                  # 11 s: the heartbeat is due and cannot be written
     assert h.app.ctl.fsm.state != fsm.RUNNING, "kept infusing without its write-ahead log"
     r = send("PAUSE")
     assert "%d OK" % rid[0] in r or "%d ER STATE" % rid[0] in r, r

@@ -272,6 +272,11 @@ class Board:
             return k
         return have
 
+    @property
+    def log_key(self):
+        """The event log's chain key: the device key, as on the Pico (pumpcore.app)."""
+        return self.load_key()
+
     def load_counter(self):
         if self.store is not None and self.counter == 0:
             from pumpcore.auth import parse_counter, COUNTER_FILE

@@ -13,7 +13,19 @@ Optional: `store` (a `pumpcore.store` file store for the event log; None = no lo
 The event log (`pumpcore.eventlog`, docs/safety/) is written here, never inside the
 controller: every command received (except the read-only polls), every reply to one, every
 event frame, a therapy snapshot whenever the state or program changes, and the delivered
-volume every `LOG_INTERVAL_MS` while the motor may move. The records of one tick are
+volume. Retention (docs/safety/log-retention.md) shapes what goes in:
+
+* the delivered volume is kept every `LOG_INTERVAL_MS` while the motor may move in a
+  *heartbeat* file `hb` (one line, replaced atomically: no log record), hashed onto the last
+  TH/DEL record it follows; a `DEL` record goes into the log only every `AUDIT_MS` (and
+  only when the volume changed), or whenever the heartbeat cannot be written;
+* requests are *therapy* traffic (accepted guarded commands, and PAUSE/STOP when they
+  changed the state), logged in full up to `_CMD_PER_S` a second, or *noise* (refused
+  frames of any kind, open commands that changed nothing: TLM, SETTINGS, LIB, DRUG, …,
+  which a peer without the key can send): noise is logged from a bucket of `NOISE_BURST`
+  requests refilled one per `NOISE_MS`, the rest counted in a `DROP` record written when
+  the bucket refills (so a flood cannot push older records, refused AUTH attempts
+  included, out of the log). The records of one tick are
 committed in one append *before* that tick's steps and bytes go out (write-ahead), so a
 reply the host has seen is always on flash, and the motor never runs ahead of the record. At boot the log is verified and folded; an interrupted infusion is handed
 to the controller's recovery entry point (it comes up paused, never infusing).
@@ -26,9 +38,12 @@ from pumpcore import VERSION
 
 _RX_CHUNK = 256
 _LINE = 160                  # longest request line logged (the protocol's MAX_FRAME)
-LOG_INTERVAL_MS = 10000      # delivered volume is logged at least this often while infusing
-_CMD_PER_S = 20              # request lines logged per second at most (a noisy link cannot
-                             # flood the flash; the excess is counted in a DROP record)
+LOG_INTERVAL_MS = 10000      # delivered volume kept (heartbeat) at least this often while infusing
+AUDIT_MS = 300000            # a DEL record in the log at most this often (the audit trail)
+_CMD_PER_S = 20              # therapy request lines logged per second at most (the excess is
+                             # counted in a DROP record)
+NOISE_BURST = 16             # noise requests logged from a full bucket
+NOISE_MS = 3600000           # one noise request (or DROP summary) more per hour
 _READS = (b"STATUS", b"HELLO", b"HB", b"LOG")   # polls: not logged
 
 
@@ -81,14 +96,28 @@ class App:
         self._fault_logged = False      # the log's write failure has been raised as a FAULT
         self._cmd_sec = 0
         self._dropped = 0
+        self._reqs = []                 # this tick's request lines: (rid, word, line)
+        self._noise = NOISE_BURST       # the noise bucket (tokens)
+        self._noise_t = 0
+        self._noise_drop = 0            # noise requests not logged since the last DROP
+        self._noise_auth = 0            # ... of them refused ER AUTH
         self._interval = getattr(b, "LOG_INTERVAL_MS", LOG_INTERVAL_MS)
+        self._audit = getattr(b, "AUDIT_MS", AUDIT_MS)
+        self._ref = None                # (seq, hash) of the last committed TH/DEL record
+        self._ref_new = None            # ... added in this tick, not committed yet
+        self._ref_d = -1                # delivered volume in the last TH/DEL record
+        self._hb_d = -1                 # ... in the last heartbeat
         self._pg = 0                    # seq of the TH record of the program in force
         self._old_pg = 0                # program file to remove once the next TH is on flash
         self.recovered_form = None
         now = b.ticks_ms()
         self._cmd_sec = now
-        self.ctl.log_damage = v.damaged if v.damaged else (0 if v.ok else 1)
-        stale = v.last_damaged > th.seq      # a damaged record after the therapy record
+        self._noise_t = now
+        hb_bad = th.hb_bad
+        dmg = v.damaged + hb_bad
+        self.ctl.log_damage = dmg if dmg else (0 if v.ok else 1)
+        # a damaged record (or heartbeat) after the therapy record
+        stale = v.last_damaged > th.seq or hb_bad
         if stale and (th.interrupted() or th.state != b"IDLE"):
             # it may have been a later state (a STOP) or a later volume: never restore from
             # the older record in its place
@@ -108,10 +137,15 @@ class App:
         cause = b.reset_cause() if hasattr(b, "reset_cause") else "?"
         log.add(now, b"BOOT", b"n=%d fw=%s reset=%s" % (log.boots + 1, VERSION.encode(),
                                                         cause.encode()))
+        if v.tail_kid is not None and v.tail_kid != log.kid:
+            # re-flashed with another key: older segments verify under theirs (key ring)
+            log.add(now, b"KEY", b"kid=%s old=%s" % (log.kid, v.tail_kid))
         if not v.ok:
             log.add(now, b"FAULT", b"log chain broken at seq=%d: %s" % (v.bad_seq, v.reason.encode()))
         if v.torn:
             log.add(now, b"REC", b"torn=%d (writes cut by a power loss)" % v.torn)
+        if hb_bad:
+            log.add(now, b"REC", b"heartbeat damaged: not used")
         if v.damaged:
             log.add(now, b"REC", b"damaged=%d last=%d (skipped; later records verified)" % (
                 v.damaged, v.last_damaged))
@@ -121,8 +155,25 @@ class App:
             log.add(now, b"REC", b"interrupted st=%s r=%d v=%d dr=%s d=%d ub=%d el=%d" % (
                 th.state, th.rate, th.vtbi, th.drug, th.delivered, th.bound, th.el_ms))
         self._th(now)
-        log.commit()
+        if log.commit():
+            self._ref = self._ref_new
+        self._ref_new = None
         self.ctl.log_source = self          # the LOG command reads the log through export()
+
+    def _beat(self, now, d):
+        """Replace the heartbeat (write-ahead, like a record). False when it could not be
+        written (the caller logs a DEL record instead)."""
+        ref = self._ref
+        if ref is None:
+            return False
+        c = self.ctl
+        try:
+            self._lg().beat(ref, now, b"d=%d ub=%d el=%d b=%d k=%d" % (
+                d, self._ub, c.el_ms, c.bolus_total_nl(), c.kvo_nl()))
+        except (OSError, MemoryError):
+            return False
+        self._hb_d = d
+        return True
 
     def export(self, ctl, rid, frm, mx):
         """Answer `LOG from=frm max=mx`: `OK n= next=`, then n `! LG` frames.
@@ -234,19 +285,24 @@ class App:
         d = self._delivered()
         self._ub = self._bound(d) if self._rate() > 0 or self.ctl.fsm.state == fsm.RUNNING else d
         self._next_del = ticks_add(now, self._interval)
-        self._lg().add(now, b"TH", self._snapshot())
+        self._next_audit = ticks_add(now, self._audit)
+        log = self._lg()
+        log.add(now, b"TH", self._snapshot())
+        self._ref_new = (log.seq, log.prev)
+        self._ref_d = d
 
     def _log_tick(self, now, n, out):
         log = self._lg()
         if n:
             self._log_rx(now, n)
-        if out.tx.n:
-            self._log_tx(now, out.tx.buf, out.tx.n)
         c = self.ctl
         st = c.fsm.state
         last = self._last
-        if (st != last[0] or self._rate() != last[1] or c.vtbi != last[2]
-                or c.drug != last[3] or c.prog_gen != last[4]):
+        changed = (st != last[0] or self._rate() != last[1] or c.vtbi != last[2]
+                   or c.drug != last[3] or c.prog_gen != last[4])
+        if out.tx.n or self._reqs:
+            self._log_tx(now, out.tx.buf, out.tx.n, st != last[0])
+        if changed:
             if c.prog_gen != last[4] and c.nseg > 0:
                 if not self._save_program(now) and not self._fault_logged:
                     self._fault_logged = True
@@ -257,22 +313,35 @@ class App:
             self._th(now)
         elif (st == fsm.RUNNING or self._rate() > 0) and ticks_diff(now, self._next_del) >= 0:
             d = self._delivered()
-            self._ub = self._bound(d)
+            moving = st == fsm.RUNNING or st == fsm.KVO or out.enable
             self._next_del = ticks_add(now, self._interval)
-            log.add(now, b"DEL", b"d=%d ub=%d el=%d b=%d k=%d" % (d, self._ub, c.el_ms,
-                                                                c.bolus_total_nl(), c.kvo_nl()))
+            if moving or d != self._hb_d:
+                self._ub = self._bound(d)
+                if ((ticks_diff(now, self._next_audit) >= 0 and d != self._ref_d)
+                        or not self._beat(now, d)):
+                    self._next_audit = ticks_add(now, self._audit)
+                    log.add(now, b"DEL", b"d=%d ub=%d el=%d b=%d k=%d" % (
+                        d, self._ub, c.el_ms, c.bolus_total_nl(), c.kvo_nl()))
+                    self._ref_new = (log.seq, log.prev)
+                    self._ref_d = d
+        if self._noise_drop and ticks_diff(now, self._noise_t) >= NOISE_MS:
+            self._noise_refill(now)     # the count of a flood is written once it is over too
         if self._skip:
             self._skip.clear()
         if log._pending:
             if not log.commit():
                 # write-ahead broken: nothing of this tick goes to the motor, the FAULT alarm
                 # stops delivery; STOP and PAUSE keep working (issue 10)
+                self._ref_new = None
                 out.steps = 0
                 out.enable = False
                 if not self._fault_logged:
                     self._fault_logged = True
                     c.storage_fault(b"event log not writable")
             else:
+                if self._ref_new is not None:
+                    self._ref = self._ref_new
+                    self._ref_new = None
                 if self._fault_logged:
                     self._fault_logged = False
                     c.storage_ok()
@@ -298,13 +367,14 @@ class App:
                         # logged once, when first executed
                         self._skip.append(bytes(buf[:m]).split(b" ", 1)[0])
                     else:
-                        self._log_line(now, buf, m)
+                        self._take_line(buf, m)
                     k += 1
             elif self._ln < _LINE:
                 buf[self._ln] = ch
                 self._ln += 1
 
-    def _log_line(self, now, buf, m):
+    def _take_line(self, buf, m):
+        """A request line: polls are skipped, the rest waits for its reply (_log_tx)."""
         line = bytes(buf[:m])
         star = line.find(b"*")
         if star >= 0:
@@ -313,6 +383,46 @@ class App:
         if len(p) >= 2 and p[1] in _READS:
             self._skip.append(p[0])
             return
+        self._reqs.append((p[0], p[1] if len(p) >= 2 else b"", line))
+
+    def _therapy(self, word, reply, state_changed):
+        """A request is therapy traffic when it was accepted and is a guarded command (signed
+        when the pump requires it), or PAUSE/STOP that changed the state; all else is noise."""
+        if b" OK" not in reply[:14]:
+            return False
+        if word in fsm.CMD_WORDS:
+            if fsm.command_class(fsm.CMD_WORDS.index(word)) == fsm.CLS_GUARDED:
+                return True
+            return state_changed and (word == b"PAUSE" or word == b"STOP")
+        return False
+
+    def _noise_refill(self, now):
+        """Refill the noise bucket (one token per NOISE_MS); when it refilled after drops,
+        the DROP summary is written first and takes a token."""
+        el = ticks_diff(now, self._noise_t)
+        if el < 0 or el >= NOISE_MS * NOISE_BURST:
+            self._noise = NOISE_BURST
+            self._noise_t = now
+        elif el >= NOISE_MS:
+            k = el // NOISE_MS
+            self._noise = self._noise + k if self._noise + k < NOISE_BURST else NOISE_BURST
+            self._noise_t = ticks_add(self._noise_t, k * NOISE_MS)
+        if self._noise > 0 and self._noise_drop:
+            self._noise -= 1
+            self._lg().add(now, b"DROP", b"n=%d auth=%d noise requests not logged (rate limit)" % (
+                self._noise_drop, self._noise_auth))
+            self._noise_drop = 0
+            self._noise_auth = 0
+
+    def _noise_token(self, now):
+        """Take a token from the noise bucket (False: none left, the request is counted)."""
+        self._noise_refill(now)
+        if self._noise > 0:
+            self._noise -= 1
+            return True
+        return False
+
+    def _therapy_budget(self, now):
         el = ticks_diff(now, self._cmd_sec)
         if el >= 1000 or el < 0:
             self._cmd_sec = now
@@ -322,11 +432,15 @@ class App:
                 self._dropped = 0
         if self._cmd_budget <= 0:
             self._dropped += 1
-            return
+            return False
         self._cmd_budget -= 1
-        self._lg().add(now, b"CMD", line)
+        return True
 
-    def _log_tx(self, now, buf, n):
+    def _log_tx(self, now, buf, n, state_changed):
+        """Log this tick's requests with their replies, then its event frames."""
+        reqs = self._reqs
+        replies = {}
+        evs = []
         i = 0
         while i < n:
             j = i
@@ -335,15 +449,44 @@ class App:
             if j - i >= 4:
                 if buf[i] == 33:        # "!": an unsolicited frame; log events, not telemetry
                     if buf[i + 2] == 69 and buf[i + 3] == 86:   # "EV"
-                        self._lg().add(now, b"EV", self._strip(buf, i + 2, j))
+                        evs.append(self._strip(buf, i + 2, j))
                 else:
                     line = self._strip(buf, i, j)
                     rid = line.split(b" ", 1)[0]
                     if rid in self._skip:
                         self._skip.remove(rid)
+                    elif rid in replies:
+                        replies[rid].append(line)
                     else:
-                        self._lg().add(now, b"RSP", line)
+                        replies[rid] = [line]
             i = j + 1
+        log = self._lg()
+        for rid, word, line in reqs:
+            rs = replies.pop(rid, None)
+            rsp = rs.pop(0) if rs else None
+            if rs:
+                replies[rid] = rs
+            if self._therapy(word, rsp or b"", state_changed):
+                keep = self._therapy_budget(now)
+            else:
+                keep = self._noise_token(now)
+                if not keep:
+                    self._noise_drop += 1
+                    if rsp is not None and b" ER AUTH" in rsp[:24]:
+                        self._noise_auth += 1
+            if keep:
+                log.add(now, b"CMD", line)
+                if rsp is not None:
+                    log.add(now, b"RSP", rsp)
+        for rid in replies:                 # replies to lines that had no request id
+            for rsp in replies[rid]:
+                if self._noise_token(now):
+                    log.add(now, b"RSP", rsp)
+                else:
+                    self._noise_drop += 1
+        reqs.clear()
+        for e in evs:
+            log.add(now, b"EV", e)
 
     @staticmethod
     def _strip(buf, i, j):

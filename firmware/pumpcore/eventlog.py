@@ -13,9 +13,19 @@ One record per line, ASCII, so that it can be exported as `LOG` frames as it is:
   reordering) breaks the chain at that record: `verify()` finds it.
 
 Records live in segments `log000001`, `log000002`, … of at most `seg_records` records; the
-oldest are deleted beyond `keep` segments. The first record of every segment is a `TH`
-(therapy) snapshot carrying `ph=<h>`, the hash of the record before it, so a segment can be
-verified alone and the chain across segments checked. A segment may end in one torn line
+oldest are deleted while the segments hold more than `keep_bytes` bytes (or there are more
+than `keep` of them): retention is a byte budget on the flash (docs/safety/log-retention.md).
+A boot appends to the last segment when it ends in a good record (a daily reboot costs no
+segment). The first record of every segment is a `TH` (therapy) snapshot carrying
+`kid=<k>` (the key it is written under: 8 hex digits of SHA-256("infusekit-log-kid" ‖ key),
+`-` for none) and `ph=<h>`, the hash of the record before it, so a segment can be verified
+alone and the chain across segments checked.
+
+Keys: every segment is verified under the key it was written with. The log keeps each device
+key it has written under in a key-ring file `lk<kid>` of the same store, so a re-flash that
+provisions a new key does not break the history: the next record starts a new segment under
+the new key (the app logs a `KEY` record), and older segments still verify under theirs.
+A segment whose key is not in the ring is reported as damaged, never trusted. A segment may end in one torn line
 (power lost in the middle of an append on a store that tears writes); the next boot then
 starts a new segment, and `verify()` accepts a torn tail only where the next segment's `ph`
 proves nothing after it was committed.
@@ -31,6 +41,17 @@ Record types written by `pumpcore.app`:
     DEL   d=<delivered nL> ub=<bound nL> el=<ms> b=<bolus nL> k=<KVO nL>
     REC   <what was recovered after a reset>
     FAULT <storage or other internal fault>
+    KEY   kid=<new key id> old=<previous key id>   (the device key changed: a re-flash)
+    DROP  <requests not logged: the rate limits of pumpcore.app>
+
+The heartbeat: between two DEL records the app keeps the delivered volume in the file `hb`
+of the same store, one line replaced atomically every logging interval (no record, so it
+costs no retention): `<seq> <t_ms> HB rh=<h> d= ub= el= b= k= #<h>`, where `seq` and `rh`
+are the TH/DEL record it follows and its hash, and `h` the hash (keyed like the records)
+of the line's body.
+`open_log` folds it into the therapy record when it follows the last TH/DEL record; an
+older one is superseded; a damaged one, or one that follows a record the log no longer
+has, is never used and is reported (`Therapy.hb_bad`).
 
 `d` is the volume delivered when the record was written; `ub` is a bound the pump
 guarantees not to pass before it writes the next record (the app writes a `DEL` well before
@@ -49,14 +70,33 @@ except ImportError:  # pragma: no cover
 from pumpcore.store import PowerCut
 
 SEG_RECORDS = 256        # records per segment
-KEEP_SEGS = 4            # segments kept (oldest deleted)
+KEEP_SEGS = 256          # segments kept at most (the byte budget below is what binds)
+LOG_BYTES = 720 * 1024   # bytes of segments kept (oldest deleted beyond): the Pico's budget,
+                         # docs/safety/log-retention.md
 MAX_DATA = 200           # bytes of data per record (longer data is cut)
 _GENESIS = b"\x00" * 8
 _PREFIX = "log"
+HB_NAME = "hb"
 
 
 def _idle():
     return bytes(b"st=IDLE")
+
+
+def key_id(key):
+    """The key's id in segment headers and key-ring names: 8 hex digits (bytes), b"-" for
+    none. One-way: it names the key without revealing it."""
+    if not key:
+        return b"-"
+    h = hashlib.sha256(b"infusekit-log-kid")
+    h.update(key)
+    return binascii.hexlify(h.digest()[:4])
+
+
+def _pads(key):
+    k = key if len(key) <= 64 else hashlib.sha256(key).digest()
+    k = k + b"\x00" * (64 - len(k))
+    return (bytes([c ^ 0x36 for c in k]), bytes([c ^ 0x5C for c in k]))
 
 
 def _seg_name(n):
@@ -127,6 +167,7 @@ class Verify:
         self.last_damaged = 0  # seq of the last damaged record (0: none)
         self.tail_count = 0    # records in the last segment
         self.tail_clean = False  # the last segment ends in a whole, good record
+        self.tail_kid = None   # key id of the last segment (None: no segment)
         self.reason = ""
 
     def fail(self, seq, reason):
@@ -157,17 +198,25 @@ def parse_line(line):
 
 
 class EventLog:
-    def __init__(self, store, key=None, seg_records=SEG_RECORDS, keep=KEEP_SEGS):
+    def __init__(self, store, key=None, seg_records=SEG_RECORDS, keep=KEEP_SEGS,
+                 keep_bytes=LOG_BYTES):
         self.store = store
         self.seg_records = seg_records
         self.keep = keep
-        self._key = None
+        self.keep_bytes = keep_bytes
+        self.kid = key_id(key)       # the key new records are written under
+        self._ring = {}              # key id -> (ipad, opad) of every key known
+        self._pad = None             # the pads records are hashed with now (None: SHA-256)
         if key:
-            k = key if len(key) <= 64 else hashlib.sha256(key).digest()
-            k = k + b"\x00" * (64 - len(k))
-            self._ipad = bytes([c ^ 0x36 for c in k])
-            self._opad = bytes([c ^ 0x5C for c in k])
-            self._key = True
+            self._ring[self.kid] = _pads(key)
+            self._pad = self._ring[self.kid]
+            try:
+                if store.read("lk" + self.kid.decode()) != key:
+                    store.write("lk" + self.kid.decode(), key)   # the key ring (module doc)
+            except OSError:
+                pass                 # a full or failing flash: this boot still verifies
+        self._wpad = self._pad
+        self.sizes = {}              # segment number -> bytes (rotation by bytes)
         self.seq = 0           # last committed (or pending) seq
         self.prev = _GENESIS   # hash bytes of the last record
         self.seg = 0           # current segment number
@@ -184,12 +233,14 @@ class EventLog:
         self._first = {}       # segment number -> its first seq (a hint for page())
 
     # ------------------------------------------------------------ hashing
-    def _hash(self, prev, body):
-        if self._key:
-            h = hashlib.sha256(self._ipad)
+    def _hash(self, prev, body, pad=0):
+        if pad == 0:
+            pad = self._wpad
+        if pad is not None:
+            h = hashlib.sha256(pad[0])
             h.update(prev)
             h.update(body)
-            o = hashlib.sha256(self._opad)
+            o = hashlib.sha256(pad[1])
             o.update(h.digest())
             return o.digest()[:8]
         h = hashlib.sha256(prev)
@@ -224,7 +275,7 @@ class EventLog:
         self._new_seg = False
         self._first[self.seg] = self.seq + 1
         snap = self.snapshot()
-        self._add(t, b"TH", snap + b" ph=" + binascii.hexlify(self.prev).upper())
+        self._add(t, b"TH", snap + b" kid=" + self.kid + b" ph=" + binascii.hexlify(self.prev).upper())
         # drop the oldest segments beyond `keep` (after the new one exists)
         self._rotate_after = True
 
@@ -244,6 +295,7 @@ class EventLog:
                 if len(segs) < 2:
                     raise
                 self.store.remove(_seg_name(segs[0]))
+                self.sizes.pop(segs[0], None)
                 self.dropped_full += 1
                 self.store.append(_seg_name(self.seg), data)
         except PowerCut:
@@ -256,17 +308,28 @@ class EventLog:
             self._new_seg = True
             return False
         self._c = (self.seq, self.prev, self.seg_count)
+        self.sizes[self.seg] = self.sizes.get(self.seg, 0) + len(data)
         if self._rotate_after:
             self._rotate_after = False
-            old = self.seg - self.keep
-            for name in self.store.names():
-                n = _seg_no(name)
-                if 0 < n <= old:
-                    try:
-                        self.store.remove(name)
-                    except OSError:
-                        pass
+            self._rotate()
         return True
+
+    def _rotate(self):
+        """Drop the oldest segments while more than `keep` of them, or more than
+        `keep_bytes` bytes, are kept (never the current one)."""
+        segs = self.segments()
+        total = 0
+        for n in segs:
+            total += self.sizes.get(n, 0)
+        i = 0
+        while len(segs) - i > 1 and (len(segs) - i > self.keep or total > self.keep_bytes):
+            n = segs[i]
+            try:
+                self.store.remove(_seg_name(n))
+            except OSError:
+                break
+            total -= self.sizes.pop(n, 0)
+            i += 1
 
     # ------------------------------------------------------------- reading
     def segments(self):
@@ -292,7 +355,9 @@ class EventLog:
             if si and n != segs[si - 1] + 1:
                 v.fail(last_seq + 1, "segment missing")
             raw = self.store.read(_seg_name(n)) or b""
+            self.sizes[n] = len(raw)
             lines = raw.split(b"\n")
+            pad = self._pad      # a header without kid (older logs): the current key
             # lines[-1] is b"" after a complete last line, else a torn fragment
             nl = len(lines)
             first = True
@@ -310,6 +375,10 @@ class EventLog:
                     if n not in self._first:
                         self._first[n] = rec.seq
                     if first:
+                        kid = rec.field(b"kid")
+                        v.tail_kid = kid if kid is not None else self.kid
+                        if kid is not None:
+                            pad = self._pad_of(kid)
                         ph = rec.field(b"ph")
                         if rec.ev != b"TH" or ph is None or len(ph) != 16:
                             p = None
@@ -334,8 +403,8 @@ class EventLog:
                         if rec.seq > last_seq:
                             last_seq = rec.seq
                         continue
-                    if p is not None:
-                        h = self._hash(p, line[:be])
+                    if p is not None and pad is not False:
+                        h = self._hash(p, line[:be], pad)
                         ok = binascii.hexlify(h).upper() == rec.h and (
                             last_seq == 0 or rec.seq == last_seq + 1 or resync and rec.seq > last_seq)
                 if not ok:
@@ -388,7 +457,8 @@ class EventLog:
         self.seq = last_seq
         self.prev = prev if prev is not None else _GENESIS
         self.seg = segs[-1] if segs else 0
-        if segs and v.tail_clean and not v.torn and 0 < v.tail_count < self.seg_records:
+        if (segs and v.tail_clean and not v.torn and 0 < v.tail_count < self.seg_records
+                and v.tail_kid == self.kid):
             # the last segment ends in a good record: a boot appends to it (a boot per day
             # must not cost a segment each: retention, docs/safety/)
             self.seg_count = v.tail_count
@@ -442,6 +512,7 @@ class EventLog:
         prev_seq = -1           # seq `scan` would hold as last_seq (-1: none yet here)
         first = True
         resync = False
+        pad = self._pad         # the segment's key (its header's kid; none named: current)
         while pos < n and len(out) < limit:
             e = raw.find(b"\n", pos)
             if e < 0:
@@ -470,6 +541,9 @@ class EventLog:
             if first:
                 ph = rec.field(b"ph") if rec.ev == b"TH" else None
                 link = ph if ph is not None and len(ph) == 16 else None
+                kid = rec.field(b"kid") if rec.ev == b"TH" else None
+                if kid is not None:
+                    pad = self._pad_of(kid)
             elif prev_h is None and resync:
                 # the line after an unreadable one: an anchor, not verified (as in scan)
                 prev_h = rec.h
@@ -480,9 +554,9 @@ class EventLog:
             else:
                 link = prev_h
             ok = False
-            if link is not None:
+            if link is not None and pad is not False:
                 try:
-                    ok = binascii.hexlify(self._hash(binascii.unhexlify(link), line[:be])).upper() == rec.h
+                    ok = binascii.hexlify(self._hash(binascii.unhexlify(link), line[:be], pad)).upper() == rec.h
                 except ValueError:
                     ok = False
                 ok = ok and (prev_seq < 0 or rec.seq == prev_seq + 1 or resync and rec.seq > prev_seq)
@@ -499,6 +573,54 @@ class EventLog:
                 elif prev_seq >= 0:
                     prev_seq += 1
                 resync = True
+    def beat(self, ref, t, data):
+        """Replace the heartbeat file: `data` follows record `ref` = (seq, hash bytes), a
+        committed TH/DEL record. Raises OSError when the store refused."""
+        body = b"%d %d HB rh=%s %s " % (ref[0], t, binascii.hexlify(ref[1]).upper(), data)
+        h = binascii.hexlify(self._hash(_GENESIS, body)).upper()
+        self.store.write(HB_NAME, body + b"#" + h + b"\n")
+
+    def fold_heartbeat(self, th, kid=None):
+        """Apply the heartbeat to the folded therapy record `th` when it follows that
+        record. Returns 1 when it is damaged or follows a record the log no longer has.
+        `kid`: the key it was written under (the last segment's: a re-flash changes the
+        key only from the next record on). The heartbeat's own hash covers every field
+        (its seq too), so a damaged one is never mistaken for a superseded one."""
+        raw = self.store.read(HB_NAME)
+        if not raw:
+            return 0
+        r = parse_line(raw[:-1]) if raw.endswith(b"\n") else None
+        if r is None:
+            return 1
+        hb, be = r
+        pad = self._pad_of(kid) if kid is not None else 0
+        if pad is False:
+            return 1
+        if binascii.hexlify(self._hash(_GENESIS, raw[:be], pad)).upper() != hb.h:
+            return 1
+        if hb.seq < th.seq:
+            return 0                    # older than the last therapy record: superseded
+        if hb.seq > th.seq or hb.field(b"rh") != th.h:
+            return 1                    # it follows a record the log does not have
+        th.beat(hb)
+        return 0
+
+    def _pad_of(self, kid):
+        """The pads of key `kid` (None: no key, SHA-256), or False when this pump does not
+        know that key (its key-ring file is missing: the segment cannot be verified)."""
+        if kid == b"-":
+            return None
+        p = self._ring.get(kid)
+        if p is None:
+            k = None
+            try:
+                k = self.store.read("lk" + kid.decode())
+            except (OSError, UnicodeError):
+                k = None
+            if not k or key_id(k) != kid:
+                return False
+            p = self._ring[kid] = _pads(k)
+        return p
 
     def records(self, from_seq=0, limit=1 << 30):
         """The verified records with seq >= from_seq (a list; for export and tests)."""
@@ -566,6 +688,8 @@ class Therapy:
         self.bolus = 0         # nL of clinician boluses, in the last record
         self.kvo_nl = 0        # nL of keep-vein-open, in the last record
         self.pg = 0            # the program file of the infusion (pumpcore.app)
+        self.h = b""           # hash (hex) of the last TH/DEL record (a heartbeat names it)
+        self.hb_bad = 0        # 1: the heartbeat was damaged (never used)
 
     def visit(self, r):
         if r.ev == b"TH":
@@ -582,6 +706,7 @@ class Therapy:
             self.bolus = r.ifield(b"b")
             self.kvo_nl = r.ifield(b"k")
             self.pg = r.ifield(b"pg")
+            self.h = r.h
         elif r.ev == b"DEL":
             self.delivered = r.ifield(b"d")
             self.bound = r.ifield(b"ub", self.delivered)
@@ -589,15 +714,26 @@ class Therapy:
             self.bolus = r.ifield(b"b", self.bolus)
             self.kvo_nl = r.ifield(b"k", self.kvo_nl)
             self.seq = r.seq
+            self.h = r.h
+
+    def beat(self, hb):
+        """Take a heartbeat's volume fields (pumpcore.app: the therapy record between two
+        DEL records); the caller checked that it follows this record."""
+        self.delivered = hb.ifield(b"d")
+        self.bound = hb.ifield(b"ub", self.delivered)
+        self.el_ms = hb.ifield(b"el", self.el_ms)
+        self.bolus = hb.ifield(b"b", self.bolus)
+        self.kvo_nl = hb.ifield(b"k", self.kvo_nl)
 
     def interrupted(self):
         """True when an infusion was under way (started, not finished or stopped)."""
         return self.vtbi > 0 and self.state not in (b"IDLE", b"PROGRAMMED", b"COMPLETE", b"FAULT")
 
 
-def open_log(store, key=None, seg_records=SEG_RECORDS, keep=KEEP_SEGS):
+def open_log(store, key=None, seg_records=SEG_RECORDS, keep=KEEP_SEGS, keep_bytes=LOG_BYTES):
     """Mount the log: verify the chain, fold the therapy record. Returns (log, verify, therapy)."""
-    log = EventLog(store, key, seg_records, keep)
+    log = EventLog(store, key, seg_records, keep, keep_bytes)
     th = Therapy()
     v = log.scan(th.visit)
+    th.hb_bad = log.fold_heartbeat(th, v.tail_kid)
     return log, v, th

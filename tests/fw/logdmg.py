@@ -1,5 +1,6 @@
 """Event-log damage sweep (issue 10): infuse on the simulated board, damage the log's flash
-(bit flips anywhere, a record torn in the middle, a record deleted, a full flash), reboot,
+(bit flips anywhere, a record torn in the middle, a record deleted, a full flash, a
+re-flash with a new key, a bit flip in the heartbeat file), reboot,
 and check what the log still says. Portable (CPython MemStore; cwd = firmware/).
 
 usage: python ../tests/fw/logdmg.py TRIALS SEED  ->  one JSON line
@@ -68,10 +69,18 @@ def _ask(h, t, body):
     return "", steps[0], en
 
 
+K1 = b"logdmg-key-one-0123456789abcdef0"
+K2 = b"logdmg-key-two-0123456789abcdef0"
+
+
 def trial(kind, rng):
     store = Full(rng.randint(6000, 20000)) if kind == "full" else MemStore()
     t = [T0]
-    h = sim.Harness("druglib.json", store)
+    sim.Board.key = K1 if kind == "rekey" else None
+    try:
+        h = sim.Harness("druglib.json", store)
+    finally:
+        sim.Board.key = None
     stopped = rng.getrandbits(1)
     script = ["PROG rate_ul_h=%d vtbi_nl=%d" % (rng.choice([5000, 52500, 120000]), 50000000), "START"]
     _drive(h, t, script, rng.randint(50, 900))
@@ -102,11 +111,19 @@ def trial(kind, rng):
         del lines[i]
         store.files[name] = bytearray(b"\n".join(lines))
         pos = 0
-    # reboot
+    elif kind == "heartbeat" and "hb" in store.files:
+        pos = 1
+        hb = store.files["hb"]
+        hb[rng.randrange(len(hb) - 1)] ^= 1 << rng.randrange(8)
+    was_running = h.app.ctl.fsm.state == fsm.RUNNING
+    # reboot (rekey: re-flashed with a new key)
+    sim.Board.key = K2 if kind == "rekey" else None
     try:
         h2 = sim.Harness("druglib.json", store)
     except Exception as e:  # noqa: BLE001
         return "boot failed: %r" % (e,)
+    finally:
+        sim.Board.key = None
     hello, s0, en = _ask(h2, t, "HELLO")
     if en or s0:
         return "%s: delivering after reboot" % kind
@@ -137,6 +154,23 @@ def trial(kind, rng):
         return "%s: recovered from a record older than the damage" % kind
     if kind == "full" and c.fsm.state == fsm.FAULT:
         return "full: the pump stopped working on a full flash"
+    if kind == "rekey":
+        # a changed key is not damage: everything still verifies, nothing is lost, and an
+        # interrupted infusion is recovered as without the re-flash
+        if not v.ok or v.damaged or "logdmg=" in hello:
+            return "rekey: reported as damage (%s)" % v.reason
+        miss = [r.seq for r in recs if r.seq not in got]
+        if miss:
+            return "rekey: %d records lost (first %d)" % (len(miss), miss[0])
+        if was_running and h2.app.recovered is None:
+            return "rekey: the interrupted infusion was not recovered"
+        if not [r for r in after if r.ev == b"KEY"]:
+            return "rekey: no KEY record"
+    if kind == "heartbeat" and pos == 1:
+        if "logdmg=" not in hello:
+            return "heartbeat: damage not reported (%s)" % hello
+        if h2.app.recovered is not None:
+            return "heartbeat: recovered without its heartbeat"
     return None
 
 
@@ -148,7 +182,7 @@ def run(trials, seed):
     bad = 0
     fails = []
     for i in range(trials):
-        kind = ("flip", "flip", "tear", "delete", "full")[rng.randrange(5)]
+        kind = ("flip", "flip", "tear", "delete", "full", "rekey", "heartbeat")[rng.randrange(7)]
         kinds[kind] = kinds.get(kind, 0) + 1
         err = trial(kind, rng)
         if err:

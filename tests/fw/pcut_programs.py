@@ -148,7 +148,10 @@ def trial(rig, stats):
         th = h2.app.recovered
         # the restored lines count whole microsteps: each may read up to one step low
         if not (lo - 2 * _STEP_NL <= d <= th.bound + _STEP_NL and th.delivered <= hi):
-            return None, "%s: delivered %d outside [%d, %d]" % (form, d, lo, th.bound)
+            hb = h2.board.store.read("hb")
+            tail = [(r.seq, r.ev, r.data[:40]) for r in h2.app.log.records(th.seq - 2, 8)]
+            return None, "%s: delivered %d outside [%d, %d] (record seq %d, hb %r, log tail %r)" % (
+                form, d, lo, th.bound, th.seq, hb, tail)
         # the segment the delivered basal volume reaches
         basal = c.line.target_nl
         cum = 0
