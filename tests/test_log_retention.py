@@ -218,3 +218,27 @@ def test_a_damaged_heartbeat_is_reported_and_never_used():
     th = p2.h.app.recovered
     assert th is not None and th.delivered <= d <= th.bound, (th.delivered, d, th.bound)
     assert d - th.delivered <= 120000 * 10100 // 3600 + 218
+
+
+@pytest.mark.req("REQ-LOG-05", "REQ-REC-01")
+def test_a_heartbeat_follows_a_segment_header():
+    """Found by the program power-cut sweep on littlefs (1 of 1,000): a segment that rolled
+    over mid-infusion began with a TH header newer than the record the heartbeats named, so
+    every later heartbeat looked superseded and recovery used the header's bound, intervals
+    below what had been delivered (RESUME would have repeated that volume)."""
+    p = _Pump()
+    assert "OK" in p.send("PROG rate_ul_h=120000 vtbi_nl=50000000")
+    assert "OK" in p.send("START")
+    seg0 = p.h.app.log.seg
+    n = 0
+    while p.h.app.log.seg == seg0:          # logged requests roll the segment over
+        p.send("SILENCE")
+        n += 1
+        assert n < 400
+    for _ in range(500):                   # 25 s: two heartbeats after the header
+        p.tick()
+    d = p.h.app._delivered()
+    p.boot()                               # power cut
+    th = p.h.app.recovered
+    assert th is not None and th.delivered <= d <= th.bound, (th.delivered, d, th.bound)
+    assert d - th.delivered <= 120000 * 10100 // 3600 + 218, (d, th.delivered)

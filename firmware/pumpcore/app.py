@@ -103,8 +103,6 @@ class App:
         self._noise_auth = 0            # ... of them refused ER AUTH
         self._interval = getattr(b, "LOG_INTERVAL_MS", LOG_INTERVAL_MS)
         self._audit = getattr(b, "AUDIT_MS", AUDIT_MS)
-        self._ref = None                # (seq, hash) of the last committed TH/DEL record
-        self._ref_new = None            # ... added in this tick, not committed yet
         self._ref_d = -1                # delivered volume in the last TH/DEL record
         self._hb_d = -1                 # ... in the last heartbeat
         self._pg = 0                    # seq of the TH record of the program in force
@@ -155,15 +153,13 @@ class App:
             log.add(now, b"REC", b"interrupted st=%s r=%d v=%d dr=%s d=%d ub=%d el=%d" % (
                 th.state, th.rate, th.vtbi, th.drug, th.delivered, th.bound, th.el_ms))
         self._th(now)
-        if log.commit():
-            self._ref = self._ref_new
-        self._ref_new = None
+        log.commit()
         self.ctl.log_source = self          # the LOG command reads the log through export()
 
     def _beat(self, now, d):
         """Replace the heartbeat (write-ahead, like a record). False when it could not be
         written (the caller logs a DEL record instead)."""
-        ref = self._ref
+        ref = self._lg().th_ref      # the last committed TH/DEL record (segment headers too)
         if ref is None:
             return False
         c = self.ctl
@@ -288,7 +284,6 @@ class App:
         self._next_audit = ticks_add(now, self._audit)
         log = self._lg()
         log.add(now, b"TH", self._snapshot())
-        self._ref_new = (log.seq, log.prev)
         self._ref_d = d
 
     def _log_tick(self, now, n, out):
@@ -322,7 +317,6 @@ class App:
                     self._next_audit = ticks_add(now, self._audit)
                     log.add(now, b"DEL", b"d=%d ub=%d el=%d b=%d k=%d" % (
                         d, self._ub, c.el_ms, c.bolus_total_nl(), c.kvo_nl()))
-                    self._ref_new = (log.seq, log.prev)
                     self._ref_d = d
         if self._noise_drop and ticks_diff(now, self._noise_t) >= NOISE_MS:
             self._noise_refill(now)     # the count of a flood is written once it is over too
@@ -332,16 +326,12 @@ class App:
             if not log.commit():
                 # write-ahead broken: nothing of this tick goes to the motor, the FAULT alarm
                 # stops delivery; STOP and PAUSE keep working (issue 10)
-                self._ref_new = None
                 out.steps = 0
                 out.enable = False
                 if not self._fault_logged:
                     self._fault_logged = True
                     c.storage_fault(b"event log not writable")
             else:
-                if self._ref_new is not None:
-                    self._ref = self._ref_new
-                    self._ref_new = None
                 if self._fault_logged:
                     self._fault_logged = False
                     c.storage_ok()

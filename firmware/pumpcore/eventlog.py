@@ -231,6 +231,8 @@ class EventLog:
         self._rotate_after = False
         self._c = (0, _GENESIS, 0)   # committed head: seq, hash, segment records
         self._first = {}       # segment number -> its first seq (a hint for page())
+        self.th_ref = None     # (seq, hash) of the last committed TH/DEL record (a heartbeat
+        self._th_ref = None    # follows it; segment headers included) and the pending one
 
     # ------------------------------------------------------------ hashing
     def _hash(self, prev, body, pad=0):
@@ -261,6 +263,8 @@ class EventLog:
         body = b"%d %d %s %s " % (self.seq, t, ev, clean(data))
         h = self._hash(self.prev, body)
         self.prev = h
+        if ev == b"TH" or ev == b"DEL":
+            self._th_ref = (self.seq, h)
         self._pending.extend(body)
         self._pending.extend(b"#")
         self._pending.extend(binascii.hexlify(h).upper())
@@ -305,9 +309,11 @@ class EventLog:
             # is ever appended after a partial write
             self.failed = True
             self.seq, self.prev, _ = self._c
+            self._th_ref = self.th_ref
             self._new_seg = True
             return False
         self._c = (self.seq, self.prev, self.seg_count)
+        self.th_ref = self._th_ref
         self.sizes[self.seg] = self.sizes.get(self.seg, 0) + len(data)
         if self._rotate_after:
             self._rotate_after = False
@@ -349,6 +355,7 @@ class EventLog:
         prev = None            # hash bytes of the last good record
         last_seq = 0           # the highest seq used (a damaged record's too: never reused)
         resync = False
+        th_ref = None
         segs = self.segments()
         for si in range(len(segs)):
             n = segs[si]
@@ -447,8 +454,11 @@ class EventLog:
                 v.records += 1
                 if rec.ev == b"BOOT":
                     self.boots = rec.ifield(b"n", self.boots)
+                elif rec.ev == b"TH" or rec.ev == b"DEL":
+                    th_ref = (rec.seq, h)
                 if visit is not None:
                     visit(rec)
+        self.th_ref = self._th_ref = th_ref
         return self._head(v, prev, last_seq, segs)
 
     def _head(self, v, prev, last_seq, segs):
@@ -629,9 +639,11 @@ class EventLog:
         def visit(r):
             if r.seq >= from_seq and len(out) < limit:
                 out.append(r)
-        saved = (self.seq, self.prev, self.seg, self.seg_count, self._new_seg)
+        saved = (self.seq, self.prev, self.seg, self.seg_count, self._new_seg, self._c,
+                 self.th_ref, self._th_ref)
         self.scan(visit)
-        self.seq, self.prev, self.seg, self.seg_count, self._new_seg = saved
+        (self.seq, self.prev, self.seg, self.seg_count, self._new_seg, self._c,
+         self.th_ref, self._th_ref) = saved
         return out
 
 
