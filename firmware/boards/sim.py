@@ -166,7 +166,9 @@ def mount_flash(flash, mount=MOUNT):
         v.VfsLfs2.mkfs(flash)  # type: ignore[attr-defined]
         fs = v.VfsLfs2(flash)  # type: ignore[attr-defined]
     v.mount(fs, mount)  # type: ignore[attr-defined]
-    return FileStore(mount + "/log")
+    st = FileStore(mount + "/log")
+    st.capacity = flash.n * flash.bs      # the log's byte budget follows the flash (app)
+    return st
 
 
 def default_store(flash_path=None):

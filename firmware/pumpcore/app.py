@@ -86,7 +86,12 @@ class App:
     def _boot_log(self, store):
         from pumpcore.eventlog import open_log
         b = self.board
-        log, v, th = open_log(store, getattr(b, "log_key", None))
+        from pumpcore.eventlog import LOG_BYTES
+        kb = getattr(b, "LOG_BYTES", LOG_BYTES)
+        cap = getattr(store, "capacity", None)
+        if cap and cap // 2 < kb:
+            kb = cap // 2                   # a smaller flash: half of it for the log
+        log, v, th = open_log(store, getattr(b, "log_key", None), keep_bytes=kb)
         self.log = log
         self.log_check = v
         self._line = bytearray(_LINE)
@@ -270,7 +275,12 @@ class App:
         pid = log.seq + 1               # unique: a seq is never used twice
         st = self.board.store
         try:
-            st.write(_pg_name(pid), _program_bytes(c))
+            try:
+                st.write(_pg_name(pid), _program_bytes(c))
+            except OSError:
+                if not log.make_room():     # a full flash: the oldest segment goes
+                    raise
+                st.write(_pg_name(pid), _program_bytes(c))
         except OSError:
             return False
         self._old_pg = self._pg

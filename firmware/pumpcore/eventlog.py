@@ -320,6 +320,20 @@ class EventLog:
             self._rotate()
         return True
 
+    def make_room(self):
+        """A write of another file found the flash full: drop the oldest segment (never
+        the current one). True when one was removed."""
+        segs = self.segments()
+        if len(segs) < 2:
+            return False
+        try:
+            self.store.remove(_seg_name(segs[0]))
+        except OSError:
+            return False
+        self.sizes.pop(segs[0], None)
+        self.dropped_full += 1
+        return True
+
     def _rotate(self):
         """Drop the oldest segments while more than `keep` of them, or more than
         `keep_bytes` bytes, are kept (never the current one)."""

@@ -59,6 +59,7 @@ class FileStore:
         self._f = None              # keep_open: the file being appended to, and its name
         self._fname = None
         self._spare = bytearray(_FILE_OBJ) if keep_open else None   # its place, reserved
+        self.capacity = None        # bytes of the filesystem, when the board knows it
 
     def _close(self):
         f = self._f

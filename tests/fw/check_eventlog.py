@@ -108,6 +108,7 @@ def check_new_key_keeps_the_history():
     log3, v3, _ = open_log(st, k2)
     assert v3.ok and v3.records == 8 and len(log3.segments()) == 2, (v3.reason, v3.records)
     assert [r.seq for r in log3.records()] == list(range(1, 9))
+    assert [r.seq for r in log3.page(0, 32)] == list(range(1, 9))      # LOG pages them too
 
 
 def check_torn_tail_is_not_a_loss():
