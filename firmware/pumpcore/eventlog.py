@@ -167,7 +167,7 @@ class Verify:
         self.last_damaged = 0  # seq of the last damaged record (0: none)
         self.tail_count = 0    # records in the last segment
         self.tail_clean = False  # the last segment ends in a whole, good record
-        self.tail_kid = None   # key id of the last segment (None: no segment)
+        self.tail_kid = None  # type: bytes | None  # key id of the last segment (None: no segment)
         self.reason = ""
 
     def fail(self, seq, reason):
@@ -235,8 +235,8 @@ class EventLog:
         self._th_ref = None    # follows it; segment headers included) and the pending one
 
     # ------------------------------------------------------------ hashing
-    def _hash(self, prev, body, pad=0):
-        if pad == 0:
+    def _hash(self, prev, body, pad: "tuple | int | None" = 0):
+        if isinstance(pad, int):          # 0: this log's own key pads
             pad = self._wpad
         if pad is not None:
             h = hashlib.sha256(pad[0])
