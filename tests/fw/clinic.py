@@ -20,8 +20,8 @@ if "../tests/fw" not in sys.path:
     sys.path.append("../tests/fw")
 
 from boards import sim
-from fwkit import crc_frame, with_boot
-from pumpcore.store import MemStore
+from fwkit import crc_frame, new_store, with_boot
+
 
 T0 = 0x3FFFFFFF - 60000
 _MASK = 0x3FFFFFFF
@@ -34,12 +34,7 @@ class Clinic:
     def __init__(self, kind="mem", auth=False):
         self.kind = kind
         self.auth = auth
-        if kind == "pico":
-            self.flash = sim.Flash(nblocks=PICO_BLOCKS)
-            self.store = sim.mount_flash(self.flash)
-        else:
-            self.flash = None
-            self.store = MemStore()
+        self.flash, self.store = new_store(PICO_BLOCKS if kind == "pico" else 0)
         self.t = T0
         self.rid = 0
         self.enc = 0

@@ -22,6 +22,17 @@ T0 = 0x3FFFFFFF - 60000          # a minute before the 2**30 clock wraps
 _LIB = []
 
 
+def new_store(flash_blocks=0):
+    """(flash, store) for a power-cut or log check: littlefs mounted on a fresh simulated NOR
+    flash of `flash_blocks` blocks (`boards.sim`), or (None, a MemStore) for 0."""
+    if flash_blocks:
+        from boards import sim
+        flash = sim.Flash(nblocks=flash_blocks)
+        return flash, sim.mount_flash(flash)
+    from pumpcore.store import MemStore
+    return None, MemStore()
+
+
 def library():
     if not _LIB:
         _LIB.append(DrugLibrary.load(LIB_PATH))

@@ -33,8 +33,8 @@ from pumpcore import fsm
 from pumpcore.app import LOG_INTERVAL_MS
 from pumpcore.controller import TICK_MS
 from pumpcore.eventlog import open_log
-from pumpcore.store import MemStore, PowerCut
-from fwkit import crc_frame, with_boot
+from pumpcore.store import PowerCut
+from fwkit import crc_frame, new_store, with_boot
 
 T0 = 0x3FFFFFFF - 60000
 _MASK = 0x3FFFFFFF
@@ -46,12 +46,7 @@ class Rig:
     def __init__(self, kind, seed):
         random.seed(seed)
         self.kind = kind
-        if kind == "flash":
-            self.flash = sim.Flash(nblocks=48)
-            self.store = sim.mount_flash(self.flash)
-        else:
-            self.flash = None
-            self.store = MemStore()
+        self.flash, self.store = new_store(48 if kind == "flash" else 0)
         self.t = T0
         self.rid = 0
         self.h = None
