@@ -157,12 +157,13 @@ class FakePump:
             for extra in self.before_reply:
                 self.write(extra)
             self.before_reply = []
+            # reply and its events in one write, as the firmware sends them back to back: a
+            # frame another thread writes (fake.write) can never land between the two
             if self.lose_replies:
                 self.lose_replies -= 1
-            else:
-                self.write(reply)
-            if events:
-                self.write(events)
+                reply = b""
+            if reply or events:
+                self.write(reply + events)
 
     def _authenticate(self, line: bytes, req: codec.Request) -> tuple[bytes | None, bytes]:
         """None when the request may run; else the ER AUTH reply."""
