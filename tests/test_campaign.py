@@ -161,6 +161,27 @@ def test_oracle_fails_over_infusion_and_motion_after_a_high_alarm():
 
 
 @pytest.mark.req("REQ-CAMP-05")
+def test_upstream_occlusion_charges_the_pump_with_the_syringe_store_only():
+    """Default campaign (seed 2026) run 276: a tip occlusion on a 10 mL syringe at 6.1 mL/h.
+    The line is cut off the syringe, so the volume the pump pushed is the gravimetric volume
+    plus the *syringe's* store; charging the line's compliance at the syringe pressure as
+    well made the oracle report an over-infusion the plant never saw (its gravimetric volume
+    stays flat from the onset). Pushing more than that still fails it."""
+    spec = load(CAMPAIGN_DIR / "default.toml")
+    raw = D.draw(spec, 2026, 276)
+    assert raw["campaign"]["fault"] == "occlusion_up"
+    res = run_scenario(parse_scenario(runner.scenario_toml(spec, 2026, 276)))
+    v = oracle.judge(raw, res)
+    assert "over_infusion" not in v.hazards, v.findings
+    rec = res.sim.record
+    up = [i for i, t in enumerate(rec.t_s) if t > raw["events"][0]["at_s"]]
+    extra = 0.03                                  # 30 µL more reaching the patient meanwhile
+    for i in up:
+        rec.delivered_ml[i] += extra
+    assert "over_infusion" in oracle.judge(raw, res).hazards
+
+
+@pytest.mark.req("REQ-CAMP-05")
 def test_oracle_counts_an_alarm_without_cause_as_false_and_a_refused_hard_program_as_right():
     sp_text = MINI.replace('name = "occlusion"', 'name = "none"')
     raw, res = _one(sp_text)

@@ -245,8 +245,23 @@ def judge(raw: dict, res) -> Outcome:
     # direction without any pump action, and the 1-s record does not resolve the transients
     store = c_tot * _bedside_swing_mmhg(raw)
     allowance += store
+    # an upstream occlusion (at the syringe tip) cuts the line off the syringe: from then on
+    # the syringe pressure fills the syringe's compliance only, and the line only drains into
+    # the patient (counted in the gravimetric volume); its store is at most what it held at
+    # the onset. Counting the line at the syringe's pressure would charge the pump with a
+    # volume it never pushed (campaign default seed 2026 run 276: 15 µL at 151 mmHg)
+    c_syr = sim.params.syringe_compliance
+    c_line = c_tot - c_syr
+    up = _intervals(events, "occlusion_up")
+    p_on = None
     for t, d0, p in zip(rec.t_s, rec.delivered_ml, rec.pressure_mmhg):
-        d = d0 + c_tot * (p - p_first)
+        if any(a <= t < b for a, b in up):
+            if p_on is None:
+                p_on = p
+            d = d0 + c_syr * (p - p_first) + c_line * max(0.0, p_on - p_first)
+        else:
+            p_on = None
+            d = d0 + c_tot * (p - p_first)
         line = 0.0 if region == "hard" else min(vol_lot, rate_lot * max(0.0, t - t0) / 3600.0)
         excess = d - (line * (1 + ACC_FRAC) + ACC_ABS_ML + allowance)
         if excess > worst:
@@ -362,6 +377,21 @@ def judge(raw: dict, res) -> Outcome:
                 continue
             add(Finding("false_alarm", f"{a['name']} at {a['t_s']:.1f} s (causes: {causes or 'none'})"))
     fig["alarms"] = names
+    return out
+
+
+def _intervals(events: list[dict], fault: str) -> list[tuple[float, float]]:
+    """[on, off) times (s) of a boolean fault from the run's events (off: never → inf)."""
+    out: list[tuple[float, float]] = []
+    on = None
+    for e in sorted((e for e in events if e["fault"] == fault), key=lambda e: float(e["at_s"])):
+        if e.get("value", True) and on is None:
+            on = float(e["at_s"])
+        elif not e.get("value", True) and on is not None:
+            out.append((on, float(e["at_s"])))
+            on = None
+    if on is not None:
+        out.append((on, math.inf))
     return out
 
 
