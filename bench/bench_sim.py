@@ -22,6 +22,8 @@ Every figure with a ``baseline.`` twin comes from `hil_sim.baseline` in the same
 """
 from __future__ import annotations
 
+from battery import Pump  # the one pump driver of the benches (a simulation + decoded alarms)
+
 NOTICES = ("VTBI_NEAR", "VTBI_DONE")
 
 
@@ -54,61 +56,6 @@ def _ketamine_run(runtime: str) -> dict:
             "error_pct": (delivered - 35.0) / 35.0 * 100}
 
 
-class _Pump:
-    """A simulation plus the pump's frames, decoded, with the virtual time they arrived."""
-
-    def __init__(self, controller: str, seed: int = 0, **kw) -> None:
-        from hil_sim.cosim import Simulation
-        from host.codec import LineSplitter
-        rt = "cpython"
-        if controller == "baseline":
-            from hil_sim.baseline import BaselineRuntime
-            rt = BaselineRuntime()
-        self.sim = Simulation(rt, seed=seed, **kw)
-        self.split = LineSplitter()
-        self.alarms: list[tuple[float, str]] = []
-        self.rid = 0
-        self.boot = self.sim.hello_boot()
-
-    def send(self, word: str, fields: dict | None = None) -> None:
-        from host.codec import encode_request
-        from host.statemachine import GUARDED_WORDS
-        self.rid += 1
-        f = dict(fields or {})
-        if word in GUARDED_WORDS and self.boot is not None:
-            f["boot"] = self.boot
-        self.sim.host_send(encode_request(self.rid, word, f))
-
-    def poll(self) -> None:
-        from host.codec import Event, FrameError, decode_line
-        for line in self.split.feed(self.sim.host_recv()):
-            try:
-                fr = decode_line(line)
-            except FrameError:
-                continue
-            if isinstance(fr, Event) and fr.name == "ALARM":
-                self.alarms.append((self.sim.t_ms / 1000, fr.fields.get("alarm", "?")))
-
-    def run(self, ms: int, until=None) -> bool:
-        sim = self.sim
-        end = sim.t_ms + ms
-        while sim.t_ms < end:
-            sim.slice(min(4, -(-(end - sim.t_ms) // sim.tick_ms)))
-            self.poll()
-            if until is not None and until(self):
-                return True
-        return False
-
-    def start(self, rate_ml_h: float, vtbi_ml: float) -> float:
-        self.send("PROG", {"rate_ul_h": int(rate_ml_h * 1000), "vtbi_nl": int(vtbi_ml * 1e6)})
-        self.send("START")
-        self.run(1000)
-        return self.sim.t_ms / 1000
-
-    def close(self) -> None:
-        self.sim.close()
-
-
 def realistic_mechanics(**kw):
     """The plant with friction and screw error at realistic (sourced) values, docs/simulator.md:
     a 5 µm periodic screw error, stick-slip 0.4 N and break-loose 4 N over glide on 50 mL, glide
@@ -135,7 +82,7 @@ HELD_MECHANICS = (
 
 def _accuracy(controller: str, rate: float = 1.0, params=None, seed: int = 1) -> dict:
     from hil_sim import analysis
-    pump = _Pump(controller, seed=seed, params=params)
+    pump = Pump(params, seed, controller)
     try:
         t0 = pump.start(rate, 10.0 * rate)
         pump.run(7200 * 1000)
@@ -154,7 +101,7 @@ def _occlusion(controller: str, rate_ml_h: float, warm_s: int, cap_s: int,
                primed: bool = False) -> dict:
     from hil_sim import analysis
     from hil_sim.plant import PlantParams
-    pump = _Pump(controller, seed=2, params=PlantParams(primed=primed))
+    pump = Pump(PlantParams(primed=primed), 2, controller)
     sim = pump.sim
     try:
         pump.start(rate_ml_h, 40.0)
@@ -184,7 +131,7 @@ def _occlusion(controller: str, rate_ml_h: float, warm_s: int, cap_s: int,
 
 def _nominal_alarms(controller: str, seed: int, rate_ml_h: float, vtbi_ml: float, ms: int) -> int:
     """Alarms other than the VTBI notices in `ms` of nominal infusion with sensor noise."""
-    pump = _Pump(controller, seed=seed)
+    pump = Pump(None, seed, controller)
     try:
         pump.start(rate_ml_h, vtbi_ml)
         pump.run(ms)

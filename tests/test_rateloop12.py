@@ -21,8 +21,8 @@ REAL = dict(periodic_error_um=5.0, stiction_delta_n=0.4, breakaway_n=4.0, fricti
 
 
 def _pump(params, seed=1):
-    from bench_sim import _Pump
-    return _Pump("firmware", seed=seed, params=params)
+    from battery import Pump
+    return Pump(params, seed, "firmware")
 
 
 def _bad(pump):
@@ -73,12 +73,14 @@ def test_no_false_stall_with_slack_and_realistic_friction(rate, slack_ml):
 
 # ---------------------------------------------------------------------- RUNAWAY
 @pytest.mark.req("REQ-ACC-12")
-@pytest.mark.parametrize("pitch", [0.5, -0.5])
+@pytest.mark.parametrize("pitch", [0.5, -0.15])
 @pytest.mark.parametrize("rate", [1.0, 100.0])
 def test_lead_error_of_half_a_percent_is_no_runaway(pitch, rate):
     """Issue 12: a +0.5 % lead error tripped RUNAWAY. The floor of flange − motor creeps by
-    1/128 per commanded µstep (0.78 %), so ±0.5 % is mechanism, not runaway, over a whole
-    syringe at 100 mL/h (≈ 150 k µsteps) and an hour at 1 mL/h, with realistic friction."""
+    1/128 per commanded µstep (0.78 %), so +0.5 % (a screw pushing ahead) is mechanism, not
+    runaway, over a whole syringe at 100 mL/h (≈ 150 k µsteps) and an hour at 1 mL/h, with
+    realistic friction. A screw short of its lead is made up by the loop up to 0.2 % (the
+    bound on more motor than line, 2.5× a rolled screw's ±0.06 %): −0.15 % runs clean."""
     pump = _pump(PlantParams(pitch_error_pct=pitch, **REAL), seed=4)
     try:
         vol = 40.0 if rate > 10 else 1.5
@@ -88,6 +90,48 @@ def test_lead_error_of_half_a_percent_is_no_runaway(pitch, rate):
         assert "VTBI_DONE" in [a[1] for a in pump.alarms]
     finally:
         pump.close()
+
+
+def _pushed_vs_line(enc_counts_per_rev, rate=25.0, vtbi=10.0):
+    """(worst excess of the volume the stopper pushed over the programmed line, in mL, before
+    any alarm; the alarms) for a plunger encoder of `enc_counts_per_rev` per 3200 µsteps."""
+    pump = _pump(PlantParams(primed=True, encoder_counts_per_rev=enc_counts_per_rev), seed=6)
+    worst = -1.0
+    try:
+        t0 = pump.start(rate, vtbi) - 1.0          # START was sent 1 s before start() returns
+        a0 = pump.sim.plant.displaced_ml
+        end = pump.sim.t_ms + int(vtbi / rate * 3600 * 1000)
+        while pump.sim.t_ms < end and not _bad(pump):
+            pump.run(1000)
+            line = min(vtbi, rate * (pump.sim.t_ms / 1000 - t0) / 3600)
+            worst = max(worst, pump.sim.plant.displaced_ml - a0 - line)
+        return worst, _bad(pump), pump.sim.enable
+    finally:
+        pump.close()
+
+
+@pytest.mark.req("REQ-ACC-12")
+def test_an_encoder_reading_short_cannot_push_more_than_the_line_allows():
+    """Safety (nothing delivered that was not programmed; the volume is the line's): the
+    rate loop trusts the plunger encoder to make up lost motion, so an encoder reading 0.5 %
+    short (3184 counts per 3200 µsteps) asked for 0.5 % more motor travel, and the old bound
+    (48 µsteps + 0.78 % of travel) allowed all of it. Now more motor than line is bounded by
+    48 µsteps + 0.2 % (the screw's tolerance): the stopper never gets more than that ahead
+    of the programmed line (plus the loading the line counts as delivered), and when the
+    encoder's story cannot be followed any more the pump stops with STALL (a delivery
+    mismatch). With the old bound: +0.05 mL over 10 mL and no alarm."""
+    worst, bad, enable = _pushed_vs_line(3184)
+    assert worst <= 10.0 * 0.002 + 0.012, worst       # 0.2 % + 48 µsteps (10 µL) + loading
+    assert [a[1] for a in bad] == ["STALL"], bad
+    assert enable == 0
+
+
+@pytest.mark.req("REQ-ACC-12")
+def test_a_true_encoder_follows_the_line_without_alarm():
+    """The same run with an encoder that reads true: no alarm, on the line within 12 µL."""
+    worst, bad, _ = _pushed_vs_line(3200)
+    assert not bad, bad
+    assert worst <= 0.012, worst
 
 
 @pytest.mark.req("REQ-ACC-12")

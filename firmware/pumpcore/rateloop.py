@@ -23,8 +23,9 @@ Phases:
           thus taken up in seconds, not delivered late.
   RUN     desired flange position X* = anchor + line steps since the (re)start; motor target
           X* + lost. `lost` only grows, from the lag-safe measurement m(_LAG ticks ago) − enc,
-          so missed steps are made up — by at most _LOST_MAX beyond the lost motion measured at
-          engagement (more is a mechanism that does not follow: STALL, never a runaway chase).
+          so missed steps are made up — by at most _LOST_MAX + 0.2 % of the travel beyond the
+          lost motion measured at engagement (more is a mechanism that does not follow, or an
+          encoder reading short: STALL, never a runaway chase nor more than 0.2 % over).
   BACKOFF after an occlusion alarm: (A) reverse in proportion to the pressure excess until
           the reading is back at the target; (B) when the reading fell far faster per count
           than it rose during the occlusion, the stopper is held by friction and the fluid is
@@ -78,6 +79,10 @@ _STALL_HOLD = const(20)        # ... and still not after 1 s more (readings held
 _RUNAWAY_TOL = const(48)       # µsteps: 2 × 13 µsteps (5 µm periodic screw error) + 8 backlash + margin
 _CREEP = const(128)            # the floor of e rises 1 µstep per _CREEP commanded: a lead error up
                                # to 0.78 % (rolled screws ±0.06 %/length; a +0.5 % error must not trip)
+_LOST_CREEP = const(512)       # the lost-motion estimate may rise 1 µstep per _LOST_CREEP commanded
+                               # beyond _LOST_MAX: 0.2 % more motor travel than the line, the most
+                               # an encoder reading short can add to the delivery (safety: the line
+                               # is the volume; nothing beyond it and the screw's tolerance)
 _BACKOFF_MAX = const(10000)    # ≈ 2.2 mL: never retract more
 _BACKOFF_MS = const(20000)
 _BACKOFF_STEP_MAX = const(40)
@@ -314,11 +319,19 @@ class RateLoop:
                 lost = lo
             elif lost > hi:
                 lost = hi
-            b = _LOST_MAX + (self.m - self.m_eng) // _CREEP
+            # Asymmetric: more motor than line (lost up) is what an under-reading encoder
+            # would ask for, and it is delivered: bounded by the screw's lead tolerance
+            # (_LOST_CREEP, 0.2 %: rolled screws ±0.06 %/length); less motor than line
+            # (lost down: a screw pushing ahead) delivers less and may follow the runaway
+            # check's creep (0.78 %). Beyond the upper bound the flange trails: STALL.
+            tr = self.m - self.m_eng
+            b = _LOST_MAX + tr // _LOST_CREEP
             if lost > self.lost0 + b:
                 lost = self.lost0 + b
-            elif lost < self.lost0 - b:
-                lost = self.lost0 - b
+            else:
+                b = _LOST_MAX + tr // _CREEP
+                if lost < self.lost0 - b:
+                    lost = self.lost0 - b
             self.lost = lost
             n = xs + lost - self.m
             if n < 0:
