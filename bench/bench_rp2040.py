@@ -5,6 +5,10 @@
   with the event log on. A bench-only main.py allocates a pad that leaves exactly that much
   free, then runs the app as firmware/main.py does; a bisection over 512-byte steps finds
   the least that passes (a MemoryError anywhere, or no COMPLETE in the allowed time, fails).
+  Every trial is bounded: 10 s of emulated time to boot and 40 s to complete, at most
+  `TRIAL_REPLY_S` wall seconds for any one answer of the emulator and `TRIAL_WALL_S` for the
+  whole trial; a trial that hangs, or whose emulator dies, fails with that as its reason
+  (it never ends the bench).
 * ``fw.tick_p99_us_rp2040`` / ``fw.tick_max_us_rp2040`` / ``fw.tick_p50_us_rp2040``: App.tick
   durations in emulated time (the bench main.py raises GP25 around each call; the harness
   times the pin), over a steady 52.5 mL/h infusion with telemetry every 200 ms and the event
@@ -21,6 +25,9 @@ import time
 
 from hil_sim.cosim import Simulation
 from host.codec import encode_request
+
+TRIAL_REPLY_S = 60.0        # wall seconds the emulator may take for one slice of a heap trial
+TRIAL_WALL_S = 600.0        # wall seconds for a whole heap trial (boot + 15 s infusion)
 
 MAIN = b"""
 import gc
@@ -59,8 +66,9 @@ except BaseException as e:
 class _Host:
     """A minimal host on the simulation's wire: numbered requests, replies by id."""
 
-    def __init__(self, sim: Simulation) -> None:
+    def __init__(self, sim: Simulation, deadline: float | None = None) -> None:
         self.sim = sim
+        self.deadline = deadline            # time.monotonic() past which requests raise
         self.rid = 0
         self.buf = b""
         self.boot: int | None = None    # HELLO's boot number (protocol v1's reboot guard)
@@ -74,6 +82,8 @@ class _Host:
         self.sim.host_send(encode_request(rid, word, fields))
         t_end = self.sim.t_ms + wait_ms
         while self.sim.t_ms < t_end:
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                raise _TrialTimeout("trial over its wall-time bound")
             self.sim.slice(1)
             self.buf += self.sim.host_recv()
             for line in self.buf.split(b"\n"):
@@ -88,9 +98,9 @@ class _Host:
         return m.group(1) if m else None
 
 
-def _sim(free: int, image) -> Simulation:
+def _sim(free: int, image, timeout_s: float = 300.0) -> Simulation:
     from hil_sim.rp2040 import RP2040Runtime
-    rt = RP2040Runtime(image=image, main=MAIN % free)
+    rt = RP2040Runtime(image=image, main=MAIN % free, timeout_s=timeout_s)
     return Simulation(runtime=rt, seed=5)
 
 
@@ -105,11 +115,28 @@ def _boot(sim: Simulation, host: _Host, max_ms: int = 10_000) -> bool:
     return False
 
 
-def heap_trial(free: int, image) -> tuple[bool, str]:
-    """Boot with ``free`` bytes of heap and infuse 0.5 mL at 120 mL/h (15 s) to COMPLETE."""
-    sim = _sim(free, image)
-    host = _Host(sim)
+class _TrialTimeout(Exception):
+    pass
+
+
+def heap_trial(free: int, image, wall_s: float = TRIAL_WALL_S,
+               reply_s: float = TRIAL_REPLY_S) -> tuple[bool, str]:
+    """Boot with ``free`` bytes of heap and infuse 0.5 mL at 120 mL/h (15 s) to COMPLETE.
+    Never raises: a hang (no answer within ``reply_s``, or the trial past ``wall_s``) or a
+    dead emulator is a failure, with what happened as its reason."""
+    deadline = time.monotonic() + wall_s
+    sim = None
+    why = "emulator did not start"
     try:
+        sim = _sim(free, image, timeout_s=reply_s)
+        run_for = sim.run_for
+
+        def bounded(ms: int) -> None:       # the trial's wall bound, checked between slices
+            if time.monotonic() > deadline:
+                raise _TrialTimeout(f"trial over {wall_s:.0f} s of wall time")
+            run_for(ms)
+        sim.run_for = bounded               # type: ignore[method-assign]
+        host = _Host(sim, deadline)
         why = "no answer after boot"
         if _boot(sim, host):
             st = host.state()
@@ -130,15 +157,24 @@ def heap_trial(free: int, image) -> tuple[bool, str]:
         except Exception:
             pass
         return False, why
+    except Exception as e:                  # a hang or a dead emulator: this trial fails
+        text = str(e).splitlines()[0] if str(e) else ""
+        return False, f"{why}; then {type(e).__name__}: {text}"
     finally:
-        sim.close()
+        if sim is not None:
+            try:
+                sim.close()
+            except Exception:
+                pass
 
 
-def heap_peak(image, lo: int = 20480, hi: int = 40960, step: int = 512) -> tuple[int, dict]:
+def heap_peak(image, lo: int = 20480, hi: int = 40960, step: int = 512) -> tuple[int | None, dict]:
     ok, why = heap_trial(hi, image)
-    if not ok:
-        raise RuntimeError(f"the image does not complete an infusion with {hi} B free: {why}")
+    print(f"   heap {hi:6d} B free: {'pass' if ok else 'FAIL ' + why.splitlines()[-1][:100]}",
+          flush=True)
     trials = {hi: why}
+    if not ok:                  # not even the top of the range: no figure (the bench goes on)
+        return None, trials
     while hi - lo > step:
         mid = (lo + hi) // 2 // step * step
         ok, why = heap_trial(mid, image)
