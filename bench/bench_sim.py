@@ -80,21 +80,59 @@ HELD_MECHANICS = (
 )
 
 
+class _Slips:
+    """The stopper's slips (stick-slip) in the plant, seen between 200 ms slices: each jump of
+    more than half a µstep of stopper travel is one slip (µL); from `t_from_s` on."""
+
+    def __init__(self, t_from_s: float) -> None:
+        self.t_from = t_from_s
+        self.prev = None
+        self.sizes: list[float] = []
+        self.times: list[float] = []
+
+    def __call__(self, pump) -> bool:
+        pl = pump.sim.plant
+        s = pl.stopper
+        if self.prev is not None and s - self.prev > 0.5 and pump.sim.t_ms >= self.t_from * 1000:
+            p = pl.params                      # stopper travel u × this lot's area
+            self.sizes.append((s - self.prev) * p.nominal_nl_per_ustep * p.true_area_mm2 / p.area_mm2 / 1000.0)
+            self.times.append(pump.sim.t_ms / 1000.0)
+        self.prev = s
+        return False
+
+    def figures(self, rate_ml_h: float) -> dict:
+        """Mean slip (µL), mean interval (s), and the floor it sets on the 2-min trumpet figure:
+        a window holds a whole number of slips, so whatever the loop does some window is off by
+        at least half a slip unless the slips are locked to the standard's 30-s grid (%)."""
+        if len(self.sizes) < 2:
+            return {"slip_ul": 0.0, "slip_period_s": None, "slip_floor_2min_pct": 0.0}
+        j = sum(self.sizes) / len(self.sizes)
+        per = (self.times[-1] - self.times[0]) / (len(self.times) - 1)
+        return {"slip_ul": round(j, 3), "slip_period_s": round(per, 2),
+                "slip_floor_2min_pct": round(100.0 * (j / 2) / (rate_ml_h * 1000.0 * 2 / 60), 2)}
+
+
 def _accuracy(controller: str, rate: float = 1.0, params=None, seed: int = 1) -> dict:
     from hil_sim import analysis
     pump = Pump(params, seed, controller)
     try:
         t0 = pump.start(rate, 10.0 * rate)
-        pump.run(7200 * 1000)
+        slips = _Slips(t0 + 3600.0)                # the trumpet's hour
+        pump.run(7200 * 1000, until=slips)
         _, flows = analysis.flow_curve(pump.sim.record, t0 - 1.0)
         tr = analysis.trumpet(flows, rate)
         st = analysis.startup_time_s(flows, rate)
         return {"trumpet_2min_pct": round(tr.max_abs(2), 3), "trumpet_overall_pct": round(tr.overall_pct, 3),
                 "startup_s": st if st is not None else 7200.0,
                 "first_flow_s": analysis.first_flow_s(pump.sim.record, t0 - 1.0),
-                "alarms": [a[1] for a in pump.alarms if a[1] not in NOTICES]}
+                "alarms": [a[1] for a in pump.alarms if a[1] not in NOTICES], **slips.figures(rate)}
     finally:
         pump.close()
+
+
+# the stopper's static excess over glide at a slip (N, on 50 mL; break-loose growth with rest
+# off): the figures' dependence on the one friction figure no source pins (docs/performance.md)
+STICK_SWEEP_N = (0.15, 0.3, 0.5, 0.7, 1.0)
 
 
 def _occlusion(controller: str, rate_ml_h: float, warm_s: int, cap_s: int,
@@ -167,6 +205,9 @@ def bench_acc() -> dict:
     out = {}
     for ctl, prefix in (("firmware", ""), ("baseline", "baseline.")):
         r = _accuracy(ctl, 1.0, realistic_mechanics())
+        out[f"{prefix}acc12.slip_ul_1mlh"] = r["slip_ul"]
+        out[f"{prefix}acc12.slip_period_1mlh_s"] = r["slip_period_s"]
+        out[f"{prefix}acc12.slip_floor_2min_1mlh_pct"] = r["slip_floor_2min_pct"]
         out[f"{prefix}acc.trumpet_2min_1mlh_pct"] = r["trumpet_2min_pct"]
         out[f"{prefix}acc.trumpet_overall_1mlh_pct"] = r["trumpet_overall_pct"]
         out[f"{prefix}acc.startup_1mlh_s"] = r["startup_s"]
@@ -185,7 +226,8 @@ def bench_acc() -> dict:
         out[f"{prefix}acc.startup_1mlh_default_plant_s"] = rd["startup_s"]
         # the held-back set: the worst over its cases, each figure as above
         held = {"trumpet_2min_1mlh_pct": 0.0, "trumpet_2min_5mlh_pct": 0.0, "startup_1mlh_s": 0.0,
-                "startup_1mlh_slack1ml_s": 0.0, "alarms": 0}
+                "startup_1mlh_slack1ml_s": 0.0, "alarms": 0, "slip_ul_1mlh": 0.0,
+                "slip_floor_2min_1mlh_pct": 0.0}
         for seed, kw in HELD_MECHANICS:
             h1 = _accuracy(ctl, 1.0, realistic_mechanics(**kw), seed=seed)
             h5 = _accuracy(ctl, 5.0, realistic_mechanics(**kw), seed=seed)
@@ -195,8 +237,21 @@ def bench_acc() -> dict:
             held["startup_1mlh_s"] = max(held["startup_1mlh_s"], h1["startup_s"])
             held["startup_1mlh_slack1ml_s"] = max(held["startup_1mlh_slack1ml_s"], hs["startup_s"])
             held["alarms"] += len(h1["alarms"]) + len(h5["alarms"]) + len(hs["alarms"])
+            # per case too: one case's alarm (the worst) must not hide the others' figures
+            out[f"{prefix}acc12.held.s{seed}.trumpet_2min_1mlh_pct"] = h1["trumpet_2min_pct"]
+            out[f"{prefix}acc12.held.s{seed}.alarms"] = ",".join(h1["alarms"] + h5["alarms"] + hs["alarms"])
+            held["slip_ul_1mlh"] = max(held["slip_ul_1mlh"], h1["slip_ul"])
+            held["slip_floor_2min_1mlh_pct"] = max(held["slip_floor_2min_1mlh_pct"], h1["slip_floor_2min_pct"])
         for k, v in held.items():
             out[f"{prefix}acc12.held.{k}"] = v
+        # the friction sweep: the tuning plant with the static excess at a slip set directly
+        for x in STICK_SWEEP_N:
+            rx = _accuracy(ctl, 1.0, realistic_mechanics(stiction_delta_n=x, breakaway_n=0.0))
+            tag = f"{prefix}acc12.stick_{x:g}n"
+            out[f"{tag}.trumpet_2min_1mlh_pct"] = rx["trumpet_2min_pct"]
+            out[f"{tag}.startup_1mlh_s"] = rx["startup_s"]
+            out[f"{tag}.slip_ul_1mlh"] = rx["slip_ul"]
+            out[f"{tag}.alarms"] = len(rx["alarms"])
         # no plunger encoder: a motor-shaft encoder sees missed steps, not the screw
         m5 = _accuracy(ctl, 5.0, realistic_mechanics(encoder="motor"))
         out[f"{prefix}acc12.motor_encoder.trumpet_2min_5mlh_pct"] = m5["trumpet_2min_pct"]
