@@ -58,5 +58,48 @@ def _sweep(trials, seed):
 def test_log_damage_sweep():
     r = _sweep(120, 5)
     assert r["unrecovered"] == 0, r["failures"]
-    assert set(r["kinds"]) == {"flip", "tear", "delete", "full", "rekey", "heartbeat"}
+    assert set(r["kinds"]) == {"flip", "seqflip", "tear", "delete", "full", "rekey", "heartbeat"}
     assert r["detected"] >= 60, r
+
+
+def _raise_seq(st, seq, bit):
+    """Flip one bit of the leading digit of record `seq`'s sequence number (upwards)."""
+    for name in sorted(n for n in st.names() if n.startswith("log")):
+        f = st.files[name]
+        pos = 0
+        for line in bytes(f).split(b"\n"):
+            if line.startswith(b"%d " % seq):
+                f[pos] ^= bit
+                return
+            pos += len(line) + 1
+    raise AssertionError("no record %d" % seq)
+
+
+@pytest.mark.req("REQ-LOG-07")
+@pytest.mark.parametrize("seq, bit", [(15, 0x04), (16, 0x08), (31, 0x04), (2, 0x04), (43, 0x01)])
+def test_a_bit_flip_that_raises_a_seq_does_not_hide_later_records(seq, bit):
+    """A bit flip that raised the sequence number of a record near a segment's end
+    (15 -> 55, 16 -> 96, 31 -> 71; 2 -> 6, a seq a later record has; 43 -> 53, the last
+    record) made `scan` take the raised number as the last seq used: every later record, in
+    that segment and the next ones, then failed the seq check and was dropped as damaged,
+    and `LOG` export (`page`) stopped there."""
+    st = MemStore()
+    log, _, _ = open_log(st, seg_records=16)
+    for i in range(40):
+        log.add(1000 + i, b"CMD", b"%d HB" % i)
+        log.commit()
+    top = log.seq
+    before = [r.seq for r in log.records()]
+    _raise_seq(st, seq, bit)
+    log, v, _ = open_log(st, seg_records=16)
+    assert not v.ok and v.damaged == 1 and v.last_damaged == seq, (v.damaged, v.last_damaged)
+    got = [r.seq for r in log.records()]
+    assert got == [s for s in before if s != seq], got      # only the damaged one is lost
+    assert [r.seq for r in log.page(0, 1000)] == got         # LOG exports the same records
+    assert [r.seq for r in log.page(seq + 1, 1000)] == [s for s in got if s > seq]
+    assert log.seq >= top                                   # never a seq used twice
+    log.add(5000, b"BOOT", b"n=2")
+    log.commit()
+    log2, v2, _ = open_log(st, seg_records=16)
+    s2 = [r.seq for r in log2.records()]
+    assert s2 == sorted(set(s2)) and s2[-1] > top and v2.damaged == 1, s2

@@ -368,6 +368,8 @@ class EventLog:
         self._first = {}
         prev = None            # hash bytes of the last good record
         last_seq = 0           # the highest seq used (a damaged record's too: never reused)
+        good = 0               # seq of the last verified record (0: none yet)
+        dmg_hi = 0             # a damaged record's own (unverified) seq since then, if plausible
         resync = False
         th_ref = None
         segs = self.segments()
@@ -413,21 +415,26 @@ class EventLog:
                     else:
                         p = prev
                     if p is None and resync and not first:
-                        # the line after an unreadable one: an anchor, not verified
-                        resync = False
+                        # the line after an unreadable one: an anchor, not verified (its
+                        # seq neither: it takes one slot, as a damaged record does; the
+                        # next record chains from its stored hash, with any seq above the
+                        # last verified one)
                         v.damaged += 1
                         v.tail_clean = False
                         try:
                             prev = binascii.unhexlify(rec.h)
                         except ValueError:
                             prev = None
-                        if rec.seq > last_seq:
-                            last_seq = rec.seq
+                        last_seq += 1
+                        dmg_hi = _plausible(rec.seq, last_seq, dmg_hi, self.seg_records)
                         continue
                     if p is not None and pad is not False:
                         h = self._hash(p, line[:be], pad)
+                        # seq continuity against the last *verified* record: a damaged one's
+                        # seq is unverified (a bit flip may have raised it) and must not hide
+                        # the records after it
                         ok = binascii.hexlify(h).upper() == rec.h and (
-                            last_seq == 0 or rec.seq == last_seq + 1 or resync and rec.seq > last_seq)
+                            good == 0 or rec.seq == good + 1 or resync and rec.seq > good)
                 if not ok:
                     v.tail_clean = False
                     if is_tail:
@@ -450,18 +457,15 @@ class EventLog:
                             prev = binascii.unhexlify(rec.h)
                         except ValueError:
                             prev = None
-                        if rec.seq > last_seq and rec.seq < last_seq + 1000000:
-                            last_seq = rec.seq
-                        else:
-                            last_seq = last_seq + 1     # a damaged seq: it still took one
-                    else:
-                        last_seq = last_seq + 1
+                        dmg_hi = _plausible(rec.seq, last_seq + 1, dmg_hi, self.seg_records)
+                    last_seq = last_seq + 1     # a damaged record still took one seq
                     resync = True
                     continue
                 first = False
                 resync = False
                 prev = h
-                last_seq = rec.seq
+                last_seq = good = rec.seq
+                dmg_hi = 0
                 v.tail_count += 1
                 if v.first == 0:
                     v.first = rec.seq
@@ -473,6 +477,11 @@ class EventLog:
                 if visit is not None:
                     visit(rec)
         self.th_ref = self._th_ref = th_ref
+        if dmg_hi > last_seq:
+            # the log ends in damage: its own seq may be the true one (lines lost before it);
+            # the writer continues above it (a gap, never a repeat; the next record follows a
+            # damaged one, so any seq above the last verified one is accepted)
+            last_seq = dmg_hi
         return self._head(v, prev, last_seq, segs)
 
     def _head(self, v, prev, last_seq, segs):
@@ -534,6 +543,7 @@ class EventLog:
         n = len(raw)
         prev_h = None           # stored hash (hex) of the line before; None: unreadable
         prev_seq = -1           # seq `scan` would hold as last_seq (-1: none yet here)
+        good = -1               # seq of the last verified (or in-sequence skipped) line
         first = True
         resync = False
         pad = self._pad         # the segment's key (its header's kid; none named: current)
@@ -546,7 +556,7 @@ class EventLog:
                 # before the range and in sequence: only its seq and stored hash are needed
                 # (a segment's first line, or one out of sequence, is checked as scan does)
                 prev_h = raw[e - 16:e]
-                prev_seq = seq
+                prev_seq = good = seq
                 first = False
                 resync = False
                 pos = e + 1
@@ -569,11 +579,11 @@ class EventLog:
                 if kid is not None:
                     pad = self._pad_of(kid)
             elif prev_h is None and resync:
-                # the line after an unreadable one: an anchor, not verified (as in scan)
+                # the line after an unreadable one: an anchor, not verified, its seq
+                # neither (as in scan)
                 prev_h = rec.h
-                if rec.seq > prev_seq:
-                    prev_seq = rec.seq
-                resync = False
+                if prev_seq >= 0:
+                    prev_seq += 1
                 continue
             else:
                 link = prev_h
@@ -583,20 +593,19 @@ class EventLog:
                     ok = binascii.hexlify(self._hash(binascii.unhexlify(link), line[:be], pad)).upper() == rec.h
                 except ValueError:
                     ok = False
-                ok = ok and (prev_seq < 0 or rec.seq == prev_seq + 1 or resync and rec.seq > prev_seq)
+                ok = ok and (good < 0 or rec.seq == good + 1 or resync and rec.seq > good)
             first = False
             prev_h = rec.h
             if ok:
-                prev_seq = rec.seq
+                prev_seq = good = rec.seq
                 resync = False
                 if rec.seq >= from_seq:
                     out.append(rec)
             else:
-                if prev_seq < rec.seq < prev_seq + 1000000:
-                    prev_seq = rec.seq
-                elif prev_seq >= 0:
-                    prev_seq += 1
+                if prev_seq >= 0:
+                    prev_seq += 1           # its own seq is unverified (as in scan)
                 resync = True
+
     def beat(self, ref, t, data):
         """Replace the heartbeat file: `data` follows record `ref` = (seq, hash bytes), a
         committed TH/DEL record. Raises OSError when the store refused."""
@@ -659,6 +668,15 @@ class EventLog:
         (self.seq, self.prev, self.seg, self.seg_count, self._new_seg, self._c,
          self.th_ref, self._th_ref) = saved
         return out
+
+
+def _plausible(seq, slot, hi, span):
+    """The highest seq a run of damaged records may have used: `hi` so far, or a damaged
+    record's own `seq` when it lies within a segment's records of the `slot` it took (a
+    bit flip can raise a seq by any amount; a jump beyond that is not trusted)."""
+    if slot <= seq <= slot + span and seq > hi:
+        return seq
+    return hi
 
 
 def _lead_int(b, s, e):
