@@ -252,6 +252,18 @@ def bench_acc() -> dict:
             out[f"{tag}.startup_1mlh_s"] = rx["startup_s"]
             out[f"{tag}.slip_ul_1mlh"] = rx["slip_ul"]
             out[f"{tag}.alarms"] = len(rx["alarms"])
+        # ... and on the held-back mechanics (worst of the three cases)
+        for x in STICK_SWEEP_N[:3]:
+            tag = f"{prefix}acc12.held.stick_{x:g}n"
+            worst = {"trumpet_2min_1mlh_pct": 0.0, "startup_1mlh_s": 0.0, "alarms": 0}
+            for seed, kw in HELD_MECHANICS:
+                hx = _accuracy(ctl, 1.0, realistic_mechanics(**dict(kw, stiction_delta_n=x, breakaway_n=0.0)),
+                               seed=seed)
+                worst["trumpet_2min_1mlh_pct"] = max(worst["trumpet_2min_1mlh_pct"], hx["trumpet_2min_pct"])
+                worst["startup_1mlh_s"] = max(worst["startup_1mlh_s"], hx["startup_s"])
+                worst["alarms"] += len(hx["alarms"])
+            for k, v in worst.items():
+                out[f"{tag}.{k}"] = v
         # no plunger encoder: a motor-shaft encoder sees missed steps, not the screw
         m5 = _accuracy(ctl, 5.0, realistic_mechanics(encoder="motor"))
         out[f"{prefix}acc12.motor_encoder.trumpet_2min_5mlh_pct"] = m5["trumpet_2min_pct"]
