@@ -1140,7 +1140,7 @@ class Pump:
     def drug_limits(self, drug: str, *, timeout: float | None = None) -> dict:
         """DRUG: every limit the pump enforces for ``drug``, in wire units:
         ``{"conc_ug_ml": 1000, "concs": [...], "rate_max_ul_h": …, "bolus_max_nl": …,
-        "kvo_ul_h": …, "dose_ug_kg": {"hard_min": …, …}, …, "vitals": {"sbp_max": …}}``."""
+        "kvo_ul_h": …, "bolus_lockout_ms": …, "bolus_h_ug": …, "dose_ug_kg": {"hard_min": …, …}, …, "vitals": {"sbp_max": …}}``."""
         _, frames = self._lib_request("DRUG", {"drug": drug}, timeout)
         out: dict = {}
         for f in frames:
@@ -1150,6 +1150,8 @@ class Pump:
                 out[name] = {k: int(v) for k, v in f.items()}
             elif "conc_ug_ml" in f:
                 out["concs"] = [int(c) for c in f.pop("concs", "").split(",") if c]
+                out.update({k: int(v) for k, v in f.items()})
+            elif "bolus_lockout_ms" in f:
                 out.update({k: int(v) for k, v in f.items()})
             else:
                 out["vitals"] = {k: int(v) for k, v in f.items()}

@@ -356,6 +356,10 @@ def test_drug_library_readable_from_the_pump(pump):
         assert int(top["rate_max_ul_h"]) == round(d["rate_ml_h_max"] * 1000)
         assert int(top["bolus_max_nl"]) == round(d["bolus_max_ul"] * 1000)
         assert int(top["kvo_ul_h"]) == d["kvo_ul_h"]
+        bol = [f for f in dl if "bolus_lockout_ms" in f]
+        assert len(bol) == 1
+        assert int(bol[0]["bolus_lockout_ms"]) == round(d.get("bolus_lockout_min", 0) * 60000)
+        assert int(bol[0]["bolus_h_ug"]) == round(d.get("bolus_max_h_ug", 0))
         assert [int(c) for c in top["concs"].split(",")] == d.get("concs_ug_ml", [d["conc_ug_ml"]])
         for key, src, scale in (("dose_ug_kg", "dose_ug_kg", 1), ("over_ms", "over_min", 60000),
                                 ("wt_g", "weight_kg", 1000), ("dose_ug_kg_h", "dose_ug_kg_h", 1)):
