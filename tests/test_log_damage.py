@@ -103,3 +103,59 @@ def test_a_bit_flip_that_raises_a_seq_does_not_hide_later_records(seq, bit):
     log2, v2, _ = open_log(st, seg_records=16)
     s2 = [r.seq for r in log2.records()]
     assert s2 == sorted(set(s2)) and s2[-1] > top and v2.damaged == 1, s2
+
+
+def _flip_in(st, ev, word, bit=0x01):
+    """Flip a bit in the data of the first record of type `ev` whose line holds `word`
+    (a byte after `<seq> <t> <EV> `). Returns that record's seq."""
+    for name in sorted(n for n in st.names() if n.startswith("log")):
+        f = st.files[name]
+        pos = 0
+        for line in bytes(f).split(b"\n"):
+            p = line.split(b" ", 3)
+            if len(p) == 4 and p[2] == ev and word in line:
+                f[pos + len(line) - 20] ^= bit          # in the data, before " #<hash>"
+                return int(p[0])
+            pos += len(line) + 1
+    raise AssertionError("no %r record with %r" % (ev, word))
+
+
+@pytest.mark.req("REQ-LOG-07", "REQ-LOG-08", "REQ-REC-01")
+def test_an_interrupted_infusion_after_a_damaged_record_is_recovered():
+    """With one damaged record before an infusion's START, verification stopped there: the
+    infusion interrupted by a power cut came back IDLE with its delivered volume lost."""
+    from test_recovery_programs import Board
+    b = Board()
+    b.send("PROG rate_ul_h=120000 vtbi_nl=5000000")
+    b.send("START")
+    b.run(20000)
+    delivered = b.h.app.ctl.delivered_nl()
+    assert delivered > 500000
+    dseq = _flip_in(b.store, b"CMD", b"PROG")            # the PROG request's record
+    b.boot()                                               # power cut during the infusion
+    st = b.status()
+    assert st["state"] == "PAUSED" and st["vtbi_nl"] == "5000000", st
+    assert int(st["del_nl"]) >= delivered, (st, delivered)   # the record's bound: never less
+    assert "logdmg=" in b.send("HELLO")
+    rec = b.h.app.recovered
+    assert rec is not None and rec.seq > dseq
+
+
+@pytest.mark.req("REQ-LOG-07", "REQ-LOG-08", "REQ-REC-01")
+def test_a_stopped_infusion_does_not_come_back_after_a_damaged_record():
+    """A damaged record between an infusion's START and its STOP left the folded therapy
+    record at RUNNING (nothing after the damage was read): the stopped infusion came back
+    PAUSED on every boot."""
+    from test_recovery_programs import Board
+    b = Board()
+    b.send("PROG rate_ul_h=120000 vtbi_nl=5000000")
+    b.send("START")
+    b.run(3000)
+    b.send("STOP")
+    b.send("STATUS")
+    _flip_in(b.store, b"CMD", b"STOP")                     # the STOP request's record
+    for _ in range(3):
+        b.boot()
+        st = b.status()
+        assert st["state"] == "IDLE" and st["alarm"] == "NONE", st
+        assert b.h.app.recovered is None

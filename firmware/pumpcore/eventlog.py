@@ -426,6 +426,7 @@ class EventLog:
                         except ValueError:
                             prev = None
                         last_seq += 1
+                        v.last_damaged = last_seq   # never used, never exported: damage too
                         dmg_hi = _plausible(rec.seq, last_seq, dmg_hi, self.seg_records)
                         continue
                     if p is not None and pad is not False:

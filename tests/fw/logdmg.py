@@ -23,12 +23,13 @@ if "." not in sys.path:
 import random
 
 from boards import sim
-from fwkit import crc_frame
+from fwkit import crc_frame, with_boot
 from pumpcore import fsm
 from pumpcore.store import MemStore
 
 T0 = 0x3FFFFFFF - 60000
 DETECTED = [0]
+INTERRUPTED = [0]       # trials cut while infusing (recovery judged on them)
 
 
 class Full(MemStore):
@@ -51,7 +52,7 @@ def _drive(h, t, bodies, ticks):
     rid = [0]
     for b in bodies:
         rid[0] += 1
-        h.slice(t[0], 50, 1, 20, 0, 0, 4000, [(0, crc_frame("%d %s" % (rid[0], b)))])
+        h.slice(t[0], 50, 1, 20, 0, 0, 4000, [(0, crc_frame(with_boot("%d %s" % (rid[0], b), h.app.ctl.boot)))])
         t[0] = (t[0] + 50) & 0x3FFFFFFF
     enc = 0
     for k in range(ticks):
@@ -146,6 +147,7 @@ def trial(kind, rng):
         hb = store.files["hb"]
         hb[rng.randrange(len(hb) - 1)] ^= 1 << rng.randrange(8)
     was_running = h.app.ctl.fsm.state == fsm.RUNNING
+    INTERRUPTED[0] += was_running
     # reboot (rekey: re-flashed with a new key)
     sim.Board.key = K2 if kind == "rekey" else None
     try:
@@ -225,7 +227,7 @@ def run(trials, seed):
             bad += 1
             if len(fails) < 15:
                 fails.append("trial %d: %s" % (i, err))
-    return {"trials": trials, "unrecovered": bad, "detected": DETECTED[0], "kinds": kinds, "failures": fails}
+    return {"trials": trials, "unrecovered": bad, "detected": DETECTED[0], "interrupted": INTERRUPTED[0], "kinds": kinds, "failures": fails}
 
 
 def main(argv):
