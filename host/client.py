@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import datetime as _dt
 import logging
+import os
 import queue
 import random
 import threading
@@ -432,10 +433,18 @@ class Pump:
     @staticmethod
     def _open_port(url: str, baudrate: int, timeout: float) -> serial.SerialBase:
         check_port_url(url)
+        # a device path is opened exclusively (flock): two programs reading one serial port
+        # steal each other's replies, so the second is told to share it through a gateway
+        local = "://" not in url and os.name == "posix"
+        extra = {"exclusive": True} if local else {}
         try:
             port = serial.serial_for_url(url, baudrate=baudrate, timeout=READ_POLL_S,
-                                         write_timeout=max(timeout, 1.0))
+                                         write_timeout=max(timeout, 1.0), **extra)
         except (serial.SerialException, OSError, ValueError) as e:
+            if local and "exclusively lock" in str(e):
+                raise LinkError(f"{url} is in use by another program (a monitor or another "
+                                f"host); to share one pump, run `infusekit serve --port {url}` "
+                                "and point every program at the socket:// URL it prints") from e
             raise LinkError(f"cannot open {url}: {e}") from e
         try:
             port.reset_input_buffer()

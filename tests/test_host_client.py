@@ -314,3 +314,15 @@ def test_closed_pump_refuses_requests(fake, pump):
     pump.close()  # idempotent
     with pytest.raises(LinkError):
         pump.status()
+
+
+@pytest.mark.req("REQ-HOST-09")
+def test_a_second_program_on_the_same_serial_port_is_told_to_share_it(fake):
+    """Two programs reading one serial device steal each other's replies: the port is opened
+    exclusively, and the second opener gets a LinkError that names the gateway."""
+    with Pump.open(fake.path, timeout=0.5) as first:
+        with pytest.raises(LinkError, match=r"in use by another program.*infusekit serve"):
+            Pump.open(fake.path, timeout=0.5)
+        assert first.status().state == "IDLE"          # the first is undisturbed
+    with Pump.open(fake.path, timeout=0.5) as again:   # free once the first closed it
+        assert again.status().state == "IDLE"
