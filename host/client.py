@@ -1141,7 +1141,8 @@ class Pump:
         return dict(self.request("CFG", fields, timeout=timeout).fields)
 
     def telemetry(self, period_ms: int, *, timeout: float | None = None) -> int:
-        """Set the telemetry period (0 = off, else the pump's minimum..60000 ms); returns the
+        """Set the telemetry period (0 = off, else ``codec.TLM_MIN``..``codec.TLM_MAX`` ms,
+        the firmware's bounds; the pump refuses others with ``ER RANGE``); returns the
         period set."""
         reply = self.request("TLM", {"period_ms": int(period_ms)}, timeout=timeout)
         return int(reply.fields.get("period_ms", period_ms))

@@ -216,6 +216,14 @@ def test_telemetry_stream(fake, pump):
             break
     assert all(isinstance(f, Telemetry) for f in frames)
     assert pump.telemetry(0) == 0
+    # the bounds are the firmware's (pumpcore.protocol, through host.codec): 10..60000
+    assert (codec.TLM_MIN, codec.TLM_MAX) == (10, 60000)
+    assert pump.telemetry(codec.TLM_MIN) == 10 and pump.telemetry(codec.TLM_MAX) == 60000
+    for bad in (codec.TLM_MIN - 1, codec.TLM_MAX + 1):
+        with pytest.raises(PumpRefused) as e:
+            pump.telemetry(bad)
+        assert e.value.code == "RANGE"
+    assert pump.telemetry(0) == 0
 
 
 def test_events_iterator_ends_on_timeout_and_on_close(fake, pump):

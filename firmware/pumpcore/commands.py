@@ -71,6 +71,10 @@ def telemetry(ctl):
     tx.field_int(b"el_ms", ctl.el_ms)
     if ctl.fsm.state == fsm.KVO or ctl.kvo_nl() > 0:
         tx.field_int(b"kvo_nl", ctl.kvo_nl())       # kept after PAUSE, until the next PROG
+    # the frame's own time, and how long before it the control tick whose figures it
+    # carries ran (0 on a tick; a frame between ticks repeats that tick's figures)
+    tx.field_int(b"t_ms", ctl._now)
+    tx.field_int(b"age_ms", ticks_diff(ctl._now, ctl._last_ctrl))
     tx.end()
 
 
