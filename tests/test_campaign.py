@@ -448,3 +448,59 @@ def test_cli_campaign_json_and_outputs(tmp_path):
     bad = subprocess.run([INFUSEKIT, "sim", "campaign", "no_such_spec"], capture_output=True, text=True)
     assert bad.returncode == 2 and "no campaign spec" in bad.stderr
 
+
+
+@pytest.mark.req("REQ-CAMP-05")
+def test_kvo_after_the_vtbi_is_on_the_line_and_a_kvo_the_drug_forbids_is_refused():
+    """A steps program with a KVO rate: after the VTBI the pump keeps the vein open at
+    min(KVO, last rate); the oracle's line continues at that rate (the run passes, the pump
+    ends in KVO), and twice that rate fails it. A dose-rate program of remifentanil (library
+    KVO 0) with a KVO rate is drawn as refused (limit kvo), and the pump refuses it."""
+    import tomli_w
+    sp = parse(f"""
+[campaign]
+name = "kvo"
+seed = 5
+[pump]
+syringe_ml = 50
+primed = true
+[[program]]
+{FORMS["steps"]}kvo_ml_h = 2.0
+[run]
+settle_s = 120
+max_s = 1800
+[[faults]]
+name = "none"
+""")
+    raw = D.draw(sp, 5, 0)
+    assert raw["campaign"]["kvo_ml_h"] == 2.0
+    res = run_scenario(parse_scenario(tomli_w.dumps(raw)))
+    v = oracle.judge(raw, res)
+    assert not v.failed and not v.false_alarms, v.findings
+    assert res.metrics["final_state"] == "KVO"
+    rec, t0 = res.sim.record, res.t_start_s
+    vol = raw["campaign"]["programmed_ml"]
+    t_vtbi = t0 + sum(v / r * 3600 for r, v in raw["campaign"]["segments"])
+    for i, t in enumerate(rec.t_s):             # KVO at twice its rate after the VTBI
+        if t > t_vtbi:
+            rec.delivered_ml[i] = vol + 4.0 * (t - t_vtbi) / 3600
+    assert "over_infusion" in oracle.judge(raw, res).hazards
+    bad = parse(f"""
+[campaign]
+name = "kvo_remi"
+seed = 5
+[[program]]
+form = "dose_rate"
+drug = "remifentanil"
+vtbi_ml = 0.5
+kvo_ml_h = 0.5
+[run]
+settle_s = 10
+max_s = 600
+""")
+    raw = D.draw(bad, 5, 0)
+    assert raw["campaign"]["region"] == "hard" and raw["campaign"]["limit"] == "kvo"
+    res = run_scenario(parse_scenario(tomli_w.dumps(raw)))
+    v = oracle.judge(raw, res)
+    assert not v.failed, v.findings
+    assert res.sim.plant.delivered_ml < 0.005

@@ -165,7 +165,8 @@ def _dose_rate_program(ps, drug: str, region: str, weight_kg: float, fill_ml: fl
     ug_h = _wire_int(_in_region(lim_h, region if which == "dose_rate" else "inside", rng),
                      lim_h, region if which == "dose_rate" else "inside")
     prog: dict[str, Any] = {"drug": drug, "dose_rate_mg_kg_h": ug_h / 1000.0,
-                            "weight_kg": _r(weight_kg, 1), "kvo_ml_h": 0}
+                            "weight_kg": _r(weight_kg, 1),
+                            "kvo_ml_h": _r(sample(ps.kvo_ml_h, rng), 1)}
     conc = float(d["conc_ug_ml"])
     load_ml = 0.0
     load_s = 0.0
@@ -209,11 +210,18 @@ def _steps_program(ps, drug: str, region: str, fill_ml: float, fit_s: float,
     if hours * 3600.0 > fit_s:                 # finish within the run's cap
         vols = [v * fit_s / (hours * 3600.0) for v in vols]
     steps = [{"rate_ml_h": r, "vtbi_ml": _r(max(0.001, v), 3)} for r, v in zip(rates, vols)]
-    prog: dict[str, Any] = {"steps": steps, "kvo_ml_h": 0}
+    prog: dict[str, Any] = {"steps": steps, "kvo_ml_h": _r(sample(ps.kvo_ml_h, rng), 1)}
     if d:
         prog["drug"] = drug
     return prog, {"region": region, "limit": "rate",
                   "conc_ug_ml": d["conc_ug_ml"] if d else 1000.0}
+
+
+def _kvo_refused(prog: dict, weight_kg: float) -> bool:
+    """The program is legal without its KVO rate (so the KVO is what the library refuses)."""
+    if not prog.get("kvo_ml_h"):
+        return False
+    return bool(program_segments({**prog, "kvo_ml_h": 0}, weight_kg))
 
 
 def draw(spec: CampaignSpec, campaign_seed: int, index: int) -> dict[str, Any]:
@@ -297,10 +305,14 @@ def draw(spec: CampaignSpec, campaign_seed: int, index: int) -> dict[str, Any]:
         # the library (as the therapy envelope reads it) refuses what the draw meant to be
         # legal only where a limit other than the drawn one (a rate) is crossed
         if not segs and facts["region"] != "hard":
-            facts["region"], facts["limit"] = "hard", "rate"
+            facts["region"] = "hard"
+            facts["limit"] = "kvo" if _kvo_refused(prog, weight_kg) else "rate"
         elif segs and facts["region"] == "hard":
             raise AssertionError(f"run {index}: a program drawn beyond a hard limit is legal: {prog}")
         facts["segments"] = [[_r(r, 3), _r(v, 6)] for r, v in segs]
+        if segs and prog.get("kvo_ml_h"):
+            # after the VTBI: the KVO rate, never above the last rate (docs/protocol.md)
+            facts["kvo_ml_h"] = min(float(prog["kvo_ml_h"]), segs[-1][0])
     rate_ml_h, vol_ml = programmed(prog, weight_kg, conc)
     prog_s = vol_ml / rate_ml_h * 3600.0 if rate_ml_h > 0 else 60.0
     if facts["region"] == "hard":

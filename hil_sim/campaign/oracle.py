@@ -206,6 +206,7 @@ def judge(raw: dict, res) -> Outcome:
     # single-rate program is one segment
     segs = [(float(r) * lot, float(v) * lot) for r, v in facts.get("segments") or [(rate, vol)]]
     top_rate = max([r for r, _ in segs] + [rate])
+    kvo = float(facts.get("kvo_ml_h", 0.0)) * lot    # after the VTBI, until the run's end
     delivered = float(sim.plant.delivered_ml)
     fig["delivered_ml"] = round(delivered, 5)
     events = [e for e in raw.get("events", []) if "fault" in e]
@@ -268,7 +269,7 @@ def judge(raw: dict, res) -> Outcome:
         else:
             p_on = None
             d = d0 + c_tot * (p - p_first)
-        line = 0.0 if region == "hard" else line_ml(segs, t - t0)
+        line = 0.0 if region == "hard" else line_ml(segs, t - t0, kvo)
         excess = d - (line * (1 + ACC_FRAC) + ACC_ABS_ML + allowance)
         if excess > worst:
             worst, worst_t = excess, t
@@ -355,10 +356,12 @@ def judge(raw: dict, res) -> Outcome:
     err = (delivered - vol) / vol * 100.0 if vol > 0 else 0.0
     loud = [a for a in alarms if a["prio"] >= 2]
     t_end = rec.t_s[-1] if rec.t_s else 0.0
-    expect = line_ml(segs, t_end - t0)
+    expect = line_ml(segs, t_end - t0, kvo)
     # a program cut short by the run's cap is judged against its line at the end, where an
     # unprimed syringe's slack may still be owed
     owed = _startup_ml(raw) if expect < vol_lot else 0.0
+    if kvo > 0 and expect > vol_lot:         # the KVO volume is part of what was due
+        err = (delivered - expect / lot) / (expect / lot) * 100.0
     if nominal and not loud:
         p_end = rec.pressure_mmhg[-1] if rec.pressure_mmhg else p_first
         pushed = delivered + c_tot * (p_end - p_first)
@@ -386,9 +389,9 @@ def judge(raw: dict, res) -> Outcome:
     return out
 
 
-def line_ml(segs: list[tuple[float, float]], t_s: float) -> float:
+def line_ml(segs: list[tuple[float, float]], t_s: float, kvo_ml_h: float = 0.0) -> float:
     """The programmed volume (mL) ``t_s`` seconds after START: each segment (rate mL/h,
-    volume mL) in turn at its rate, nothing after the last."""
+    volume mL) in turn at its rate, then the KVO rate (0: nothing after the last)."""
     out, t = 0.0, max(0.0, t_s)
     for r, v in segs:
         if r <= 0:
@@ -398,7 +401,7 @@ def line_ml(segs: list[tuple[float, float]], t_s: float) -> float:
             return out + r * t / 3600.0
         out += v
         t -= dur
-    return out
+    return out + kvo_ml_h * t / 3600.0
 
 
 def _intervals(events: list[dict], fault: str) -> list[tuple[float, float]]:

@@ -178,8 +178,10 @@ class ProgramSpec(_Strict):
     ``drug`` (or "none") caps the rates at its ``rate_ml_h_max``; ``region`` is ``inside``
     or ``hard`` (one step above the cap: the library has no soft rate limit).
 
-    The drug forms other than ``dose`` are sent with ``kvo_ml_h = 0`` (their default would
-    keep the vein open after the VTBI: the run ends in COMPLETE, like the other forms)."""
+    ``dose_rate``, ``loading`` and ``steps`` send ``kvo_ml_h`` (a distribution, default 0:
+    no KVO, the run ends in COMPLETE like the other forms); a KVO rate keeps the vein open
+    after the VTBI at min(KVO, the last rate); above the drug's library KVO (remifentanil: 0)
+    the pump must refuse the program (region ``hard``, limit ``kvo``)."""
     weight: float = Field(1.0, ge=0)
     form: Literal["rate", "dose", "dose_rate", "loading", "steps"]
     rate_ml_h: Dist = 10.0
@@ -187,6 +189,7 @@ class ProgramSpec(_Strict):
     drug: Dist = "ketamine"
     region: Dist = "inside"
     n_steps: Dist = 3
+    kvo_ml_h: Dist = 0
 
     @model_validator(mode="after")
     def _values(self):
@@ -206,6 +209,9 @@ class ProgramSpec(_Strict):
                 if self.form in ("dose_rate", "loading") and "dose_ug_kg_h" not in lib[name]:
                     raise ValueError(f"program form {self.form!r}: drug {name!r} has no "
                                      f"continuous-dose limits (dose_ug_kg_h)")
+        if self.form in ("rate", "dose") and self.kvo_ml_h != 0:
+            raise ValueError(f"program form {self.form!r}: kvo_ml_h is drawn for dose_rate, "
+                             "loading and steps only")
         if self.form == "steps":
             for n in _choice_values(self.n_steps):
                 if not (isinstance(n, int) and 1 <= n <= 8):
