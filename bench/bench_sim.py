@@ -2,9 +2,11 @@
 firmware measured side by side with the open-loop baseline in the same plant.
 
 * ``sim``: speed of the 40-min ketamine scenario under both runtimes, and its accuracy.
-* ``acc``: 2 h at 1 mL/h in a 50 mL syringe (default plant, syringe as loaded: slack not
-  taken up): the start-up time (2-min flow within ±10 % for good) and the 2-min trumpet
-  figure of the second hour.
+* ``acc``: 2 h at 1 mL/h in a 50 mL syringe (syringe as loaded: slack not taken up), realistic
+  and default mechanics, tuning and held-back sets: the start-up time (30-s flow samples within
+  ±10 % for good) and the 2-min trumpet figure of the second hour, 5 mL/h too; the stopper's
+  slips as the plant makes them (``acc12.slip_*``) and a sweep of the static friction excess at
+  a slip (``acc12.stick_*``, ``acc12.held.stick_*``), the one friction figure no source pins.
 * ``occ``: a downstream occlusion after the flow has settled, at 1 and 25 mL/h: time to the
   OCCLUSION alarm, that time ÷ the physical detection limit (3 σ of sensor noise over a Q/C
   rise), and the bolus released when the line is opened 30 s after the alarm (pump left in
