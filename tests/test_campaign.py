@@ -504,3 +504,35 @@ max_s = 600
     v = oracle.judge(raw, res)
     assert not v.failed, v.findings
     assert res.sim.plant.delivered_ml < 0.005
+
+
+@pytest.mark.req("REQ-CAMP-05")
+def test_empty_is_due_when_the_stopper_meets_the_barrel_end():
+    """At a low rate the stopper moves by stick-slip: an empty syringe becomes observable only
+    when it next slips onto the barrel end (probe of the new forms, run 44: steps at 1.8 mL/h,
+    the end-stop switch closed 2.2 s after the onset, EMPTY 0.2 s later). The deadline runs
+    from the switch closing (plant truth); a pump that raises EMPTY 2.5 s after it still fails."""
+    import tomli_w
+    sp = parse(MINI.replace('rate_ml_h = { dist = "uniform", low = 30, high = 60 }', "rate_ml_h = 1.0")
+               .replace("vtbi_ml = 0.6", "vtbi_ml = 0.3").replace("max_s = 300", "max_s = 1800")
+               .replace('syringe_ml = { dist = "choice", values = [20, 50] }', 'syringe_model = "BD50"')
+               .replace('name = "occlusion"\nonset_frac = { dist = "uniform", low = 0.1, high = 0.3 }',
+                        'name = "empty"\nonset_s = 400'))
+    raw = D.draw(sp, 3, 0)
+    assert raw["campaign"]["fault"] == "empty"
+    res = run_scenario(parse_scenario(tomli_w.dumps(raw)))
+    t_f = raw["campaign"]["fault_at_s"]
+    closed = [t / 1000 for t, c in res.sim.end_stops if c][0]
+    assert closed > t_f + 2.0          # BD50 at 1 mL/h: the stopper slips onto the end ~5 s later
+    v = oracle.judge(raw, res)
+    assert not v.failed, v.findings
+    assert v.figures["alarm"] == "EMPTY"
+    hit = next(a for a in res.alarms if a["name"] == "EMPTY")
+    assert closed <= hit["t_s"] <= closed + 2.0
+    late = closed + 2.5
+    res.alarms = [dict(a, t_s=late) if a["name"] == "EMPTY" else a for a in res.alarms]
+    res.sim.alarms = [(max(t, int(late * 1000)), p) for t, p in res.sim.alarms]
+    assert "alarm_missed" in oracle.judge(raw, res).hazards
+    res.alarms = [a for a in res.alarms if a["name"] != "EMPTY"]
+    res.sim.alarms = []
+    assert "alarm_missed" in oracle.judge(raw, res).hazards

@@ -98,6 +98,7 @@ RULES: dict[str, Rule] = {
     "door_open": Rule(("DOOR",), HIGH, 1.5),
     "air": Rule(("AIR",), HIGH, 1.5, ("AIR_CUM",)),
     "bubble_ul": Rule(("AIR",), HIGH, 3.0, ("AIR_CUM",)),      # from the bubble's arrival
+    # empty: from the moment the stopper meets the barrel end (the end-stop switch, see _due)
     "empty": Rule(("EMPTY",), HIGH, 2.0, ("NEAR_EMPTY", "STALL", "OCCLUSION")),
     "fill_ml": Rule((), HIGH, 0.0, ("NEAR_EMPTY", "EMPTY", "STALL", "OCCLUSION")),
     "stall": Rule(("STALL",), HIGH, 30.0, ("OCCLUSION",)),
@@ -521,7 +522,17 @@ def _due(fault, fval, t_f, raw, res, rule, vit_due) -> tuple[float | None, bool]
         if fval is not False or hours > 0.5:       # IEC 60601-2-24: >= 30 min before depletion
             return None, False
         return t_f, True
-    if fault in ("stall", "encoder_fail", "runaway", "sensor_stuck", "empty", "door_open"):
+    if fault == "empty":
+        # due once the stopper meets the barrel end (the end-stop switch closes: plant truth).
+        # A stopper held by static friction at a low rate meets it only when it next slips
+        # (default-campaign probe run 44, 1.8 mL/h: 2.2 s after the onset; 1 mL/h: 5.1 s)
+        if fval is False or fval == 0:
+            return None, False
+        closed = [t / 1000.0 for t, c in getattr(sim, "end_stops", []) if c and t / 1000.0 >= t_f]
+        if not closed:
+            return None, False              # never observable: a shortfall is silent_stop's
+        return closed[0], closed[0] + rule.deadline_s <= t_end
+    if fault in ("stall", "encoder_fail", "runaway", "sensor_stuck", "door_open"):
         if fval is False or fval == 0:
             return None, False
         return t_f, t_f + rule.deadline_s <= t_end
