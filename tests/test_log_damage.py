@@ -159,3 +159,32 @@ def test_a_stopped_infusion_does_not_come_back_after_a_damaged_record():
         st = b.status()
         assert st["state"] == "IDLE" and st["alarm"] == "NONE", st
         assert b.h.app.recovered is None
+
+
+@pytest.mark.req("REQ-LOG-07")
+@pytest.mark.parametrize("key", [None, b"logdmg-key-one-0123456789abcdef0"])
+@pytest.mark.parametrize("bit", [0x01, 0x40])
+def test_a_damaged_kid_in_a_segment_header_does_not_hide_its_segment(key, bit):
+    """Found by the log-damage sweep judged on the records it damaged (seed 99): a bit flip
+    in a segment header's `kid=` (`kid=-` -> `kid=%`, or the space after it) named a key the
+    pump does not have, so every record of that segment failed to verify and was dropped,
+    and the heartbeat, checked under the last segment's kid, was refused."""
+    st = MemStore()
+    log, _, _ = open_log(st, key, seg_records=16)
+    for i in range(40):
+        log.add(1000 + i, b"CMD", b"%d HB" % i)
+        log.commit()
+    top = log.seq
+    before = [r.seq for r in log.records()]
+    names = sorted(n for n in st.names() if n.startswith("log"))
+    for name in (names[0], names[-1]):            # the first segment's header, the last one's
+        f = st.files[name]
+        i = bytes(f).find(b" kid=") + 5
+        f[i + (0 if bit == 0x01 else len(log.kid))] ^= bit
+    log, v, _ = open_log(st, key, seg_records=16)
+    hdrs = [before[0], before[-1] - (before[-1] - 1) % 16]  # seqs of the two damaged headers
+    assert not v.ok and v.damaged == 2, (v.damaged, v.reason)
+    got = [r.seq for r in log.records()]
+    assert got == [s for s in before if s not in hdrs], got
+    assert [r.seq for r in log.page(0, 1000)] == got
+    assert v.tail_kid == log.kid and log.seq >= top

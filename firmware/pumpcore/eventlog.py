@@ -450,6 +450,12 @@ class EventLog:
                     v.fail(last_seq + 1, "bad record")
                     v.damaged += 1
                     v.last_damaged = last_seq + 1
+                    if first and pad is False:
+                        # a damaged header may name a key by a damaged kid: unverified, it
+                        # must not decide the segment's key (every record would fail): the
+                        # rest is checked under the current key
+                        pad = self._pad
+                        v.tail_kid = self.kid
                     first = False
                     prev = None
                     if r is not None:
@@ -595,6 +601,8 @@ class EventLog:
                 except ValueError:
                     ok = False
                 ok = ok and (good < 0 or rec.seq == good + 1 or resync and rec.seq > good)
+            if first and not ok and pad is False:
+                pad = self._pad             # a damaged header's kid is not trusted (as in scan)
             first = False
             prev_h = rec.h
             if ok:
