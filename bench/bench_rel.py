@@ -23,7 +23,8 @@
 * `rel.log_retention_days` — days of a clinic's typical use under a sustained flood that
   the log keeps on the Pico-sized littlefs (tests/fw/retention.py; goal ≥ 30).
 * `rel.log_damage` / `rel.log_unrecovered` — event-log damage trials (tests/fw/logdmg.py: bit
-  flips, a record torn in the middle, a deleted record, a full flash) / trials after which the
+  flips, a bit flip that raises a record's seq near a segment's end, a record torn in the
+  middle, a deleted record, a full flash, a re-key, a damaged heartbeat) / trials after which the
   pump did not boot safe, did not report the damage, lost a later record, reused a seq or
   recovered from a record older than the damage (goal 0).
 """
@@ -86,7 +87,8 @@ def bench_log_damage() -> dict:
     for e in r["failures"]:
         print("   log damage unrecovered:", e)
     return {"rel.log_damage": r["trials"], "rel.log_unrecovered": r["unrecovered"],
-            "rel.log_damage_detected": r["detected"]}
+            "rel.log_damage_detected": r["detected"],
+            "rel.log_damage_interrupted": r["interrupted"]}
 
 
 GFUZZ_WORKERS = max(1, min(2, os.cpu_count() or 1))

@@ -2,9 +2,11 @@
 firmware measured side by side with the open-loop baseline in the same plant.
 
 * ``sim``: speed of the 40-min ketamine scenario under both runtimes, and its accuracy.
-* ``acc``: 2 h at 1 mL/h in a 50 mL syringe (default plant, syringe as loaded: slack not
-  taken up): the start-up time (2-min flow within ±10 % for good) and the 2-min trumpet
-  figure of the second hour.
+* ``acc``: 2 h at 1 mL/h in a 50 mL syringe (syringe as loaded: slack not taken up), realistic
+  and default mechanics, tuning and held-back sets: the start-up time (30-s flow samples within
+  ±10 % for good) and the 2-min trumpet figure of the second hour, 5 mL/h too; the stopper's
+  slips as the plant makes them (``acc12.slip_*``) and a sweep of the static friction excess at
+  a slip (``acc12.stick_*``, ``acc12.held.stick_*``), the one friction figure no source pins.
 * ``occ``: a downstream occlusion after the flow has settled, at 1 and 25 mL/h: time to the
   OCCLUSION alarm, that time ÷ the physical detection limit (3 σ of sensor noise over a Q/C
   rise), and the bolus released when the line is opened 30 s after the alarm (pump left in
@@ -251,7 +253,24 @@ def bench_acc() -> dict:
             out[f"{tag}.trumpet_2min_1mlh_pct"] = rx["trumpet_2min_pct"]
             out[f"{tag}.startup_1mlh_s"] = rx["startup_s"]
             out[f"{tag}.slip_ul_1mlh"] = rx["slip_ul"]
-            out[f"{tag}.alarms"] = len(rx["alarms"])
+            rs1 = _accuracy(ctl, 1.0, realistic_mechanics(stiction_delta_n=x, breakaway_n=0.0, slack_ml=1.0))
+            out[f"{tag}.startup_1mlh_slack1ml_s"] = rs1["startup_s"]
+            out[f"{tag}.alarms"] = len(rx["alarms"]) + len(rs1["alarms"])
+        # ... and on the held-back mechanics (worst of the three cases)
+        for x in STICK_SWEEP_N[:3]:
+            tag = f"{prefix}acc12.held.stick_{x:g}n"
+            worst = {"trumpet_2min_1mlh_pct": 0.0, "startup_1mlh_s": 0.0, "startup_1mlh_slack1ml_s": 0.0,
+                     "alarms": 0}
+            for seed, kw in HELD_MECHANICS:
+                kx = dict(kw, stiction_delta_n=x, breakaway_n=0.0)
+                hx = _accuracy(ctl, 1.0, realistic_mechanics(**kx), seed=seed)
+                hs1 = _accuracy(ctl, 1.0, realistic_mechanics(slack_ml=1.0, **kx), seed=seed)
+                worst["trumpet_2min_1mlh_pct"] = max(worst["trumpet_2min_1mlh_pct"], hx["trumpet_2min_pct"])
+                worst["startup_1mlh_s"] = max(worst["startup_1mlh_s"], hx["startup_s"])
+                worst["startup_1mlh_slack1ml_s"] = max(worst["startup_1mlh_slack1ml_s"], hs1["startup_s"])
+                worst["alarms"] += len(hx["alarms"]) + len(hs1["alarms"])
+            for k, v in worst.items():
+                out[f"{tag}.{k}"] = v
         # no plunger encoder: a motor-shaft encoder sees missed steps, not the screw
         m5 = _accuracy(ctl, 5.0, realistic_mechanics(encoder="motor"))
         out[f"{prefix}acc12.motor_encoder.trumpet_2min_5mlh_pct"] = m5["trumpet_2min_pct"]

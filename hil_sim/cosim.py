@@ -143,6 +143,10 @@ class Simulation:
         self.alarm = 0
         self.alarms: list[tuple[int, int]] = []    # (t_ms, priority) at every change
         self.enables: list[tuple[int, int]] = []   # (t_ms, enable) at every change
+        # (t_ms, closed) at every change of the plant's end-stop switch (slice resolution):
+        # when an empty syringe becomes observable (the stopper meets the barrel end)
+        self.end_stops: list[tuple[int, bool]] = []
+        self._end_stop = False
         self.wall_s = 0.0              # wall time spent inside run_* calls
         self.slices = 0
 
@@ -382,6 +386,9 @@ class Simulation:
         if enable != self.enable:
             self.enable = enable
             self.enables.append((self.t_ms, enable))
+        if self.plant.at_end != self._end_stop:
+            self._end_stop = self.plant.at_end
+            self.end_stops.append((self.t_ms, self._end_stop))
         pt = self.patient
         if pt is not None:
             d = self.plant.delivered_ml

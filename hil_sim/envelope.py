@@ -11,6 +11,8 @@ first accepted START) it gives
 * `volume_max(t)`     - the greatest therapy volume (basal + clinician boluses, `del_nl`), nL
 * `kvo_max(t)`        - the greatest KVO volume (`kvo_nl`), nL
 * `dose_max(t)`       - the greatest amount of drug (therapy + KVO, all from one syringe), µg
+* `segs`              - the accepted program's segments [(rate µL/h, volume nL), ...] as the
+                        library's units give them (a loading dose then its maintenance; steps)
 
 and `check(t, del_nl, kvo_nl, rate)` lists the bounds a report breaks. The bounds hold for
 *any* sequence of commands the library allows (every legal titration, every legal bolus), so
@@ -159,6 +161,7 @@ class Envelope:
         self.rmax = RATE_MAX
         self.kvo_cap = 0
         self.top_rate = 0
+        self.segs = []         # [(rate µL/h, volume nL), ...] of the accepted program
 
     # ------------------------------------------------------------------ program
     def refusal(self, f, steps=None):
@@ -263,6 +266,7 @@ class Envelope:
                 return "kvo_ul_h above the drug's KVO"
         if keep:
             self.form = form
+            self.segs = segs
             self.drug = d
             self.conc = conc
             self.vtbi = tot

@@ -7,7 +7,9 @@ This module owns *where the firmware runs* and the slice call contract of
 runs the controller n times at t0, t0+step, …; sensor inputs are held over the slice; ``rx``
 is ``[(k, bytes)]`` reaching the UART just before call k; ``steps`` has one int per call
 (µsteps spread over the following control tick), ``enable``/``alarm`` are the values at the end
-of the slice and ``tx`` is ``[(k, bytes)]`` sent during call k.
+of the slice and ``tx`` is ``[(k, bytes)]`` sent during call k — or ``k + d/step`` for a
+telemetry frame sent at a wake-up d ms after call k (the board wakes for telemetry due
+between calls: ``Controller.wake_at``), so frames go out at their own virtual times.
 
 * `InProcessRuntime` imports ``boards.sim`` from the firmware folder into CPython, under the
   collision-free names of ``host._firmware`` (fast; for property tests and long soaks).
@@ -40,7 +42,8 @@ LIB_FILE = "druglib.json"
 TIME_MASK = (1 << 30) - 1
 
 RxList = list[tuple[int, bytes]]
-SliceResult = tuple[list[int], int, int, RxList]
+TxList = list[tuple[float, bytes]]     # (k, or k + d/step between calls; bytes)
+SliceResult = tuple[list[int], int, int, TxList]
 
 
 class FirmwareError(RuntimeError):
@@ -343,8 +346,10 @@ class MicroPythonRuntime:
             raise self._fail(f"returned {len(steps)} step counts for {n} calls")
         tx = []
         for _ in range(ntx):
-            k, hx = self._readline().split()
-            tx.append((int(k), bytes.fromhex(hx)))
+            f = self._readline().split()
+            # "k HEX d": a telemetry frame d ms after call k (boards/sim.py Harness.slice)
+            tx.append(((int(f[0]) + int(f[2]) / step_ms) if len(f) > 2 else int(f[0]),
+                       bytes.fromhex(f[1])))
         return steps, enable, alarm, tx
 
     def restart(self, cause: str = "power") -> None:

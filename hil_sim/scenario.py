@@ -169,22 +169,84 @@ def plant_params(pump: dict) -> PlantParams:
         raise ScenarioError(f"[pump.params]: {e}") from None
 
 
-def _program_frame(prog: dict, weight_kg: float) -> dict[str, int | str]:
+def _q(x: Any, unit: str) -> str:
+    """A scenario number with its unit, for the host library's exact unit parser."""
+    return f"{x!r} {unit}" if isinstance(x, float) else f"{x} {unit}"
+
+
+def program_frames(prog: dict, weight_kg: float) -> tuple[list[dict[str, int | str]],
+                                                           dict[str, int | str]]:
+    """(the STEP fields of each step, the PROG fields) a host sends for the scenario's
+    ``[program]`` — dose rate, loading and steps through the host library's own conversion
+    (`host.client.dose_rate_fields`, `steps_frames`), so the wire fields have one home."""
+    from host.client import Step, dose_rate_fields, steps_frames
+    from host import units
+    kvo = prog.get("kvo_ml_h")
+    extra: dict[str, int | str] = {}
+    if kvo is not None:
+        extra["kvo_ul_h"] = units.rate_ul_h(_q(kvo, "mL/h"))
+    if "steps" in prog:
+        steps = [Step(_q(st["rate_ml_h"], "mL/h"),
+                      volume=_q(st["vtbi_ml"], "mL") if "vtbi_ml" in st else None,
+                      over=_q(st["over_min"], "min") if "over_min" in st else None)
+                 for st in prog["steps"]]
+        wires, f = steps_frames(steps, drug=prog.get("drug"), confirm=bool(prog.get("confirm")))
+        f.update(extra)
+        return wires, f
+    if "dose_rate_mg_kg_h" in prog:
+        load = prog.get("loading_mg_kg")
+        f = dose_rate_fields(
+            prog["drug"], _q(prog["dose_rate_mg_kg_h"], "mg/kg/h"),
+            _q(prog.get("weight_kg", weight_kg), "kg"),
+            vtbi=_q(prog["vtbi_ml"], "mL") if "vtbi_ml" in prog else None,
+            over=_q(prog["over_min"], "min") if "over_min" in prog else None,
+            load=_q(load, "mg/kg") if load is not None else None,
+            load_over=_q(prog["loading_min"], "min") if load is not None else None,
+            confirm=bool(prog.get("confirm")), extra=extra)
+        return [], f
     if "drug" in prog:
-        f: dict[str, int | str] = {"drug": prog["drug"],
-                                   "dose_ug_kg": int(round(prog["dose_mg_kg"] * 1000)),
-                                   "wt_g": int(round(prog.get("weight_kg", weight_kg) * 1000)),
-                                   "over_ms": int(round(prog["over_min"] * 60000))}
+        f = {"drug": prog["drug"], "dose_ug_kg": int(round(prog["dose_mg_kg"] * 1000)),
+             "wt_g": int(round(prog.get("weight_kg", weight_kg) * 1000)),
+             "over_ms": int(round(prog["over_min"] * 60000))}
+        f.update(extra)
         if prog.get("confirm"):
             f["confirm"] = 1
-        return f
+        return [], f
     rate = int(round(prog["rate_ml_h"] * 1000))
     vtbi = int(round(prog.get("vtbi_ml", 50) * 1e6))
-    return {"rate_ul_h": rate, "vtbi_nl": vtbi}
+    return [], {"rate_ul_h": rate, "vtbi_nl": vtbi, **extra}
+
+
+def _program_frame(prog: dict, weight_kg: float) -> dict[str, int | str]:
+    return program_frames(prog, weight_kg)[1]
+
+
+def program_segments(prog: dict, weight_kg: float) -> list[tuple[float, float]]:
+    """[(rate mL/h, volume mL), ...] the program asks for, segment by segment (a loading dose,
+    then its maintenance; each step), as the therapy envelope (`hil_sim.envelope`: the
+    library and the PROG fields only, never the controller) plans it; [] when the library
+    refuses the program."""
+    from hil_sim import envelope
+    wires, f = program_frames(prog, weight_kg)
+    steps = [(int(w["rate_ul_h"]), int(w["vol_nl"]) if "vol_nl" in w
+              else int(w["rate_ul_h"]) * int(w["dur_ms"]) // 3600) for w in wires] or None
+    env = envelope.Envelope(_envelope_library())
+    if env.program(dict(f), steps) is not None:
+        return []
+    return [(r / 1000.0, v / 1e6) for r, v in env.segs]
 
 
 def programmed(prog: dict, weight_kg: float, lib_conc_ug_ml: float = 1000.0) -> tuple[float, float]:
-    """(rate mL/h, volume mL) the program asks for (the pump's integer arithmetic)."""
+    """(rate mL/h, volume mL) the program asks for (the pump's integer arithmetic). A program
+    of several segments gives its mean rate (total volume over total time); the segments
+    themselves: `program_segments`."""
+    segs = program_segments(prog, weight_kg) if ("steps" in prog or "dose_rate_mg_kg_h" in prog) else None
+    if segs is not None:
+        if not segs:
+            return 0.0, 0.0
+        vol = round(sum(v for _, v in segs), 6)
+        hours = sum(v / r for r, v in segs if r > 0)
+        return (round(vol / hours, 6) if hours > 0 else 0.0), vol
     if "drug" in prog:
         wt = int(round(prog.get("weight_kg", weight_kg) * 1000))
         ug = int(round(prog["dose_mg_kg"] * 1000)) * wt // 1000
@@ -192,6 +254,19 @@ def programmed(prog: dict, weight_kg: float, lib_conc_ug_ml: float = 1000.0) -> 
         rate = vtbi * 3600 // int(round(prog["over_min"] * 60000))
         return rate / 1000.0, vtbi / 1e6
     return int(round(prog["rate_ml_h"] * 1000)) / 1000.0, int(round(prog.get("vtbi_ml", 50) * 1e6)) / 1e6
+
+
+_ENV_LIB: dict[str, Any] = {}
+
+
+def _envelope_library() -> dict:
+    """The drug library as the envelope reads it (parsed once per process)."""
+    from host._firmware import druglib_path
+    from hil_sim import envelope
+    key = str(druglib_path())
+    if key not in _ENV_LIB:
+        _ENV_LIB[key] = envelope.load_library(key)
+    return _ENV_LIB[key]
 
 
 def _drug_conc_ug_ml(name: str) -> float:
@@ -367,7 +442,10 @@ def _play(sim, host, res, raw, prog, pat, hostc, runc, weight) -> None:
             elif kind == "tlm":
                 host.send("TLM", {"period_ms": arg})
             elif kind == "prog":
-                host.send("PROG", _program_frame(prog, weight))
+                wires, fields = program_frames(prog, weight)
+                for w in wires:                # a multi-step program: its STEPs first
+                    host.send("STEP", w)
+                host.send("PROG", fields)
             elif kind == "start":
                 host.send("START")
                 res.t_start_s = now / 1000.0

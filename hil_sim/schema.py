@@ -74,10 +74,39 @@ class Pump(_Strict):
         return _check_keys(v, BedsideParams, "[pump.bedside]")
 
 
+class ProgramStep(_Strict):
+    """One step of a multi-step program: a rate for a volume or for a time (``STEP i``)."""
+    rate_ml_h: float = Field(gt=0)
+    vtbi_ml: float | None = Field(None, gt=0)
+    over_min: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one(self) -> "ProgramStep":
+        if (self.vtbi_ml is None) == (self.over_min is None):
+            raise ValueError("a step needs exactly one of vtbi_ml and over_min")
+        return self
+
+
 class Program(_Strict):
+    """Every PROG form of docs/protocol.md, in clinical units; `hil_sim.scenario` turns them
+    into wire fields with the host library's conversion (`host.client`):
+
+    * rate: ``rate_ml_h`` [, ``vtbi_ml``];
+    * dose over time: ``drug``, ``dose_mg_kg``, ``over_min``;
+    * dose rate: ``drug``, ``dose_rate_mg_kg_h`` and one of ``vtbi_ml`` / ``over_min`` (the
+      maintenance volume or time), optionally a loading dose ``loading_mg_kg`` over
+      ``loading_min``;
+    * steps: ``steps = [{rate_ml_h, vtbi_ml | over_min}, ...]`` (1..8) [, ``drug``];
+
+    each with ``weight_kg`` (drug forms), ``confirm`` and ``kvo_ml_h`` (0: no KVO)."""
     drug: str | None = None
     dose_mg_kg: float | None = Field(None, ge=0)
     over_min: float | None = Field(None, gt=0)
+    dose_rate_mg_kg_h: float | None = Field(None, ge=0)
+    loading_mg_kg: float | None = Field(None, ge=0)
+    loading_min: float | None = Field(None, gt=0)
+    steps: list[ProgramStep] | None = Field(None, min_length=1, max_length=8)
+    kvo_ml_h: float | None = Field(None, ge=0)
     weight_kg: float | None = Field(None, gt=0)
     confirm: bool = False
     rate_ml_h: float | None = Field(None, gt=0)
@@ -89,15 +118,34 @@ class Program(_Strict):
 
     @model_validator(mode="after")
     def _one_kind(self) -> "Program":
-        if self.drug is not None:
+        def given(*keys: str) -> list[str]:
+            return [k for k in keys if getattr(self, k) is not None]
+
+        if (self.loading_mg_kg is None) != (self.loading_min is None):
+            raise ValueError("a loading dose needs both loading_mg_kg and loading_min")
+        if self.loading_mg_kg is not None and self.dose_rate_mg_kg_h is None:
+            raise ValueError("a loading dose (loading_mg_kg) is part of a dose-rate program: "
+                             "it needs dose_rate_mg_kg_h")
+        if self.steps is not None:
+            extra = given("rate_ml_h", "vtbi_ml", "dose_mg_kg", "over_min", "dose_rate_mg_kg_h")
+            if extra:
+                raise ValueError("a steps program gives its rates and volumes per step; "
+                                 f"not {', '.join(extra)}")
+        elif self.dose_rate_mg_kg_h is not None:
+            extra = given("rate_ml_h", "dose_mg_kg")
+            if self.drug is None or extra or (self.vtbi_ml is None) == (self.over_min is None):
+                raise ValueError("a dose-rate program needs drug, dose_rate_mg_kg_h and exactly "
+                                 "one of vtbi_ml and over_min"
+                                 + (f" (and no {', '.join(extra)})" if extra else ""))
+        elif self.drug is not None:
             missing = [k for k in ("dose_mg_kg", "over_min") if getattr(self, k) is None]
             if missing or self.rate_ml_h is not None:
                 raise ValueError("a program by drug needs dose_mg_kg and over_min (and no "
                                  "rate_ml_h)" + (f"; missing {', '.join(missing)}" if missing
                                                  else ""))
         elif self.rate_ml_h is None:
-            raise ValueError("a program needs rate_ml_h (and vtbi_ml), or drug, dose_mg_kg "
-                             "and over_min")
+            raise ValueError("a program needs rate_ml_h (and vtbi_ml); or drug, dose_mg_kg "
+                             "and over_min; or drug and dose_rate_mg_kg_h; or steps")
         return self
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import datetime as _dt
 import logging
+import os
 import queue
 import random
 import threading
@@ -277,6 +278,59 @@ def _with_unit(parse, value, what: str, unit: str | None, drug: str | None) -> i
     return parse(value)
 
 
+def dose_rate_fields(drug: str, dose_rate: Number, weight_kg: Number | None, *,
+                     vtbi: Number | None = None, over: object = None, load: Number | None = None,
+                     load_over: object = None, conc: Number | None = None, confirm: bool = False,
+                     extra: dict[str, int | str] | None = None, dose_unit: str | None = None,
+                     rate_unit: str | None = None) -> dict[str, int | str]:
+    """The ``PROG`` fields of a dose-rate program (optionally with a loading dose): the one
+    home of its unit conversion, used by `Pump.program` and the simulator's scenario runner.
+    Doses carry their units ("0.5 mg/kg/h", "0.2 mg/kg"); ``dose_unit``/``rate_unit`` only
+    name the library's unit in the error for a bare number. Nothing is sent."""
+    if weight_kg is None:
+        raise UsageMistake("program by dose rate needs weight_kg")
+    if (vtbi is None) == (over is None):
+        raise UsageMistake("program by dose rate needs exactly one of vtbi and over")
+    if (load is None) != (load_over is None):
+        raise UsageMistake("a loading dose needs both load and load_over")
+    fields: dict[str, int | str] = {"drug": drug}
+    if load is not None:
+        fields["load_ug_kg"] = _with_unit(units.dose_ug_kg, load, "loading dose", dose_unit, drug)
+        fields["load_ms"] = units.duration_ms(load_over)  # type: ignore[arg-type]
+    fields["dose_ug_kg_h"] = _with_unit(units.dose_rate_ug_kg_h, dose_rate, "dose rate",
+                                        rate_unit, drug)
+    fields["wt_g"] = units.weight_g(weight_kg)
+    if vtbi is not None:
+        fields["vtbi_nl"] = units.volume_nl(vtbi)
+    else:
+        fields["dur_ms"] = units.duration_ms(over)  # type: ignore[arg-type]
+    if conc is not None:
+        fields["conc_ug_ml"] = units.concentration_ug_ml(conc)
+    fields.update(extra or {})
+    if confirm:
+        fields["confirm"] = 1
+    return fields
+
+
+def steps_frames(steps: Sequence[Step | tuple], *, drug: str | None = None,
+                 kvo: Number | None = None, confirm: bool = False
+                 ) -> tuple[list[dict[str, int | str]], dict[str, int | str]]:
+    """(the ``STEP`` fields of each step, the ``PROG steps=n`` fields) of a multi-step
+    program: the one home of its conversion (`Pump.program_steps`, the scenario runner).
+    Each step is a Step or a tuple ``(rate, volume)`` / ``(rate, None, over)``."""
+    if not 1 <= len(steps) <= 8:
+        raise UsageMistake("a multi-step program has 1..8 steps")
+    wires = [(s if isinstance(s, Step) else Step(*s)).wire(i) for i, s in enumerate(steps)]
+    fields: dict[str, int | str] = {"steps": len(wires)}
+    if drug is not None:
+        fields["drug"] = drug
+    if kvo is not None:
+        fields["kvo_ul_h"] = units.rate_ul_h(kvo)
+    if confirm:
+        fields["confirm"] = 1
+    return wires, fields
+
+
 NET_SCHEMES = ("socket", "rfc2217")
 
 
@@ -432,10 +486,18 @@ class Pump:
     @staticmethod
     def _open_port(url: str, baudrate: int, timeout: float) -> serial.SerialBase:
         check_port_url(url)
+        # a device path is opened exclusively (flock): two programs reading one serial port
+        # steal each other's replies, so the second is told to share it through a gateway
+        local = "://" not in url and os.name == "posix"
+        extra = {"exclusive": True} if local else {}
         try:
             port = serial.serial_for_url(url, baudrate=baudrate, timeout=READ_POLL_S,
-                                         write_timeout=max(timeout, 1.0))
+                                         write_timeout=max(timeout, 1.0), **extra)
         except (serial.SerialException, OSError, ValueError) as e:
+            if local and "exclusively lock" in str(e):
+                raise LinkError(f"{url} is in use by another program (a monitor or another "
+                                f"host); to share one pump, run `infusekit serve --port {url}` "
+                                "and point every program at the socket:// URL it prints") from e
             raise LinkError(f"cannot open {url}: {e}") from e
         try:
             port.reset_input_buffer()
@@ -950,31 +1012,12 @@ class Pump:
                            vtbi: Number | None, over: object, load: Number | None,
                            load_over: object, conc: Number | None, confirm: bool,
                            extra: dict[str, int | str], timeout: float | None) -> ProgramResult:
-        if weight_kg is None:
-            raise UsageMistake("program by dose rate needs weight_kg")
-        if (vtbi is None) == (over is None):
-            raise UsageMistake("program by dose rate needs exactly one of vtbi and over")
-        if (load is None) != (load_over is None):
-            raise UsageMistake("a loading dose needs both load and load_over")
         entry = self._entry(drug)
-        unit = (entry.dose_rate_unit or f"{entry.dose_unit}/h") if entry else None
-        fields: dict[str, int | str] = {"drug": drug}
-        if load is not None:
-            fields["load_ug_kg"] = _with_unit(units.dose_ug_kg, load, "loading dose",
-                                              entry.dose_unit if entry else None, drug)
-            fields["load_ms"] = units.duration_ms(load_over)  # type: ignore[arg-type]
-        fields["dose_ug_kg_h"] = _with_unit(units.dose_rate_ug_kg_h, dose_rate, "dose rate",
-                                            unit, drug)
-        fields["wt_g"] = units.weight_g(weight_kg)
-        if vtbi is not None:
-            fields["vtbi_nl"] = units.volume_nl(vtbi)
-        else:
-            fields["dur_ms"] = units.duration_ms(over)  # type: ignore[arg-type]
-        if conc is not None:
-            fields["conc_ug_ml"] = units.concentration_ug_ml(conc)
-        fields.update(extra)
-        if confirm:
-            fields["confirm"] = 1
+        fields = dose_rate_fields(drug, dose_rate, weight_kg, vtbi=vtbi, over=over, load=load,
+                                  load_over=load_over, conc=conc, confirm=confirm, extra=extra,
+                                  dose_unit=entry.dose_unit if entry else None,
+                                  rate_unit=(entry.dose_rate_unit or f"{entry.dose_unit}/h")
+                                  if entry else None)
         reply = self._command("PROG", fields, timeout=timeout)
         return self._program_result(reply, drug, confirm)
 
@@ -984,16 +1027,7 @@ class Pump:
         """A multi-step program (ramp / hold / taper): ``STEP i …`` for each step, then
         ``PROG steps=n``. Each step is a Step or a tuple ``(rate, volume)`` /
         ``(rate, None, over)``. Nothing starts until ``start()``."""
-        if not 1 <= len(steps) <= 8:
-            raise UsageMistake("a multi-step program has 1..8 steps")
-        wires = [(s if isinstance(s, Step) else Step(*s)).wire(i) for i, s in enumerate(steps)]
-        fields: dict[str, int | str] = {"steps": len(wires)}
-        if drug is not None:
-            fields["drug"] = drug
-        if kvo is not None:
-            fields["kvo_ul_h"] = units.rate_ul_h(kvo)
-        if confirm:
-            fields["confirm"] = 1
+        wires, fields = steps_frames(steps, drug=drug, kvo=kvo, confirm=confirm)
         # atomic: the STEP frames and their PROG go out as one unit, so programs from two
         # threads never interleave (the request lock is re-entrant)
         with self._req_lock:
@@ -1107,7 +1141,8 @@ class Pump:
         return dict(self.request("CFG", fields, timeout=timeout).fields)
 
     def telemetry(self, period_ms: int, *, timeout: float | None = None) -> int:
-        """Set the telemetry period (0 = off, else the pump's minimum..60000 ms); returns the
+        """Set the telemetry period (0 = off, else ``codec.TLM_MIN``..``codec.TLM_MAX`` ms,
+        the firmware's bounds; the pump refuses others with ``ER RANGE``); returns the
         period set."""
         reply = self.request("TLM", {"period_ms": int(period_ms)}, timeout=timeout)
         return int(reply.fields.get("period_ms", period_ms))
@@ -1140,7 +1175,7 @@ class Pump:
     def drug_limits(self, drug: str, *, timeout: float | None = None) -> dict:
         """DRUG: every limit the pump enforces for ``drug``, in wire units:
         ``{"conc_ug_ml": 1000, "concs": [...], "rate_max_ul_h": …, "bolus_max_nl": …,
-        "kvo_ul_h": …, "dose_ug_kg": {"hard_min": …, …}, …, "vitals": {"sbp_max": …}}``."""
+        "kvo_ul_h": …, "bolus_lockout_ms": …, "bolus_h_ug": …, "dose_ug_kg": {"hard_min": …, …}, …, "vitals": {"sbp_max": …}}``."""
         _, frames = self._lib_request("DRUG", {"drug": drug}, timeout)
         out: dict = {}
         for f in frames:
@@ -1150,6 +1185,8 @@ class Pump:
                 out[name] = {k: int(v) for k, v in f.items()}
             elif "conc_ug_ml" in f:
                 out["concs"] = [int(c) for c in f.pop("concs", "").split(",") if c]
+                out.update({k: int(v) for k, v in f.items()})
+            elif "bolus_lockout_ms" in f:
                 out.update({k: int(v) for k, v in f.items()})
             else:
                 out["vitals"] = {k: int(v) for k, v in f.items()}

@@ -22,6 +22,8 @@ PROTO_VERSION: int = _proto.PROTO_VERSION
 MAX_KEY: int = _proto.MAX_KEY
 MAX_VALUE: int = _proto.MAX_VALUE
 NUM_MAX: int = _proto.NUM_MAX              # the largest number on the wire (2**30 - 1)
+TLM_MIN: int = _proto.TLM_MIN              # TLM period_ms: 0 (off) or TLM_MIN..TLM_MAX ms
+TLM_MAX: int = _proto.TLM_MAX
 
 _ID_RE = re.compile(r"[0-9]{1,5}\Z")
 _WORD_RE = re.compile(r"[A-Z]{1,8}\Z")

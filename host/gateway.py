@@ -18,6 +18,7 @@ never the commands; settings such as the telemetry period are the pump's and so 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import socket
 import threading
@@ -73,8 +74,10 @@ class Gateway:
                  baudrate: int = 115200) -> None:
         check_port_url(port_url)
         try:
+            # exclusive, like host.client: the gateway is the one program on the port
+            extra = {"exclusive": True} if "://" not in port_url and os.name == "posix" else {}
             self.serial = serial.serial_for_url(port_url, baudrate=baudrate, timeout=0.2,
-                                                write_timeout=2.0)
+                                                write_timeout=2.0, **extra)
         except (serial.SerialException, OSError, ValueError) as e:
             raise LinkError(f"cannot open {port_url}: {e}") from e
         self.port_url = port_url

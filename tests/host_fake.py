@@ -204,7 +204,11 @@ class FakePump:
                                             "el_ms": 1000, "alarm": "NONE", "prio": 0,
                                             "drug": self.drug or "-"}), b""
         if w == "TLM":
-            self.tlm_period_ms = int(f["period_ms"])
+            p = int(f["period_ms"])
+            if p != 0 and not codec.TLM_MIN <= p <= codec.TLM_MAX:     # the firmware's bounds
+                return codec.encode_error(req.id, "RANGE", "period_ms must be 0 or "
+                                          f"{codec.TLM_MIN}..{codec.TLM_MAX}"), b""
+            self.tlm_period_ms = p
             return codec.encode_ok(req.id, {"period_ms": self.tlm_period_ms}), b""
         if w == "HB":
             return codec.encode_ok(req.id), b""

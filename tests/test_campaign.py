@@ -54,6 +54,17 @@ onset_frac = { dist = "uniform", low = 0.1, high = 0.3 }
     ("[campaign]\nname='x'\n[[program]]\nform='rate'\nrate_ml_h={dist='gamma',k=2}\n", "dist"),
     ("[campaign]\nname='x'\n[pump]\nsyringe_ml=30\n[[program]]\nform='rate'\n", "syringe_ml"),
     ("[campaign]\nname='x'\n", "program"),
+    # the program forms: a misspelt field, an unknown form, a region the form has no limits
+    # for, a drug outside the library, a runtime that does not exist
+    ("[campaign]\nname='x'\n[[program]]\nform='steps'\nnsteps=3\n", "nsteps"),
+    ("[campaign]\nname='x'\n[[program]]\nform='dose_rate'\nvtbi=2\n", "vtbi"),
+    ("[campaign]\nname='x'\n[[program]]\nform='loading'\nloading_mg_kg=0.5\n", "loading_mg_kg"),
+    ("[campaign]\nname='x'\n[[program]]\nform='titrate'\n", "form"),
+    ("[campaign]\nname='x'\n[[program]]\nform='steps'\nregion='soft'\n", "region 'soft'"),
+    ("[campaign]\nname='x'\n[[program]]\nform='steps'\nn_steps=9\n", "n_steps"),
+    ("[campaign]\nname='x'\n[[program]]\nform='dose_rate'\ndrug='aspirin'\n", "'aspirin' not in the library"),
+    ("[campaign]\nname='x'\nruntime={dist='choice',values=['cpython','pypy']}\n[[program]]\nform='rate'\n", "pypy"),
+    ("[campaign]\nname='x'\nruntime='pypy'\n[[program]]\nform='rate'\n", "runtime"),
 ])
 def test_spec_is_strict(bad, what):
     with pytest.raises(SpecError, match=re.escape(what)):
@@ -81,7 +92,7 @@ def test_run_seed_depends_only_on_campaign_seed_and_index():
     assert len({x["campaign"]["seed"] for x in a}) == 30
     assert D.draw(sp, 12, 7) != a[7]
     # the draw is spread over the spec's choices: every program form and many faults appear
-    assert {x["campaign"]["form"] for x in a} == {"rate", "dose"}
+    assert {x["campaign"]["form"] for x in a} == {"rate", "dose", "dose_rate", "loading", "steps"}
     assert len({x["campaign"]["fault"] for x in a}) >= 8
     for x in a:                                     # each is an ordinary scenario
         parse_scenario(runner.scenario_toml(sp, 11, x["campaign"]["index"]))
@@ -109,6 +120,157 @@ def test_dose_programs_fall_in_their_drawn_region_of_the_library():
         else:
             assert not soft
     assert seen == {"inside", "soft", "hard"}
+
+
+# the program forms beyond rate and dose over time: small, short (virtual time)
+FORMS = {
+    "dose_rate": 'form = "dose_rate"\ndrug = "propofol"\nvtbi_ml = 0.5\n',
+    "loading": 'form = "loading"\ndrug = "midazolam"\nvtbi_ml = 0.3\n',
+    "steps": 'form = "steps"\ndrug = "none"\nn_steps = 3\nrate_ml_h = { dist = "uniform", low = 20, high = 80 }\nvtbi_ml = 1.0\n',
+}
+
+
+def _form_spec(form, region='"inside"', fault="none"):
+    return parse(f"""
+[campaign]
+name = "forms"
+seed = 5
+[pump]
+syringe_ml = 50
+primed = true
+[[program]]
+{FORMS[form]}region = {region}
+[run]
+settle_s = 10
+max_s = 1800
+[[faults]]
+name = "{fault}"
+""")
+
+
+@pytest.mark.req("REQ-CAMP-02")
+@pytest.mark.parametrize("form", sorted(FORMS))
+def test_new_forms_fall_in_their_drawn_region_of_the_library(form):
+    """dose_rate / loading / steps: a draw 'hard' is refused by the library (the therapy
+    envelope's own reading of it: no segments), 'soft' is beyond a soft limit and sent with
+    confirm=1, 'inside' within the soft limits of the value it put there."""
+    from host.druglib import DrugLibrary
+    regions = '["inside", "hard"]' if form == "steps" else '["inside", "soft", "hard"]'
+    sp = _form_spec(form, "{ dist = 'choice', values = %s }" % regions)
+    lib = {d["name"]: d for d in json.loads((ROOT / "firmware" / "druglib.json").read_text())["drugs"]}
+    seen = set()
+    for i in range(60):
+        x = D.draw(sp, 1, i)
+        prog, facts = x["program"], x["campaign"]
+        assert facts["form"] == form and prog["kvo_ml_h"] == 0
+        seen.add(facts["region"])
+        assert (facts["segments"] == []) == (facts["region"] == "hard"), (prog, facts)
+        if form == "steps":
+            assert 3 == len(prog["steps"])
+            if facts["region"] == "inside":
+                assert sum(v for _, v in facts["segments"]) == pytest.approx(1.0, abs=0.003)
+                assert [r for r, _ in facts["segments"]] == [s["rate_ml_h"] for s in prog["steps"]]
+            continue
+        d = lib[prog["drug"]]
+        vals = {"dose_rate": (round(prog["dose_rate_mg_kg_h"] * 1000), d["dose_ug_kg_h"])}
+        if form == "loading":
+            vals["load"] = (round(prog["loading_mg_kg"] * 1000), d["dose_ug_kg"])
+            vals["load_time"] = (prog["loading_min"], d["over_min"])
+            assert len(facts["segments"]) in (0, 2)
+        v, lim = vals[facts["limit"]] if facts["limit"] in vals else (None, None)
+        if facts["region"] == "soft":
+            assert prog.get("confirm") and not lim["soft_min"] <= v <= lim["soft_max"]
+            assert lim["hard_min"] <= v <= lim["hard_max"]
+        elif facts["region"] == "inside":
+            for v, lim in vals.values():
+                assert lim["soft_min"] <= v <= lim["soft_max"]
+    assert seen == set(json.loads(regions))
+
+
+@pytest.mark.req("REQ-CAMP-05")
+def test_line_follows_the_segments():
+    segs = [(60.0, 1.0), (6.0, 0.5)]          # 60 s at 60 mL/h, then 300 s at 6 mL/h
+    assert oracle.line_ml(segs, 30) == pytest.approx(0.5)
+    assert oracle.line_ml(segs, 60) == pytest.approx(1.0)
+    assert oracle.line_ml(segs, 210) == pytest.approx(1.25)
+    assert oracle.line_ml(segs, 1e6) == pytest.approx(1.5)
+    assert oracle.line_ml(segs, -5) == 0.0
+
+
+@pytest.mark.req("REQ-CAMP-05")
+@pytest.mark.parametrize("form", sorted(FORMS))
+def test_oracle_passes_each_new_form_and_fails_it_mutated(form):
+    """One nominal run of each form passes (delivery on the program's segment line, not one
+    rate: a loading dose runs well above the mean rate); the same run with the delivered
+    volume raised beyond the envelope fails it, and so does one that keeps the program's
+    fastest segment's rate all along (within the total volume, above the segment line)."""
+    sp = _form_spec(form)
+    import tomli_w
+    raw = D.draw(sp, sp.campaign.seed, 0)
+    res = run_scenario(parse_scenario(tomli_w.dumps(raw)))
+    v = oracle.judge(raw, res)
+    assert not v.failed and not v.false_alarms, v.findings
+    assert res.metrics["final_state"] == "COMPLETE"
+    segs = raw["campaign"]["segments"]
+    assert len(segs) == {"dose_rate": 1, "loading": 2, "steps": 3}[form]
+    rec = res.sim.record
+    d0, p0 = list(rec.delivered_ml), list(rec.pressure_mmhg)
+    vol = raw["campaign"]["programmed_ml"]
+    k = len(rec.t_s) // 2
+    for i in range(k, len(rec.t_s)):            # 10 % + 50 µL more from the middle on
+        rec.delivered_ml[i] += vol * 0.1 + 0.05
+    assert "over_infusion" in oracle.judge(raw, res).hazards
+    if len(segs) > 1:
+        top = max(r for r, _ in segs)
+        if top > min(r for r, _ in segs) * 1.2:
+            t0 = res.t_start_s
+            for i, t in enumerate(rec.t_s):     # the fastest rate from the start, capped at the VTBI
+                rec.delivered_ml[i] = min(vol, top * max(0.0, t - t0) / 3600.0)
+                rec.pressure_mmhg[i] = p0[0]
+            hz = oracle.judge(raw, res).hazards
+            assert "over_infusion" in hz, (segs, hz)
+    rec.delivered_ml[:], rec.pressure_mmhg[:] = d0, p0
+    assert not oracle.judge(raw, res).failed
+
+
+@pytest.mark.req("REQ-CAMP-05")
+@pytest.mark.parametrize("form", ["loading", "steps"])
+def test_a_new_form_refused_beyond_its_hard_limit(form):
+    """A program drawn beyond a hard limit: the pump refuses it (no motion, nothing
+    delivered) and the oracle agrees; the same run judged as if the program were legal
+    reports it as refused."""
+    sp = _form_spec(form, '"hard"')
+    import tomli_w
+    raw = D.draw(sp, sp.campaign.seed, 0)
+    assert raw["campaign"]["region"] == "hard"
+    res = run_scenario(parse_scenario(tomli_w.dumps(raw)))
+    v = oracle.judge(raw, res)
+    assert not v.failed, v.findings
+    assert res.sim.plant.delivered_ml < 0.005
+    raw["campaign"]["region"] = "inside"
+    assert "valid_refused" in oracle.judge(raw, res).hazards
+
+
+@pytest.mark.req("REQ-CAMP-02")
+def test_runtime_distribution_is_drawn_per_run_and_replays():
+    """runtime = a choice: the campaign mixes runtimes, each run's runtime is part of its
+    draw (same seed and index, same runtime), a constant runtime leaves every other drawn
+    value as it was, and a micropython run gives the same result twice."""
+    base = MINI.replace('name = "occlusion"', 'name = "none"').replace("vtbi_ml = 0.6", "vtbi_ml = 0.3")
+    mixed = parse(base.replace('seed = 3\n', 'seed = 3\nruntime = { dist = "choice", values = '
+                               '["cpython", "micropython"], weights = [1, 1] }\n'))
+    const = parse(base)
+    rts = [D.draw(mixed, 3, i)["scenario"]["runtimes"] for i in range(20)]
+    assert {r[0] for r in rts} == {"cpython", "micropython"}
+    assert rts == [D.draw(mixed, 3, i)["scenario"]["runtimes"] for i in range(20)]
+    for i in range(5):
+        a, b = D.draw(mixed, 3, i), D.draw(const, 3, i)
+        a["scenario"].pop("runtimes"), b["scenario"].pop("runtimes")
+        assert a == b
+    i = next(i for i, r in enumerate(rts) if r == ["micropython"])
+    one, two = runner.run_one(mixed, 3, i), runner.run_one(mixed, 3, i)
+    assert one["runtime"] == "micropython" and not one["failed"], one["findings"]
+    assert one["digest"] == two["digest"]
 
 
 @pytest.mark.req("REQ-CAMP-04")
@@ -286,3 +448,91 @@ def test_cli_campaign_json_and_outputs(tmp_path):
     bad = subprocess.run([INFUSEKIT, "sim", "campaign", "no_such_spec"], capture_output=True, text=True)
     assert bad.returncode == 2 and "no campaign spec" in bad.stderr
 
+
+
+@pytest.mark.req("REQ-CAMP-05")
+def test_kvo_after_the_vtbi_is_on_the_line_and_a_kvo_the_drug_forbids_is_refused():
+    """A steps program with a KVO rate: after the VTBI the pump keeps the vein open at
+    min(KVO, last rate); the oracle's line continues at that rate (the run passes, the pump
+    ends in KVO), and twice that rate fails it. A dose-rate program of remifentanil (library
+    KVO 0) with a KVO rate is drawn as refused (limit kvo), and the pump refuses it."""
+    import tomli_w
+    sp = parse(f"""
+[campaign]
+name = "kvo"
+seed = 5
+[pump]
+syringe_ml = 50
+primed = true
+[[program]]
+{FORMS["steps"]}kvo_ml_h = 2.0
+[run]
+settle_s = 120
+max_s = 1800
+[[faults]]
+name = "none"
+""")
+    raw = D.draw(sp, 5, 0)
+    assert raw["campaign"]["kvo_ml_h"] == 2.0
+    res = run_scenario(parse_scenario(tomli_w.dumps(raw)))
+    v = oracle.judge(raw, res)
+    assert not v.failed and not v.false_alarms, v.findings
+    assert res.metrics["final_state"] == "KVO"
+    rec, t0 = res.sim.record, res.t_start_s
+    vol = raw["campaign"]["programmed_ml"]
+    t_vtbi = t0 + sum(v / r * 3600 for r, v in raw["campaign"]["segments"])
+    for i, t in enumerate(rec.t_s):             # KVO at twice its rate after the VTBI
+        if t > t_vtbi:
+            rec.delivered_ml[i] = vol + 4.0 * (t - t_vtbi) / 3600
+    assert "over_infusion" in oracle.judge(raw, res).hazards
+    bad = parse(f"""
+[campaign]
+name = "kvo_remi"
+seed = 5
+[[program]]
+form = "dose_rate"
+drug = "remifentanil"
+vtbi_ml = 0.5
+kvo_ml_h = 0.5
+[run]
+settle_s = 10
+max_s = 600
+""")
+    raw = D.draw(bad, 5, 0)
+    assert raw["campaign"]["region"] == "hard" and raw["campaign"]["limit"] == "kvo"
+    res = run_scenario(parse_scenario(tomli_w.dumps(raw)))
+    v = oracle.judge(raw, res)
+    assert not v.failed, v.findings
+    assert res.sim.plant.delivered_ml < 0.005
+
+
+@pytest.mark.req("REQ-CAMP-05")
+def test_empty_is_due_when_the_stopper_meets_the_barrel_end():
+    """At a low rate the stopper moves by stick-slip: an empty syringe becomes observable only
+    when it next slips onto the barrel end (probe of the new forms, run 44: steps at 1.8 mL/h,
+    the end-stop switch closed 2.2 s after the onset, EMPTY 0.2 s later). The deadline runs
+    from the switch closing (plant truth); a pump that raises EMPTY 2.5 s after it still fails."""
+    import tomli_w
+    sp = parse(MINI.replace('rate_ml_h = { dist = "uniform", low = 30, high = 60 }', "rate_ml_h = 1.0")
+               .replace("vtbi_ml = 0.6", "vtbi_ml = 0.3").replace("max_s = 300", "max_s = 1800")
+               .replace('syringe_ml = { dist = "choice", values = [20, 50] }', 'syringe_model = "BD50"')
+               .replace('name = "occlusion"\nonset_frac = { dist = "uniform", low = 0.1, high = 0.3 }',
+                        'name = "empty"\nonset_s = 400'))
+    raw = D.draw(sp, 3, 0)
+    assert raw["campaign"]["fault"] == "empty"
+    res = run_scenario(parse_scenario(tomli_w.dumps(raw)))
+    t_f = raw["campaign"]["fault_at_s"]
+    closed = [t / 1000 for t, c in res.sim.end_stops if c][0]
+    assert closed > t_f + 2.0          # BD50 at 1 mL/h: the stopper slips onto the end ~5 s later
+    v = oracle.judge(raw, res)
+    assert not v.failed, v.findings
+    assert v.figures["alarm"] == "EMPTY"
+    hit = next(a for a in res.alarms if a["name"] == "EMPTY")
+    assert closed <= hit["t_s"] <= closed + 2.0
+    late = closed + 2.5
+    res.alarms = [dict(a, t_s=late) if a["name"] == "EMPTY" else a for a in res.alarms]
+    res.sim.alarms = [(max(t, int(late * 1000)), p) for t, p in res.sim.alarms]
+    assert "alarm_missed" in oracle.judge(raw, res).hazards
+    res.alarms = [a for a in res.alarms if a["name"] != "EMPTY"]
+    res.sim.alarms = []
+    assert "alarm_missed" in oracle.judge(raw, res).hazards

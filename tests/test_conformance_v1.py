@@ -187,7 +187,10 @@ def test_error_codes_follow_the_table(pump):
     pump.run(4)
     assert pump.ask(f"11 TITRATE boot={b} rate_ul_h=1200001").startswith(b"11 ER RANGE")
     assert pump.ask(f"12 BOLUS boot={b} vol_nl=100000 rate_ul_h=1200001").startswith(b"12 ER RANGE")
-    assert pump.ask("13 TLM period_ms=10").startswith(b"13 ER RANGE")
+    assert pump.ask("13 TLM period_ms=9").startswith(b"13 ER RANGE period_ms must be 0 or 10..60000")
+    assert pump.ask("14 TLM period_ms=60001").startswith(b"14 ER RANGE")
+    assert pump.ask("15 TLM period_ms=10") == b"15 OK period_ms=10"
+    assert pump.ask("16 TLM period_ms=60000") == b"16 OK period_ms=60000"
 
 
 # ------------------------------------------------------------------ Boot number
@@ -219,7 +222,7 @@ def test_a_request_does_not_outlive_a_reboot(pump):
 def _crc_twins():
     """Two TLM frames with the same id and the same CRC-16 but different periods."""
     seen = {}
-    for p in range(50, 60001):
+    for p in range(10, 60001):
         c = binascii.crc_hqx(b"7 TLM period_ms=%d" % p, 0)
         if c in seen:
             return seen[c], p
@@ -306,6 +309,45 @@ def test_telemetry_goes_out_on_control_ticks(pump):
     assert all(b - a == TICK for a, b in zip(el, el[1:])), el     # a new tick every frame
 
 
+@pytest.mark.req("REQ-COM-07")
+def test_telemetry_between_control_ticks_goes_out_at_its_time(pump):
+    """TLM period_ms=10 (host.telemetry_hz >= 50): the simulated board wakes for frames due
+    between control ticks (Controller.wake_at), so each goes out at its own virtual time —
+    the slice reports it d ms after call k as k + d/step — and says that time (t_ms) and the
+    age of the tick whose figures it repeats (age_ms)."""
+    b = pump.hello()["boot"]
+    pump.ask(f"3 PROG boot={b} rate_ul_h=600000 vtbi_nl=90000000")
+    pump.ask(f"4 START boot={b}")
+    pump.run(10)
+    t_tick = pump.t - TICK                           # the last call ran a control tick
+    assert pump.ask("5 TLM period_ms=10") == b"5 OK period_ms=10"
+    tl = []
+    for _ in range(20):                              # 1 s
+        pump.dither ^= 1
+        t = pump.t
+        steps, _en, _al, tx = pump.rt.slice(t, TICK, 1, 20 + pump.dither, pump.enc, 0, 4000, [])
+        pump.enc += sum(steps)
+        pump.t = (t + TICK) & ((1 << 30) - 1)
+        for k, chunk in tx:
+            for line in chunk.split(b"\n")[:-1]:
+                assert pump_frame_error(line) is None, line
+                if line.startswith(b"! TL "):
+                    f = fields(line)
+                    assert int(f["t_ms"]) == round(t + k * TICK), (k, t, f)   # sent at its time
+                    tl.append(f)
+    ts = [int(f["t_ms"]) for f in tl]
+    assert len(tl) >= 98 and all(b - a == 10 for a, b in zip(ts, ts[1:])), ts
+    for f in tl:
+        assert int(f["age_ms"]) == (int(f["t_ms"]) - t_tick) % TICK, f
+    for a, b in zip(tl, tl[1:]):
+        same = {k: v for k, v in a.items() if k not in ("t_ms", "age_ms")}
+        if int(b["age_ms"]) > int(a["age_ms"]):      # between ticks: the same tick's figures
+            assert same == {k: v for k, v in b.items() if k not in ("t_ms", "age_ms")}, (a, b)
+        else:
+            assert int(b["el_ms"]) == int(a["el_ms"]) + TICK, (a, b)
+    pump.ask("6 TLM period_ms=0")
+
+
 # ------------------------------------------------------------------ event log
 @pytest.mark.req("REQ-COM-07", "REQ-LOG-01")
 def test_log_frames_keep_the_grammar_and_a_retry_is_logged_once(pump):
@@ -356,6 +398,10 @@ def test_drug_library_readable_from_the_pump(pump):
         assert int(top["rate_max_ul_h"]) == round(d["rate_ml_h_max"] * 1000)
         assert int(top["bolus_max_nl"]) == round(d["bolus_max_ul"] * 1000)
         assert int(top["kvo_ul_h"]) == d["kvo_ul_h"]
+        bol = [f for f in dl if "bolus_lockout_ms" in f]
+        assert len(bol) == 1
+        assert int(bol[0]["bolus_lockout_ms"]) == round(d.get("bolus_lockout_min", 0) * 60000)
+        assert int(bol[0]["bolus_h_ug"]) == round(d.get("bolus_max_h_ug", 0))
         assert [int(c) for c in top["concs"].split(",")] == d.get("concs_ug_ml", [d["conc_ug_ml"]])
         for key, src, scale in (("dose_ug_kg", "dose_ug_kg", 1), ("over_ms", "over_min", 60000),
                                 ("wt_g", "weight_kg", 1000), ("dose_ug_kg_h", "dose_ug_kg_h", 1)):

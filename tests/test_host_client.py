@@ -216,6 +216,14 @@ def test_telemetry_stream(fake, pump):
             break
     assert all(isinstance(f, Telemetry) for f in frames)
     assert pump.telemetry(0) == 0
+    # the bounds are the firmware's (pumpcore.protocol, through host.codec): 10..60000
+    assert (codec.TLM_MIN, codec.TLM_MAX) == (10, 60000)
+    assert pump.telemetry(codec.TLM_MIN) == 10 and pump.telemetry(codec.TLM_MAX) == 60000
+    for bad in (codec.TLM_MIN - 1, codec.TLM_MAX + 1):
+        with pytest.raises(PumpRefused) as e:
+            pump.telemetry(bad)
+        assert e.value.code == "RANGE"
+    assert pump.telemetry(0) == 0
 
 
 def test_events_iterator_ends_on_timeout_and_on_close(fake, pump):
@@ -314,3 +322,15 @@ def test_closed_pump_refuses_requests(fake, pump):
     pump.close()  # idempotent
     with pytest.raises(LinkError):
         pump.status()
+
+
+@pytest.mark.req("REQ-HOST-09")
+def test_a_second_program_on_the_same_serial_port_is_told_to_share_it(fake):
+    """Two programs reading one serial device steal each other's replies: the port is opened
+    exclusively, and the second opener gets a LinkError that names the gateway."""
+    with Pump.open(fake.path, timeout=0.5) as first:
+        with pytest.raises(LinkError, match=r"in use by another program.*infusekit serve"):
+            Pump.open(fake.path, timeout=0.5)
+        assert first.status().state == "IDLE"          # the first is undisturbed
+    with Pump.open(fake.path, timeout=0.5) as again:   # free once the first closed it
+        assert again.status().state == "IDLE"

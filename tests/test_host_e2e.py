@@ -287,3 +287,22 @@ def test_added_commands_against_the_firmware(runtime):
         cmds = " ".join(r.fields.get("txt", "") for r in records if r.fields["ev"] == "CMD")
         for word in ("STEP", "PROG", "START", "TITRATE", "BOLUS", "STOP"):
             assert word in cmds, (word, cmds)   # every therapy command is on the log
+
+
+@pytest.mark.req("REQ-COM-07")
+def test_drug_limits_read_from_the_firmware_match_the_library():
+    """`Pump.drug_limits` against the real firmware: every limit the pump enforces, the bolus
+    lockout and hourly cap included, equal to the library file in wire units."""
+    from pathlib import Path
+    lib = json.loads((Path(__file__).resolve().parent.parent / "firmware" / "druglib.json")
+                     .read_text())
+    with Served("cpython", speed=50) as s, Pump.open(s.ep.url, timeout=2) as pump:
+        for d in lib["drugs"]:
+            got = pump.drug_limits(d["name"])
+            assert got["rate_max_ul_h"] == round(d["rate_ml_h_max"] * 1000)
+            assert got["bolus_max_nl"] == round(d["bolus_max_ul"] * 1000)
+            assert got["bolus_lockout_ms"] == round(d.get("bolus_lockout_min", 0) * 60000)
+            assert got["bolus_h_ug"] == round(d.get("bolus_max_h_ug", 0))
+            assert got["dose_ug_kg"]["hard_max"] == d["dose_ug_kg"]["hard_max"]
+            if "vitals" in d:
+                assert got["vitals"]["sbp_max"] == d["vitals"]["sbp_max"]

@@ -103,3 +103,88 @@ def test_a_bit_flip_that_raises_a_seq_does_not_hide_later_records(seq, bit):
     log2, v2, _ = open_log(st, seg_records=16)
     s2 = [r.seq for r in log2.records()]
     assert s2 == sorted(set(s2)) and s2[-1] > top and v2.damaged == 1, s2
+
+
+def _flip_in(st, ev, word, bit=0x01):
+    """Flip a bit in the data of the first record of type `ev` whose line holds `word`
+    (a byte after `<seq> <t> <EV> `). Returns that record's seq."""
+    for name in sorted(n for n in st.names() if n.startswith("log")):
+        f = st.files[name]
+        pos = 0
+        for line in bytes(f).split(b"\n"):
+            p = line.split(b" ", 3)
+            if len(p) == 4 and p[2] == ev and word in line:
+                f[pos + len(line) - 20] ^= bit          # in the data, before " #<hash>"
+                return int(p[0])
+            pos += len(line) + 1
+    raise AssertionError("no %r record with %r" % (ev, word))
+
+
+@pytest.mark.req("REQ-LOG-07", "REQ-LOG-08", "REQ-REC-01")
+def test_an_interrupted_infusion_after_a_damaged_record_is_recovered():
+    """With one damaged record before an infusion's START, verification stopped there: the
+    infusion interrupted by a power cut came back IDLE with its delivered volume lost."""
+    from test_recovery_programs import Board
+    b = Board()
+    b.send("PROG rate_ul_h=120000 vtbi_nl=5000000")
+    b.send("START")
+    b.run(20000)
+    delivered = b.h.app.ctl.delivered_nl()
+    assert delivered > 500000
+    dseq = _flip_in(b.store, b"CMD", b"PROG")            # the PROG request's record
+    b.boot()                                               # power cut during the infusion
+    st = b.status()
+    assert st["state"] == "PAUSED" and st["vtbi_nl"] == "5000000", st
+    assert int(st["del_nl"]) >= delivered, (st, delivered)   # the record's bound: never less
+    assert "logdmg=" in b.send("HELLO")
+    rec = b.h.app.recovered
+    assert rec is not None and rec.seq > dseq
+
+
+@pytest.mark.req("REQ-LOG-07", "REQ-LOG-08", "REQ-REC-01")
+def test_a_stopped_infusion_does_not_come_back_after_a_damaged_record():
+    """A damaged record between an infusion's START and its STOP left the folded therapy
+    record at RUNNING (nothing after the damage was read): the stopped infusion came back
+    PAUSED on every boot."""
+    from test_recovery_programs import Board
+    b = Board()
+    b.send("PROG rate_ul_h=120000 vtbi_nl=5000000")
+    b.send("START")
+    b.run(3000)
+    b.send("STOP")
+    b.send("STATUS")
+    _flip_in(b.store, b"CMD", b"STOP")                     # the STOP request's record
+    for _ in range(3):
+        b.boot()
+        st = b.status()
+        assert st["state"] == "IDLE" and st["alarm"] == "NONE", st
+        assert b.h.app.recovered is None
+
+
+@pytest.mark.req("REQ-LOG-07")
+@pytest.mark.parametrize("key", [None, b"logdmg-key-one-0123456789abcdef0"])
+@pytest.mark.parametrize("bit", [0x01, 0x40])
+def test_a_damaged_kid_in_a_segment_header_does_not_hide_its_segment(key, bit):
+    """Found by the log-damage sweep judged on the records it damaged (seed 99): a bit flip
+    in a segment header's `kid=` (`kid=-` -> `kid=%`, or the space after it) named a key the
+    pump does not have, so every record of that segment failed to verify and was dropped,
+    and the heartbeat, checked under the last segment's kid, was refused."""
+    st = MemStore()
+    log, _, _ = open_log(st, key, seg_records=16)
+    for i in range(40):
+        log.add(1000 + i, b"CMD", b"%d HB" % i)
+        log.commit()
+    top = log.seq
+    before = [r.seq for r in log.records()]
+    names = sorted(n for n in st.names() if n.startswith("log"))
+    for name in (names[0], names[-1]):            # the first segment's header, the last one's
+        f = st.files[name]
+        i = bytes(f).find(b" kid=") + 5
+        f[i + (0 if bit == 0x01 else len(log.kid))] ^= bit
+    log, v, _ = open_log(st, key, seg_records=16)
+    hdrs = [before[0], before[-1] - (before[-1] - 1) % 16]  # seqs of the two damaged headers
+    assert not v.ok and v.damaged == 2, (v.damaged, v.reason)
+    got = [r.seq for r in log.records()]
+    assert got == [s for s in before if s not in hdrs], got
+    assert [r.seq for r in log.page(0, 1000)] == got
+    assert v.tail_kid == log.kid and log.seq >= top

@@ -208,3 +208,35 @@ def test_plunger_encoder_closes_the_loop_on_screw_error():
         assert not _bad(pump)
     finally:
         pump.close()
+
+
+# ---------------------------------------------------------------------- start-up (LOAD)
+def _startup_10min(seed, **kw):
+    pump = _pump(PlantParams(periodic_error_um=5.0, stiction_delta_n=0.15, breakaway_n=0.0,
+                             friction_var_pct=15.0, breakloose_var_pct=15.0, **kw), seed=seed)
+    try:
+        t0 = pump.start(1.0, 10.0) - 1.0
+        pump.run(600_000)
+        _, flows = analysis.flow_curve(pump.sim.record, t0, duration_s=600)
+        ahead = pump.sim.plant.displaced_ml - 600 / 3600.0       # vs the line at 1 mL/h
+        return analysis.startup_time_s(flows, 1.0), flows, ahead, _bad(pump)
+    finally:
+        pump.close()
+
+
+@pytest.mark.req("REQ-ACC-13")
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_start_up_where_the_glide_is_above_the_tare(seed):
+    """Glide varies ±15 % along the barrel: at seed 1's start it is 12.5 % above the nominal
+    glide the force sensor is tared by. LOAD judged "gliding" by the reading's rise since the
+    anchor (< ¼ mmHg per count), which a stopper gliding 0.5 N above the tare passes only
+    48 counts on: the stopper had slid 34 counts (7 µL) ahead of the line and the loop waited
+    ~30 s (the second 30-s sample 0.68 of the rate, start-up 90 s). The glide test is now the
+    reading's slope over the last 8 counts, and the anchor is moved by the spring's measured
+    compression (conservatively: the volume is never counted before it moved): start-up
+    within 60 s (PRODUCT.md) where the friction allows it (0.15 N of stick), and the stopper
+    never more than 12 µL ahead of the line."""
+    st, flows, ahead, bad = _startup_10min(seed)
+    assert not bad, bad
+    assert st is not None and st <= 60.0, (st, [round(f, 3) for f in flows[:6]])
+    assert ahead <= 0.012, ahead

@@ -47,6 +47,7 @@ from micropython import const
 
 from pumpcore.alarms import PRIO_LOW, PRIO_MEDIUM, PRIO_HIGH
 from pumpcore.ticks import ticks_diff
+from pumpcore.protocol import LINK_BAUD
 
 NL_PER_KSTEP = 217078           # 50 mL syringe, 26.6 mm bore, 1.25 mm lead, 3200 µsteps/rev
 BATT_LOW_MV = 3600              # 1S Li-ion under pump load: ≥ 30 min of running left
@@ -136,7 +137,7 @@ class Board:
         import binascii
         self.ROOT = root
         self.DEVICE_ID = binascii.hexlify(machine.unique_id()).upper()
-        self.uart = UART(0, baudrate=115200, tx=Pin(0), rx=Pin(1), timeout=0, rxbuf=512)
+        self.uart = UART(0, baudrate=LINK_BAUD, tx=Pin(0), rx=Pin(1), timeout=0, rxbuf=512)
         self.en = Pin(4, Pin.OUT, value=1)          # high = driver disabled
         self._enabled = False
         self._sm_init()

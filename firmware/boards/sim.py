@@ -6,7 +6,8 @@ calls `Harness.slice()` directly; under the `micropython` interpreter it talks t
 `serve_stdio()` over pipes with the same arguments, one text line per slice:
 
   -> S t0 step n press enc flags batt nrx      then nrx lines "k HEX"
-  <- R enable alarm s0,s1,...,s(n-1) ntx        then ntx lines "k HEX"
+  <- R enable alarm s0,s1,...,s(n-1) ntx        then ntx lines "k HEX" (or "k HEX d": sent
+                                                at a telemetry wake-up d ms after call k)
   -> Q                                          exit
 
 Calls are at t0 + k*step (virtual ms; the board wraps them at 2**30 like an RP2040's
@@ -32,6 +33,7 @@ except ImportError:
 
 from pumpcore.app import App
 from pumpcore.store import FileStore, MemStore, PowerCut
+from pumpcore.ticks import ticks_diff
 
 NL_PER_KSTEP = 217078          # nominal 50 mL syringe: 26.6 mm bore, 1.25 mm lead, 3200 µsteps/rev
 _TMASK = 0x3FFFFFFF
@@ -309,6 +311,13 @@ class Harness:
         self.app = App(self.board)
 
     def slice(self, t0, step, n, press, enc, flags, batt, rx):
+        """Calls at t0 + k*step; returns (steps, enable, alarm, tx), tx = [(k, bytes)] sent
+        during call k, or [(k + d/step, bytes)] for a telemetry frame the board woke for d ms
+        after call k (`_run`)."""
+        steps, en, al, tx = self._run(t0, step, n, press, enc, flags, batt, rx)
+        return steps, en, al, [((k + d / step) if d else k, c) for k, d, c in tx]
+
+    def _run(self, t0, step, n, press, enc, flags, batt, rx):
         b = self.board
         b.press = press
         b.enc = enc
@@ -331,9 +340,24 @@ class Harness:
             while len(b._rx) - b._rx_pos > 0:
                 self.app.tick()
                 s += b.steps
-            steps[k] = s
             for chunk in b.tx:
-                tx.append((k, chunk))
+                tx.append((k, 0, chunk))
+            # telemetry due before the next call: the board wakes for it (pumpcore.app.run,
+            # Controller.wake_at), so its frames go out at their own times in virtual time
+            t = b.now
+            ctl = self.app.ctl
+            while ctl.tlm_period:
+                w = ctl.wake_at()
+                d = ticks_diff(w, t)
+                if d <= 0 or d >= step or ticks_diff(ctl._next_ctrl, w) <= 0:
+                    break                   # not before the next call, or a control tick
+                b.now = w
+                b.tx.clear()
+                self.app.tick()
+                s += b.steps
+                for chunk in b.tx:
+                    tx.append((k, d, chunk))
+            steps[k] = s
         return steps, b.enable, b.alarm, tx
 
 
@@ -358,9 +382,12 @@ def serve_stdio(lib_path="druglib.json", flash=None):
         for _ in range(nrx):
             k, hx = inp.readline().split()
             rx.append((int(k), binascii.unhexlify(hx)))
-        steps, en, al, tx = h.slice(t0, step, n, press, enc, flags, batt, rx)
+        steps, en, al, tx = h._run(t0, step, n, press, enc, flags, batt, rx)
         out.write("R %d %d %s %d\n" % (en, al, ",".join([str(s) for s in steps]), len(tx)))
-        for k, chunk in tx:
-            out.write("%d %s\n" % (k, binascii.hexlify(chunk).decode()))
+        for k, d, chunk in tx:
+            if d:
+                out.write("%d %s %d\n" % (k, binascii.hexlify(chunk).decode(), d))
+            else:
+                out.write("%d %s\n" % (k, binascii.hexlify(chunk).decode()))
         if hasattr(out, "flush"):
             out.flush()

@@ -71,6 +71,10 @@ def telemetry(ctl):
     tx.field_int(b"el_ms", ctl.el_ms)
     if ctl.fsm.state == fsm.KVO or ctl.kvo_nl() > 0:
         tx.field_int(b"kvo_nl", ctl.kvo_nl())       # kept after PAUSE, until the next PROG
+    # the frame's own time, and how long before it the control tick whose figures it
+    # carries ran (0 on a tick; a frame between ticks repeats that tick's figures)
+    tx.field_int(b"t_ms", ctl._now)
+    tx.field_int(b"age_ms", ticks_diff(ctl._now, ctl._last_ctrl))
     tx.end()
 
 
@@ -442,7 +446,7 @@ def _drug_info(ctl, f, rid):
         return
     d = lib.drugs[di]
     v = d.vitals if d.vitals is not None else lib.vitals_default
-    n = 4 + (1 if d.dose_h is not None else 0) + (1 if v is not None else 0)
+    n = 5 + (1 if d.dose_h is not None else 0) + (1 if v is not None else 0)
     tx = ok(ctl, rid)
     tx.field_lit(b"drug", d.name)
     tx.field_int(b"n", n)
@@ -459,6 +463,14 @@ def _drug_info(ctl, f, rid):
     tx.field_int(b"rate_max_ul_h", d.rate_max)
     tx.field_int(b"bolus_max_nl", d.bolus_max_nl)
     tx.field_int(b"kvo_ul_h", d.kvo_ul_h)
+    tx.end()
+    # the clinician-bolus rules _bolus_allowed enforces (0: none), a frame of their own so
+    # the first one stays inside 160 bytes whatever the name and concentrations
+    tx.begin(P.ID_EVENT)
+    tx.put(b" DL")
+    tx.field_lit(b"drug", d.name)
+    tx.field_int(b"bolus_lockout_ms", d.bolus_lockout_ms)
+    tx.field_int(b"bolus_h_ug", d.bolus_h_ug)
     tx.end()
     _dl_lim(tx, d.name, b"dose_ug_kg", d.dose)
     _dl_lim(tx, d.name, b"over_ms", d.over)

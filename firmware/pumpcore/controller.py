@@ -317,9 +317,9 @@ class Controller:
             self._last_ctrl = now
             self._next_ctrl = ticks_add(now, TICK_MS)
             self._control(inp, dt)
-            # telemetry goes out on control ticks (docs/protocol.md): every frame carries
-            # the figures of a new tick, never a repeat
-            self._telemetry_due()
+        # telemetry is due at its own times, not only on control ticks (docs/protocol.md,
+        # Telemetry): after the tick's update, so a frame on a tick carries that tick's figures
+        self._telemetry_due()
         self.events()
         st = self.fsm.state
         ph = self.loop.phase
@@ -409,14 +409,29 @@ class Controller:
             self._air(inp, nl)
 
     def wake_at(self):
-        """The next time (ticks ms) the controller needs a step: the control tick (telemetry
-        goes out on control ticks)."""
-        return self._next_ctrl
+        """The next time (ticks ms) the controller needs a step: the next control tick, or
+        the next telemetry frame when that is due earlier (telemetry on)."""
+        c = self._next_ctrl
+        if self.tlm_period and ticks_diff(self._next_tlm, c) < 0:
+            return self._next_tlm
+        return c
 
     def _telemetry_due(self):
-        if self.tlm_period and ticks_diff(self._now, self._next_tlm) >= 0:
-            self._next_tlm = ticks_add(self._now, self.tlm_period)
+        p = self.tlm_period
+        if p and ticks_diff(self._now, self._next_tlm) >= 0:
+            # frames keep to their schedule (due, due + period, ...) so a late wake-up does
+            # not slow the rate; behind by a whole period, the schedule restarts from now
+            # (no burst of frames that were missed); and never sooner than the link carries
+            # this step's bytes (the UART write would block the loop)
+            now = self._now
+            n = ticks_add(self._next_tlm, p)
+            if ticks_diff(n, now) <= 0:
+                n = ticks_add(now, p)
             commands.telemetry(self)
+            w = P.wire_ms(self.out.tx.n)
+            if ticks_diff(n, now) < w:
+                n = ticks_add(now, w)
+            self._next_tlm = n
 
     def _advance_lines(self, dt):
         if self.fsm.state == S_KVO:

@@ -426,6 +426,7 @@ class EventLog:
                         except ValueError:
                             prev = None
                         last_seq += 1
+                        v.last_damaged = last_seq   # never used, never exported: damage too
                         dmg_hi = _plausible(rec.seq, last_seq, dmg_hi, self.seg_records)
                         continue
                     if p is not None and pad is not False:
@@ -449,6 +450,12 @@ class EventLog:
                     v.fail(last_seq + 1, "bad record")
                     v.damaged += 1
                     v.last_damaged = last_seq + 1
+                    if first and pad is False:
+                        # a damaged header may name a key by a damaged kid: unverified, it
+                        # must not decide the segment's key (every record would fail): the
+                        # rest is checked under the current key
+                        pad = self._pad
+                        v.tail_kid = self.kid
                     first = False
                     prev = None
                     if r is not None:
@@ -594,6 +601,8 @@ class EventLog:
                 except ValueError:
                     ok = False
                 ok = ok and (good < 0 or rec.seq == good + 1 or resync and rec.seq > good)
+            if first and not ok and pad is False:
+                pad = self._pad             # a damaged header's kid is not trusted (as in scan)
             first = False
             prev_h = rec.h
             if ok:

@@ -6,7 +6,6 @@ reply allocate nothing, so the parser can sit in the control loop and be fuzzed 
 """
 from array import array
 
-from pumpcore.ticks import TICK_MS
 
 try:
     from micropython import const
@@ -19,9 +18,15 @@ _MAX_TOKENS = const(14)        # id + word + 12 fields
 MAX_KEY = const(16)         # docs/protocol.md: receivers accept keys up to 16 (vitals_age_ms is 13)
 MAX_VALUE = const(32)
 NUM_MAX = const(0x3FFFFFFF)   # numbers on the wire: 0 .. 2**30 - 1 (at most 10 digits)
-TLM_MIN = TICK_MS             # telemetry period bounds, ms (TLM period_ms; 0 = off): frames
-                              # go out on control ticks, so at least one tick
-TLM_MAX = const(60000)
+TLM_MIN = const(10)           # telemetry period bounds, ms (TLM period_ms; 0 = off): frames
+TLM_MAX = const(60000)        # go out at their own times, between control ticks too
+LINK_BAUD = const(115200)     # the host link's UART, 8N1 (10 bits a byte)
+
+
+def wire_ms(nbytes):
+    """ms the link needs for `nbytes` at LINK_BAUD, rounded up (telemetry never outpaces
+    it: a 137-byte frame, the longest `! TL`, takes 12 ms, more than the 10 ms period)."""
+    return (nbytes * 10000 + LINK_BAUD - 1) // LINK_BAUD
 
 # reader results
 _NEED_MORE = const(0)

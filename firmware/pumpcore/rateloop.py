@@ -17,8 +17,12 @@ Phases:
           the flange position where the force reading last sat at the floor (≤ _LOAD_FLOOR:
           spring looser than the glide force, nothing can move forward) is the *anchor*, the
           zero of delivered volume. LOAD ends when the stopper breaks away (the reading falls
-          _BREAK_MMHG from its peak), glides (less than 1 mmHg per 4 counts after 16 counts),
-          or after _LOAD_SPAN counts past the anchor (_LOAD_MAX without any force). Slack and
+          _BREAK_MMHG from its peak), glides (the reading rose less than 1 mmHg per 4 counts
+          over the last _LOAD_BLK counts, after 16), or after _LOAD_SPAN counts past the anchor
+          (_LOAD_MAX without any force). After a break-away or a glide the anchor moves up by
+          the stopper's travel: the counts since it less the spring's compression (the
+          reading's rise at the loading slope measured over the whole run, less a margin for
+          line pressure, so it errs short: nothing counted before it moved). Slack and
           stopper compression (≈ 60 µsteps ≈ 13 µL on a 50 mL syringe: 46 s at 1 mL/h) are
           thus taken up in seconds, not delivered late.
   RUN     desired flange position X* = anchor + line steps since the (re)start; motor target
@@ -66,6 +70,9 @@ _LOAD_FLOOR = const(3)         # mmHg: at or below, the spring is looser than th
 _BREAK_MMHG = const(6)         # fall from the peak that shows the stopper broke away (4 σ)
 _LOAD_SPAN = const(48)         # counts past the anchor: more than any breakaway needs
 _LOAD_MAX = const(192)         # counts of flange travel in LOAD without any force rise
+_LOAD_BLK = const(8)           # counts per block of the glide test (loading: ≥ 8 mmHg per block
+                               # on 50 mL, the difference of two readings σ ≈ 2 mmHg)
+_LOAD_PMARGIN = const(4)       # mmHg of line pressure the loading flow may have raised
 _LAG = const(6)                # ticks a sensor reading may trail the command
 _HIST = const(8)              # history ring (≥ _LAG + 1)
 _STALL_TOL = const(48)         # µsteps the plunger may trail the line (≈ 10 µL)
@@ -114,6 +121,10 @@ class RateLoop:
         self.p_a = 0
         self.p_peak = 0
         self.x_load = 0
+        self.x_blk = 0
+        self.p_blk = 0
+        self.s_rise = 0
+        self.s_cnt = 0
         self.stall_ms = 0
         self.chk_m = 0
         self.chk_x = 0
@@ -265,6 +276,10 @@ class RateLoop:
                 self.x_load = x
                 self.p_a = p
                 self.p_peak = p
+                self.x_blk = x
+                self.p_blk = p
+                self.s_rise = 0
+                self.s_cnt = 0
             else:
                 n = _TAKEUP_STEPS
         if ph == LOAD:
@@ -274,13 +289,48 @@ class RateLoop:
                 self.anchor_x = x
                 self.p_a = p
                 self.p_peak = p
+                self.x_blk = x
+                self.p_blk = p
             elif p > self.p_peak:
                 self.p_peak = p
             d = x - self.anchor_x
-            if ((d >= 2 and self.p_peak - p >= _BREAK_MMHG) or d >= _LOAD_SPAN
+            # glide: the reading stopped rising with the flange over the last _LOAD_BLK
+            # counts (a spring being loaded rises k/A per count: ~1 mmHg on 50 mL, ~3.5 on
+            # 10 mL; a gliding stopper only by the line's pressure). The rise since the
+            # anchor cannot tell a stopper gliding above the nominal tare (glide varies
+            # ±15-30 % along the barrel and between lots) from one still loading.
+            glide = False
+            db = x - self.x_blk
+            if db >= _LOAD_BLK:
+                rise = p - self.p_blk
+                if d >= 16 and rise * 4 < db:
+                    glide = True
+                else:
+                    if rise * 2 >= db:
+                        # a loading block (≥ ½ mmHg per count): the spring's slope so far,
+                        # over the whole loading run (one block's is ±25 % noise)
+                        self.s_rise = p - self.p_a
+                        self.s_cnt = d
+                    self.x_blk = x
+                    self.p_blk = p
+            brk = d >= 2 and self.p_peak - p >= _BREAK_MMHG
+            if (brk or d >= _LOAD_SPAN or glide
                     or (d >= 16 and (p - self.p_a) * 4 < d) or x - self.x_load >= _LOAD_MAX):
                 ph = self.phase = RUN
                 self.engaged_now = True
+                # the zero of delivered volume: where the stopper began to move, i.e. the
+                # flange less the spring's compression since the anchor, measured as the
+                # reading's rise at the loading slope (less _LOAD_PMARGIN mmHg for the line
+                # pressure the loading flow raised, so the estimate errs short: delivered
+                # volume is never counted before it moved)
+                # (only when the stopper was seen to move: on the span or the old test it may
+                # still be loading towards its break-loose, and nothing is counted yet)
+                if (brk or glide) and self.s_rise > 0:
+                    c = (p - self.p_a - _LOAD_PMARGIN) * self.s_cnt // self.s_rise
+                    if c < 0:
+                        c = 0
+                    if c < d:
+                        self.anchor_x = x - (d - c)
                 lm = m_old - x
                 if lm < 0:
                     lm = 0

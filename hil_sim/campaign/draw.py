@@ -22,7 +22,7 @@ from typing import Any
 
 from hil_sim.campaign.spec import (Bernoulli, CampaignSpec, Choice, EventSpec, IntRange,
                                    LogUniform, Normal, PatientSpec, Uniform)
-from hil_sim.scenario import programmed
+from hil_sim.scenario import program_segments, programmed
 
 from host._firmware import druglib_path
 
@@ -120,6 +120,110 @@ def _dose_program(drug: str, region: str, weight_kg: float, rng: random.Random) 
     return prog, {"region": region, "limit": which, "conc_ug_ml": d["conc_ug_ml"]}
 
 
+def _in_region(lim: dict, region: str, rng: random.Random) -> float:
+    """A value of one library limit ``lim`` (hard_min/soft_min/soft_max/hard_max) in
+    ``region``: inside the soft limits, between a soft and a hard limit, or beyond a hard one."""
+    if region == "inside":
+        return rng.uniform(lim["soft_min"], lim["soft_max"])
+    if region == "soft":
+        lo_side = lim["soft_min"] > lim["hard_min"] and rng.random() < 0.5
+        return (rng.uniform(lim["hard_min"], lim["soft_min"]) if lo_side
+                else rng.uniform(lim["soft_max"], lim["hard_max"]))
+    if region == "hard":
+        lo_side = lim["hard_min"] > 0 and rng.random() < 0.5
+        return (lim["hard_min"] * rng.uniform(0.3, 0.95) if lo_side
+                else lim["hard_max"] * rng.uniform(1.05, 2.0))
+    raise ValueError(f"program region {region!r}: inside, soft or hard")
+
+
+def _wire_int(v: float, lim: dict, region: str, scale: float = 1.0) -> int:
+    """``v`` rounded to the wire's integer (in 1/scale units of the limit), kept on its side
+    of the limits it was drawn against (a draw beyond a hard limit stays beyond it, a soft one
+    between soft and hard, an inside one inside)."""
+    x = int(round(v * scale))
+    lo_h, hi_h = lim["hard_min"] * scale, lim["hard_max"] * scale
+    lo_s, hi_s = lim["soft_min"] * scale, lim["soft_max"] * scale
+    if region == "hard" and lo_h <= x <= hi_h:
+        x = int(hi_h) + 1 if v * scale > (lo_h + hi_h) / 2 else max(0, int(math.ceil(lo_h)) - 1)
+    elif region == "soft":
+        x = min(max(x, int(math.ceil(lo_h))), int(hi_h))
+        if lo_s <= x <= hi_s:                  # rounded back inside: to the nearer soft limit
+            x = int(hi_s) + 1 if x - lo_s > hi_s - x or lo_s <= lo_h else int(math.ceil(lo_s)) - 1
+    elif region == "inside":
+        x = min(max(x, int(math.ceil(lo_s))), int(hi_s))
+    return x
+
+
+def _dose_rate_program(ps, drug: str, region: str, weight_kg: float, fill_ml: float,
+                       fit_s: float, loading: bool, rng: random.Random) -> tuple[dict, dict]:
+    """A dose-rate program (``loading``: after a loading dose) for ``drug`` whose dose rate
+    (or loading dose, or loading time) lies in ``region`` of the library's limits; the
+    maintenance volume from ``ps.vtbi_ml``, clipped to the syringe and the run's cap."""
+    d = _library()[drug]
+    which = rng.choice(("dose_rate", "load", "load_time")) if loading else "dose_rate"
+    lim_h = d["dose_ug_kg_h"]
+    ug_h = _wire_int(_in_region(lim_h, region if which == "dose_rate" else "inside", rng),
+                     lim_h, region if which == "dose_rate" else "inside")
+    prog: dict[str, Any] = {"drug": drug, "dose_rate_mg_kg_h": ug_h / 1000.0,
+                            "weight_kg": _r(weight_kg, 1),
+                            "kvo_ml_h": _r(sample(ps.kvo_ml_h, rng), 1)}
+    conc = float(d["conc_ug_ml"])
+    load_ml = 0.0
+    load_s = 0.0
+    if loading:
+        ld, lt = d["dose_ug_kg"], d["over_min"]
+        ug = _wire_int(_in_region(ld, region if which == "load" else "inside", rng), ld,
+                       region if which == "load" else "inside")
+        # the loading time in whole 0.01 min (600 ms) steps
+        mins = _wire_int(_in_region(lt, region if which == "load_time" else "inside", rng), lt,
+                         region if which == "load_time" else "inside", 100) / 100.0
+        prog["loading_mg_kg"] = ug / 1000.0
+        prog["loading_min"] = max(0.01, mins)
+        load_ml = ug * weight_kg / conc
+        load_s = prog["loading_min"] * 60.0
+    rate_ml_h = ug_h * weight_kg / conc
+    room = min(fill_ml * 0.95 - load_ml, rate_ml_h * max(0.0, fit_s - load_s) / 3600.0)
+    prog["vtbi_ml"] = _r(max(0.01, min(float(sample(ps.vtbi_ml, rng)), room)), 3)
+    if region == "soft":
+        prog["confirm"] = True
+    return prog, {"region": region, "limit": which, "conc_ug_ml": d["conc_ug_ml"]}
+
+
+def _steps_program(ps, drug: str, region: str, fill_ml: float, fit_s: float,
+                   rng: random.Random) -> tuple[dict, dict]:
+    """A multi-step program of ``ps.n_steps`` steps (rate from ``ps.rate_ml_h``, together
+    ``ps.vtbi_ml``), capped at the drug's ``rate_ml_h_max`` (the pump's 1200 mL/h without a
+    drug); ``region = "hard"`` puts one step above the cap."""
+    d = _library().get(drug) if drug != "none" else None
+    cap = float(d["rate_ml_h_max"]) if d else 1200.0
+    n = int(sample(ps.n_steps, rng))
+    rates = [min(cap, max(0.1, _r(sample(ps.rate_ml_h, rng), 1))) for _ in range(n)]
+    if region == "hard":
+        k = rng.randrange(n)
+        rates[k] = _r(min(1500.0, cap * rng.uniform(1.05, 1.5)) + 0.1, 1)
+    elif region != "inside":
+        raise ValueError(f"steps: region {region!r}: inside or hard")
+    total = min(float(sample(ps.vtbi_ml, rng)), fill_ml * 0.95)
+    shares = [rng.uniform(0.5, 1.5) for _ in range(n)]
+    vols = [total * w / sum(shares) for w in shares]
+    hours = sum(v / r for v, r in zip(vols, rates))
+    if hours * 3600.0 > fit_s:                 # finish within the run's cap
+        vols = [v * fit_s / (hours * 3600.0) for v in vols]
+    steps = [{"rate_ml_h": r, "vtbi_ml": _r(max(0.001, v), 3)} for r, v in zip(rates, vols)]
+    prog: dict[str, Any] = {"steps": steps, "kvo_ml_h": _r(sample(ps.kvo_ml_h, rng), 1)}
+    if d:
+        prog["drug"] = drug
+    return prog, {"region": region, "limit": "rate",
+                  "conc_ug_ml": d["conc_ug_ml"] if d else 1000.0}
+
+
+def _kvo_refused(prog: dict, weight_kg: float) -> bool:
+    """The program is legal without its KVO rate (so the KVO is what the library refuses)."""
+    if not prog.get("kvo_ml_h"):
+        return False
+    return bool(program_segments({**prog, "kvo_ml_h": 0}, weight_kg))
+
+
 def draw(spec: CampaignSpec, campaign_seed: int, index: int) -> dict[str, Any]:
     """The scenario dict of run ``index`` (with its ``[campaign]`` facts for the oracle)."""
     seed = run_seed(campaign_seed, index)
@@ -179,12 +283,36 @@ def draw(spec: CampaignSpec, campaign_seed: int, index: int) -> dict[str, Any]:
         prog: dict[str, Any] = {"rate_ml_h": rate, "vtbi_ml": max(0.01, vtbi)}
         facts["region"] = "inside"
         conc = 1000.0
-    else:
+    elif ps.form == "dose":
         region = str(sample(ps.region, rng))
         prog, extra = _dose_program(str(sample(ps.drug, rng)), region, weight_kg, rng)
         facts.update(extra)
         conc = float(extra["conc_ug_ml"])
+    else:
+        region = str(sample(ps.region, rng))
+        drug = str(sample(ps.drug, rng))
+        fit = (spec.run.max_s - spec.run.settle_s - START_S) * 0.9
+        if ps.form == "steps":
+            prog, extra = _steps_program(ps, drug, region, fill, fit, rng)
+        else:
+            prog, extra = _dose_rate_program(ps, drug, region, weight_kg, fill, fit,
+                                             ps.form == "loading", rng)
+        facts.update(extra)
+        conc = float(extra["conc_ug_ml"])
     prog["start_at_s"] = START_S
+    segs = program_segments(prog, weight_kg) if ps.form not in ("rate", "dose") else None
+    if segs is not None:
+        # the library (as the therapy envelope reads it) refuses what the draw meant to be
+        # legal only where a limit other than the drawn one (a rate) is crossed
+        if not segs and facts["region"] != "hard":
+            facts["region"] = "hard"
+            facts["limit"] = "kvo" if _kvo_refused(prog, weight_kg) else "rate"
+        elif segs and facts["region"] == "hard":
+            raise AssertionError(f"run {index}: a program drawn beyond a hard limit is legal: {prog}")
+        facts["segments"] = [[_r(r, 3), _r(v, 6)] for r, v in segs]
+        if segs and prog.get("kvo_ml_h"):
+            # after the VTBI: the KVO rate, never above the last rate (docs/protocol.md)
+            facts["kvo_ml_h"] = min(float(prog["kvo_ml_h"]), segs[-1][0])
     rate_ml_h, vol_ml = programmed(prog, weight_kg, conc)
     prog_s = vol_ml / rate_ml_h * 3600.0 if rate_ml_h > 0 else 60.0
     if facts["region"] == "hard":
@@ -229,13 +357,15 @@ def draw(spec: CampaignSpec, campaign_seed: int, index: int) -> dict[str, Any]:
     if fault.name != "none":
         add(fault, "fault")
         facts["fault_at_s"] = next(e["at_s"] for e in events if e["note"] == "fault")
+    # the runtime last, so a constant runtime leaves every other draw as it was
+    runtime = str(sample(meta.runtime, rng))
     last = max([end_s] + [e["at_s"] for e in events])
     duration = min(spec.run.max_s, last + spec.run.settle_s)
     scn: dict[str, Any] = {
         "scenario": {"name": f"{meta.name}-{campaign_seed}-{index}",
                      "description": f"run {index} of campaign {meta.name!r} (seed {campaign_seed}); "
                                     f"fault {fault.name}",
-                     "runtimes": [meta.runtime], "controller": meta.controller, "seed": seed},
+                     "runtimes": [runtime], "controller": meta.controller, "seed": seed},
         "pump": pump,
         "program": prog,
         "host": {"heartbeat_s": hb, "telemetry_ms": 0},

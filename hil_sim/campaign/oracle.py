@@ -13,7 +13,9 @@ hazard (summary key)    the check                                               
 ``crash``               the run raised, or the pump stopped answering (no STATUS)  H-RESET
 ``wrong_program``       a program beyond a drug's hard limit was accepted          H-WRONG
 ``valid_refused``       a program inside the limits (or confirmed soft) refused     H-DELAY
-``over_infusion``       delivered > the program's line (min(VTBI, rate·t)) by more  H-OVER
+``over_infusion``       delivered > the program's line (segment by segment: a     H-OVER
+                        loading dose then maintenance, each step; min(VTBI, rate·t)
+                        for one rate) by more
                         than the accuracy claim (2 %, CONTEXT §3) + 20 µL + what
                         the injected fault may add before its deadline; and, when
                         `hil_sim.envelope` is present, the therapy envelope (#10)
@@ -96,6 +98,7 @@ RULES: dict[str, Rule] = {
     "door_open": Rule(("DOOR",), HIGH, 1.5),
     "air": Rule(("AIR",), HIGH, 1.5, ("AIR_CUM",)),
     "bubble_ul": Rule(("AIR",), HIGH, 3.0, ("AIR_CUM",)),      # from the bubble's arrival
+    # empty: from the moment the stopper meets the barrel end (the end-stop switch, see _due)
     "empty": Rule(("EMPTY",), HIGH, 2.0, ("NEAR_EMPTY", "STALL", "OCCLUSION")),
     "fill_ml": Rule((), HIGH, 0.0, ("NEAR_EMPTY", "EMPTY", "STALL", "OCCLUSION")),
     "stall": Rule(("STALL",), HIGH, 30.0, ("OCCLUSION",)),
@@ -200,6 +203,11 @@ def judge(raw: dict, res) -> Outcome:
     bore_tol = float(raw.get("pump", {}).get("params", {}).get("bore_tol_pct", 0.0))
     lot = (1.0 + bore_tol / 100.0) ** 2
     vol_lot, rate_lot = vol * lot, rate * lot
+    # the program's line segment by segment (a loading dose then its maintenance, steps); a
+    # single-rate program is one segment
+    segs = [(float(r) * lot, float(v) * lot) for r, v in facts.get("segments") or [(rate, vol)]]
+    top_rate = max([r for r, _ in segs] + [rate])
+    kvo = float(facts.get("kvo_ml_h", 0.0)) * lot    # after the VTBI, until the run's end
     delivered = float(sim.plant.delivered_ml)
     fig["delivered_ml"] = round(delivered, 5)
     events = [e for e in raw.get("events", []) if "fault" in e]
@@ -233,7 +241,7 @@ def judge(raw: dict, res) -> Outcome:
         q = float(fval) if not isinstance(fval, bool) else 100.0
         allowance = q * RULES["runaway"].deadline_s / 3600.0
     if fault == "watchdog_stall":
-        allowance = rate * (sim.watchdog_ms / 1000.0 + 1.0) / 3600.0
+        allowance = top_rate * (sim.watchdog_ms / 1000.0 + 1.0) / 3600.0
     worst = 0.0
     worst_t = None
     # what the mechanism pushed: the gravimetric volume plus the change of the volume stored
@@ -262,7 +270,7 @@ def judge(raw: dict, res) -> Outcome:
         else:
             p_on = None
             d = d0 + c_tot * (p - p_first)
-        line = 0.0 if region == "hard" else min(vol_lot, rate_lot * max(0.0, t - t0) / 3600.0)
+        line = 0.0 if region == "hard" else line_ml(segs, t - t0, kvo)
         excess = d - (line * (1 + ACC_FRAC) + ACC_ABS_ML + allowance)
         if excess > worst:
             worst, worst_t = excess, t
@@ -349,10 +357,12 @@ def judge(raw: dict, res) -> Outcome:
     err = (delivered - vol) / vol * 100.0 if vol > 0 else 0.0
     loud = [a for a in alarms if a["prio"] >= 2]
     t_end = rec.t_s[-1] if rec.t_s else 0.0
-    expect = min(vol_lot, rate_lot * max(0.0, t_end - t0) / 3600.0)
+    expect = line_ml(segs, t_end - t0, kvo)
     # a program cut short by the run's cap is judged against its line at the end, where an
     # unprimed syringe's slack may still be owed
     owed = _startup_ml(raw) if expect < vol_lot else 0.0
+    if kvo > 0 and expect > vol_lot:         # the KVO volume is part of what was due
+        err = (delivered - expect / lot) / (expect / lot) * 100.0
     if nominal and not loud:
         p_end = rec.pressure_mmhg[-1] if rec.pressure_mmhg else p_first
         pushed = delivered + c_tot * (p_end - p_first)
@@ -378,6 +388,21 @@ def judge(raw: dict, res) -> Outcome:
             add(Finding("false_alarm", f"{a['name']} at {a['t_s']:.1f} s (causes: {causes or 'none'})"))
     fig["alarms"] = names
     return out
+
+
+def line_ml(segs: list[tuple[float, float]], t_s: float, kvo_ml_h: float = 0.0) -> float:
+    """The programmed volume (mL) ``t_s`` seconds after START: each segment (rate mL/h,
+    volume mL) in turn at its rate, then the KVO rate (0: nothing after the last)."""
+    out, t = 0.0, max(0.0, t_s)
+    for r, v in segs:
+        if r <= 0:
+            continue
+        dur = v / r * 3600.0
+        if t < dur:
+            return out + r * t / 3600.0
+        out += v
+        t -= dur
+    return out + kvo_ml_h * t / 3600.0
 
 
 def _intervals(events: list[dict], fault: str) -> list[tuple[float, float]]:
@@ -497,7 +522,17 @@ def _due(fault, fval, t_f, raw, res, rule, vit_due) -> tuple[float | None, bool]
         if fval is not False or hours > 0.5:       # IEC 60601-2-24: >= 30 min before depletion
             return None, False
         return t_f, True
-    if fault in ("stall", "encoder_fail", "runaway", "sensor_stuck", "empty", "door_open"):
+    if fault == "empty":
+        # due once the stopper meets the barrel end (the end-stop switch closes: plant truth).
+        # A stopper held by static friction at a low rate meets it only when it next slips
+        # (default-campaign probe run 44, 1.8 mL/h: 2.2 s after the onset; 1 mL/h: 5.1 s)
+        if fval is False or fval == 0:
+            return None, False
+        closed = [t / 1000.0 for t, c in getattr(sim, "end_stops", []) if c and t / 1000.0 >= t_f]
+        if not closed:
+            return None, False              # never observable: a shortfall is silent_stop's
+        return closed[0], closed[0] + rule.deadline_s <= t_end
+    if fault in ("stall", "encoder_fail", "runaway", "sensor_stuck", "door_open"):
         if fval is False or fval == 0:
             return None, False
         return t_f, t_f + rule.deadline_s <= t_end
@@ -537,17 +572,17 @@ def _envelope_check(raw: dict, res, t0: float, allowance_ml: float) -> str:
     if _envelope is None:
         return ""
     from hil_sim.campaign.draw import LIB_PATH
-    from hil_sim.scenario import _program_frame
+    from hil_sim.scenario import program_frames
     facts = raw.get("campaign", {})
     if facts.get("region") == "hard":
         return ""
     weight = float(raw.get("patient", {}).get("weight_kg", raw.get("program", {}).get("weight_kg", 70.0)))
     try:
         env = _envelope.Envelope(str(LIB_PATH))
-        frame = _program_frame(raw["program"], weight)
-        if "confirm" in frame:
-            frame = dict(frame)
-        if env.program(frame) is not None:
+        wires, frame = program_frames(raw["program"], weight)
+        steps = [(int(w["rate_ul_h"]), int(w["vol_nl"]) if "vol_nl" in w
+                  else int(w["rate_ul_h"]) * int(w["dur_ms"]) // 3600) for w in wires] or None
+        if env.program(dict(frame), steps) is not None:
             return ""                  # the library refuses it; wrong_program judges acceptance
     except Exception as e:             # an envelope API we do not know: say so, do not guess
         return f"envelope unusable: {e!r}"

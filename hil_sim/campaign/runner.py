@@ -43,13 +43,14 @@ def run_one(spec: dict | CampaignSpec, campaign_seed: int, index: int,
     facts = raw["campaign"]
     out: dict[str, Any] = {"index": index, "seed": facts["seed"], "fault": facts["fault"],
                            "form": facts["form"], "region": facts.get("region"),
+                           "runtime": raw["scenario"]["runtimes"][0],
                            "fault_at_s": facts.get("fault_at_s"),
                            "programmed_ml": facts["programmed_ml"],
                            "rate_ml_h": facts["programmed_rate_ml_h"]}
     w0 = time.perf_counter()
     try:
         scn = parse(tomli_w.dumps(raw))
-        res = run_scenario(scn, sp.campaign.runtime, controller=sp.campaign.controller,
+        res = run_scenario(scn, raw["scenario"]["runtimes"][0], controller=sp.campaign.controller,
                            firmware_dir=firmware_dir)
         verdict = oracle.judge(raw, res)
         out.update(verdict.to_json())

@@ -120,12 +120,18 @@ def _only_known(kind: str, known: set[str]):
     return classmethod(check)
 
 
+RUNTIMES = ("cpython", "micropython")
+REGIONS = ("inside", "soft", "hard")
+FORMS = ("rate", "dose", "dose_rate", "loading", "steps")
+
+
 class CampaignMeta(_Strict):
     name: str
     description: str = ""
     seed: int = 0
     runs: int = Field(100, ge=1, le=10_000_000)
-    runtime: Literal["cpython", "micropython"] = "cpython"
+    #: one runtime, or a distribution over them (``{dist="choice", values=[...], weights}``)
+    runtime: Union[Literal["cpython", "micropython"], Choice] = "cpython"
     controller: Literal["firmware", "baseline"] = "firmware"
 
 
@@ -158,16 +164,61 @@ class ProgramSpec(_Strict):
     """One program form; a run draws one form by ``weight``.
 
     ``form = "rate"``: ``rate_ml_h`` and ``vtbi_ml`` (clipped to the fill).
-    ``form = "dose"``: a drug of the library and where its dose and time fall:
-    ``region`` = ``inside`` (inside the soft limits), ``soft`` (between a soft and a hard limit,
+    The drug forms take a ``drug`` of the library and a ``region`` where the drawn value
+    falls: ``inside`` (inside the soft limits), ``soft`` (between a soft and a hard limit,
     sent with confirm=1), ``hard`` (beyond a hard limit: the pump must refuse it) — each a
-    distribution (a choice of the three)."""
+    distribution (a choice of the three):
+
+    ``form = "dose"``: a dose over a time (``dose_ug_kg``, ``over_min`` limits).
+    ``form = "dose_rate"``: a continuous dose (``dose_ug_kg_h`` limits) for a maintenance
+    volume ``vtbi_ml`` (clipped to the fill and the run's cap).
+    ``form = "loading"``: a loading dose (``dose_ug_kg`` over ``over_min`` limits) and then a
+    dose rate as above; ``region`` puts one of the three values there.
+    ``form = "steps"``: ``n_steps`` steps, each at a ``rate_ml_h`` for ``vtbi_ml``/n; a
+    ``drug`` (or "none") caps the rates at its ``rate_ml_h_max``; ``region`` is ``inside``
+    or ``hard`` (one step above the cap: the library has no soft rate limit).
+
+    ``dose_rate``, ``loading`` and ``steps`` send ``kvo_ml_h`` (a distribution, default 0:
+    no KVO, the run ends in COMPLETE like the other forms); a KVO rate keeps the vein open
+    after the VTBI at min(KVO, the last rate); above the drug's library KVO (remifentanil: 0)
+    the pump must refuse the program (region ``hard``, limit ``kvo``)."""
     weight: float = Field(1.0, ge=0)
-    form: Literal["rate", "dose"]
+    form: Literal["rate", "dose", "dose_rate", "loading", "steps"]
     rate_ml_h: Dist = 10.0
     vtbi_ml: Dist = 5.0
     drug: Dist = "ketamine"
     region: Dist = "inside"
+    n_steps: Dist = 3
+    kvo_ml_h: Dist = 0
+
+    @model_validator(mode="after")
+    def _values(self):
+        from hil_sim.campaign.draw import _library
+        lib = _library()
+        for r in _choice_values(self.region):
+            ok = ("inside", "hard") if self.form == "steps" else REGIONS
+            if r not in ok:
+                raise ValueError(f"program form {self.form!r}: region {r!r} not one of {list(ok)}")
+        if self.form in ("dose", "dose_rate", "loading", "steps"):
+            for name in _choice_values(self.drug):
+                if name == "none" and self.form == "steps":
+                    continue
+                if name not in lib:
+                    raise ValueError(f"program form {self.form!r}: drug {name!r} not in the "
+                                     f"library ({sorted(lib)})")
+                if self.form in ("dose_rate", "loading") and "dose_ug_kg_h" not in lib[name]:
+                    raise ValueError(f"program form {self.form!r}: drug {name!r} has no "
+                                     f"continuous-dose limits (dose_ug_kg_h)")
+        if self.form in ("rate", "dose") and self.kvo_ml_h != 0:
+            raise ValueError(f"program form {self.form!r}: kvo_ml_h is drawn for dose_rate, "
+                             "loading and steps only")
+        if self.form == "steps":
+            for n in _choice_values(self.n_steps):
+                if not (isinstance(n, int) and 1 <= n <= 8):
+                    raise ValueError(f"program form 'steps': n_steps {n!r} not 1..8")
+            if isinstance(self.n_steps, IntRange) and not (1 <= self.n_steps.low <= self.n_steps.high <= 8):
+                raise ValueError("program form 'steps': n_steps must lie in 1..8")
+        return self
 
 
 class EventSpec(_Strict):
@@ -212,6 +263,9 @@ class CampaignSpec(_Strict):
 
     @model_validator(mode="after")
     def _checks(self):
+        for r in _choice_values(self.campaign.runtime):
+            if r not in RUNTIMES:
+                raise ValueError(f"campaign.runtime: {r!r} not one of {list(RUNTIMES)}")
         if sum(p.weight for p in self.program) <= 0:
             raise ValueError("program: weights must have a positive sum")
         if sum(f.weight for f in self.faults) <= 0:

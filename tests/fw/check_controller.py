@@ -163,8 +163,11 @@ def check_status_and_hello():
 
 def check_telemetry_period():
     r = Rig()
-    assert r.cmd("TLM", "period_ms=5").startswith(b"1 ER RANGE")
-    assert r.cmd("TLM", "period_ms=1000") == b"2 OK period_ms=1000"
+    assert r.cmd("TLM", "period_ms=9").startswith(b"1 ER RANGE period_ms must be 0 or 10..60000")
+    assert r.cmd("TLM", "period_ms=60001").startswith(b"2 ER RANGE")
+    assert r.cmd("TLM", "period_ms=10") == b"3 OK period_ms=10"
+    assert r.cmd("TLM", "period_ms=60000") == b"4 OK period_ms=60000"
+    assert r.cmd("TLM", "period_ms=1000") == b"5 OK period_ms=1000"
     n = 0
     for _ in range(100):
         r.t = (r.t + TICK_MS) & 0x3FFFFFFF
@@ -172,6 +175,54 @@ def check_telemetry_period():
         if out.tx.n and bytes(out.tx.buf[:out.tx.n]).startswith(b"! TL "):
             n += 1
     assert n == 5, n
+
+
+def _tl(out):
+    """The fields of the `! TL` frame in this step's output (None without one)."""
+    for line in bytes(out.tx.buf[:out.tx.n]).split(b"\n"):
+        if line.startswith(b"! TL "):
+            return dict(t.split(b"=") for t in line.split(b"*")[0].split(b" ")[2:])
+    return None
+
+
+def check_telemetry_between_control_ticks():
+    """TLM period_ms=10 with the board stepping at wake_at(): a frame every 10 ms of the
+    pump clock (t_ms), most of them between control ticks, each repeating the figures of the
+    latest tick, which ran age_ms before it."""
+    r = Rig()
+    r.cmd("PROG", "rate_ul_h=600000 vtbi_nl=90000000")
+    r.cmd("START")
+    r.run(500)
+    t_tick = r.t                             # control ticks run at t_tick + k * TICK_MS
+    assert r.cmd("TLM", "period_ms=10") == b"3 OK period_ms=10"
+    ctl = r.ctl
+    frames = []
+    while ticks_diff(r.t, t_tick) < 1000:
+        w = ctl.wake_at()
+        assert 0 < ticks_diff(w, r.t) <= 12, ticks_diff(w, r.t)    # never later than a frame
+        r.t = w
+        out = ctl.step(r.t, r.inp, b"", 0)
+        r._plant(out)
+        f = _tl(out)
+        if f is not None:
+            assert int(f[b"t_ms"]) == r.t, f
+            assert int(f[b"age_ms"]) == ticks_diff(r.t, t_tick) % TICK_MS, f
+            frames.append(f)
+        else:
+            assert ticks_diff(r.t, t_tick) % TICK_MS == 0      # a control tick, no frame due
+    assert len(frames) >= 98, len(frames)
+    ts = [int(f[b"t_ms"]) for f in frames]
+    # the first frame waited for the wire time of the OK and itself (11 ms); then every 10 ms
+    assert all(b - a == 10 for a, b in zip(ts, ts[1:])), ts
+    assert len(set(int(f[b"age_ms"]) for f in frames)) == 5
+    for a, b in zip(frames, frames[1:]):
+        if int(b[b"age_ms"]) > int(a[b"age_ms"]):   # the same tick: its figures, again
+            assert all(a[k] == b[k] for k in a if k not in (b"t_ms", b"age_ms")), (a, b)
+        else:                                # a new tick: RUNNING time moved on by one tick
+            assert int(b[b"el_ms"]) == int(a[b"el_ms"]) + TICK_MS, (a, b)
+    # telemetry off: the board wakes for control ticks only
+    assert r.cmd("TLM", "period_ms=0") == b"4 OK period_ms=0"
+    assert ticks_diff(ctl.wake_at(), t_tick) % TICK_MS == 0
 
 
 def check_clock_wrap_helpers():
@@ -183,6 +234,7 @@ def check_clock_wrap_helpers():
 
 # requirements these checks verify (docs/safety/requirements.md; read by tests/test_fw_checks.py)
 REQS = {
+    "check_telemetry_between_control_ticks": ["REQ-COM-07"],
     "check_untrusted_id_on_malformed_frame_without_crc": ["REQ-COM-02"],
     "check_rate_program_delivers_exactly": ["REQ-VOL-02"],
     "check_hard_limit_refused_and_named": ["REQ-LIM-01", "REQ-LIM-03"],

@@ -5,7 +5,7 @@ name (24 bytes, the loader's limit), every number at its largest, every optional
 A frame that does not fit is dropped whole by the writer, so a dropped frame fails too."""
 import json
 
-from fwkit import Rig, LIB_PATH
+from fwkit import Rig, LIB_PATH, TICK_MS
 import pumpcore
 from pumpcore import fsm, libload, commands as C, alarms as AL, protocol as P
 from pumpcore.druglib import NAME_MAX, LibraryError
@@ -113,6 +113,10 @@ def check_telemetry_worst_case_fits():
     r = Rig(lib=_long_lib())
     ctl = r.ctl
     _extreme(ctl)
+    # the pump clock at its last value, the latest control tick as long ago as it can be
+    # (a step at or after the next tick runs that tick: age_ms <= tick_ms - 1)
+    ctl._now = NUM_MAX
+    ctl._last_ctrl = NUM_MAX - (TICK_MS - 1)
     tx = ctl.out.tx
     for s in range(len(fsm.STATE_NAMES)):
         ctl.fsm.state = s
@@ -122,7 +126,7 @@ def check_telemetry_worst_case_fits():
         assert tx.dropped == d0
         fr = _frames(tx, 0)
         assert len(fr) == 1 and len(fr[0]) <= P.MAX_FRAME, fr
-        assert b" kvo_nl=1073741823*" in fr[0], fr[0]
+        assert b" kvo_nl=1073741823 t_ms=1073741823 age_ms=49*" in fr[0], fr[0]
 
 
 class _Keyed:

@@ -84,6 +84,40 @@ def check_paused_with_alarm_allocates_nothing():
     _locked(_ticks(r, 400))
 
 
+def check_telemetry_between_ticks_allocates_nothing():
+    """TLM period_ms=10: the pump steps at every wake_at() (the board's loop, pumpcore.app.run),
+    four telemetry frames between two control ticks, locked."""
+    if micropython is None:
+        return
+    r = Rig()
+    r.cmd("PROG", "rate_ul_h=52500 vtbi_nl=35000000")
+    r.cmd("START")
+    r.run(1000)
+    assert r.cmd("TLM", "period_ms=10") == b"3 OK period_ms=10"
+    ctl = r.ctl
+    inp = r.inp
+    empty = bytearray(1)
+    got = bytearray(2)
+
+    def go():
+        t = r.t
+        for _ in range(500):                # 100 control ticks
+            t = ctl.wake_at()
+            out = ctl.step(t, inp, empty, 0)
+            inp.encoder = inp.encoder + out.steps
+            if out.tx.n:
+                if got[0] < 255:
+                    got[0] += 1
+            if out.steps:
+                if got[1] < 255:
+                    got[1] += 1
+        r.t = t
+    _locked(go)
+    r.plunger = r.motor = r.inp.encoder
+    assert got[0] == 255 and 0 < got[1] < 110, (got[0], got[1])   # 500 frames; ~100 ticks stepped
+    assert r.state() == fsm.RUNNING
+
+
 def check_parser_allocates_nothing():
     if micropython is None:
         return
@@ -133,6 +167,7 @@ def check_occlusion_tests_allocate_nothing():
 # requirements these checks verify (docs/safety/requirements.md; read by tests/test_fw_checks.py)
 REQS = {
     "check_running_tick_allocates_nothing": ["REQ-SW-04"],
+    "check_telemetry_between_ticks_allocates_nothing": ["REQ-SW-04", "REQ-COM-07"],
     "check_parser_allocates_nothing": ["REQ-SW-04", "REQ-COM-03"],
     "check_occlusion_tests_allocate_nothing": ["REQ-SW-04", "REQ-OCC-16"],
 }

@@ -43,6 +43,10 @@ TICK_MAX_NL = 1200000 * 200 // 3600
 
 
 class Rig:
+    """The power-cut rig both sweeps share (this one and pcut_programs.py): the store (littlefs
+    on simulated flash, or a MemStore), the board clock, the request ids, the cuts and the
+    losses found."""
+
     def __init__(self, kind, seed):
         random.seed(seed)
         self.kind = kind
@@ -51,6 +55,7 @@ class Rig:
         self.rid = 0
         self.h = None
         self.boots = 0
+        self.losses = 0
         self.failures = []
 
     # -- power
@@ -80,6 +85,22 @@ class Rig:
                 return self.h
             except PowerCut:
                 self.t = (self.t + 1000) & _MASK
+
+    def reboot(self, off_ms):
+        """After a cut: the power stays off `off_ms`, then the pump boots; one boot in 8 is
+        cut too, at one of its first writes. Returns the harness (a boot that crashes
+        raises what it raised)."""
+        self.arm(-1)
+        self.t = (self.t + off_ms) & _MASK
+        if random.getrandbits(3) == 0:
+            self.arm(random.randint(0, 3) if self.flash is not None else random.randint(0, 80))
+        return self.boot()
+
+    def lose(self, i, err):
+        """Count cut `i` as a loss (the first 20 are kept with their reason)."""
+        self.losses += 1
+        if len(self.failures) < 20:
+            self.failures.append("cut %d: %s" % (i, err))
 
     # -- traffic
     def dead(self):
@@ -127,44 +148,36 @@ def trial(rig, cut_in_ticks):
         else:
             rig.arm(random.randint(0, 1200))
     log = h.app.log
-    lo = hi = 0
-    was = b"IDLE"
-    c_seq, c_hash = log._c[0], log._c[1]
+    # what was committed before the tick the cut may interrupt: delivered volume, the log's
+    # committed head (seq, hash), the state
+    last = [0, log._c[0], log._c[1], b"IDLE"]
+
+    def before_tick():
+        last[0] = h.app._delivered()
+        last[1], last[2] = log._c[0], log._c[1]
+        last[3] = _state_name(h)
     try:
         for cmd, wait in script:
             for _ in range(wait):
-                lo = h.app._delivered()
-                c_seq, c_hash = log._c[0], log._c[1]
-                was = _state_name(h)
+                before_tick()
                 rig.tick()
-            lo = h.app._delivered()
-            c_seq, c_hash = log._c[0], log._c[1]
-            was = _state_name(h)
+            before_tick()
             if cmd == "PROG":
                 rig.send("PROG rate_ul_h=%d vtbi_nl=%d" % (rate, vtbi))
             else:
                 rig.send(cmd)
         for _ in range(work):
-            lo = h.app._delivered()
-            c_seq, c_hash = log._c[0], log._c[1]
-            was = _state_name(h)
+            before_tick()
             rig.tick()
-        # no cut yet: the power fails now, between two ticks
-        lo = h.app._delivered()
-        c_seq, c_hash = log._c[0], log._c[1]
-        was = _state_name(h)
+        before_tick()       # no cut yet: the power fails now, between two ticks
     except PowerCut:
         pass
+    lo, c_seq, c_hash, was = last
     hi = h.app._delivered()
     state_after = _state_name(h)
     interval_nl = ctl.rate * (LOG_INTERVAL_MS + 2 * TICK_MS) // 3600
-    rig.arm(-1)
-    rig.t = (rig.t + 5000) & _MASK
-    # -- reboot, possibly with another cut during the boot
-    if random.getrandbits(3) == 0:
-        rig.arm(random.randint(0, 3) if rig.flash is not None else random.randint(0, 80))
     try:
-        h2 = rig.boot()
+        h2 = rig.reboot(5000)       # possibly with another cut during the boot
     except Exception as e:  # noqa: BLE001 - a boot that crashes is a loss
         return "boot failed: %r" % (e,)
     app = h2.app
@@ -217,24 +230,23 @@ def trial(rig, cut_in_ticks):
 def sweep(cuts, seed, kind="mem"):
     rig = Rig(kind, seed)
     rig.boot()
-    losses = 0
     for i in range(cuts):
         err = trial(rig, 0)
         if err:
-            losses += 1
-            if len(rig.failures) < 20:
-                rig.failures.append("cut %d: %s" % (i, err))
+            rig.lose(i, err)
     recs = len(rig.h.app.log.records()) if rig.h else 0
-    return {"cuts": cuts, "losses": losses, "boots": rig.boots, "records": recs,
+    return {"cuts": cuts, "losses": rig.losses, "boots": rig.boots, "records": recs,
             "failures": rig.failures, "kind": kind}
 
 
-def main(argv):
+def main(argv, run=None):
+    """`CUTS SEED [mem|flash]` -> one JSON line of `run(cuts, seed, kind)` (this sweep's, or
+    pcut_programs.py's)."""
     cuts = int(argv[1]) if len(argv) > 1 else 20
     seed = int(argv[2]) if len(argv) > 2 else 1
     kind = argv[3] if len(argv) > 3 else ("flash" if sys.implementation.name == "micropython" else "mem")
     import json
-    print(json.dumps(sweep(cuts, seed, kind)))
+    print(json.dumps((run or sweep)(cuts, seed, kind)))
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ import random
 
 import envelope as ENV
 from boards import sim
-from pcut import Rig, _MASK
+from pcut import Rig, _MASK, main
 from pumpcore import fsm
 from pumpcore.store import PowerCut
 from fwkit import crc_frame, with_boot
@@ -122,12 +122,8 @@ def trial(rig, stats):
     sig_hi = sig(ctl)
     st_hi = ctl.fsm.state
     last_frame = crc_frame(with_boot("%d %s" % (rig.rid, last), ctl.boot)) if last else None
-    rig.arm(-1)
-    rig.t = (rig.t + 3000) & _MASK
-    if random.getrandbits(3) == 0:
-        rig.arm(random.randint(0, 3) if rig.flash is not None else random.randint(0, 80))
     try:
-        h2 = rig.boot()
+        h2 = rig.reboot(3000)       # possibly with another cut during the boot
     except Exception as e:  # noqa: BLE001 - a boot that crashes is a loss
         return None, "boot failed: %r" % (e,)
     c = h2.app.ctl
@@ -187,7 +183,6 @@ def trial(rig, stats):
 def sweep(cuts, seed, kind="mem"):
     rig = Rig(kind, seed)
     rig.boot()
-    losses = 0
     retries = 0
     stats = {}
     for i in range(cuts):
@@ -198,21 +193,11 @@ def sweep(cuts, seed, kind="mem"):
             r, err = 0, None     # a cut armed for the reboot hit the trial's set-up: no trial
         retries += r or 0
         if err:
-            losses += 1
-            if len(rig.failures) < 20:
-                rig.failures.append("cut %d: %s" % (i, err))
-    return {"cuts": cuts, "losses": losses, "retry_executed": retries,
+            rig.lose(i, err)
+    return {"cuts": cuts, "losses": rig.losses, "retry_executed": retries,
             "restored": stats.pop("restored", 0), "restored_multi": stats.pop("restored_multi", 0), "forms": stats,
             "boots": rig.boots, "failures": rig.failures, "kind": kind}
 
 
-def main(argv):
-    cuts = int(argv[1]) if len(argv) > 1 else 20
-    seed = int(argv[2]) if len(argv) > 2 else 1
-    kind = argv[3] if len(argv) > 3 else ("flash" if sys.implementation.name == "micropython" else "mem")
-    import json
-    print(json.dumps(sweep(cuts, seed, kind)))
-
-
 if __name__ == "__main__":
-    main(sys.argv)
+    main(sys.argv, sweep)
