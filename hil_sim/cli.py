@@ -181,7 +181,9 @@ def _print_result(res, files: dict) -> None:
           f"{res.sim_s:.0f} s virtual in {res.wall_s:.2f} s")
     if "programmed_ml" in m:
         print(f"  programmed {m['programmed_ml']:.4f} mL at {m['programmed_rate_ml_h']:g} mL/h, "
-              f"delivered {m['delivered_ml']:.4f} mL ({m['error_pct']:+.3f} %)")
+              f"delivered {m['delivered_ml']:.4f} mL"
+              + (f" ({m['error_pct']:+.3f} %)" if m.get("error_pct") is not None
+                 else " (nothing programmed: the library refuses the program)"))
     for key in ("first_flow_s", "startup_s", "bolus_ml", "detection_limit_s"):
         if m.get(key) is not None:
             print(f"  {key}: {m[key]}")

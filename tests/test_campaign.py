@@ -536,3 +536,20 @@ def test_empty_is_due_when_the_stopper_meets_the_barrel_end():
     res.alarms = [a for a in res.alarms if a["name"] != "EMPTY"]
     res.sim.alarms = []
     assert "alarm_missed" in oracle.judge(raw, res).hazards
+
+
+@pytest.mark.req("REQ-CAMP-05")
+def test_vitals_limits_are_the_drugs_only_for_an_accepted_program():
+    """The interlock's limits are the program's drug's once the pump accepted the program and
+    the library's default otherwise (controller: no drug, default limits). HR 48 is outside
+    remifentanil's (hr_min 50) and inside the default (45): VITALS is due for an accepted
+    remifentanil program, not for one refused beyond a hard limit (probe seed 99 run 207)."""
+    from types import SimpleNamespace
+    raw = {"program": {"drug": "remifentanil"}, "patient": {"weight_kg": 70},
+           "campaign": {"region": "inside"}}
+    res = SimpleNamespace(log=[(10.0, ">", "5 VITALS boot=1 sbp=120 dbp=80 hr=48 spo2=98*0000")])
+    assert oracle._vitals_due(raw, res) == 10.0
+    raw["campaign"]["region"] = "hard"
+    assert oracle._vitals_due(raw, res) is None
+    res.log.append((70.0, ">", "6 VITALS boot=1 sbp=120 dbp=80 hr=44 spo2=98*0000"))
+    assert oracle._vitals_due(raw, res) == 70.0

@@ -549,7 +549,11 @@ def _vitals_due(raw: dict, res) -> float | None:
         return None
     lib = json.loads(LIB_PATH.read_text())
     lim = dict(lib.get("vitals_default", {}))
-    drug = raw.get("program", {}).get("drug")
+    # the pump holds the drug's limits only for a program it accepted (controller: the
+    # library's default without one); a program beyond a hard limit is refused (seed 99 run
+    # 207 of the new forms' probe: remifentanil refused, HR 50 inside the default limits)
+    drug = (raw.get("program", {}).get("drug")
+            if raw.get("campaign", {}).get("region", "inside") != "hard" else None)
     for d in lib["drugs"]:
         if d["name"] == drug:
             lim.update(d.get("vitals", {}))
