@@ -14,6 +14,8 @@
   times the pin), over a steady 52.5 mL/h infusion with telemetry every 200 ms and the event
   log on; flash program/erase inside a tick count, with their datasheet time.
 * ``fw.step_gap_max_ms_rp2040``: the longest pause between STEP pulses over the same run.
+  The run is 3 minutes long so that it holds at least one littlefs metadata compaction (a
+  4 KB erase) of the heartbeat's directory, which comes every ~15 heartbeats (150 s).
 * ``sim.speed_rp2040_x``: simulated seconds per wall second over that run (boot excluded).
 * ``fw.flash_erases_per_min_rp2040``: 4 KB sector erases per minute of that run.
 """
@@ -197,7 +199,7 @@ def _cpu_s(rt) -> float:
         return 0.0
 
 
-def steady(image, minutes: float = 1.0) -> dict:
+def steady(image, minutes: float = 3.0) -> dict:
     """A steady 52.5 mL/h infusion (the ketamine job's rate) with telemetry and the log."""
     sim = _sim(0, image)
     host = _Host(sim)

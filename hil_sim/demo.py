@@ -98,13 +98,23 @@ def run_demo(runtime: str = "micropython", *, weight_kg: float = 70, dose: str =
 
 
 def _motor_span(sim: Simulation) -> tuple[int, int]:
-    """Virtual ms when the motor was first enabled and next disabled, as the simulator saw it
-    (0 / now when it never was)."""
-    on = [t for t, e in sim.enables if e]
-    if not on:
-        return 0, sim.t_ms
-    off = [t for t, e in sim.enables if not e and t > on[0]]
-    return on[0], off[0] if off else sim.t_ms
+    """Virtual ms of the longest span the motor was enabled, as the simulator saw it (0 / now
+    when it never was). The longest, not the first: the RP2040 board's enable line can pulse
+    for a tick before START (the first span was 0.1 s in the rp2040 demo)."""
+    best = (0, sim.t_ms)
+    on = None
+    spans = []
+    for t, e in sim.enables:
+        if e and on is None:
+            on = t
+        elif not e and on is not None:
+            spans.append((on, t))
+            on = None
+    if on is not None:
+        spans.append((on, sim.t_ms))
+    if spans:
+        best = max(spans, key=lambda s: s[1] - s[0])
+    return best
 
 
 def _collect_alarm(ev, alarms: list[str], marks: list | None = None, sim=None) -> None:

@@ -43,3 +43,53 @@ def test_without_keep_open_nothing_stays_open(tmp_path):
     st.append("s0", b"a")
     st.append("s0", b"b")
     assert st._f is None and st._spare is None and st.read("s0") == b"ab"
+
+
+_ATOMIC = r"""
+import sys
+sys.path.insert(0, '.')
+import vfs
+from boards import sim
+from pumpcore.store import FileStore, PowerCut
+old = b'old heartbeat ' * 7
+new = b'NEW ' * 30
+cuts = 0
+for k, keep in [(k, keep) for k in range(6) for keep in (0, 1, 37, 128, 255, 4095)]:
+    f = sim.Flash(nblocks=16)
+    vfs.VfsLfs2.mkfs(f, progsize=256)
+    vfs.mount(vfs.VfsLfs2(f, progsize=256), '/fl')
+    st = FileStore('/fl/log', in_place=True)
+    st.write('hb', old)
+    st.write('hb', old)         # the second write of an existing file: in place
+    f.cut_after(k, keep=keep)
+    done = False
+    try:
+        st.write('hb', new)
+        done = True
+    except (PowerCut, OSError):
+        cuts += 1
+    vfs.umount('/fl')
+    g = f.reboot()
+    vfs.mount(vfs.VfsLfs2(g, progsize=256), '/fl')
+    got = FileStore('/fl/log').read('hb')
+    vfs.umount('/fl')
+    assert got in (old, new), (k, got)
+    if done:
+        assert got == new
+print('cuts', cuts, 'names ok')
+"""
+
+
+@pytest.mark.micropython
+@pytest.mark.req("REQ-LOG-05")
+def test_in_place_replace_on_littlefs_is_whole_or_not_at_all_at_every_cut():
+    """`FileStore(in_place=True)` rewrites an existing file (the heartbeat) instead of
+    write-and-rename: a power cut at every flash program or erase of the rewrite leaves the
+    old bytes or the new ones, never a mix or an empty file (real littlefs under
+    `micropython`, on boards.sim's NOR flash)."""
+    import subprocess
+    from conftest import FIRMWARE, micropython_exe
+    r = subprocess.run([micropython_exe(), "-X", "heapsize=4M", "-c", _ATOMIC], cwd=str(FIRMWARE),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert int(r.stdout.split()[1]) >= 1, r.stdout     # at least one write was cut

@@ -300,7 +300,8 @@ class Board:
 
     def _log_store(self):
         from pumpcore.store import FileStore
-        return FileStore(self._path("log"), keep_open=True)   # power cut = the whole chip
+        # power cut = the whole chip; littlefs: replace in place (pumpcore.store)
+        return FileStore(self._path("log"), keep_open=True, in_place=True)
 
     def _read(self, name):
         try:

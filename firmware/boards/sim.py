@@ -168,7 +168,7 @@ def mount_flash(flash, mount=MOUNT):
         v.VfsLfs2.mkfs(flash)  # type: ignore[attr-defined]
         fs = v.VfsLfs2(flash)  # type: ignore[attr-defined]
     v.mount(fs, mount)  # type: ignore[attr-defined]
-    st = FileStore(mount + "/log")
+    st = FileStore(mount + "/log", in_place=True)      # littlefs, as on the Pico
     st.capacity = flash.n * flash.bs      # the log's byte budget follows the flash (app)
     return st
 

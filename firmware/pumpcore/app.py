@@ -50,8 +50,8 @@ _READS = (b"STATUS", b"HELLO", b"HB", b"LOG")   # polls: not logged
 class App:
     def __init__(self, board):
         self.board = board
-        # Boot order keeps the heap peak low: library, settings, key and controller are
-        # built in the order pumpcore.boot chooses for where the code lives.
+        # Boot order keeps the heap peak low: the drug library is read and checked (json,
+        # boot-only code) before the controller's modules are imported (pumpcore.boot).
         from pumpcore import boot
         self.ctl = boot.build_controller(board)   # library, settings, key; FAULT when corrupt
         boot.drop("pumpcore.boot")                # boot-only code (MicroPython: back to the heap)

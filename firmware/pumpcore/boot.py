@@ -72,76 +72,52 @@ def next_boot(store):
     return n
 
 
-# Where the code lives decides the boot order that keeps the heap peak low. Code imported
-# as .mpy files is loaded into the heap: then the drug library's json tree is parsed and
-# collected before the controller's modules are imported, so the two are never in the heap
-# together. Code frozen into the image (or run from source: CPython) costs no heap: then the
-# controller and its long-lived buffers (the protocol's 1 KB transmit buffer, the reply
-# caches, the occlusion ring, the rate loop's history) are allocated first, into an empty
-# heap, and the json tree after them, so its garbage cannot leave them without contiguous
-# room (measured on the emulated RP2040, docs/performance.md).
-_FILE = globals().get("__file__", "")
-_CODE_IN_HEAP = _FILE.endswith(".mpy") and not _FILE.startswith("/rom")
-
-
-def _load_library(board):
-    """(library, None), or (None, the FAULT reason)."""
+def build_controller(board):
+    """The controller for this board. The drug library is read first, its loader dropped and
+    its garbage collected, and only then are the controller's modules imported: the json
+    tree and the controller's code are never in the heap together."""
+    fault = None
+    lib = None
     try:
         from pumpcore import libload
-        return libload.load(board.LIB_PATH), None
+        lib = libload.load(board.LIB_PATH)
     except LibraryError as e:
-        return None, b"drug library: " + str(e).encode()
+        fault = b"drug library: " + str(e).encode()
     except MemoryError:
-        return None, b"out of memory reading the drug library"
+        fault = b"out of memory reading the drug library"
     except Exception as e:  # anything unexpected in the file is a corrupt library too
-        return None, b"drug library unreadable: " + str(e).encode()[:40]
-
-
-def build_controller(board):
-    """The controller for this board: drug library, settings, key, boot number (see
-    `_CODE_IN_HEAP` for the order)."""
-    lib = None
-    fault = None
-    if _CODE_IN_HEAP:
-        lib, fault = _load_library(board)
-        drop("pumpcore.libload")
+        fault = b"drug library unreadable: " + str(e).encode()[:40]
     settings = Settings()
     load = getattr(board, "load_settings", None)
     raw = load() if load is not None else None
-    sfault = settings.decode(raw) if raw is not None else None
+    if raw is not None:
+        why = settings.decode(raw)
+        if why is not None and fault is None:
+            fault = why
     key = None
-    kfault = None
     lk = getattr(board, "load_key", None)
     if lk is not None:
         key = lk()
         if key is not None and len(key) < 16:
             key = None
-            kfault = b"key.bin too short"
+            if fault is None:
+                fault = b"key.bin too short"
+    drop("pumpcore.libload")
     auth = None
     if key is not None:             # authentication code is loaded only for a provisioned pump
         from pumpcore.auth import Auth
         lc = getattr(board, "load_counter", None)
         ctr = lc() if lc is not None else 0
         auth = Auth(key, ctr, getattr(board, "store_counter", None))
+    if settings.auth and key is None and fault is None:
+        fault = b"settings require authentication but no key is provisioned"
     gc.collect()
     from pumpcore.controller import Controller, Config
     cfg = Config(board.NL_PER_KSTEP, device_id=board.DEVICE_ID)
     for k in ("batt_low_mv", "batt_depleted_mv"):
         if hasattr(board, k.upper()):
             setattr(cfg, k, getattr(board, k.upper()))
-    ctl = Controller(cfg, lib, settings, None, auth)
-    if not _CODE_IN_HEAP:
-        lib, fault = _load_library(board)
-        drop("pumpcore.libload")
-        gc.collect()
-    # the first fault found, in the order the checks have always run
-    if fault is None:
-        fault = sfault
-    if fault is None:
-        fault = kfault
-    if fault is None and settings.auth and key is None:
-        fault = b"settings require authentication but no key is provisioned"
-    ctl.set_library(lib, fault)
+    ctl = Controller(cfg, lib, settings, fault, auth)
     ctl.store_settings = getattr(board, "store_settings", None)
     try:
         ctl.boot = next_boot(getattr(board, "store", None))

@@ -223,12 +223,6 @@ class Controller:
         self.occl = Occlusion(self.settings.occl_mmhg)
         self.occl.set_syringe(self.syr_c, self.syr_sig)
         self.alarms = Alarms()
-        self.set_library(library, fault)
-
-    def set_library(self, library, fault=None):
-        """The drug library (None: none loaded) and the boot fault to enter at the first
-        step (pumpcore.boot may build the controller before it reads the library)."""
-        self.lib = library
         self._pending_fault = fault
         if library is None and fault is None:
             self._pending_fault = b"no drug library"

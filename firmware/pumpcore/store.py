@@ -30,6 +30,17 @@ empty, dropped just before the open): at boot, after the drug library was parsed
 had enough free bytes but no 1,148 contiguous ones. Only where a power cut
 ends the whole interpreter: a simulated cut that leaves the process alive would leave the
 handle's finaliser to write after the cut.
+
+`FileStore(root, in_place=True)` (littlefs only: the Pico board and the simulated flash)
+replaces an existing file by rewriting it (`open(name, "wb")`): littlefs applies the
+truncation and the new bytes together when the file is closed, or not at all, so the
+replace is as atomic as the write-and-rename a host filesystem needs, with one metadata
+commit instead of two. The heartbeat is replaced every 10 s while infusing: by
+write-and-rename that cost 3.6 page programs a replace and a metadata compaction (a 4 KB
+erase, 45 ms of stalled CPU on the chip, and the compaction's own work) every 5th replace;
+rewritten, 1 program and a compaction every 15th (measured with littlefs under
+`micropython`, 4 KB blocks, 256-byte programs). A file that does not exist yet is still
+created by write-and-rename (a cut then leaves no half-made file).
 """
 import os
 
@@ -48,7 +59,7 @@ class PowerCut(Exception):
 class FileStore:
     """Files in one folder of a mounted filesystem (littlefs on flash, or a host directory)."""
 
-    def __init__(self, root, keep_open=False):
+    def __init__(self, root, keep_open=False, in_place=False):
         self.root = root
         try:
             os.mkdir(root)
@@ -56,6 +67,7 @@ class FileStore:
             pass  # exists
         self._sync = hasattr(os, "fsync")
         self._keep = keep_open
+        self._in_place = in_place   # littlefs: replace an existing file by rewriting it
         self._f = None              # keep_open: the file being appended to, and its name
         self._fname = None
         self._spare = bytearray(_FILE_OBJ) if keep_open else None   # its place, reserved
@@ -107,6 +119,16 @@ class FileStore:
     def write(self, name, data):
         if name == self._fname:
             self._close()
+        if self._in_place:
+            p = self._p(name)
+            try:
+                os.stat(p)
+            except OSError:
+                p = None            # a new file: write-and-rename below
+            if p is not None:
+                with open(p, "wb") as f:    # littlefs commits truncation + data on close
+                    f.write(data)
+                return
         tmp = self._p(name + ".new")
         with open(tmp, "wb") as f:
             f.write(data)
