@@ -100,116 +100,13 @@ def _drug(d, default_vitals):
     return g
 
 
-_CHUNK = 256    # bytes read at a time: the file is never in the heap whole
-
-
-def _scan(f, h):
-    """One pass over the file in _CHUNK pieces: feed them to the hash `h`, check the
-    structure of the top-level `drugs` array, and return (size, (a, b) the array's bytes,
-    [(start, end) of each drug object in it]). Everything else (the top level around the
-    array, each drug object) is checked by `json.loads` afterwards."""
-    buf = bytearray(_CHUNK)
-    pos = 0
-    depth = 0
-    instr = esc = False
-    cur = None          # a string being read at depth 1 (a key, or a value)
-    last = None         # the last string completed at depth 1
-    key = None          # the key of the value being read at depth 1
-    arr_a = arr_b = -1  # the drugs array
-    inarr = False
-    expect = 0          # in the array: 0 element or ], 1 , or ], 2 element
-    start = -1
-    spans = []
-    while True:
-        n = f.readinto(buf)
-        if not n:
-            break
-        h.update(buf if n == _CHUNK else buf[:n])
-        for i in range(n):
-            c = buf[i]
-            if instr:
-                if esc:
-                    esc = False
-                elif c == 92:                   # backslash
-                    esc = True
-                elif c == 34:                   # closing quote
-                    instr = False
-                    if cur is not None:
-                        last = bytes(cur)
-                        cur = None
-                elif cur is not None and len(cur) <= 8:
-                    cur.append(c)
-                continue
-            if inarr and depth == 2 and c not in b" \t\r\n":
-                if c == 93 and expect != 2:     # ]
-                    inarr = False
-                    arr_b = pos + i + 1
-                    depth -= 1
-                    continue
-                if expect == 1:
-                    if c != 44:
-                        raise LibraryError("drug library is not valid JSON")
-                    expect = 2
-                    continue
-                if c != 123:
-                    raise LibraryError("drugs entry is not an object")
-                start = pos + i
-                expect = 1
-                depth += 1
-                continue
-            if c == 34:
-                instr = True
-                if depth == 1:
-                    cur = bytearray()
-            elif c == 58 and depth == 1:        # :
-                key = last
-            elif c == 44 and depth == 1:        # ,
-                key = None
-            elif c == 123 or c == 91:           # { [
-                depth += 1
-                if depth == 2 and c == 91 and key == b"drugs":
-                    if arr_a >= 0:
-                        raise LibraryError("drug library lists drugs twice")
-                    arr_a = pos + i
-                    inarr = True
-                    expect = 0
-            elif c == 125 or c == 93:           # } ]
-                depth -= 1
-                if inarr and depth == 2 and start >= 0:
-                    spans.append((start, pos + i + 1))
-                    start = -1
-                if depth < 0:
-                    raise LibraryError("drug library is not valid JSON")
-        pos += n
-    if instr or depth != 0 or inarr:
-        raise LibraryError("drug library is not valid JSON")
-    return pos, (arr_a, arr_b), spans
-
-
-def _read(f, a, b):
-    f.seek(a)
-    return f.read(b - a)
-
-
-def _loads(text):
+def parse(raw):
+    """A DrugLibrary from the file's bytes; LibraryError when anything is wrong."""
     try:
-        return json.loads(text)
+        doc = json.loads(raw)
     except ValueError:
         raise LibraryError("drug library is not valid JSON")
-
-
-def parse_stream(f):
-    """A DrugLibrary from a readable, seekable binary stream; LibraryError when anything is
-    wrong. The heap holds one drug's json tree at a time, never the whole file or tree (the
-    least heap the RP2040 image boots in, docs/performance.md)."""
-    h = hashlib.sha256()
-    size, (a, b), spans = _scan(f, h)
-    if a < 0:
-        doc = _loads(_read(f, 0, size))     # no drugs array: the checks below say why
-        spans = ()
-    else:
-        doc = _loads(_read(f, 0, a) + b"[]" + _read(f, b, size))
-    if not isinstance(doc, dict) or "version" not in doc or not (doc.get("drugs") or spans):
+    if not isinstance(doc, dict) or "version" not in doc or not doc.get("drugs"):
         raise LibraryError("drug library has no version or no drugs")
     lib = DrugLibrary()
     lib.version = str(doc["version"]).encode()
@@ -222,43 +119,29 @@ def parse_stream(f):
         raise LibraryError("version must not be a number (add a dot: 2026.1)")
     dv = doc.get("vitals_default")
     lib.vitals_default = _vitals(dv) if dv is not None else None
-    if not isinstance(doc["drugs"], list):
+    drugs = doc["drugs"]
+    if not isinstance(drugs, list):
         raise LibraryError("drugs is not a list")
-    if a >= 0 and doc["drugs"]:             # another spelling of the key, parsed whole
-        raise LibraryError("drug library lists drugs twice")
+    lib.drugs = tuple([_drug(d, lib.vitals_default) for d in drugs])
     doc = None
-    drugs = []
-    for sa, sb in spans:
-        d = _loads(_read(f, sa, sb))
-        drugs.append(_drug(d, lib.vitals_default))
-        d = None
-    lib.drugs = tuple(drugs)
     names = [d.name for d in lib.drugs]
     for n in names:
         if names.count(n) != 1:
             raise LibraryError("drug listed twice")
-    lib.sha256 = binascii.hexlify(h.digest())
+    lib.sha256 = binascii.hexlify(hashlib.sha256(raw).digest())
     lib.sha256_16 = lib.sha256[:16].upper()
     return lib
-
-
-def parse(raw):
-    """A DrugLibrary from the file's bytes; LibraryError when anything is wrong."""
-    import io
-    return parse_stream(io.BytesIO(raw))
 
 
 def load(path):
     """Load and check a library file (and its .sha256 sidecar when present)."""
     try:
-        f = open(path, "rb")
+        with open(path, "rb") as f:
+            raw = f.read()
     except OSError:
         raise LibraryError("drug library file missing")
-    try:
-        lib = parse_stream(f)
-    finally:
-        f.close()
-        f = None                # its 1 KB cache is free for the sidecar's open below
+    lib = parse(raw)
+    raw = None
     try:
         with open(path + ".sha256", "rb") as f:
             want = f.read().strip().lower()
