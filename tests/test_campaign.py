@@ -553,3 +553,18 @@ def test_vitals_limits_are_the_drugs_only_for_an_accepted_program():
     assert oracle._vitals_due(raw, res) is None
     res.log.append((70.0, ">", "6 VITALS boot=1 sbp=120 dbp=80 hr=44 spo2=98*0000"))
     assert oracle._vitals_due(raw, res) == 70.0
+
+
+@pytest.mark.req("REQ-CAMP-07")
+def test_a_mixed_runtime_campaign_matches_across_workers():
+    """runtime = a choice: the same per-run results (runtime included) on one worker and two
+    (each run's runtime comes from its own draw, not from where it ran)."""
+    base = MINI.replace('name = "occlusion"', 'name = "none"').replace("vtbi_ml = 0.6", "vtbi_ml = 0.3")
+    sp = parse(base.replace('seed = 3\n', 'seed = 3\nruntime = { dist = "choice", values = '
+                            '["cpython", "micropython"] }\n'))
+    one = run_campaign(sp, runs=4, seed=1, workers=1)
+    two = run_campaign(sp, runs=4, seed=1, workers=2, engine="local", chunk=1)
+    assert [(r["index"], r["runtime"], r["digest"]) for r in one["runs"]] == \
+        [(r["index"], r["runtime"], r["digest"]) for r in two["runs"]]
+    assert {r["runtime"] for r in one["runs"]} == {"cpython", "micropython"}
+    assert one["failed"] == 0
