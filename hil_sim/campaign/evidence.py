@@ -4,7 +4,7 @@
 [--doc docs/safety/campaign.md]`` runs the campaign on the local pool, keeps its outputs in
 ``--out`` (build/campaign by default: result.json, report.html, failing/*.toml) and rewrites
 the evidence page: the per-hazard table with counts and 95 % upper bounds, the runs per
-fault, every failing run with its replay command, and how the run was made (seed, engine,
+fault and per program form (region, runtimes), every failing run with its replay command, and how the run was made (seed, engine,
 load). It exits 0 whatever the runs found — the page is the evidence, failures included.
 """
 from __future__ import annotations
@@ -57,6 +57,19 @@ def page(res: dict, spec_name: str) -> str:
     ]
     for k, v in res["by_fault"].items():
         lines.append(f"| {k} | {v['runs']} | {v['failed']} | {v['false_alarm']} |")
+    lines += ["", "## Runs per program form", "",
+              "Region: where the drawn value lies in the drug library's limits (`inside`, `soft`: "
+              "confirmed, `hard`: must be refused); docs/simulator.md, \"Program forms\".", "",
+              "| form | region | runs | failing | runtimes |", "|---|---|---:|---:|---|"]
+    forms: dict[tuple[str, str], list[dict]] = {}
+    for r in res["runs"]:
+        forms.setdefault((str(r.get("form")), str(r.get("region"))), []).append(r)
+    for (form, region), rs in sorted(forms.items()):
+        rts: dict[str, int] = {}
+        for r in rs:
+            rts[str(r.get("runtime", "cpython"))] = rts.get(str(r.get("runtime", "cpython")), 0) + 1
+        lines.append(f"| {form} | {region} | {len(rs)} | {sum(int(r['failed']) for r in rs)} | "
+                     + ", ".join(f"{k} {v}" for k, v in sorted(rts.items())) + " |")
     lines += ["", "## Failing runs", ""]
     fails = [r for r in res["runs"] if r["failed"]]
     if not fails:
@@ -65,13 +78,14 @@ def page(res: dict, spec_name: str) -> str:
         lines.append("Replay one: `infusekit sim run build/campaign/failing/<file>` (or regenerate "
                      "it from the seed: `hil_sim.campaign.runner.scenario_toml(spec, seed, index)`).")
         lines.append("")
-        lines.append("| index | run seed | fault | hazards | findings |")
-        lines.append("|---:|---:|---|---|---|")
+        lines.append("| index | run seed | fault | program | hazards | findings |")
+        lines.append("|---:|---:|---|---|---|---|")
         for r in fails[:60]:
             f = "; ".join(d for h, d in r["findings"] if h != "false_alarm").replace("|", "/")
-            lines.append(f"| {r['index']} | {r['seed']} | {r['fault']} | {', '.join(r['hazards'])} | {f} |")
+            lines.append(f"| {r['index']} | {r['seed']} | {r['fault']} | {r.get('form')} "
+                         f"({r.get('region')}) | {', '.join(r['hazards'])} | {f} |")
         if len(fails) > 60:
-            lines.append(f"| … | | | | {len(fails) - 60} more in result.json |")
+            lines.append(f"| … | | | | | {len(fails) - 60} more in result.json |")
     fa = [r for r in res["runs"] if r.get("false_alarms")]
     lines += ["", "## False alarms (counted apart)", ""]
     if not fa:
