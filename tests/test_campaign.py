@@ -547,12 +547,16 @@ def test_vitals_limits_are_the_drugs_only_for_an_accepted_program():
     from types import SimpleNamespace
     raw = {"program": {"drug": "remifentanil"}, "patient": {"weight_kg": 70},
            "campaign": {"region": "inside"}}
-    res = SimpleNamespace(log=[(10.0, ">", "5 VITALS boot=1 sbp=120 dbp=80 hr=48 spo2=98*0000")])
+    res = SimpleNamespace(log=[(10.0, ">", "5 VITALS boot=1 sbp=120 dbp=80 hr=48 spo2=98*0000")],
+                          states=[{"t_s": 1.0, "state": "RUNNING"}])
     assert oracle._vitals_due(raw, res) == 10.0
     raw["campaign"]["region"] = "hard"
-    assert oracle._vitals_due(raw, res) is None
+    assert oracle._vitals_due(raw, res, infusing_only=False) is None
     res.log.append((70.0, ">", "6 VITALS boot=1 sbp=120 dbp=80 hr=44 spo2=98*0000"))
-    assert oracle._vitals_due(raw, res) == 70.0
+    assert oracle._vitals_due(raw, res, infusing_only=False) == 70.0
+    # refused, the pump never infused: beyond the default limits VITALS may come, is not due
+    res.states = []
+    assert oracle._vitals_due(raw, res) is None
 
 
 @pytest.mark.req("REQ-CAMP-07")
@@ -568,3 +572,21 @@ def test_a_mixed_runtime_campaign_matches_across_workers():
         [(r["index"], r["runtime"], r["digest"]) for r in two["runs"]]
     assert {r["runtime"] for r in one["runs"]} == {"cpython", "micropython"}
     assert one["failed"] == 0
+
+
+@pytest.mark.req("REQ-CAMP-05")
+def test_vitals_are_due_only_while_an_infusion_is_under_way():
+    """The interlock pauses an infusion and its alarm ends with it (issue 10), so a reading
+    beyond the drug's limits that arrives after COMPLETE makes VITALS allowed but not due
+    (new forms' probe, seed 123 run 129: DBP 111 24 s after COMPLETE was called missed)."""
+    from types import SimpleNamespace
+    raw = {"patient": {"weight_kg": 70}, "program": {"drug": "ketamine"},
+           "campaign": {"region": "inside"}}
+    states = [{"t_s": 1.0, "state": "RUNNING"}, {"t_s": 100.0, "state": "COMPLETE"}]
+    high = "7 VITALS sbp=200 dbp=80 hr=70 spo2=98*0000"
+    ok = "6 VITALS sbp=120 dbp=80 hr=70 spo2=98*0000"
+    after = SimpleNamespace(log=[(50.0, ">", ok), (150.0, ">", high)], states=states)
+    assert oracle._vitals_due(raw, after) is None
+    assert oracle._vitals_due(raw, after, infusing_only=False) == 150.0
+    during = SimpleNamespace(log=[(50.0, ">", high)], states=states)
+    assert oracle._vitals_due(raw, during) == 50.0

@@ -317,9 +317,13 @@ def judge(raw: dict, res) -> Outcome:
         if float(pump.get("battery_soc", 1.0)) < 0.5:
             allowed |= {"BATT_LOW", "BATT_DEPLETED"}
     # vitals: only a relayed reading outside the drug's limits may raise VITALS
-    vit_due = _vitals_due(raw, res)
-    if vit_due is not None:
+    if _vitals_due(raw, res, infusing_only=False) is not None:
         allowed.add("VITALS")
+    # ... and VITALS is *due* only for a reading while an infusion is under way: the
+    # interlock pauses an infusion, and an alarm belongs to the infusion that raised it
+    # (issue 10); after COMPLETE or STOP there is nothing to pause (seed 123 run 129 of the
+    # new forms' probe: DBP 111 at 1770 s, 24 s after COMPLETE)
+    vit_due = _vitals_due(raw, res)
     # the interlock without fresh readings (no monitor, or one slower than the pump's limit)
     if "interlock" in cfg:
         allowed.add("VITALS_STALE")
@@ -539,9 +543,24 @@ def _due(fault, fval, t_f, raw, res, rule, vit_due) -> tuple[float | None, bool]
     return t_f, True
 
 
-def _vitals_due(raw: dict, res) -> float | None:
+_INFUSING = ("RUNNING", "KVO", "PAUSED")
+
+
+def _state_at(res, t: float) -> str:
+    """The pump's state at time t from the run's state changes (IDLE before the first)."""
+    st = "IDLE"
+    for s in res.states:
+        if s["t_s"] > t:
+            break
+        st = s["state"]
+    return st
+
+
+def _vitals_due(raw: dict, res, infusing_only: bool = True) -> float | None:
     """The time of the first VITALS reading the runner relayed that lies outside the drug's
-    (or the library's default) limits, from the frame log; None when every reading was inside."""
+    (or the library's default) limits, from the frame log; None when every reading was inside.
+    ``infusing_only``: count only readings that reached the pump while an infusion was under
+    way (RUNNING, KVO, PAUSED)."""
     import json
 
     from hil_sim.campaign.draw import LIB_PATH
@@ -567,6 +586,8 @@ def _vitals_due(raw: dict, res) -> float | None:
             continue
         if (sbp > lim.get("sbp_max", 999) or dbp > lim.get("dbp_max", 999) or hr > lim.get("hr_max", 999)
                 or hr < lim.get("hr_min", 0) or spo2 < lim.get("spo2_min", 0)):
+            if infusing_only and _state_at(res, float(t)) not in _INFUSING:
+                continue
             return float(t)
     return None
 
