@@ -27,6 +27,11 @@
 //     wall-clock batches and ignores the divider), and only enabled state machines;
 //  4. UART RX: bytes enter the 32-byte FIFO at one per 10 bit times; a byte arriving at a full
 //     FIFO is lost, as on the chip (counted as rx_overruns).
+//  5. watchdog: rp2040js's default trigger handler only logs, and its periodic alarm then
+//     re-arms 0 ns ahead (Decrement mode, target 0: 2**32 cycles wrap to 0), so the clock
+//     fires it forever at one instant and the slice never returns. Here a trigger disarms it
+//     and reboots the chip (a fresh chip on the same flash, as `P` does) at the end of the
+//     slice it fired in (counted as wdt_resets).
 'use strict';
 const fs = require('fs');
 const readline = require('readline');
@@ -61,12 +66,13 @@ let txBytes = [];                   // [timeNs, byte]
 let stepEdges = [];                 // signed STEP rising edges of the current slice: [timeNs, ±1]
 let encPos = 0, encTarget = 0, encNextNs = 0, encGapNs = 0;
 let lamp = { redOn: -1e18, yelRise: -1e18, yelFall: -1e18, yel: false };
+let wdtFired = false;               // the watchdog fired in this slice: reboot at its end
 let m = null;                       // metrics
 const now = () => base + clock.nanos;
 
 function resetMetrics() {
   m = { steps: 0, fwd: 0, rev: 0, stepsDisabled: 0, lastStepNs: null, gapMaxNs: 0, gapAtNs: 0, ticks: [], probeNs: null,
-        erases: 0, programs: 0, stallNs: 0, rxOverruns: 0, encEdges: 0, busyNs: 0 };
+        erases: 0, programs: 0, stallNs: 0, rxOverruns: 0, encEdges: 0, busyNs: 0, wdtResets: 0 };
 }
 resetMetrics();
 
@@ -121,6 +127,13 @@ function boot() {
   mcu.flash.set(flash);
   flash = mcu.flash;                      // the chip's flash is the harness's from now on
   mcu.onBreak = onBreak;
+  // (5) the watchdog: disarm on trigger, reboot at the end of the slice
+  const wdt = mcu.peripherals[0x40058];
+  wdt.onWatchdogTrigger = () => {
+    wdt.alarm.enable = false;
+    wdt.timer.enable = false;
+    wdtFired = true;
+  };
   // (3) PIO from the simulated clock: rp2040js's own wall-clock runner stays off
   for (const pio of mcu.pio) {
     pio.run = () => {};
@@ -373,6 +386,11 @@ function slice(step, n, press, enc, flags, batt, rx) {
     if (!tx.has(k)) tx.set(k, []);
     tx.get(k).push(b);
   }
+  if (wdtFired) {                          // (5) a watchdog reset: the chip reboots
+    wdtFired = false;
+    m.wdtResets++;
+    boot();
+  }
   const en = mcu.gpio[PIN_EN].outputValue ? 0 : 1;
   let out = `R ${en} ${alarmPrio(now())} ${steps.join(',')} ${tx.size}\n`;
   for (const [k, bytes] of tx) out += `${k} ${Buffer.from(bytes).toString('hex').toUpperCase()}\n`;
@@ -387,7 +405,8 @@ function metrics() {
     ` gap_at_ms=${Math.round(m.gapAtNs / 1e6)} ticks=${ticks.length} tick_p50_us=${q(0.5)}` +
     ` tick_p90_us=${q(0.9)} tick_p99_us=${q(0.99)} tick_max_us=${ticks.length ? Math.round(ticks[ticks.length - 1] / 1000) : -1}` +
     ` erases=${m.erases} programs=${m.programs} stall_us=${Math.round(m.stallNs / 1000)}` +
-    ` rx_overruns=${m.rxOverruns} enc_edges=${m.encEdges} busy_us=${Math.round(m.busyNs / 1000)}\n`;
+    ` rx_overruns=${m.rxOverruns} enc_edges=${m.encEdges} busy_us=${Math.round(m.busyNs / 1000)}` +
+    ` wdt_resets=${m.wdtResets}\n`;
 }
 
 // ------------------------------------------------------------------ the pipe
