@@ -21,17 +21,3 @@ def test_slow_occlusion_alarms_before_the_stored_volume_is_a_bolus(setname, rate
     assert r["early"] == [], r
     assert r["t_alarm"] is not None and r["t_alarm"] <= 1800, r    # found by the trend of levels
     assert r["bolus"] <= 0.05, r
-
-
-@pytest.mark.req("REQ-OCC-16")
-@pytest.mark.parametrize("setname,k", [("tune", 8), ("held", 8)])
-def test_sudden_occlusion_through_the_stick_slip_saw_at_half_a_ml_per_hour(setname, k):
-    """0.5 mL/h on 50 mL: the stopper saws the force reading by ~30 mmHg with a ~50 s period.
-    The stored-volume test's levels are the saw's troughs (lowest 1-s mean of segments of
-    ≥ 10 µL of travel), so the occlusion is found within ~4-6 × its 3σ limit and leaves no bolus
-    (session 4: 6,827 s at the 400 mmHg threshold, 0.27 mL released)."""
-    import battery as B
-    r = B.occlusion_case(setname, 0.5, "BD50", k, kind="sudden")
-    assert r["early"] == [], r
-    assert r["t_alarm"] is not None and r["t_alarm"] <= 8 * r["limit"], r
-    assert r["bolus"] <= 0.05, r

@@ -974,7 +974,7 @@ def _start(ctl, f, rid, trigger):
         if ctl.kline.limit_nl == 0:
             ctl.kline.reset(1000000000)
         ctl.fsm.fire(fsm.T_KVO)
-        ctl.use_plan(ctl.kvo_plan, ctl.kvo)
+        ctl.use_plan(ctl.kvo_plan)
     _reply_state(ctl, rid)
 
 

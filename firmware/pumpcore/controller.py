@@ -459,10 +459,10 @@ class Controller:
 
     def use_seg_plan(self):
         s = self.seg
-        self.occl.set_plan(self.seg_d[s], self.seg_n[s], self.seg_thr[s], self.seg_rate[s])
+        self.occl.set_plan(self.seg_d[s], self.seg_n[s], self.seg_thr[s])
 
-    def use_plan(self, plan, rate_ul_h=0):
-        self.occl.set_plan(plan[0], plan[1], plan[2], rate_ul_h)
+    def use_plan(self, plan):
+        self.occl.set_plan(plan[0], plan[1], plan[2])
 
     def set_syringe(self, i):
         """Plan from syringe model i (config time, IDLE): calibration, compliance, noise."""
@@ -487,7 +487,7 @@ class Controller:
         if self.kvo > 0:
             self.kline.reset(VTBI_MAX)
             self.fsm.fire(fsm.T_KVO)
-            self.use_plan(self.kvo_plan, self.kvo)
+            self.use_plan(self.kvo_plan)
         else:
             self._finish = True           # the last steps of this tick still go out
             self.fsm.fire(fsm.T_COMPLETE)

@@ -64,10 +64,6 @@ RAMP_HI = 1.5                  # ... are probed where the band reaches them
 _VSEG = const(200)             # ticks per level segment, at least: 10 s (else the plan's T)
 _VTAU = const(25600)           # the slow-rise sum leaks with τ = 25600 ticks ≈ 21 min
 V_ALARM_NL = 30000             # alarm before 30 µL sit in the compliance (bolus goal 50 µL)
-V_SAW_NL = 10000               # a level segment spans at least 10 µL of plunger travel: one
-                               # stick-slip cycle (break-loose excess ≤ ~2 N ÷ the stopper's
-                               # ~200 N/mm = 10 µm, 5.6 µL on 50 mL) so it holds a trough
-_SUB = const(20)               # ticks per sub-mean (1 s): a level is the lowest sub-mean
 V_RATE_CMMHG_S = 10            # increments up to 0.1 mmHg/s are a slow rise; faster ones are
                                # the bedside (the slowest bed ramp, 20 cm over 70 s: 0.21)
 
@@ -132,15 +128,12 @@ class Occlusion:
         # the stored-volume test: level segments of v_len ticks (levels in mmHg / 256)
         self.v_thr = 1 << 29        # alarm level of the slow-rise sum (mmHg / 256)
         self.v_sig = 0              # 0.6 σ of a reading (mmHg / 256): 3 σ of a 10-s difference
-        self.v_trough = False       # levels are the lowest 1-s mean (the stick-slip floor)
         self.v_clip = 256           # largest increment counted as slow (mmHg / 256)
         self.v_len = _VSEG
         self.v_a = 0                # slow rise since the line was loaded (mmHg / 256)
         self.v_acc = 0
         self.v_n = 0
-        self.v_min = 1 << 29        # lowest sub-mean sum of the level segment
         self.v_prev = _UNKNOWN
-        self.rate = 0               # µL/h of the plan (0: unknown, no stick-slip floor)
         self.restart()
 
     def set_syringe(self, c_nl_mmhg, sigma_cmmhg):
@@ -153,33 +146,18 @@ class Occlusion:
         self._v_plan()
 
     def _v_plan(self):
-        """Level segments of max(10 s, the trend segment T). Where the time to push V_SAW_NL
-        (one stick-slip cycle's travel) is longer still, the segment is that long and a level
-        is its lowest 1-s mean (v_trough; docs/firmware.md, "Occlusion", 6.): right after a slip
-        the plunger force is glide + P·A, the fluid's pressure; between slips it saws up by the
-        break-loose excess (tens of mmHg at 0.5 mL/h on 50 mL). Elsewhere a level is the
-        segment's mean. An increment is slow when it is at most V_RATE × the segment, or 3 σ of
-        a level difference (0.6 σ of a reading for a 10-s mean, 1.2 σ for a lowest 1-s mean),
-        whichever is larger: the noise of a small syringe must not be cut off one-sidedly."""
+        """Level segments of max(10 s, the trend segment T): a stick-slip saw at the lowest
+        rates is averaged over as long as the trend test averages it. An increment is slow
+        when it is at most V_RATE × the segment, or 3 σ of a 10-s level difference
+        (0.2 σ·3; longer segments are less noisy), whichever is larger: the noise of a small
+        syringe must not be cut off one-sidedly."""
         n = self.L if self.L > _VSEG else _VSEG
-        sig = self.v_sig
-        self.v_trough = False
-        if self.rate > 0:
-            # ticks to push V_SAW_NL: nL ÷ (µL/h ÷ 3.6 nL/s) ÷ 0.05 s
-            ns = V_SAW_NL * 72 // self.rate
-            if ns > n:
-                n = ns if ns < 4800 else 4800      # at most 4 min
-                n = (n + _SUB - 1) // _SUB * _SUB  # whole sub-means
-                self.v_trough = True
-                sig = 2 * sig                      # the lowest of 1-s means scatters more
         self.v_len = n
         clip = V_RATE_CMMHG_S * n * 256 // 2000        # cmmHg/s × n ticks × 0.05 s, /100
-        self.v_clip = sig if sig > clip else clip
+        self.v_clip = self.v_sig if self.v_sig > clip else clip
 
-    def set_plan(self, L, lo, hi, rate_ul_h=0):
-        """Take a plan from `plan_ints` (stored per program segment) and restart; the rate
-        (µL/h) sets the stored-volume test's stick-slip floor (0: none)."""
-        self.rate = rate_ul_h
+    def set_plan(self, L, lo, hi):
+        """Take a plan from `plan_ints` (stored per program segment) and restart."""
         self.probe = L < 0
         self.L = -L if L < 0 else L
         self._v_plan()
@@ -211,7 +189,6 @@ class Occlusion:
         """Start a new level segment; the next increment is not counted (a gap)."""
         self.v_acc = 0
         self.v_n = 0
-        self.v_min = 1 << 29
         self.v_prev = _UNKNOWN
 
     def restart_ref(self):
@@ -275,19 +252,11 @@ class Occlusion:
         """The stored-volume test, one tick: True when the slow rise reaches V_ALARM_NL."""
         self.v_acc += p
         self.v_n += 1
-        if self.v_trough and self.v_n % _SUB == 0:
-            if self.v_acc < self.v_min:
-                self.v_min = self.v_acc
-            self.v_acc = 0
         n = self.v_len
         if self.v_n < n:
             return False
-        if self.v_trough:
-            y = self.v_min * 256 // _SUB      # the level, mmHg / 256 (< 2000 × 256)
-        else:
-            y = self.v_acc * 256 // n
+        y = self.v_acc * 256 // n             # the level, mmHg / 256 (< 2000 × 256)
         self.v_acc = 0
-        self.v_min = 1 << 29
         self.v_n = 0
         prev = self.v_prev
         self.v_prev = y

@@ -143,7 +143,7 @@ def check_occlusion_tests_allocate_nothing():
     o = Occlusion(400)
     o.set_syringe(2100, 148)
     L, lo, hi = plan_ints(1000, 2100, 148)
-    o.set_plan(L, lo, hi, 1000)             # 1 mL/h: trough levels over 10 µL (36 s)
+    o.set_plan(L, lo, hi)
     got = bytearray(2)
 
     def go():
