@@ -324,7 +324,7 @@ def test_closed_pump_refuses_requests(fake, pump):
         pump.status()
 
 
-@pytest.mark.req("REQ-HOST-09")
+@pytest.mark.req("REQ-HOST-14")
 def test_a_second_program_on_the_same_serial_port_is_told_to_share_it(fake):
     """Two programs reading one serial device steal each other's replies: the port is opened
     exclusively, and the second opener gets a LinkError that names the gateway."""

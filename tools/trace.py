@@ -37,6 +37,15 @@ def hazards() -> dict[str, str]:
     return {m.group(1): m.group(2).strip() for m in HAZ_RE.finditer((SAFETY / "hazards.md").read_text())}
 
 
+def duplicate_ids() -> list[str]:
+    """Requirement IDs defined more than once in requirements.md (the second silently
+    replaced the first in the trace)."""
+    seen: dict[str, int] = {}
+    for m in REQ_RE.finditer((SAFETY / "requirements.md").read_text()):
+        seen[m.group(1)] = seen.get(m.group(1), 0) + 1
+    return [f"{r} is defined {n} times in requirements.md" for r, n in sorted(seen.items()) if n > 1]
+
+
 def requirements() -> dict[str, tuple[str, list[str]]]:
     out = {}
     for m in REQ_RE.finditer((SAFETY / "requirements.md").read_text()):
@@ -88,7 +97,7 @@ def main(argv=None) -> int:
     else:
         report, rc, wall = run_pytest(a.pytest_args)
     by_req: dict[str, list[tuple[str, str]]] = {r: [] for r in reqs}
-    problems = stale_check_tags()
+    problems = stale_check_tags() + duplicate_ids()
     for nodeid, info in sorted(report.items()):
         for r in info["reqs"]:
             if r not in reqs:
