@@ -590,3 +590,15 @@ def test_vitals_are_due_only_while_an_infusion_is_under_way():
     assert oracle._vitals_due(raw, after, infusing_only=False) == 150.0
     during = SimpleNamespace(log=[(50.0, ">", high)], states=states)
     assert oracle._vitals_due(raw, during) == 50.0
+
+
+@pytest.mark.req("REQ-CAMP-05")
+def test_a_runaway_slower_than_the_line_may_be_called_a_stall():
+    """Default campaign (seed 2026) run 559: the driver stuck at 50.7 mL/h under a 72.5 mL/h
+    program is behind the line, so the pump's STALL (high, motor off, 4.7 s) is a right answer;
+    a runaway faster than the line still needs RUNAWAY (the rule is unchanged there)."""
+    spec = load(CAMPAIGN_DIR / "default.toml")
+    r = runner.run_one(spec, 2026, 559)
+    assert r["hazards"] == [], r["findings"]
+    assert r["figures"]["alarm"] == "STALL"
+    assert oracle.RULES["runaway"].alarms == ("RUNAWAY",)

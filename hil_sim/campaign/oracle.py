@@ -39,7 +39,7 @@ run fails on the same checks.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 try:                                   # the therapy-envelope oracle of issue 10, when landed
@@ -297,6 +297,12 @@ def judge(raw: dict, res) -> Outcome:
 
     # ---- the injected fault's alarm, by its deadline
     rule = RULES.get(fault) if fault != "none" else None
+    if (rule is not None and fault == "runaway" and fval is not None
+            and not isinstance(fval, bool) and float(fval) < rate):
+        # a driver stuck stepping *slower* than the line (campaign default run 559: 50.7 mL/h
+        # under a 72.5 mL/h program) leaves the plunger behind it, which is a stall by every
+        # measurement the pump has: STALL (high, motor off) is the right alarm too
+        rule = replace(rule, alarms=("RUNAWAY", "STALL"))
     allowed = set(ALWAYS_ALLOWED)
     causes = []
     for e in events:
