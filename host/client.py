@@ -334,6 +334,25 @@ def steps_frames(steps: Sequence[Step | tuple], *, drug: str | None = None,
 NET_SCHEMES = ("socket", "rfc2217")
 
 
+def open_serial(url: str, *, baudrate: int, timeout: float,
+                write_timeout: float) -> serial.SerialBase:
+    """Open a pump port URL for `Pump` and the gateway alike. A device path is opened
+    exclusively (flock): two programs reading one serial port steal each other's replies, so
+    the second is told to share it through the gateway. Failures are ``LinkError``."""
+    check_port_url(url)
+    local = "://" not in url and os.name == "posix"
+    extra = {"exclusive": True} if local else {}
+    try:
+        return serial.serial_for_url(url, baudrate=baudrate, timeout=timeout,
+                                     write_timeout=write_timeout, **extra)
+    except (serial.SerialException, OSError, ValueError) as e:
+        if local and "exclusively lock" in str(e):
+            raise LinkError(f"{url} is in use by another program (a monitor or another "
+                            f"host); to share one pump, run `infusekit serve --port {url}` "
+                            "and point every program at the socket:// URL it prints") from e
+        raise LinkError(f"cannot open {url}: {e}") from e
+
+
 def check_port_url(url: str) -> None:
     """Refuse (``BadPortURL``) a pyserial URL that cannot mean anything: an unknown scheme
     (``foo://bar``), or a network scheme without ``host:port`` (``socket://localhost``).
@@ -485,20 +504,8 @@ class Pump:
     # ------------------------------------------------------------------ opening/closing
     @staticmethod
     def _open_port(url: str, baudrate: int, timeout: float) -> serial.SerialBase:
-        check_port_url(url)
-        # a device path is opened exclusively (flock): two programs reading one serial port
-        # steal each other's replies, so the second is told to share it through a gateway
-        local = "://" not in url and os.name == "posix"
-        extra = {"exclusive": True} if local else {}
-        try:
-            port = serial.serial_for_url(url, baudrate=baudrate, timeout=READ_POLL_S,
-                                         write_timeout=max(timeout, 1.0), **extra)
-        except (serial.SerialException, OSError, ValueError) as e:
-            if local and "exclusively lock" in str(e):
-                raise LinkError(f"{url} is in use by another program (a monitor or another "
-                                f"host); to share one pump, run `infusekit serve --port {url}` "
-                                "and point every program at the socket:// URL it prints") from e
-            raise LinkError(f"cannot open {url}: {e}") from e
+        port = open_serial(url, baudrate=baudrate, timeout=READ_POLL_S,
+                           write_timeout=max(timeout, 1.0))
         try:
             port.reset_input_buffer()
         except (serial.SerialException, OSError):

@@ -18,16 +18,13 @@ never the commands; settings such as the telemetry period are the pump's and so 
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
 
-import serial
-
-from host.client import check_port_url
+from host.client import open_serial
 from host.codec import LineSplitter, encode_request
 from host.errors import LinkError
 
@@ -72,14 +69,8 @@ class Gateway:
 
     def __init__(self, port_url: str, listen: int = 0, host: str = "127.0.0.1",
                  baudrate: int = 115200) -> None:
-        check_port_url(port_url)
-        try:
-            # exclusive, like host.client: the gateway is the one program on the port
-            extra = {"exclusive": True} if "://" not in port_url and os.name == "posix" else {}
-            self.serial = serial.serial_for_url(port_url, baudrate=baudrate, timeout=0.2,
-                                                write_timeout=2.0, **extra)
-        except (serial.SerialException, OSError, ValueError) as e:
-            raise LinkError(f"cannot open {port_url}: {e}") from e
+        # exclusive, like host.client: the gateway is the one program on the port
+        self.serial = open_serial(port_url, baudrate=baudrate, timeout=0.2, write_timeout=2.0)
         self.port_url = port_url
         self.server = socket.create_server((host, listen))
         self.server.settimeout(0.2)
