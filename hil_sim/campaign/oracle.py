@@ -42,6 +42,8 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from hil_sim.report import fault_windows
+
 try:                                   # the therapy-envelope oracle of issue 10, when landed
     from hil_sim import envelope as _envelope   # type: ignore[attr-defined]
 except ImportError:                    # pragma: no cover - until #10 lands
@@ -260,7 +262,9 @@ def judge(raw: dict, res) -> Outcome:
     # volume it never pushed (campaign default seed 2026 run 276: 15 µL at 151 mmHg)
     c_syr = sim.params.syringe_compliance
     c_line = c_tot - c_syr
-    up = _intervals(events, "occlusion_up")
+    # the scenario's own fault windows (hil_sim.report); one still on at the end stays on
+    up = [(a, b if b < res.sim_s else math.inf)
+          for f, a, b in fault_windows(res) if f == "occlusion_up"]
     p_on = None
     for t, d0, p in zip(rec.t_s, rec.delivered_ml, rec.pressure_mmhg):
         if any(a <= t < b for a, b in up):
@@ -413,21 +417,6 @@ def line_ml(segs: list[tuple[float, float]], t_s: float, kvo_ml_h: float = 0.0) 
         out += v
         t -= dur
     return out + kvo_ml_h * t / 3600.0
-
-
-def _intervals(events: list[dict], fault: str) -> list[tuple[float, float]]:
-    """[on, off) times (s) of a boolean fault from the run's events (off: never → inf)."""
-    out: list[tuple[float, float]] = []
-    on = None
-    for e in sorted((e for e in events if e["fault"] == fault), key=lambda e: float(e["at_s"])):
-        if e.get("value", True) and on is None:
-            on = float(e["at_s"])
-        elif not e.get("value", True) and on is not None:
-            out.append((on, float(e["at_s"])))
-            on = None
-    if on is not None:
-        out.append((on, math.inf))
-    return out
 
 
 def _bedside_swing_mmhg(raw: dict) -> float:
