@@ -22,18 +22,28 @@ RUNTIMES = ("micropython", "cpython", "rp2040")   # rp2040: the image on an emul
 
 
 class SpeedType(click.ParamType):
-    """A speed-up factor (1 = real time) or 'max' (as fast as the runtime goes: None)."""
+    """A speed-up factor (1 = real time), 'max' (as fast as the runtime goes: None) or, where
+    ``lockstep`` is set, 'lockstep' (virtual time moves only when the host or the control port
+    needs it: hil_sim.serve)."""
     name = "FACTOR|max"
+
+    def __init__(self, lockstep: bool = False) -> None:
+        self.lockstep = lockstep
+        if lockstep:
+            self.name = "FACTOR|max|lockstep"
 
     def convert(self, value, param, ctx):
         if value is None or isinstance(value, float):
             return value
         if value == "max":
             return None
+        if value == "lockstep" and self.lockstep:
+            return value
         try:
             v = float(value)
         except ValueError:
-            self.fail("a factor (1 = real time) or 'max'", param, ctx)
+            self.fail("a factor (1 = real time), 'max'"
+                      + (" or 'lockstep'" if self.lockstep else ""), param, ctx)
         if not v > 0 or v != v or v == float("inf"):
             self.fail("the speed factor must be a finite number > 0", param, ctx)
         return v
@@ -92,8 +102,10 @@ def register(cli: click.Group) -> None:
                   help="where the firmware runs (default: micropython, the shipped code path)")
     @click.option("--compiled", is_flag=True,
                   help="run the firmware from .mpy files compiled with mpy-cross")
-    @click.option("--speed", type=SpeedType(), default="1",
-                  help="virtual seconds per wall second, or 'max' (default: 1 = real time)")
+    @click.option("--speed", type=SpeedType(lockstep=True), default="1",
+                  help="virtual seconds per wall second, 'max', or 'lockstep' (virtual time "
+                       "moves only to answer the host and on the control port's 'advance "
+                       "MS'; docs/simulator.md) (default: 1 = real time)")
     @click.option("--link", type=LinkType(), default="pty",
                   help="pty (a /dev/pts/N path) or tcp:PORT (socket://127.0.0.1:PORT)")
     @click.option("--seed", type=int, default=0, help="random seed (default 0)")
@@ -246,9 +258,11 @@ def cmd_sim_serve(args) -> int:
                 extra = {k: v for k, v in e.items() if k not in ("at_s", "fault", "value", "note")}
                 sim.schedule(e["at_s"] * 1000, e["fault"], e.get("value", True), **extra)
             print(endpoint.url, flush=True)
+            from hil_sim.serve import LOCKSTEP, Clock
+            clock = Clock() if args.speed == LOCKSTEP else None
             if args.control is not None:
                 from hil_sim.control import ControlServer
-                control = ControlServer(sim, port=args.control[1])
+                control = ControlServer(sim, port=args.control[1], clock=clock)
                 control.start()
                 print(control.url, flush=True)
             after = None
@@ -268,7 +282,8 @@ def cmd_sim_serve(args) -> int:
                       f"{sim.runtime_name} runtime can do (about {achieved:.0f}x here); "
                       f"running as fast as it can, virtual time no longer follows the wall "
                       f"clock at {asked:g}x", file=sys.stderr, flush=True)
-            serve(sim, endpoint, speed=args.speed, stop=stop, on_capped=capped, after=after)
+            serve(sim, endpoint, speed=args.speed, stop=stop, on_capped=capped, after=after,
+                  clock=clock)
     except (FileNotFoundError, ScenarioError) as e:
         return error(args.json, EXIT_USAGE, "scenario", f"sim serve: {e}")
     except FirmwareError as e:

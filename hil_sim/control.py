@@ -10,6 +10,9 @@ on 127.0.0.1 and reads one command per line::
     power_cut on / power_cut off
     faults                  -> OK occlusion,occlusion_up,…
     status                  -> OK t_ms=… powered=1 occluded=0 pressure=…
+    advance 5000            -> OK t_ms=…  (``--speed lockstep`` only: run 5 s of virtual
+                               time now, as fast as the runtime goes; answered when done)
+    advance 60000 until=alarm   (… or until the pump shows an alarm: OK t_ms=… reached=1|0)
 
 and answers ``OK …`` or ``ER reason``. Values: on/off/true/false, none, numbers. The fault is
 applied before the simulation's next slice (`Simulation.post`, thread-safe), so it lands at
@@ -22,6 +25,15 @@ import socket
 import threading
 
 from hil_sim.cosim import FAULTS, Simulation
+from hil_sim.serve import Clock, ClockError
+
+#: what ``advance MS until=NAME`` can wait for (a predicate on the simulation)
+UNTIL = {
+    "alarm": lambda sim: sim.alarm > 0,
+    "no_alarm": lambda sim: sim.alarm == 0,
+    "motor_on": lambda sim: sim.enable != 0,
+    "motor_off": lambda sim: sim.enable == 0,
+}
 
 
 def parse_value(text: str) -> object:
@@ -42,11 +54,13 @@ def parse_value(text: str) -> object:
         return text
 
 
-def execute(sim: Simulation, line: str) -> str:
+def execute(sim: Simulation, line: str, clock: Clock | None = None) -> str:
     parts = line.split()
     if not parts:
         return "ER empty command"
     name = parts[0]
+    if name == "advance":
+        return _advance(sim, parts[1:], clock)
     if name == "faults":
         return "OK " + ",".join(FAULTS)
     if name == "status":
@@ -70,11 +84,38 @@ def execute(sim: Simulation, line: str) -> str:
     return "OK"
 
 
-class ControlServer:
-    """Accepts any number of clients, one thread; ``url`` is control://127.0.0.1:PORT."""
+def _advance(sim: Simulation, args: list[str], clock: Clock | None) -> str:
+    if clock is None:
+        return "ER advance needs a lock-step server (sim serve --speed lockstep)"
+    kw = dict(a.partition("=")[::2] for a in args if "=" in a)
+    pos = [a for a in args if "=" not in a]
+    try:
+        ms = float(pos[0]) if len(pos) == 1 else None
+    except ValueError:
+        ms = None
+    if ms is None or not ms >= 0 or set(kw) - {"until"}:
+        return "ER usage: advance MS [until=" + "|".join(UNTIL) + "]"
+    try:
+        if "until" in kw:
+            pred = UNTIL.get(kw["until"])
+            if pred is None:
+                return f"ER until: one of {', '.join(UNTIL)}"
+            reached = clock.run_until(pred, ms)
+            return f"OK t_ms={sim.t_ms} reached={int(reached)}"
+        clock.advance(ms)
+    except ClockError as e:
+        return f"ER {e}"
+    return f"OK t_ms={sim.t_ms}"
 
-    def __init__(self, sim: Simulation, port: int = 0, host: str = "127.0.0.1") -> None:
+
+class ControlServer:
+    """Accepts any number of clients, one thread; ``url`` is control://127.0.0.1:PORT.
+    ``clock``: the lock-step server's `Clock` (enables ``advance``)."""
+
+    def __init__(self, sim: Simulation, port: int = 0, host: str = "127.0.0.1",
+                 clock: Clock | None = None) -> None:
         self.sim = sim
+        self.clock = clock
         self._ls = socket.create_server((host, port))
         self.port = self._ls.getsockname()[1]
         self.url = f"control://{host}:{self.port}"
@@ -112,7 +153,8 @@ class ControlServer:
                 buf += data
                 while b"\n" in buf:
                     line, _, buf = buf.partition(b"\n")
-                    reply = execute(self.sim, line.decode(errors="replace").strip())
+                    reply = execute(self.sim, line.decode(errors="replace").strip(),
+                                    self.clock)
                     conn.sendall(reply.encode() + b"\n")
 
     def close(self) -> None:

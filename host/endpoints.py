@@ -66,6 +66,13 @@ class PtyEndpoint:
         r, _, _ = select.select([self._master], [], [], max(0.0, timeout))
         return bool(r)
 
+    def drained(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s until the pty can take more bytes (the host has read what
+        was waiting); False when it still cannot. Lets a simulation go no faster than its
+        host reads (`hil_sim.serve`, lock-step)."""
+        _, w, _ = select.select([], [self._master], [], max(0.0, timeout))
+        return bool(w)
+
     def close(self) -> None:
         for fd in (self._master, self._slave):
             try:
@@ -164,6 +171,16 @@ class TcpEndpoint:
         fds: list = [self._ls] if self._conn is None else [self._ls, self._conn]
         r, _, _ = select.select(fds, [], [], max(0.0, timeout))
         return bool(r)
+
+    def drained(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s until the output buffered for the client has gone out
+        (True at once without a client); False when some is still waiting."""
+        self._flush()
+        if not self._out or self._conn is None:
+            return True
+        _, w, _ = select.select([], [self._conn], [], max(0.0, timeout))
+        self._flush()
+        return not self._out
 
     def close(self) -> None:
         self._drop_client()

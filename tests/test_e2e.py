@@ -4,18 +4,13 @@ import os
 import socket
 import subprocess
 import sys
-import threading
-import time
-from pathlib import Path
 
 import pytest
 
-from hil_sim.cosim import Simulation
 from hil_sim.demo import run_demo
-from hil_sim.link import PtyEndpoint
-from hil_sim.serve import serve
 from host import Pump
 from host.errors import PumpRefused
+from served import GUARD_S, Served
 
 pytestmark = [pytest.mark.e2e, pytest.mark.micropython]
 INFUSEKIT = [sys.executable, "-m", "host"]
@@ -38,7 +33,7 @@ def test_demo_delivers_ketamine_within_half_a_percent(tmp_path):
 
 def test_demo_cli_json_contract():
     p = subprocess.run(INFUSEKIT + ["demo", "--runtime", "micropython", "--json", "--no-plot"],
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=GUARD_S)
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     for key in ("programmed_ml", "delivered_ml", "error_pct", "alarms", "sim_s", "wall_s", "runtime"):
@@ -53,26 +48,35 @@ def _free_port():
 
 
 def test_cli_drives_sim_serve_over_tcp():
+    """The CLI as a user runs it against `sim serve --speed lockstep`: pump time moves only to
+    answer the CLI and on the control port's `advance` (half a second of infusion here)."""
+    from hil_sim.control import send_command
     port = _free_port()
     server = subprocess.Popen(INFUSEKIT + ["sim", "serve", "--runtime", "micropython", "--link", f"tcp:{port}",
-                                           "--speed", "50"], stdout=subprocess.PIPE, text=True)
+                                           "--speed", "lockstep", "--control", "tcp:0"],
+                              stdout=subprocess.PIPE, text=True)
     try:
         url = server.stdout.readline().strip()
         assert url == f"socket://127.0.0.1:{port}"
+        ctl = server.stdout.readline().strip()
+        assert ctl.startswith("control://127.0.0.1:")
         env = dict(os.environ, INFUSEKIT_PORT=url)
 
         def cli(*args):
-            p = subprocess.run(INFUSEKIT + ["--json", *args], capture_output=True, text=True, timeout=60, env=env)
+            p = subprocess.run(INFUSEKIT + ["--json", *args], capture_output=True, text=True,
+                               timeout=GUARD_S, env=env)
             return p.returncode, (json.loads(p.stdout) if p.stdout.strip() else None), p.stderr
 
         rc, out, err = cli("program", "--drug", "ketamine", "--dose", "0.5 mg/kg", "--over", "40 min", "--weight", "70")
         assert rc == 0, err
         rc, out, err = cli("start")
         assert rc == 0, err
-        time.sleep(0.5)
+        t0 = int(send_command(ctl, "status").split("t_ms=")[1].split()[0])
+        reply = send_command(ctl, "advance 500", timeout=GUARD_S)
+        assert reply.startswith("OK t_ms=") and int(reply.split("=")[1]) >= t0 + 500, reply
         rc, st, err = cli("status")
         assert rc == 0, err
-        assert st["state"] == "RUNNING"
+        assert st["state"] == "RUNNING" and st["del_nl"] > 0
         rc, out, err = cli("stop")
         assert rc == 0, err
         rc, st, err = cli("status")
@@ -81,64 +85,44 @@ def test_cli_drives_sim_serve_over_tcp():
         assert rc == 3
     finally:
         server.terminate()
-        server.wait(timeout=10)
-
-
-class SimOnPty:
-    def __init__(self, runtime="micropython"):
-        self.sim = Simulation(runtime=runtime, seed=1)
-        self.ep = PtyEndpoint()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=serve, args=(self.sim, self.ep, 20.0, self.stop), daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(timeout=10)
-        self.ep.close()
-        self.sim.close()
+        server.wait(timeout=GUARD_S)
 
 
 def test_occlusion_stops_the_motor_and_latches():
-    with SimOnPty() as s, Pump.open(s.ep.url, timeout=3) as pump:
+    with Served("micropython") as s, Pump.open(s.ep.url, timeout=3) as pump:
         pump.program(rate=25, vtbi=10)
         pump.start()
-        time.sleep(0.3)
-        s.sim.inject("occlusion", on=True)
-        deadline = time.monotonic() + 20
-        while pump.status().state != "ALARM":
-            assert time.monotonic() < deadline, "no occlusion alarm"
-            time.sleep(0.05)
+        s.advance(300)
+        s.sim.post("occlusion", True)
+        # 400 s of pump time: what the old real-time wait allowed (20 s at 20x)
+        s.until(lambda sim: sim.alarm == 3, 400_000, "a high-priority alarm")
         st = pump.status()
         assert st.alarm == "OCCLUSION" and st.prio == 3
         steps = s.sim.plant.motor
-        time.sleep(0.3)
+        s.advance(300)
         # no forward motion after a high-priority alarm (the occlusion back-off may reverse)
         assert s.sim.plant.motor <= steps, "motor moved forward after a high-priority alarm"
         with pytest.raises(PumpRefused):
             pump.ack()                     # condition still present
-        s.sim.inject("occlusion", on=False)
-        deadline = time.monotonic() + 20
+        s.sim.post("occlusion", False)
+        t_end = s.sim.t_ms + 400_000       # the pressure falls away in pump time
         while True:
             try:
                 assert pump.ack() == "PAUSED"
                 break
             except PumpRefused:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+                assert s.sim.t_ms < t_end, "the occlusion never cleared"
+                s.advance(100)
 
 
 @pytest.mark.req("REQ-COM-02")
 def test_corrupt_overlong_and_unknown_frames_change_nothing():
     import serial
-    with SimOnPty() as s:
+    with Served("micropython") as s:
         with Pump.open(s.ep.url, timeout=3) as pump:
             pump.program(rate=10, vtbi=5)
             before = pump.status()
-        raw = serial.serial_for_url(s.ep.url, timeout=2)
+        raw = serial.serial_for_url(s.ep.url, timeout=30)   # a hang guard: replies end in \n
         try:
             raw.reset_input_buffer()
             raw.write(b"9 START*0000\n")

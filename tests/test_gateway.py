@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 
 import pytest
 
@@ -33,7 +32,8 @@ def test_cli_commands_while_a_monitor_holds_the_pump(fake, gw, capsys):
             code = cli.main(["--port", gw.url, "--json", *argv])
             out = capsys.readouterr().out
             assert code == 0, (argv, out)
-        states = [e.fields["state"] for e in stream.events(timeout=0.5)
+        watcher.status()          # its reply follows every frame the pump sent before it
+        states = [e.fields["state"] for e in stream.events(timeout=0)
                   if isinstance(e, Event) and e.name == "STATE"]
         assert states == ["PROGRAMMED", "RUNNING", "PAUSED", "IDLE"]   # the watcher saw all
         assert watcher.status().state == "IDLE"
@@ -112,7 +112,7 @@ def _session(url):
         except Exception as e:
             lines.append(type(e).__name__.encode())
         p.stop()
-        time.sleep(0.2)
+        p.status()                # the frames sent with the last change are in before it
     return lines
 
 
@@ -138,8 +138,8 @@ def test_serve_cli_refuses_a_bad_port(capsys):
 def test_monitor_and_cli_share_the_simulated_pump(capsys):
     """Against the real firmware (CPython runtime) on a pty: a script watches through the
     gateway while the CLI programs, starts, pauses and acknowledges through it."""
-    from test_host_e2e import Served
-    with Served("cpython", speed=50) as s, Gateway(s.ep.url, listen=0) as g, \
+    from served import Served
+    with Served("cpython") as s, Gateway(s.ep.url, listen=0) as g, \
             Pump.open(g.url, timeout=2.0) as watcher:
         stream = watcher.subscribe()
         for argv in (["program", "--drug", "ketamine", "--dose", "0.5 mg/kg", "--over",
@@ -147,7 +147,8 @@ def test_monitor_and_cli_share_the_simulated_pump(capsys):
                      ["stop"], ["stop"]):
             assert cli.main(["--port", g.url, "--timeout", "2", *argv]) == 0, argv
         capsys.readouterr()
-        states = [e.state for e in stream.events(timeout=1.0)
+        watcher.status()          # through the same gateway: every frame before it is in
+        states = [e.state for e in stream.events(timeout=0)
                   if isinstance(e, Event) and e.name == "STATE"]
         assert states == ["PROGRAMMED", "RUNNING", "PAUSED", "RUNNING", "IDLE"]
         assert watcher.status().state == "IDLE"

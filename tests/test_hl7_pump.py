@@ -1,23 +1,21 @@
 """The HL7 bridge in front of the real firmware: python-hl7's `MLLPClient` → loopback TCP →
 bridge → host.Pump → pty → simulated pump (firmware under `micropython`).
 
-Waits on events with generous timeouts; nothing here depends on how fast the machine is.
+The pump is served in lock-step (tests/served.py): pump time moves only to answer the host and
+when a test advances it; waits are in pump time, so nothing here depends on how fast the
+machine is.
 """
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import time
 
 import hl7
 import pytest
 from hl7.client import MLLPClient
 
-from hil_sim.cosim import Simulation
-from hil_sim.link import PtyEndpoint
-from hil_sim.serve import serve
 from host import Pump
 from host.vitals_bridge import Bridge, BridgeServer
+from served import Served
 from test_hl7_bridge import DBP, HR, SBP, SPO2, T0, pcd01
 
 pytestmark = [pytest.mark.e2e, pytest.mark.micropython]
@@ -26,17 +24,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.micropython]
 class Rig:
     """A simulated pump on a pty, a Pump on it, a bridge relaying to it, a monitor client."""
 
-    def __init__(self, speed=20.0, vitals_age_ms=None):
-        self.sim = Simulation(runtime="micropython", seed=5)
-        self.ep = PtyEndpoint()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=serve, args=(self.sim, self.ep, speed, self.stop),
-                                       daemon=True)
+    def __init__(self, vitals_age_ms=None):
+        self.served = Served("micropython", seed=5)
+        self.sim, self.ep = self.served.sim, self.served.ep
         self.vitals_age_ms = vitals_age_ms
         self.k = 0
 
     def __enter__(self):
-        self.thread.start()
         self.pump = Pump.open(self.ep.url, timeout=5)
         self.pump.hello()
         self.events = []
@@ -59,10 +53,7 @@ class Rig:
         self.mon.close()
         self.server.close()
         self.pump.close()
-        self.stop.set()
-        self.thread.join(timeout=10)
-        self.ep.close()
-        self.sim.close()
+        self.served.close()
 
     def send(self, sbp=130, dbp=80, hr=72, spo2=98, patient="PAT-1", raw=None):
         """Send one PCD-01 message 10 s (monitor clock) after the previous; (MSA-1, MSA-3)."""
@@ -75,15 +66,16 @@ class Rig:
         msa = hl7.parse(reply[1:-2].decode()).segment("MSA")
         return msa.extract_field(1, 1), (msa.extract_field(1, 3) if len(msa) > 3 else "")
 
-    def wait_event(self, name, alarm, timeout=60, since=0):
-        """An unsolicited ``EV <name> alarm=<alarm>`` from the pump (after event #since)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(getattr(e, "name", "") == name and e.fields.get("alarm") == alarm
-                   for e in list(self.events)[since:]):
-                return True
-            time.sleep(0.05)
-        return False
+    def wait_event(self, name, alarm, max_ms, since=0):
+        """An unsolicited ``EV <name> alarm=<alarm>`` from the pump (after event #since),
+        within ``max_ms`` of pump time."""
+        self.pump.status()                    # frames sent before its reply are in
+        self.served.until_host(
+            lambda: self.pump.status() and any(
+                getattr(e, "name", "") == name and e.fields.get("alarm") == alarm
+                for e in list(self.events)[since:]),
+            max_ms, f"EV {name} alarm={alarm}", step_ms=500)
+        return True
 
 
 @pytest.mark.req("REQ-HL7-06", "REQ-HL7-02", "REQ-HL7-03")
@@ -111,13 +103,15 @@ def test_only_a_good_message_for_this_patient_pauses_the_pump():
 
 @pytest.mark.req("REQ-HL7-05", "REQ-HL7-04")
 def test_readings_that_stop_end_in_vitals_stale():
-    with Rig(speed=20.0, vitals_age_ms=10_000) as r:
+    with Rig(vitals_age_ms=10_000) as r:
         assert r.send()[0] == "AA"
+        t0 = r.sim.t_ms
         # nothing more arrives: the pump, not the bridge, notices (10 s pump time)
-        assert r.wait_event("ALARM", "VITALS_STALE", timeout=120), r.pump.status()
+        assert r.wait_event("ALARM", "VITALS_STALE", 60_000), r.pump.status()
+        assert r.sim.t_ms - t0 >= 10_000                # not before the readings are 10 s old
         assert r.pump.status().state == "RUNNING"      # medium priority: the infusion goes on
         # a fresh reading clears it (the pump says so; the next lapse raises it again)
         n = len(r.events)
         code, text = r.send()
         assert code == "AA" and "relayed" in text, text
-        assert r.wait_event("CLEAR", "VITALS_STALE", timeout=60, since=n)
+        assert r.wait_event("CLEAR", "VITALS_STALE", 10_000, since=n)

@@ -1,16 +1,12 @@
 """Host signing against the real firmware: a provisioned pump with `auth` on accepts the host
 library's HMAC-signed therapy commands, refuses an unsigned client, and keeps status open."""
 import os
-import threading
-import time
 
 import pytest
 
-from hil_sim.cosim import Simulation
-from hil_sim.link import PtyEndpoint
-from hil_sim.serve import serve
 from host import Pump
 from host.errors import PumpRefused
+from served import Served
 
 pytestmark = [pytest.mark.e2e, pytest.mark.req("REQ-SEC-01", "REQ-SEC-02", "REQ-SEC-03")]
 
@@ -22,22 +18,13 @@ def keyed_pump(monkeypatch):
     key = os.urandom(32)
     monkeypatch.setattr(simboard.Board, "key", key, raising=False)
     monkeypatch.setattr(simboard.Board, "counter", 0, raising=False)
-    sim = Simulation(runtime="cpython", seed=3)
-    ep = PtyEndpoint()
-    stop = threading.Event()
-    th = threading.Thread(target=serve, args=(sim, ep, 20.0, stop), daemon=True)
-    th.start()
-    try:
-        yield ep.url, key
-    finally:
-        stop.set()
-        th.join(timeout=10)
-        ep.close()
-        sim.close()
+    with Served("cpython", seed=3) as s:          # lock-step (tests/served.py)
+        yield s, key
 
 
 def test_signed_commands_accepted_unsigned_refused(keyed_pump):
-    url, key = keyed_pump
+    s, key = keyed_pump
+    url = s.ep.url
     with Pump.open(url, timeout=3, key=key) as pump:
         pump.configure(auth=1)
         assert pump.hello().auth
@@ -55,5 +42,5 @@ def test_signed_commands_accepted_unsigned_refused(keyed_pump):
         assert e.value.code == "AUTH"
     with Pump.open(url, timeout=3, key=key) as pump:           # the counter survives sessions
         assert pump.resume() == "RUNNING"
-        time.sleep(0.2)
+        s.advance(200)
         assert pump.stop() == "IDLE"

@@ -5,12 +5,11 @@ and `infusekit status` prints it; after STOP it says what the last infusion deli
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 from host import Pump, cli
-from test_host_e2e import Served
+from served import Served
 
 pytestmark = [pytest.mark.e2e]
 RUNTIMES = ["cpython", pytest.param("micropython", marks=pytest.mark.micropython)]
@@ -26,7 +25,7 @@ def _text(capsys, *argv):
 @pytest.mark.req("REQ-COM-09")
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_status_shows_the_drug_and_the_volume_after_stop(runtime, capsys):
-    with Served(runtime, speed=50) as s:
+    with Served(runtime) as s:
         p = ["--port", s.ep.url, "--timeout", "2"]
         out = _text(capsys, *p, "status")
         assert out.startswith("state IDLE  drug -  "), out
@@ -35,9 +34,9 @@ def test_status_shows_the_drug_and_the_volume_after_stop(runtime, capsys):
             st = pump.status()
             assert st.drug == "ketamine" and st.state == "PROGRAMMED" and st.p_mmhg is None, st
             pump.start()
-            deadline = time.monotonic() + 120          # generous: the machine may be loaded
-            while pump.status().del_nl < 100_000 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            # 0.1 mL at 52.5 mL/h is ~7 s of pump time (after the slack is taken up)
+            s.until_host(lambda: pump.status().del_nl >= 100_000, 120_000, "0.1 mL delivered",
+                         step_ms=1000)
         out = _text(capsys, *p, "status")
         assert "drug ketamine" in out and "state RUNNING" in out and " of 35 mL (" in out, out
         obj = json.loads(_text(capsys, *p, "--json", "status"))
