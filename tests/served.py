@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 
 from hil_sim.cosim import Simulation
 from hil_sim.link import PtyEndpoint
@@ -83,6 +84,31 @@ class Served:
             if self.sim.t_ms >= t_end:
                 raise AssertionError(f"not within {max_ms / 1000:g} s of pump time: {what}")
             self.advance(step_ms)
+
+    @contextmanager
+    def running(self, step_ms=200, max_ms=3_600_000):
+        """Pump time runs (``step_ms`` at a time, as fast as the host reads) while the body
+        waits on a client that keeps its own loop (a third-party ``run()`` that polls until
+        the pump stops, a monitor following the stream to the end). At most ``max_ms``."""
+        done = threading.Event()
+        errors = []
+
+        def drive():
+            t_end = self.sim.t_ms + max_ms
+            try:
+                while not done.is_set() and self.sim.t_ms < t_end:
+                    self.advance(step_ms)
+            except Exception as e:          # noqa: BLE001 - handed to the test below
+                errors.append(e)
+        th = threading.Thread(target=drive, daemon=True)
+        th.start()
+        try:
+            yield
+        finally:
+            done.set()
+            th.join(GUARD_S)
+        if errors:
+            raise errors[0]
 
     def reboot(self):
         self._end()

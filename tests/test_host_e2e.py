@@ -200,24 +200,24 @@ def test_cli_commands_end_to_end_json(runtime, capsys):
         code, out, _ = run(capsys, *p, "resume")
         assert code == 0 and out["state"] == "RUNNING", out
         # the monitor follows the stream to the end of the program (72 s of pump time),
-        # which a second thread runs, once the monitor has asked for telemetry, as fast as
-        # the monitor reads it
-        done = threading.Event()
+        # which runs, once the monitor has asked for telemetry, as fast as the monitor reads
         n_tlm = len(therapy_lines(s.ep, "TLM"))
+        ended = threading.Event()
 
-        def run_pump():
-            wall_until(lambda: done.is_set() or len(therapy_lines(s.ep, "TLM")) > n_tlm,
-                       "the monitor asks for telemetry")
-            while not done.is_set() and s.sim.t_ms < t_end:
-                s.advance(500)
-        t_end = s.sim.t_ms + 300_000
-        driver = threading.Thread(target=run_pump, daemon=True)
-        driver.start()
-        try:
-            code = cli.main([*p, "monitor", "--period", "100"])   # a JSON-lines stream
-        finally:
-            done.set()
-            driver.join(GUARD_S)
+        def monitor():
+            try:
+                return cli.main([*p, "monitor", "--period", "100"])   # a JSON-lines stream
+            finally:
+                ended.set()
+        box = []
+        th = threading.Thread(target=lambda: box.append(monitor()), daemon=True)
+        th.start()
+        wall_until(lambda: ended.is_set() or len(therapy_lines(s.ep, "TLM")) > n_tlm,
+                   "the monitor asks for telemetry")
+        with s.running(step_ms=500, max_ms=300_000):
+            th.join(GUARD_S)
+        assert box, "the monitor did not end"
+        code = box[0]
         lines, err = capsys.readouterr()
         out = json.loads(lines.splitlines()[-1])
         assert code == 0 and out["type"] == "end" and out["state"] == "COMPLETE", err   # 72 s

@@ -1,7 +1,11 @@
 """`infusekit ne1000` end to end: the unmodified PyPI client nesp-lib 2.0.0 drives the
 simulated pump through the NE-1000 personality over real pseudo-terminals (nesp-lib →
-pty → host.ne1000 → host.Pump → pty → firmware). The simulation runs in real time (speed 1),
-every wait has a generous deadline and nothing is timed."""
+pty → host.ne1000 → host.Pump → pty → firmware). The pump is served in lock-step
+(tests/served.py): pump time moves only to answer the personality (its heartbeats too) and
+when a test advances it, so waits on the pump are in pump time. Two things keep the wall
+clock by design and are waited for with hang guards only: the NE-1000 safe-mode timeout (the
+personality's own timer, in seconds of the lab's clock, as the NE-1000 manual defines it) and
+nesp-lib's own polling loop in ``run()``."""
 from __future__ import annotations
 
 import binascii
@@ -11,8 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import nesp_lib
@@ -20,12 +22,11 @@ import pytest
 import serial
 from nesp_lib.exceptions import StateException, StatusAlarmException
 
-from hil_sim.cosim import Simulation
 from hil_sim.link import PtyEndpoint
-from hil_sim.serve import serve
 from host.client import Pump
 from host.codec import Event
 from host.ne1000_serve import Ne1000Server, StateFile
+from served import GUARD_S, Served, wall_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,26 +39,12 @@ def safe(payload: bytes) -> bytes:
     return b"\x02" + bytes([len(payload) + 4]) + payload + bytes([c >> 8, c & 0xFF]) + b"\x03"
 
 
-def until(cond, what, deadline_s=90.0, every=0.05):
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        v = cond()
-        if v:
-            return v
-        time.sleep(every)
-    raise AssertionError(f"never happened: {what}")
-
-
 class Rig:
-    """A simulated pump on a pty (real time), host.Pump on it, the personality on another pty."""
+    """A simulated pump on a pty (lock-step), host.Pump on it, the personality on another pty."""
 
     def __init__(self, tmp: Path, runtime: str = "cpython", drug: str | None = None) -> None:
-        self.sim = Simulation(runtime, seed=3)
-        self.sim_ep = PtyEndpoint()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=serve, args=(self.sim, self.sim_ep, 1.0, self.stop),
-                                       daemon=True)
-        self.thread.start()
+        self.served = Served(runtime, seed=3)
+        self.sim, self.sim_ep = self.served.sim, self.served.ep
         self.pump = Pump.open(self.sim_ep.url, timeout=2.0, retries=3)
         self.state = StateFile(tmp / "ne1000.json")
         self.server = Ne1000Server(self.pump, PtyEndpoint(), 0, self.state, drug).start()
@@ -66,9 +53,7 @@ class Rig:
     def close(self) -> None:
         self.server.close()
         self.pump.close()
-        self.stop.set()
-        self.thread.join(10)
-        self.sim.close()
+        self.served.close()
         assert self.server.error is None
 
 
@@ -116,7 +101,7 @@ def test_nesp_lib_drives_the_pump(tmp_path):
         assert p.status == S.INFUSING
         st = rig.pump.status()
         assert (st.state, st.rate_ul_h, st.vtbi_nl) == ("RUNNING", 52_500, 1_000_000)
-        until(lambda: p.volume_infused_ml > 0, "a dispensed volume")
+        rig.served.until_host(lambda: p.volume_infused_ml > 0, 120_000, "a dispensed volume")
         p.stop()                                      # first STP pauses
         assert p.status == S.PAUSED and rig.pump.status().state == "PAUSED"
         paused_at = p.volume_infused_ml
@@ -138,7 +123,8 @@ def test_nesp_lib_drives_the_pump(tmp_path):
         # a program run to its end: exactly the volume, then stopped (no keep-vein-open)
         p.volume_infused_clear()
         p.pumping_volume_ml = 0.02
-        p.run()                                       # waits while running
+        with rig.served.running():                    # pump time runs while nesp-lib polls
+            p.run()                                   # waits while running
         assert p.status == S.STOPPED
         st = rig.pump.status()
         assert (st.state, st.vtbi_nl) == ("COMPLETE", 20_000)
@@ -173,8 +159,10 @@ def test_safe_mode_timeout_pauses_the_pump_when_the_lab_software_dies(rig):
     finally:
         child.kill()                                            # the lab software crashes
         child.wait(30)
-    until(lambda: rig.server.engine.timeouts >= 1, "the safe-mode time out")
-    until(lambda: rig.pump.status().state == "PAUSED", "the pump paused")
+    # the personality's own safe-mode timer (3 s of the lab's clock): a hang guard only
+    wall_until(lambda: rig.server.engine.timeouts >= 1, "the safe-mode time out")
+    # ... then it sends PAUSE (its reply is all the pump time that takes)
+    wall_until(lambda: rig.pump.status().state == "PAUSED", "the pump paused")
     with serial.Serial(rig.url, timeout=10) as ser:             # still in safe mode
         assert exchange(ser, safe(b"0"), safe(b"00A?T")) == safe(b"00A?T")
         assert exchange(ser, safe(b"0"), safe(b"00P")) == safe(b"00P")
@@ -196,7 +184,10 @@ def test_safe_mode_maps_onto_the_pumps_comm_loss_pause(rig):
              and e.name == "ALARM" and e.fields.get("alarm") == "COMM_LOSS"]
     assert early == []                                          # no comm loss while served
     rig.server.close()                                          # loop and heartbeat end
-    for ev in rig.pump.events(timeout=60):
+    t0 = rig.sim.t_ms
+    rig.served.until(lambda sim: sim.alarm > 0, 10_000, "the pump's comm-loss alarm")
+    assert rig.sim.t_ms - t0 >= 2500                # not before SAF 3: 3 s of silence
+    for ev in rig.pump.events(timeout=GUARD_S):
         if isinstance(ev, Event) and ev.name == "ALARM" and ev.fields.get("alarm") == "COMM_LOSS":
             break
     else:
@@ -215,7 +206,8 @@ def test_an_occlusion_is_a_stall_alarm(rig):
         p.pumping_volume_ml = 20.0
         p.run(wait_while_running=False)
         rig.sim.post("occlusion", True)
-        until(lambda: rig.pump.status().alarm == "OCCLUSION", "the occlusion alarm", 120)
+        rig.served.until(lambda sim: sim.alarm == 3, 400_000, "the occlusion alarm")
+        assert rig.pump.status().alarm == "OCCLUSION"
         with pytest.raises(StatusAlarmException) as e:
             p.status
         assert e.value.alarm_status == nesp_lib.AlarmStatus.STALLED
@@ -288,7 +280,8 @@ def _sock_exchange(s: socket.socket, data: bytes, expect: bytes) -> bytes:
 
 @pytest.mark.req("REQ-NE-01", "REQ-NE-06")
 def test_cli_pty_and_tcp_and_safe_mode_across_restarts(tmp_path):
-    sim, sim_url = _start(["-m", "hil_sim.cli", "sim", "serve", "--runtime", "cpython"])
+    sim, sim_url = _start(["-m", "hil_sim.cli", "sim", "serve", "--runtime", "cpython",
+                           "--speed", "lockstep"])
     state = str(tmp_path / "ne.json")
     try:
         ne, url = _start(["-m", "host", "ne1000", "--port", sim_url, "--state", state])
