@@ -283,7 +283,7 @@ def cmd_sim_serve(args) -> int:
                       f"running as fast as it can, virtual time no longer follows the wall "
                       f"clock at {asked:g}x", file=sys.stderr, flush=True)
             serve(sim, endpoint, speed=args.speed, stop=stop, on_capped=capped, after=after,
-                  clock=clock)
+                  clock=clock, hold=sender.busy if sender is not None else None)
     except (FileNotFoundError, ScenarioError) as e:
         return error(args.json, EXIT_USAGE, "scenario", f"sim serve: {e}")
     except FirmwareError as e:

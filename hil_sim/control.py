@@ -12,7 +12,8 @@ on 127.0.0.1 and reads one command per line::
     status                  -> OK t_ms=… powered=1 occluded=0 pressure=…
     advance 5000            -> OK t_ms=…  (``--speed lockstep`` only: run 5 s of virtual
                                time now, as fast as the runtime goes; answered when done)
-    advance 60000 until=alarm   (… or until the pump shows an alarm: OK t_ms=… reached=1|0)
+    advance 60000 until=alarm   (… or until the pump shows an alarm — ``high``: a high-priority
+                                 one: OK t_ms=… reached=1|0)
 
 and answers ``OK …`` or ``ER reason``. Values: on/off/true/false, none, numbers. The fault is
 applied before the simulation's next slice (`Simulation.post`, thread-safe), so it lands at
@@ -30,6 +31,7 @@ from hil_sim.serve import Clock, ClockError
 #: what ``advance MS until=NAME`` can wait for (a predicate on the simulation)
 UNTIL = {
     "alarm": lambda sim: sim.alarm > 0,
+    "high": lambda sim: sim.alarm >= 3,
     "no_alarm": lambda sim: sim.alarm == 0,
     "motor_on": lambda sim: sim.enable != 0,
     "motor_off": lambda sim: sim.enable == 0,

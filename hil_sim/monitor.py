@@ -217,13 +217,25 @@ class MonitorSender:
         self.acks: dict[str, int] = {}
         self.unsent = 0
         self.last_ack = ""
+        self._pending = 0                    # put, not yet acknowledged or given up
+        self._lock = threading.Lock()
 
     def start(self) -> "MonitorSender":
         self._thread.start()
         return self
 
     def put(self, message: str) -> None:
+        with self._lock:
+            self._pending += 1
         self._q.put(message)
+
+    def busy(self) -> bool:
+        """A message is queued or waits for its ACK (a lock-step server holds its clock)."""
+        return self._pending > 0 and self._thread.is_alive()
+
+    def _done(self) -> None:
+        with self._lock:
+            self._pending -= 1
 
     def _connect(self):
         from hl7.client import MLLPClient
@@ -247,6 +259,7 @@ class MonitorSender:
                     next_try = time.monotonic() + self.retry_s
             if client is None:
                 self.unsent += 1            # no bridge: a real-time feed loses the message
+                self._done()
                 continue
             try:
                 reply = client.send_message(msg)
@@ -268,6 +281,8 @@ class MonitorSender:
                     pass
                 client = None
                 next_try = time.monotonic() + self.retry_s
+            finally:
+                self._done()
         if client is not None:
             client.close()
 

@@ -27,7 +27,9 @@ the simulation's.
   the control port's ``advance MS``): the simulation then runs as fast as the runtime allows,
   still answering the host between slices, but never faster than the host drains the
   endpoint (a slice waits until the endpoint can take bytes, up to ``DRAIN_S`` — a host that
-  reads nothing overruns as a UART does). So how much virtual time passes between two host
+  reads nothing overruns as a UART does), nor while ``hold()`` says another consumer is behind
+  (``sim serve --monitor``: the monitor's message not yet acknowledged by the bridge, which
+  may itself be asking the pump something meanwhile — those exchanges are answered). So how much virtual time passes between two host
   requests depends on what was asked, not on how fast or how busy the machine is: tests
   express waits as "until the pump's clock reaches X" or "until event E", and the only wall
   clock left is the caller's hang guard (``Clock.guard_s``).
@@ -119,18 +121,19 @@ def serve(sim: Simulation, endpoint: Endpoint, speed: float | str | None = None,
           pacing: Pacing | None = None,
           after: Callable[[Simulation], None] | None = None,
           clock: Clock | None = None, answer_ms: int = ANSWER_MS,
-          wall: Callable[[], float] = time.monotonic) -> None:
+          wall: Callable[[], float] = time.monotonic,
+          hold: Callable[[], bool] | None = None) -> None:
     """Run ``sim`` against ``endpoint`` until ``stop`` is set or KeyboardInterrupt;
     ``after(sim)`` (e.g. the simulated monitor) is called whenever virtual time has moved.
     ``speed``: a factor, None (max) or ``"lockstep"`` (driven by ``clock``; module doc).
     ``wall``: the wall clock a paced server follows (seconds; tests pass a fake one, with an
-    endpoint whose ``wait`` moves it)."""
+    endpoint whose ``wait`` moves it). ``hold`` (lock-step): a grant waits while it is True."""
     stop = stop or threading.Event()
     try:
         if speed is None:
             _serve_max(sim, endpoint, stop, after)
         elif speed == LOCKSTEP:
-            _serve_lockstep(sim, endpoint, stop, clock or Clock(), answer_ms, after)
+            _serve_lockstep(sim, endpoint, stop, clock or Clock(), answer_ms, after, hold)
         elif isinstance(speed, str):
             raise ValueError(f"speed must be a factor, None (max) or {LOCKSTEP!r}")
         else:
@@ -228,7 +231,8 @@ def _serve_paced(sim: Simulation, ep: Endpoint, stop: threading.Event, speed: fl
 
 
 def _serve_lockstep(sim: Simulation, ep: Endpoint, stop: threading.Event, clock: Clock,
-                    answer_ms: int, after: Callable[[Simulation], None] | None) -> None:
+                    answer_ms: int, after: Callable[[Simulation], None] | None,
+                    hold: Callable[[], bool] | None = None) -> None:
     clock.sim, clock.stopped = sim, False
     to_pump, to_host = sim.link.to_pump, sim.link.to_host
     per = sim.slice_ms // sim.tick_ms
@@ -284,6 +288,14 @@ def _serve_lockstep(sim: Simulation, ep: Endpoint, stop: threading.Event, clock:
             feed()
             if drained is not None:     # as fast as the host takes the bytes, no faster
                 st["stuck"] = not drained(0.0 if st["stuck"] else DRAIN_S)
+            while hold is not None and hold():      # nor faster than another consumer
+                if stop.is_set():
+                    raise ClockError("the server was stopped")
+                feed()
+                if exchange_open():
+                    step(1)
+                else:
+                    ep.wait(IDLE_POLL_S)
             step(max(1, min(per, math.ceil((target - sim.t_ms) / tick - 1e-9))))
             if pred is not None and pred(sim):
                 return True

@@ -8,7 +8,12 @@
 The bridge runs in the test process on the same `host.Pump` the test sets the pump up with
 (the simulator's TCP endpoint takes one client at a time), so it listens before the infusion
 starts whatever the machine's speed; `infusekit vitals-bridge` itself runs as a subprocess in
-`test_vitals_bridge_cli`. Everything waits on lines and replies with generous timeouts.
+`test_vitals_bridge_cli`. The simulator serves in lock-step (`--speed lockstep`, its control
+port's `advance`): pump time, and with it the patient and the monitor, moves when the test
+advances it, and never faster than the bridge takes the monitor's messages (each waits for its
+ACK, which waits for the pump's reply to the relayed VITALS). So the infusion reaches the
+responder's hypertension, or the feed's dropout, at the same pump time whatever the machine's
+speed; waits on what the bridge prints are hang guards (GUARD_S), not figures.
 """
 from __future__ import annotations
 
@@ -25,11 +30,13 @@ import hl7
 import pytest
 from hl7.client import MLLPClient
 
+from hil_sim.control import send_command
 from host.vitals_bridge import serve_bridge
 from test_hl7_bridge import pcd01, SBP, DBP, HR, SPO2, TEMP, T0
 
 pytestmark = [pytest.mark.e2e, pytest.mark.micropython]
 INFUSEKIT = [sys.executable, "-m", "host"]
+GUARD_S = 300.0                  # wall seconds: hang guards only
 
 
 def _free_port():
@@ -47,7 +54,7 @@ class Lines:
     def add(self, line: str) -> None:
         self.lines.append(line.rstrip("\n"))
 
-    def wait_for(self, pred, timeout=240, alive=lambda: True, start=0):
+    def wait_for(self, pred, timeout=GUARD_S, alive=lambda: True, start=0):
         """The first line from index `start` on that satisfies `pred`."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -74,7 +81,7 @@ class Proc(Lines):
         threading.Thread(target=lambda: [self.err.append(l) for l in self.p.stderr],
                          daemon=True).start()
 
-    def wait_for(self, pred, timeout=240):
+    def wait_for(self, pred, timeout=GUARD_S):
         try:
             return super().wait_for(pred, timeout, alive=lambda: self.p.poll() is None)
         except AssertionError as e:
@@ -112,16 +119,18 @@ def _pump(url, attempts=10):
 
 
 class Bedside:
-    """sim serve with the monitor, and the bridge in front of the pump, listening first."""
+    """sim serve (lock-step) with the monitor, and the bridge in front of the pump, listening
+    first; ``advance``/``run_until_line`` move pump time through the control port."""
 
-    def __init__(self, scenario, runtime="micropython", speed="max"):
+    def __init__(self, scenario, runtime="micropython"):
         self.bport = _free_port()
         pump_port = _free_port()
         self.sim = Proc(["sim", "serve", "--runtime", runtime, "--link", f"tcp:{pump_port}",
-                         "--speed", speed, "--scenario", scenario,
+                         "--speed", "lockstep", "--control", "tcp:0", "--scenario", scenario,
                          "--monitor", f"mllp://127.0.0.1:{self.bport}"])
-        self.url = self.sim.wait_for(lambda l: l.startswith("socket://"), timeout=120)
-        self.sim.wait_for(lambda l: l.startswith("monitor: PCD-01 for patient PAT-1"), timeout=60)
+        self.url = self.sim.wait_for(lambda l: l.startswith("socket://"))
+        self.ctl = self.sim.wait_for(lambda l: l.startswith("control://"))
+        self.sim.wait_for(lambda l: l.startswith("monitor: PCD-01 for patient PAT-1"))
         self.pump = _pump(self.url)
         self.out = Lines()
         self.stop = threading.Event()
@@ -130,7 +139,26 @@ class Bedside:
             self.pump, f"mllp://127.0.0.1:{self.bport}", "PAT-1"),
             kwargs=dict(max_skew_s=None, out=self.out.add, stop=self.stop))
         self.thread.start()
-        self.out.wait_for(lambda l: l == f"listening on mllp://127.0.0.1:{self.bport}", 120)
+        self.out.wait_for(lambda l: l == f"listening on mllp://127.0.0.1:{self.bport}")
+
+    def advance(self, ms, until=None):
+        reply = send_command(self.ctl, f"advance {ms}" + (f" until={until}" if until else ""),
+                             timeout=GUARD_S)
+        assert reply.startswith("OK t_ms="), reply
+        return int(reply.split("t_ms=")[1].split()[0])
+
+    def run_until_line(self, pred, max_ms, start=0, step_ms=10_000):
+        """Advance pump time ``step_ms`` at a time until the bridge has printed a line
+        (from index ``start`` on) that satisfies ``pred``; at most ``max_ms``."""
+        t = self.advance(0)
+        t_end = t + max_ms
+        while True:
+            for line in self.out.lines[start:]:
+                if pred(line):
+                    return line
+            assert t < t_end, (f"not within {max_ms / 1000:g} s of pump time; bridge output:\n"
+                               + "\n".join(self.out.lines[-40:]))
+            t = self.advance(step_ms)
 
     def start_infusion(self):
         self.pump.configure(interlock=1)
@@ -174,11 +202,11 @@ def test_hypertensive_patient_monitor_hl7_bridge_pump_pauses():
         assert not any(l.startswith("relayed X") for l in b.out.lines), b.out.lines[-20:]
         b.start_infusion()
         # the monitor's readings are relayed; the ketamine raises the responder's blood
-        # pressure past 180/110 and the pump pauses
-        b.out.wait_for(lambda l: l.startswith("relayed SIM") and "action=none" in l)
-        line = b.out.wait_for(lambda l: "action=paused" in l, timeout=400)
+        # pressure past 180/110 and the pump pauses (within the 40-min infusion)
+        b.run_until_line(lambda l: l.startswith("relayed SIM") and "action=none" in l, 300_000)
+        line = b.run_until_line(lambda l: "action=paused" in l, 2_400_000)
         assert line.startswith("relayed SIM")
-        b.out.wait_for(lambda l: l.startswith("pump ALARM") and "alarm=VITALS " in l + " ", 60)
+        b.out.wait_for(lambda l: l.startswith("pump ALARM") and "alarm=VITALS " in l + " ")
         st = b.pump.status()
         assert st.state == "ALARM" and st.alarm == "VITALS", st
         assert st.delivered_ml < 34.0
@@ -189,20 +217,18 @@ def test_hypertensive_patient_monitor_hl7_bridge_pump_pauses():
 
 @pytest.mark.req("REQ-HL7-05")
 def test_monitor_feed_lost_ends_in_vitals_stale():
-    # at --speed max the monitor in the simulator sends faster than python-hl7 parses, the
-    # bridge's backlog keeps relaying after the feed stopped and the infusion can end first
-    # (its vitals alarms end with it): at 40x the numerics come every 0.125 s of wall time,
-    # and VITALS_STALE (1800-1950 s) is due 11 s of wall time before the infusion ends
-    b = Bedside("hl7_feed_lost", runtime="cpython", speed="40")   # micropython: the test above
+    # in lock-step the feed never runs ahead of the bridge (it did at --speed max, whose
+    # backlog kept relaying after the feed had stopped, and the infusion could end first):
+    # the scenario's dropout and VITALS_STALE (1800-1950 s) come at their pump times
+    b = Bedside("hl7_feed_lost", runtime="cpython")   # micropython: the test above
     try:
         b.start_infusion()
-        relayed = b.out.wait_for(lambda l: l.startswith("relayed SIM"))
-        # the stale alarm that counts is the one after the feed was flowing: on a loaded
-        # machine the first NIBP reading can reach the pump after an earlier stale alarm
-        # (the feed had not started yet), and that earlier line is not what this test judges
+        relayed = b.run_until_line(lambda l: l.startswith("relayed SIM"), 300_000)
+        # the stale alarm that counts is the one after the feed was flowing (an earlier one,
+        # before the first NIBP reading, is not what this test judges)
         j = b.out.lines.index(relayed)
-        b.out.wait_for(lambda l: l.startswith("pump ALARM") and "alarm=VITALS_STALE" in l,
-                       timeout=400, start=j + 1)
+        b.run_until_line(lambda l: l.startswith("pump ALARM") and "alarm=VITALS_STALE" in l,
+                         2_400_000, start=j + 1)
         assert b.pump.status().state == "RUNNING"        # medium priority
     finally:
         b.close()
@@ -212,23 +238,23 @@ def test_vitals_bridge_cli():
     """`infusekit vitals-bridge` as a user runs it, against `infusekit sim serve`."""
     pump_port, bport = _free_port(), _free_port()
     sim = Proc(["sim", "serve", "--runtime", "micropython", "--link", f"tcp:{pump_port}",
-                "--speed", "max"])
+                "--speed", "lockstep"])
     try:
-        url = sim.wait_for(lambda l: l.startswith("socket://"), timeout=120)
+        url = sim.wait_for(lambda l: l.startswith("socket://"))
         for attempt in range(5):
             bridge = Proc(["vitals-bridge", "--port", url, "--listen", f"mllp://127.0.0.1:{bport}",
                            "--patient", "PAT-1", "--max-skew", "0"])
             try:
-                bridge.wait_for(lambda l: l == f"listening on mllp://127.0.0.1:{bport}", 120)
+                bridge.wait_for(lambda l: l == f"listening on mllp://127.0.0.1:{bport}")
                 break
             except AssertionError:
                 if bridge.stop() != 4 or attempt == 4:    # 4: the pump link; retried
                     raise
         try:
             assert _send(bport, pcd01(cid="C1"))[0] == "AA"
-            bridge.wait_for(lambda l: l.startswith("relayed C1: sbp=132 dbp=81 hr=72 spo2=97"), 60)
+            bridge.wait_for(lambda l: l.startswith("relayed C1: sbp=132 dbp=81 hr=72 spo2=97"))
             assert _send(bport, pcd01(cid="C2", patient="PAT-2"))[0] == "AE"
-            bridge.wait_for(lambda l: l.startswith("AE C2: patient PAT-2"), 60)
+            bridge.wait_for(lambda l: l.startswith("AE C2: patient PAT-2"))
         finally:
             assert bridge.stop() == 0
     finally:
