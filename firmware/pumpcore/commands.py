@@ -914,6 +914,7 @@ def _accept(ctl, rid, di, amount, soft, kvo, doseh):
     set_kvo(ctl, kvo)
     ctl.started = False
     ctl.el_ms = 0
+    ctl.end_bolus()                   # a new program inherits no bolus of the last one
     ctl.bolus_nl = 0
     ctl.loop.reset()
     ctl.line.reset(ctl.seg_vol[0])

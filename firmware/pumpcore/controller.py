@@ -368,8 +368,10 @@ class Controller:
                 self.probe_ahead -= d
                 n_line -= d
             steps = loop.tick(inp.encoder, p, n_line, dt)
-            if self._settle:
-                # the line is done: complete once the flange is where the line ends
+            if self._settle and not self.bolus_on:
+                # the line is done: complete once the flange is where the line ends (a bolus
+                # accepted while the line settles runs to its end first: completing under it
+                # left it running, and the next program inherited it — gfuzz, session 6)
                 self._settle += 1
                 if loop.settled() or self._settle > _SETTLE_TICKS:
                     self._settle = 0
@@ -480,6 +482,7 @@ class Controller:
         self.kline.nl_per_kstep = k
 
     def _complete(self):
+        self.end_bolus()                  # never a bolus past the end of its infusion
         tx = self.out.tx
         self.alarms.clear(AL.A_VTBI_NEAR, tx)
         self.alarms.raise_(AL.A_VTBI_DONE, tx, self._now)
