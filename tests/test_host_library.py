@@ -16,6 +16,7 @@ from host.client import EVENT_BACKLOG, Pump, Step
 from host.codec import Event, Telemetry
 from host.enums import Alarm, Priority, State
 from host.errors import PumpError, UsageMistake
+from served import GUARD_S
 
 pytestmark = pytest.mark.req("REQ-HOST-07")
 
@@ -68,24 +69,27 @@ def test_events_are_not_replayed_from_the_connect(fake):
     """The old client queued every frame since connecting (up to 10,000) and replayed them
     to the first events() loop."""
     with Pump.open(fake.path, timeout=1.0) as pump:
+        probe = pump.subscribe()          # another stream: tells when the 50 are in
         for i in range(50):
             fake.write(codec.encode_event("STATE", {"state": "IDLE", "n": i}))
-        time.sleep(0.3)
-        assert list(pump.events(timeout=0.2)) == []                   # begins now
+        assert len([probe.get(GUARD_S) for _ in range(50)]) == 50
+        assert list(pump.events(timeout=0)) == []                     # begins now
         fake.write(codec.encode_event("STATE", {"state": "IDLE", "n": 99}))
-        got = list(pump.events(timeout=0.3))
+        pump.status()                     # its reply follows the event: the event is in
+        got = list(pump.events(timeout=0))
         assert [e.fields["n"] for e in got] == ["99"]
 
 
 def test_a_threads_events_start_at_its_first_request_and_continue(fake, pump):
     pump.status()                                       # this thread's stream begins here
     fake.write(codec.encode_event("STATE", {"state": "IDLE", "n": 1}))
-    time.sleep(0.2)
-    assert [e.fields["n"] for e in pump.events(timeout=0.3)] == ["1"]
+    pump.status()                       # its reply follows event 1: the event is in
+    assert [e.fields["n"] for e in pump.events(timeout=0)] == ["1"]
     fake.write(codec.encode_event("STATE", {"state": "IDLE", "n": 2}))
-    time.sleep(0.2)                                     # between two events() calls
+    pump.status()                       # between two events() calls
     fake.write(codec.encode_event("STATE", {"state": "IDLE", "n": 3}))
-    assert [e.fields["n"] for e in pump.events(timeout=0.3)] == ["2", "3"]   # no gap
+    pump.status()
+    assert [e.fields["n"] for e in pump.events(timeout=0)] == ["2", "3"]   # no gap
 
 
 def test_two_readers_each_see_every_frame(fake, pump):
@@ -96,8 +100,10 @@ def test_two_readers_each_see_every_frame(fake, pump):
     def reader(name):
         stream = pump.subscribe()
         ready.wait()
-        for ev in stream.events(timeout=1.0):
+        for ev in stream.events(timeout=GUARD_S):      # a hang guard: ends on the count
             seen[name].append(ev.fields["n"])
+            if len(seen[name]) == 30:
+                break
 
     threads = [threading.Thread(target=reader, args=(n,)) for n in seen]
     for t in threads:
@@ -106,8 +112,10 @@ def test_two_readers_each_see_every_frame(fake, pump):
     for i in range(30):
         fake.write(codec.encode_event("STATE", {"state": "IDLE", "n": i}))
     for t in threads:
-        t.join(10)
+        t.join(GUARD_S)
+    pump.status()                        # nothing more arrived behind the 30
     assert seen["a"] == seen["b"] == [str(i) for i in range(30)]
+    assert list(pump.subscribe().events(timeout=0)) == []
 
 
 def test_event_delivery_is_bounded(fake, pump):
@@ -116,10 +124,8 @@ def test_event_delivery_is_bounded(fake, pump):
     for i in range(0, n, 50):
         fake.write(b"".join(codec.encode_event("STATE", {"state": "IDLE", "n": j})
                             for j in range(i, min(n, i + 50))))
-    deadline = time.monotonic() + 10
-    while pump.stats.frames_in < n + 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    got = list(stream.events(timeout=0.3))
+    pump.status()                        # its reply follows every frame: all are in
+    got = list(stream.events(timeout=0))
     assert len(got) == EVENT_BACKLOG and got[-1].fields["n"] == str(n - 1)
     assert stream.dropped == 200 and pump.stats.dropped_events >= 200
 
@@ -164,13 +170,19 @@ def test_socket_reads_are_buffered():
                                                "tick_ms": 10}))
             time.sleep(0.2)
             conn.sendall(burst)
-            time.sleep(1.0)
+            done.wait(GUARD_S)
 
+    done = threading.Event()
     t = threading.Thread(target=serve, daemon=True)
     t.start()
     with Pump.open(f"socket://127.0.0.1:{port}", timeout=2.0, library=None) as pump:
         stream = pump.subscribe()
-        got = list(stream.events(timeout=0.8))
+        got = []
+        for f in stream.events(timeout=GUARD_S):      # a hang guard: ends on the count
+            got.append(f)
+            if len(got) == 200:
+                break
+        done.set()
     srv.close()
     assert len(got) == 200 and all(isinstance(f, Telemetry) for f in got)
     assert pump.stats.reads < 50, pump.stats.reads            # was one per byte: > 10,000
@@ -196,12 +208,16 @@ def test_asyncio_client(fake):
             got = []
 
             async def collect():
-                async for ev in pump.events(timeout=0.5):
+                async for ev in pump.events(timeout=GUARD_S):   # a hang guard
                     got.append(ev)
+                    break
             task = asyncio.create_task(collect())
             await asyncio.sleep(0.1)
             fake.write(codec.encode_event("ALARM", {"alarm": "DOOR", "prio": 3}))
             await task
+            await pump.status()                 # nothing more behind it
+            async for ev in pump.events(timeout=0):
+                got.append(ev)
             return got
 
     got = asyncio.run(main())

@@ -12,7 +12,9 @@ from hil_sim.cosim import FAULTS, Simulation
 from hil_sim.link import MemoryEndpoint
 from hil_sim.patient import PatientParams
 from hil_sim.plant import PlantParams
-from hil_sim.serve import serve
+from hil_sim.serve import LOCKSTEP, Clock, serve
+
+GUARD_S = 120.0          # wall seconds: hang guards only
 
 
 def frame(body: bytes) -> bytes:
@@ -136,30 +138,38 @@ def test_patient_receives_what_the_plant_delivers():
 
 
 def test_fault_by_command_while_serving():
-    """A host test opens an occlusion on a running pump through the control port."""
+    """A host test opens an occlusion on a running pump through the control port, and runs
+    the (lock-step) pump's clock there until the alarm: pump time, not wall time."""
     sim = Simulation("cpython", params=PlantParams(primed=True))
     ep = MemoryEndpoint()
     stop = threading.Event()
-    th = threading.Thread(target=serve, args=(sim, ep, 200.0, stop), daemon=True)
-    with ControlServer(sim) as ctl:
+    clock = Clock(guard_s=GUARD_S)
+    th = threading.Thread(target=serve, args=(sim, ep, LOCKSTEP, stop), kwargs={"clock": clock},
+                          daemon=True)
+
+    def read_until(marker):
+        got, end = b"", time.monotonic() + GUARD_S          # a hang guard: no pump time needed
+        while marker not in got:
+            assert time.monotonic() < end, got
+            got += ep.host_read(timeout=0.2)
+        return got
+    with ControlServer(sim, clock=clock) as ctl:
         th.start()
         try:
             ep.host_write(frame(b"1 PROG boot=1 rate_ul_h=25000 vtbi_nl=20000000") + frame(b"2 START boot=1"))
-            deadline = time.monotonic() + 10
-            got = b""
-            while b"2 OK" not in got and time.monotonic() < deadline:
-                got += ep.host_read(timeout=0.2)
+            got = read_until(b"2 OK")
             assert b"2 OK state=RUNNING" in got
             assert send_command(ctl.url, "occlusion on") == "OK"
             assert send_command(ctl.url, "meteor 3").startswith("ER unknown fault")
             assert send_command(ctl.url, "faults").startswith("OK occlusion,")
-            while b"alarm=OCCLUSION" not in got and time.monotonic() < deadline:
-                got += ep.host_read(timeout=0.2)
+            reply = send_command(ctl.url, "advance 400000 until=high", timeout=GUARD_S)
+            assert reply.startswith("OK t_ms=") and reply.endswith("reached=1"), reply
+            got += read_until(b"alarm=OCCLUSION")
             assert b"! EV ALARM alarm=OCCLUSION prio=3" in got
             assert "occluded=1" in send_command(ctl.url, "status")
         finally:
             stop.set()
-            th.join(5)
+            th.join(GUARD_S)
             sim.close()
     assert any(f[1] == "occlusion" for f in sim.faults)
 
