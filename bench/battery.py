@@ -151,8 +151,10 @@ def _height_events(sim, rng, S, t0_ms, t1_ms):
         t = back + _u(rng, S["height_every"]) * 1000
 
 
-def disturbed_case(setname: str, k: int, controller: str = "firmware") -> dict:
-    """One syringe's worth (≤ 2 h) of nominal infusion through the disturbances."""
+def disturbed_case(setname: str, k: int, controller: str = "firmware",
+                   stop_s: float | None = None) -> dict:
+    """One syringe's worth (≤ 2 h) of nominal infusion through the disturbances (`stop_s`:
+    only the first seconds of it, the same events — for regression tests of one alarm)."""
     S = SETS[setname]
     seed = S["seed0"] + k
     rate = S["rates"][k % len(S["rates"])]
@@ -165,7 +167,8 @@ def disturbed_case(setname: str, k: int, controller: str = "firmware") -> dict:
     try:
         t0 = pump.start(rate, size * 0.95, model if controller == "firmware" else None)
         _height_events(pump.sim, rng, S, pump.sim.t_ms + 30_000, pump.sim.t_ms + hours * 3.6e6)
-        pump.run(int(hours * 3.6e6))
+        run_ms = hours * 3.6e6 if stop_s is None else min(hours * 3.6e6, stop_s * 1000.0)
+        pump.run(int(run_ms))
         return {"case": k, "rate": rate, "model": model, "hours": hours, "t0": t0,
                 "alarms": pump.bad()}
     finally:

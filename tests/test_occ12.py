@@ -160,3 +160,16 @@ def test_bubble_sized_to_the_tick_not_the_slice(ul, alarm, offset_ms):
         assert got == alarm, (ul, pump.alarms)
     finally:
         pump.close()
+
+
+# ---------------------------------------------------------------------- battery regressions
+@pytest.mark.req("REQ-OCC-10")
+@pytest.mark.parametrize("k,stop_s", [(26, 2700.0), (74, 4120.0)])
+def test_a_bedside_step_inside_the_probe_is_no_occlusion(k, stop_s):
+    """Tuning-set battery cases 26 (10 mL/h, BD50: OCCLUSION at 2668.7 s) and 74 (2 mL/h,
+    BD20: at 4092.1 s) on session 4/5's detector: a probed candidate passed on *one* doubled
+    difference that a bedside step had filled (the other probe difference did not double).
+    A closed line doubles its rise for as long as the pump pushes twice as fast: both."""
+    import battery as B
+    r = B.disturbed_case("tune", k, stop_s=stop_s)
+    assert r["alarms"] == [], r

@@ -313,8 +313,11 @@ class Occlusion:
             if self.pn < _PROBE_SEGS:
                 return 0
             # twice the rate: m5 dead (the line's R·C step), m6 and m7 measured. A closed line
-            # rises twice as fast (Q / C is the pump's doing); a ramp from outside does not
-            if 2 * (seg[7] - seg[6]) >= self.run_d:
+            # rises twice as fast (Q / C is the pump's doing) for as long as the pump pushes
+            # twice as fast: *both* measured differences double. A ramp from outside does not,
+            # and a bedside step landing in the probe fills one of them, not both
+            r = self.run_d
+            if 2 * (seg[6] - seg[5]) >= r and 2 * (seg[7] - seg[6]) >= r:
                 self.probing = False
                 return _TREND
             self._clear()                  # not the pump's doing: not an occlusion
