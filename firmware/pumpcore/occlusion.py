@@ -47,6 +47,8 @@ _DEBOUNCE_TICKS = const(3)     # fixed threshold: three ticks at or above the li
 _P_CLAMP = const(2000)         # readings beyond ±this are beyond every limit anyway
 _NSEG = const(8)               # segment sums kept (4 for the candidate, 3 for the probe)
 _PROBE_SEGS = const(3)         # segments at twice the rate: 1 dead + 2 measured
+_T_STEP_TICKS = const(120)     # 6 s: a bedside step lands within this (move <= 2 s + the
+                               # line's R·C); shorter segments let two steps fill a window
 K_SIGMA = 4.0                  # half the expected rise per segment / σ of a difference
 K_BREATH = 1.0                 # ... / what breathing leaves in a difference
 BREATH_MMHG = 4.0              # "a few mmHg" of venous swing (CONTEXT §8) ...
@@ -123,6 +125,7 @@ class Occlusion:
         self.lo = 1 << 29
         self.hi = 1 << 29
         self.probe = False
+        self.confirm = False        # an unprobed candidate is confirmed by one doubled segment
         self.probing = False        # the controller doubles the rate while this is set
         self.slope_mmhg_min = 0     # expected rise, for STATUS/docs (mmHg/min)
         # the stored-volume test: level segments of v_len ticks (levels in mmHg / 256)
@@ -160,6 +163,7 @@ class Occlusion:
         """Take a plan from `plan_ints` (stored per program segment) and restart."""
         self.probe = L < 0
         self.L = -L if L < 0 else L
+        self.confirm = not self.probe and self.L < _T_STEP_TICKS
         self._v_plan()
         self.lo = lo
         self.hi = hi
@@ -310,13 +314,26 @@ class Occlusion:
         if self.mode == _PROBE:
             seg[5 + self.pn] = y
             self.pn += 1
+            r = self.run_d
+            if self.confirm:
+                # one segment at twice the rate: a closed line's rise grows to 1.5 × the mean
+                # rise before (the whole segment at 2Q); an open line's rise is its own (a
+                # bedside step's goes on at most as fast, and ends) plus at most 0.5 of it
+                # from the Q·R step the doubling adds: OCCLUSION if >= 1.25 × (r = 3 means)
+                # and <= 2 × (no closed line's rise more than doubles: a bedside step that
+                # lands in this segment does)
+                d = y - seg[4]
+                if 12 * d >= 5 * r and 3 * d <= 2 * r:
+                    self.probing = False
+                    return _TREND
+                self._clear()
+                return 0
             if self.pn < _PROBE_SEGS:
                 return 0
             # twice the rate: m5 dead (the line's R·C step), m6 and m7 measured. A closed line
             # rises twice as fast (Q / C is the pump's doing) for as long as the pump pushes
             # twice as fast: *both* measured differences double. A ramp from outside does not,
             # and a bedside step landing in the probe fills one of them, not both
-            r = self.run_d
             if 2 * (seg[6] - seg[5]) >= r and 2 * (seg[7] - seg[6]) >= r:
                 self.probing = False
                 return _TREND
@@ -355,7 +372,7 @@ class Occlusion:
             return 0                       # uneven: a step's R·C transient, not a ramp
         self.run_d = (seg[4] - seg[0]) * 3 // 4     # as three segments' rise
         self.base = seg[0]
-        if not self.probe:
+        if not self.probe and not self.confirm:
             return _TREND
         self.mode = _PROBE
         self.probing = True
