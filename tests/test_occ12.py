@@ -132,7 +132,9 @@ def test_arm_movement_coughs_and_breathing_are_no_occlusion(rate, model):
 
 
 @pytest.mark.req("REQ-OCC-13")
-@pytest.mark.parametrize("rate,model,limit_s", [(25.0, "BD50", 15.0), (100.0, "BD50", 5.5),
+# 100 mL/h: 5 segments of ~1.05 s and the one-segment confirmation (docs/firmware.md,
+# "Occlusion", 3b): ~6.2 s, over the 5-s goal (docs/performance.md says so)
+@pytest.mark.parametrize("rate,model,limit_s", [(25.0, "BD50", 15.0), (100.0, "BD50", 7.0),
                                                 (5.0, "BD10", 60.0), (1.0, "BD50", 120.0)])
 def test_a_real_occlusion_is_still_found(rate, model, limit_s):
     import battery as B
@@ -173,3 +175,63 @@ def test_a_bedside_step_inside_the_probe_is_no_occlusion(k, stop_s):
     import battery as B
     r = B.disturbed_case("tune", k, stop_s=stop_s)
     assert r["alarms"] == [], r
+
+
+@pytest.mark.req("REQ-OCC-10")
+@pytest.mark.parametrize("k,stop_s", [(27, 1870.0), (44, 1975.0)])
+def test_two_bedside_steps_in_one_window_are_no_occlusion(k, stop_s):
+    """Tuning-set battery cases 27 (50 mL/h, BD50: OCCLUSION at 1848.9 s) and 44 (25 mL/h,
+    BD50: at 1953.75 s) on session 4/5's detector: the arm raised ~30 cm and 4.5-6.5 s later
+    the pump lowered 34 cm; the two rises through the line add up to four even differences
+    in the band. Unprobed there (T < 6 s), a candidate is now confirmed by one segment at
+    twice the rate, which only a closed line's rise follows."""
+    import battery as B
+    r = B.disturbed_case("tune", k, stop_s=stop_s)
+    assert r["alarms"] == [], r
+
+
+
+def _feed(o, ticks, slope_probe, step_at=None, step=0.0):
+    """Drive the detector alone: from tick 400 the reading rises at s (mmHg per tick; the
+    module's S) at the line's rate and at `slope_probe` × s while the detector probes; a step
+    of `step` mmHg at tick `step_at`. Returns (first alarm, its tick)."""
+    p = 10.0
+    for i in range(ticks):
+        if i > 400:
+            p += S * (slope_probe if o.probing else 1.0)
+        if i == step_at:
+            p += step
+        r = o.update(int(p), 50)
+        if r:
+            return r, i
+    return 0, ticks
+
+
+S = 0.0
+
+
+@pytest.mark.req("REQ-OCC-10")
+@pytest.mark.parametrize("rate_ml_h", [25.0, 100.0])
+def test_confirmation_separates_the_pumps_rise_from_one_from_outside(rate_ml_h):
+    """The one-segment confirmation at twice the rate (unprobed rates, T < 6 s): a closed
+    line (its rise doubles with the rate) alarms on the trend; the same even rise from
+    outside (it goes on at its own pace) is seen only at the threshold; a closed line whose
+    confirmation segment a bedside step fills is not confirmed then (more than twice the
+    rise before), only at a later window."""
+    global S
+    from pumpcore.occlusion import Occlusion, plan_ints
+    S = rate_ml_h * 1000 / 3.6 / 2100 * 0.05          # mmHg per tick on BD50
+
+    def det():
+        o = Occlusion(400)
+        o.set_syringe(2100, 148)
+        o.set_plan(*plan_ints(int(rate_ml_h * 1000), 2100, 148))
+        assert o.confirm and not o.probe
+        return o
+    r, i0 = _feed(det(), 20000, 2.0)
+    assert r == 1, (r, i0)                             # occlusion._TREND
+    r, _ = _feed(det(), 20000, 1.0)
+    assert r == 2, r                                   # occlusion._THRESHOLD, never _TREND
+    o = det()
+    r, i = _feed(o, 20000, 2.0, step_at=i0 - o.L // 2, step=3 * S * o.L)
+    assert r == 1 and i > i0, (r, i, i0)

@@ -164,10 +164,40 @@ def check_occlusion_tests_allocate_nothing():
     assert 12 <= got[1] <= 20, got[1]       # ... at 30 µL / 2100 nL/mmHg ≈ 14 mmHg of rise
 
 
+def check_occlusion_confirmation_allocates_nothing():
+    """The trend test and its one-segment confirmation at twice the rate (100 mL/h on BD50:
+    unprobed, T < 6 s) to the alarm, locked: a closed line whose rise doubles with the rate."""
+    from pumpcore.occlusion import Occlusion, plan_ints
+    o = Occlusion(400)
+    o.set_syringe(2100, 148)
+    L, lo, hi = plan_ints(100000, 2100, 148)
+    o.set_plan(L, lo, hi)
+    got = bytearray(2)
+
+    def go():
+        pm = 10000                          # pressure in 1/1000 mmHg
+        for i in range(2000):               # 100 s of ticks
+            if i > 400:                     # closed from 20 s on: 13.2 mmHg/s, 0.66 per tick
+                pm += 1322 if o.probing else 661
+            r = o.update(pm // 1000, 50)
+            if r:
+                got[0] = r
+                got[1] = (i - 400) // 20    # seconds after the line closed
+                return
+    if micropython is None:
+        go()
+    else:
+        _locked(go)
+    assert o.confirm
+    assert got[0] == 1, got[0]              # the trend test (occlusion._TREND), confirmed
+    assert got[1] <= 8, got[1]
+
+
 # requirements these checks verify (docs/safety/requirements.md; read by tests/test_fw_checks.py)
 REQS = {
     "check_running_tick_allocates_nothing": ["REQ-SW-04"],
     "check_telemetry_between_ticks_allocates_nothing": ["REQ-SW-04", "REQ-COM-07"],
     "check_parser_allocates_nothing": ["REQ-SW-04", "REQ-COM-03"],
     "check_occlusion_tests_allocate_nothing": ["REQ-SW-04", "REQ-OCC-16"],
+    "check_occlusion_confirmation_allocates_nothing": ["REQ-SW-04", "REQ-OCC-13"],
 }
