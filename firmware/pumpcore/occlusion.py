@@ -25,7 +25,10 @@ Where the band overlaps the slopes of bedside height ramps (0.45-1.5 mmHg/s: a b
 line's rate (the controller takes the extra volume back afterwards by holding the motor), the
 first segment letting the line's R·C step (Q·R) pass. A closed line now rises twice as fast —
 its rise is the pump's doing — while a ramp from outside goes on as before (or ends): OCCLUSION
-only if m6 - m5 ≥ 1.5 × the mean rise per segment before the probe. (A pause would not do: a
+only if m6 - m5 and m7 - m6 are both ≥ 1.5 × the mean rise per segment before the probe.
+Elsewhere, where T < 6 s (a bedside step's response: two steps can fill a window), a candidate
+is *confirmed* by one segment at twice the rate: its rise must be 1.25-2 × the mean before
+(a closed line: 1.5 ×; an open line: its own rise + at most 0.5 × from the Q·R step). (A pause would not do: a
 resting stopper is held by friction, and the force sensor stops seeing the pressure at all.)
 
 T also keeps breathing out: K_BREATH × what a BREATH_MMHG swing at up to BREATH_S per breath
