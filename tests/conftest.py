@@ -99,6 +99,8 @@ def fake():
 @pytest.fixture
 def pump(fake):
     from host.client import Pump
-    p = Pump.open(fake.path, timeout=0.3, retries=2)
+    # the per-attempt reply timer is the client's wall clock: generous beside the fake's
+    # immediate answers (a lost reply costs one timeout; tests count attempts, never time)
+    p = Pump.open(fake.path, timeout=1.0, retries=2)
     yield p
     p.close()

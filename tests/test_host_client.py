@@ -30,7 +30,7 @@ def test_open_says_hello(fake, pump):
 def test_first_id_is_random_per_session(fake):
     ids = set()
     for _ in range(3):
-        with Pump.open(fake.path, timeout=0.3) as p:
+        with Pump.open(fake.path, timeout=1.0) as p:
             ids.add(p.info and fake.executed[-1].id)
     assert len(ids) == 3
 
@@ -39,7 +39,7 @@ def test_wrong_protocol_version_is_refused():
     fake = FakePump(proto=0)
     try:
         with pytest.raises(ProtocolError, match="protocol 0"):
-            Pump.open(fake.path, timeout=0.3)
+            Pump.open(fake.path, timeout=1.0)
     finally:
         fake.close()
 
@@ -90,7 +90,7 @@ def test_program_by_drug(fake, pump):
 
 
 def test_ids_increment_and_wrap(fake):
-    with Pump.open(fake.path, timeout=0.3, first_id=65534) as p:
+    with Pump.open(fake.path, timeout=1.0, first_id=65534) as p:
         p.status()
         p.status()
     assert [r.id for r in fake.executed] == [65534, 65535, 1]
@@ -164,7 +164,7 @@ def test_hard_limit_prechecked_on_host_without_sending(fake, pump):
 def test_hard_limit_from_pump_when_library_differs():
     fake = FakePump(libh="0000000000000000")     # pump enforces another library: no precheck
     try:
-        with Pump.open(fake.path, timeout=0.3) as p:
+        with Pump.open(fake.path, timeout=1.0) as p:
             with pytest.raises(PumpRefused) as e:
                 p.program(drug="ketamine", dose="2 mg/kg", over="40 min", weight_kg=70)
             assert e.value.code == "LIMIT"
@@ -256,7 +256,7 @@ def test_unknown_or_stale_mirror_is_refreshed_with_status(fake, pump):
 
 
 def test_pump_state_refusal_forgets_mirror(fake):
-    with Pump.open(fake.path, timeout=0.3, check_state=False) as p:
+    with Pump.open(fake.path, timeout=1.0, check_state=False) as p:
         with pytest.raises(PumpRefused) as e:
             p.start()
         assert e.value.code == "STATE"
@@ -303,7 +303,7 @@ def test_request_from_callback_is_refused(fake, pump):
 
 def test_device_gone_gives_link_error():
     fake = FakePump()
-    p = Pump.open(fake.path, timeout=0.3)
+    p = Pump.open(fake.path, timeout=1.0)
     try:
         fake.hang_up()
         with pytest.raises(LinkError):

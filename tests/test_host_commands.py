@@ -151,7 +151,7 @@ def test_signed_commands_accepted_and_counter_persisted(tmp_path):
     store.save("FAKE-1", key)
     fake = FakePump(key=key, auth=True)
     try:
-        with Pump.open(fake.path, timeout=0.3, key_store=store) as p:
+        with Pump.open(fake.path, timeout=1.0, key_store=store) as p:
             p.program(rate=10, vtbi=5)
             p.start()
             p.status()
@@ -163,7 +163,7 @@ def test_signed_commands_accepted_and_counter_persisted(tmp_path):
         assert fake.ctr == 2 and store.counter("FAKE-1") == 2
         # a new session starts above the stored counter, even if the pump says less
         fake.ctr = 0
-        with Pump.open(fake.path, timeout=0.3, key_store=store) as p:
+        with Pump.open(fake.path, timeout=1.0, key_store=store) as p:
             p.stop()                    # stopping is never signed (the command table)
             assert fake.ctr == 0
             p.silence()
@@ -176,7 +176,7 @@ def test_counter_syncs_above_the_pumps(tmp_path):
     key = generate_key()
     fake = FakePump(key=key, auth=True, ctr=500)
     try:
-        with Pump.open(fake.path, timeout=0.3, key=key) as p:
+        with Pump.open(fake.path, timeout=1.0, key=key) as p:
             p.program(rate=10, vtbi=5)
         assert fake.ctr == 501
     finally:
@@ -185,7 +185,7 @@ def test_counter_syncs_above_the_pumps(tmp_path):
 
 def test_without_key_the_pump_refuses_with_auth(fake):
     fake.key, fake.auth = generate_key(), True
-    with Pump.open(fake.path, timeout=0.3) as p:
+    with Pump.open(fake.path, timeout=1.0) as p:
         with pytest.raises(PumpRefused) as e:
             p.program(rate=10, vtbi=5)
     assert e.value.code == "AUTH" and fake.count("PROG") == 0
@@ -193,14 +193,14 @@ def test_without_key_the_pump_refuses_with_auth(fake):
 
 def test_wrong_key_and_replay_are_refused(fake):
     fake.key, fake.auth = generate_key(), True
-    with Pump.open(fake.path, timeout=0.3, key=generate_key()) as p:
+    with Pump.open(fake.path, timeout=1.0, key=generate_key()) as p:
         with pytest.raises(PumpRefused, match="AUTH"):
             p.program(rate=10, vtbi=5)
-    with Pump.open(fake.path, timeout=0.3, key=fake.key) as p:
+    with Pump.open(fake.path, timeout=1.0, key=fake.key) as p:
         p.program(rate=10, vtbi=5)
     replay = fake.lines_with("PROG")[-1].split(b" ", 1)[1]
     fake.write(b"")                                  # a captured frame under a new id
-    with Pump.open(fake.path, timeout=0.3, check_state=False) as p:
+    with Pump.open(fake.path, timeout=1.0, check_state=False) as p:
         raw = f"{40000} ".encode() + replay.partition(b"*")[0]
         frame = raw + b"*%04X\n" % codec.crc16(raw)
         p.port.write(frame)
@@ -210,7 +210,7 @@ def test_wrong_key_and_replay_are_refused(fake):
 
 def test_retry_of_a_signed_command_keeps_its_bytes(fake):
     fake.key, fake.auth = generate_key(), True
-    with Pump.open(fake.path, timeout=0.3, key=fake.key) as p:
+    with Pump.open(fake.path, timeout=1.0, key=fake.key) as p:
         p.program(rate=10, vtbi=5)
         fake.lose_replies = 1
         assert p.start() == "RUNNING"
@@ -254,7 +254,7 @@ def test_reconnect_rereads_state_and_resends_nothing(fake, pump):
 
 
 def test_auto_reconnect_on_next_call(fake):
-    with Pump.open(fake.path, timeout=0.3, auto_reconnect=True) as p:
+    with Pump.open(fake.path, timeout=1.0, auto_reconnect=True) as p:
         p.program(rate=10, vtbi=5)
         p.port.close()
         wall_until(lambda: not p.link_ok, "the client notices")
