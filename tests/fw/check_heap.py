@@ -136,14 +136,21 @@ def check_parser_allocates_nothing():
     assert ctl.out.tx.n > 0
 
 
-def check_occlusion_tests_allocate_nothing():
-    """The detector's tick through the hold-off, its segments and the stored-volume test to
-    its alarm (a slow rise of 0.05 mmHg/s on BD50 at 1 mL/h: below the trend band), locked."""
+def _bd50_detector(rate_ul_h):
+    """An occlusion detector planned at this rate for BD50 (2100 nL/mmHg; sensor σ 148 in the
+    units of syringes.sigma_cmmhg)."""
     from pumpcore.occlusion import Occlusion, plan_ints
     o = Occlusion(400)
     o.set_syringe(2100, 148)
-    L, lo, hi = plan_ints(1000, 2100, 148)
+    L, lo, hi = plan_ints(rate_ul_h, 2100, 148)
     o.set_plan(L, lo, hi)
+    return o
+
+
+def check_occlusion_tests_allocate_nothing():
+    """The detector's tick through the hold-off, its segments and the stored-volume test to
+    its alarm (a slow rise of 0.05 mmHg/s on BD50 at 1 mL/h: below the trend band), locked."""
+    o = _bd50_detector(1000)
     got = bytearray(2)
 
     def go():
@@ -167,11 +174,7 @@ def check_occlusion_tests_allocate_nothing():
 def check_occlusion_confirmation_allocates_nothing():
     """The trend test and its one-segment confirmation at twice the rate (100 mL/h on BD50:
     unprobed, T < 6 s) to the alarm, locked: a closed line whose rise doubles with the rate."""
-    from pumpcore.occlusion import Occlusion, plan_ints
-    o = Occlusion(400)
-    o.set_syringe(2100, 148)
-    L, lo, hi = plan_ints(100000, 2100, 148)
-    o.set_plan(L, lo, hi)
+    o = _bd50_detector(100000)
     got = bytearray(2)
 
     def go():
