@@ -35,6 +35,15 @@ def test_crc_check_value():
     assert P.crc16(b"123456789", 0, 9) == binascii.crc_hqx(b"123456789", 0)
 
 
+@pytest.mark.req("REQ-COM-02")
+def test_crc_table_is_the_polynomials():
+    # the table is constant bytes in the source (flash on the frozen image): every entry must
+    # be the CRC of its byte, or a corrupt frame could pass (the single-bit flip test below)
+    for i in range(256):
+        assert P.crc16(bytes([i]), 0, 1) == binascii.crc_hqx(bytes([i]), 0), i
+    assert len(P._CRC_HI) == len(P._CRC_LO) == 256
+
+
 @given(st.binary(max_size=200))
 def test_crc_matches_cpython(data):
     assert P.crc16(data, 0, len(data)) == binascii.crc_hqx(data, 0)

@@ -26,7 +26,8 @@ def test_keep_open_appends_open_each_segment_once_and_commit_every_append(tmp_pa
         # committed at once: another reader sees it while the handle stays open
         with real_open(tmp_path / "log" / "s0", "rb") as f:
             assert f.read().endswith(b"rec%d\n" % i)
-    assert opened == [("s0", "ab")] and st._spare is None   # released for the first open
+    # one open for the segment; the reserved room is taken again for the next transient open
+    assert opened == [("s0", "ab")] and len(st._spare) >= 1148
     st.append("s1", b"x")                    # next segment: the old handle is closed first
     assert st._fname == "s1" and opened[-1] == ("s1", "ab")
     assert st.read("s1") == b"x" and st._f is None     # read closes, then reads
@@ -36,6 +37,31 @@ def test_keep_open_appends_open_each_segment_once_and_commit_every_append(tmp_pa
     st.append("s2", b"a")
     st.write("s2", b"whole")
     assert st.read("s2") == b"whole" and st.read("s0").count(b"\n") == 50
+
+
+@pytest.mark.req("REQ-RP2-05")
+def test_keep_open_store_frees_its_reserved_room_for_every_transient_open(tmp_path, monkeypatch):
+    """Reads and replaces (the heartbeat, a program file) need a second file object while
+    the segment is open: the reserved room is dropped before each such open (so a failed
+    allocation's collection frees it for the file object) and taken again after the close."""
+    real_open = builtins.open
+    st = FileStore(str(tmp_path / "log"), keep_open=True, in_place=True)
+    held = []
+
+    def watching_open(path, mode="r", *a, **k):
+        held.append((str(path).rsplit("/", 1)[-1], mode, st._spare is not None))
+        return real_open(path, mode, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", watching_open)
+    st.append("s0", b"rec\n")
+    st.write("hb", b"one")           # new file: write-and-rename
+    st.write("hb", b"two")           # existing: rewritten in place
+    assert st.read("hb") == b"two" and st.read("nothing") is None
+    assert st.read("s0") == b"rec\n"  # the segment itself: closed, then read
+    assert [h[:2] for h in held] == [("s0", "ab"), ("hb.new", "wb"), ("hb", "wb"), ("hb", "rb"),
+                                     ("nothing", "rb"), ("s0", "rb")]
+    assert not any(h[2] for h in held)                 # never held across an open
+    assert len(st._spare) >= 1148                      # and held again afterwards
 
 
 def test_without_keep_open_nothing_stays_open(tmp_path):

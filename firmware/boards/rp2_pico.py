@@ -67,17 +67,22 @@ _SLOT_MS = const(50)            # resolution of the alarm patterns
 # leads B, 00 10 11 01), 2 back, 3 invalid (both channels changed: an edge was missed)
 _QDEC = b"\x00\x02\x01\x03\x01\x00\x03\x02\x02\x03\x00\x01\x03\x01\x02\x00"
 
-# alarm patterns, one byte per 50 ms slot; the pattern repeats
-# visual: "1" = lamp on
+# alarm patterns, one byte per 50 ms slot: "1" = on. A pattern is its burst followed by
+# silence up to its period (in slots); the silence is not stored (constant bytes are in flash
+# on the frozen image, a computed b"0" * n would be heap).
+# visual:
 _VIS_HIGH = b"1111100000"                       # 2 Hz, 50% duty (IEC: 1.4–2.8 Hz, 20–60%)
-_VIS_MED = b"11111111111111110000000000000000"   # 0.625 Hz, 50% duty (0.4–0.8 Hz)
+_VIS_MED = b"1111111111111111"                  # 0.625 Hz, 50% duty (0.4–0.8 Hz)
+_VIS_MED_SLOTS = const(32)
 # auditory: 10 pulses of 100 ms (3 + 2 + 3 + 2) every 5 s
-_AUD_HIGH = (b"110110110000110110000000110110110000110110"
-             b"0000000000000000000000000000000000000000000000000000000000")
+_AUD_HIGH = b"110110110000110110000000110110110000110110"
+_AUD_HIGH_SLOTS = const(100)
 # 3 pulses of 150 ms every 8 s
-_AUD_MED = b"1110011100111" + b"0" * 147
+_AUD_MED = b"1110011100111"
+_AUD_MED_SLOTS = const(160)
 # 2 pulses of 150 ms every 30 s
-_AUD_LOW = b"11100111" + b"0" * 592
+_AUD_LOW = b"11100111"
+_AUD_LOW_SLOTS = const(600)
 _ON = const(49)                                 # ord("1")
 
 
@@ -99,6 +104,12 @@ def step_train():
     label("low")                # noqa: F821
     jmp(y_dec, "low")           # noqa: F821
     jmp(x_dec, "pulse")         # noqa: F821
+
+
+def _lit(pattern, period, slot):
+    """1 when `slot` (50 ms) falls on an "on" slot of a pattern repeating every `period`."""
+    i = slot % period
+    return 1 if i < len(pattern) and pattern[i] == _ON else 0
 
 
 def half_period(n):
@@ -220,14 +231,14 @@ class Board:
         yel = 0
         buz = 0
         if prio == PRIO_HIGH:
-            red = 1 if _VIS_HIGH[slot % len(_VIS_HIGH)] == _ON else 0
-            buz = 1 if audio and _AUD_HIGH[slot % len(_AUD_HIGH)] == _ON else 0
+            red = _lit(_VIS_HIGH, len(_VIS_HIGH), slot)
+            buz = _lit(_AUD_HIGH, _AUD_HIGH_SLOTS, slot) if audio else 0
         elif prio == PRIO_MEDIUM:
-            yel = 1 if _VIS_MED[slot % len(_VIS_MED)] == _ON else 0
-            buz = 1 if audio and _AUD_MED[slot % len(_AUD_MED)] == _ON else 0
+            yel = _lit(_VIS_MED, _VIS_MED_SLOTS, slot)
+            buz = _lit(_AUD_MED, _AUD_MED_SLOTS, slot) if audio else 0
         elif prio == PRIO_LOW:
             yel = 1
-            buz = 1 if audio and _AUD_LOW[slot % len(_AUD_LOW)] == _ON else 0
+            buz = _lit(_AUD_LOW, _AUD_LOW_SLOTS, slot) if audio else 0
         if red != self._red:
             self._red = red
             self.led_red.value(red)

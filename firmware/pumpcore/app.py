@@ -66,6 +66,8 @@ class App:
         if store is not None:
             self._boot_log(store)
         gc.collect()                # leave the boot garbage behind before the first tick
+        if store is not None and hasattr(store, "reserve"):
+            store.reserve()         # room for the store's next transient file (pumpcore.store)
 
     def tick(self):
         b = self.board

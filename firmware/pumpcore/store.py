@@ -24,12 +24,17 @@ and commits each append with `flush()` (littlefs `lfs_file_sync`: durable, and a
 close). Opening a littlefs file allocates its object and a 1 KB cache (1,148 B on the rp2
 port) — per append, that was the largest block the pump needed once running, and the first
 allocation to fail in a small or fragmented heap (measured on the emulated RP2040,
-docs/performance.md). Kept open, it is allocated once per segment, and the first one gets a
-place reserved at construction (a buffer of that size allocated while the heap is still
-empty, dropped just before the open): at boot, after the drug library was parsed, the heap
-had enough free bytes but no 1,148 contiguous ones. Only where a power cut
-ends the whole interpreter: a simulated cut that leaves the process alive would leave the
-handle's finaliser to write after the cut.
+docs/performance.md). Kept open, it is allocated once per segment. Every other open of the
+store (a read, a replace: the heartbeat every 10 s, a program file at PROG) needs a second
+such object for a moment, and in a fragmented heap the free bytes may be there but not
+1,148 of them in one piece. So the store keeps that room reserved: a buffer of the file
+object's size (`_spare`), held whenever no transient file is open. An open drops it first
+(the collection that a failed allocation runs then frees its room for the file object), and
+once the file is closed the room is taken again (where the closed object was, or lower);
+when there was no room then, the app asks again once boot is over (`reserve()`).
+Reads are one allocation of the file's exact size (`f.read()` grows its buffer 256 bytes at
+a time). Only where a power cut ends the whole interpreter: a simulated cut that leaves the
+process alive would leave the handle's finaliser to write after the cut.
 
 `FileStore(root, in_place=True)` (littlefs only: the Pico board and the simulated flash)
 replaces an existing file by rewriting it (`open(name, "wb")`): littlefs applies the
@@ -70,8 +75,53 @@ class FileStore:
         self._in_place = in_place   # littlefs: replace an existing file by rewriting it
         self._f = None              # keep_open: the file being appended to, and its name
         self._fname = None
-        self._spare = bytearray(_FILE_OBJ) if keep_open else None   # its place, reserved
+        self._spare = None          # keep_open: room for a transient file object, reserved
         self.capacity = None        # bytes of the filesystem, when the board knows it
+        self._reserve()
+
+    def reserve(self):
+        """Reserve the room of a transient file object now, if it is not held (the app
+        calls it when boot is over and its garbage collected: the boot's last opens may
+        have left no room)."""
+        self._reserve()
+
+    def _reserve(self):
+        """Take the room of one file object again (keep_open), when there is room. `bytes(n)`
+        allocates its n + 1 data bytes before its small header (a bytearray the other way
+        round): when that takes a collection, the data gets the lowest hole of the file
+        object's size — the closed file's own, if nothing lower fits — not a hole split by
+        the header."""
+        if self._keep and self._spare is None:
+            try:
+                self._spare = bytes(_FILE_OBJ - 1)
+            except MemoryError:
+                pass                # no room now: the next close tries again
+
+    def _open(self, path, mode):
+        self._spare = None          # its room is the file object's (collected on demand)
+        return open(path, mode)
+
+    def _io(self, path, mode, data):
+        # one transient file: read whole (data None) or written; closed on return
+        f = self._open(path, mode)
+        try:
+            if data is None:
+                n = f.seek(0, 2)
+                f.seek(0)
+                return f.read(n)    # one allocation of the file's size
+            f.write(data)
+            if self._sync:          # CPython on a host filesystem
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            f.close()
+
+    def _transient(self, path, mode, data=None):
+        try:
+            return self._io(path, mode, data)
+        finally:
+            # here the closed file is referenced by no frame: a collection can free it
+            self._reserve()
 
     def _close(self):
         f = self._f
@@ -89,20 +139,20 @@ class FileStore:
         if name == self._fname:
             self._close()
         try:
-            with open(self._p(name), "rb") as f:
-                return f.read()
+            return self._transient(self._p(name), "rb")
         except OSError:
             return None
 
     def append(self, name, data):
         if self._keep:
-            f = self._f
-            if f is None or name != self._fname:
-                self._close()
-                self._spare = None  # the reserved place is free for the file object
-                f = open(self._p(name), "ab")
-                self._f = f
+            if self._f is None or name != self._fname:
+                self._close()       # (no local keeps the closed one: a collection frees it)
+                try:
+                    self._f = self._open(self._p(name), "ab")
+                finally:
+                    self._reserve()
                 self._fname = name
+            f = self._f
             try:
                 f.write(data)
                 f.flush()           # littlefs: lfs_file_sync, the append is committed
@@ -126,15 +176,10 @@ class FileStore:
             except OSError:
                 p = None            # a new file: write-and-rename below
             if p is not None:
-                with open(p, "wb") as f:    # littlefs commits truncation + data on close
-                    f.write(data)
+                self._transient(p, "wb", data)  # littlefs commits truncation + data on close
                 return
         tmp = self._p(name + ".new")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            if self._sync:
-                f.flush()
-                os.fsync(f.fileno())
+        self._transient(tmp, "wb", data)
         os.rename(tmp, self._p(name))
 
     def remove(self, name):
