@@ -14,7 +14,7 @@ from conftest import FIRMWARE, ROOT
 sys.path.insert(0, str(FIRMWARE))
 
 from pumpcore.eventlog import open_log  # noqa: E402
-from pumpcore.store import MemStore  # noqa: E402
+from pumpcore.memstore import MemStore  # noqa: E402
 
 
 def _log(n):

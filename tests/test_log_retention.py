@@ -24,7 +24,7 @@ from pumpcore import fsm  # noqa: E402
 from pumpcore.app import NOISE_BURST, NOISE_MS  # noqa: E402
 from pumpcore.auth import mac16  # noqa: E402
 from pumpcore.eventlog import LOG_BYTES  # noqa: E402
-from pumpcore.store import MemStore  # noqa: E402
+from pumpcore.memstore import MemStore  # noqa: E402
 
 FW = ROOT / "tests" / "fw"
 T0 = (1 << 30) - 60000

@@ -12,7 +12,7 @@ sys.path.insert(0, str(FIRMWARE))
 
 from boards.sim import Harness  # noqa: E402
 from pumpcore import fsm  # noqa: E402
-from pumpcore.store import MemStore  # noqa: E402
+from pumpcore.memstore import MemStore  # noqa: E402
 
 LIB = str(FIRMWARE / "druglib.json")
 

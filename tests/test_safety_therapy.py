@@ -241,7 +241,7 @@ def test_counter_store_error_raises_fault_alarm_not_an_exception():
 def test_stop_and_pause_work_after_a_log_write_failure():
     """A failed log write during RUNNING left the pump in FAULT where STOP was refused."""
     from boards.sim import Harness
-    from pumpcore.store import MemStore
+    from pumpcore.memstore import MemStore
 
     class FailingStore(MemStore):
         fail = False

@@ -12,7 +12,7 @@ sys.path.insert(0, str(FIRMWARE))
 
 from boards import sim  # noqa: E402
 from pumpcore.auth import mac16  # noqa: E402
-from pumpcore.store import MemStore  # noqa: E402
+from pumpcore.memstore import MemStore  # noqa: E402
 
 KEY = b"sim-nv-test-key-0123456789"
 

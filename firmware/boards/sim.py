@@ -18,7 +18,7 @@ mounts `os.VfsLfs2` on `Flash`, a simulated NOR flash block device that can lose
 the middle of any program or erase; its bytes live in RAM, or in an image file named by the
 environment variable INFUSEKIT_FLASH (or `serve_stdio(flash=...)`) so that they survive a
 restart of the process, like a real pump's flash survives a power cut. Under CPython the
-board keeps the same log in a `pumpcore.store.MemStore`; pass the same store object to a new
+board keeps the same log in a `pumpcore.memstore.MemStore`; pass the same store object to a new
 `Harness` to reboot the pump with its flash intact.
 """
 import os
@@ -32,7 +32,8 @@ except ImportError:
     import ubinascii as binascii  # type: ignore
 
 from pumpcore.app import App
-from pumpcore.store import FileStore, MemStore, PowerCut
+from pumpcore.memstore import MemStore
+from pumpcore.store import FileStore, PowerCut
 from pumpcore.ticks import ticks_diff
 
 NL_PER_KSTEP = 217078          # nominal 50 mL syringe: 26.6 mm bore, 1.25 mm lead, 3200 µsteps/rev

@@ -25,7 +25,16 @@ def _num(x, what):
     return x
 
 
-def _limits(d, key, scale, required=True):
+def _shared(pool, obj, key):
+    """One object for equal limits (read-only): the weight limits of every drug, a drug's
+    vitals equal to the default, are kept once in the heap."""
+    got = pool.get(key)
+    if got is None:
+        pool[key] = got = obj
+    return got
+
+
+def _limits(d, key, scale, pool, required=True):
     if key not in d:
         if required:
             raise LibraryError("missing " + key)
@@ -37,16 +46,16 @@ def _limits(d, key, scale, required=True):
                  int(_num(e.get("soft_max", hmax), key) * scale + 0.5), int(hmax * scale + 0.5))
     if not (0 <= lim.hard_min <= lim.soft_min <= lim.soft_max <= lim.hard_max):
         raise LibraryError("limits out of order")
-    return lim
+    return _shared(pool, lim, (0, lim.hard_min, lim.soft_min, lim.soft_max, lim.hard_max))
 
 
-def _vitals(d):
+def _vitals(d, pool):
     v = Vitals(int(_num(d["sbp_max"], "sbp_max")), int(_num(d["dbp_max"], "dbp_max")),
                int(_num(d["hr_max"], "hr_max")), int(_num(d["hr_min"], "hr_min")),
                int(_num(d["spo2_min"], "spo2_min")))
     if not (0 < v.hr_min < v.hr_max and 0 < v.dbp_max < v.sbp_max and 0 < v.spo2_min <= 100):
         raise LibraryError("vitals limits out of order")
-    return v
+    return _shared(pool, v, (1, v.sbp_max, v.dbp_max, v.hr_max, v.hr_min, v.spo2_min))
 
 
 def _name(n):
@@ -64,7 +73,7 @@ def _name(n):
     return b
 
 
-def _drug(d, default_vitals):
+def _drug(d, default_vitals, pool):
     g = Drug()
     try:
         g.name = _name(d["name"])
@@ -78,17 +87,17 @@ def _drug(d, default_vitals):
                 raise LibraryError("concentration must be 1..999999 ug/mL")
         if g.conc_ug_ml not in g.concs:
             raise LibraryError("conc_ug_ml not in concs_ug_ml")
-        g.dose = _limits(d, "dose_ug_kg", 1)                 # µg/kg (dose or load)
-        g.over = _limits(d, "over_min", 60000)               # ms
-        g.weight = _limits(d, "weight_kg", 1000)             # g
-        g.dose_h = _limits(d, "dose_ug_kg_h", 1, False)      # µg/kg/h, optional
+        g.dose = _limits(d, "dose_ug_kg", 1, pool)                 # µg/kg (dose or load)
+        g.over = _limits(d, "over_min", 60000, pool)               # ms
+        g.weight = _limits(d, "weight_kg", 1000, pool)             # g
+        g.dose_h = _limits(d, "dose_ug_kg_h", 1, pool, False)      # µg/kg/h, optional
         g.rate_max = int(_num(d["rate_ml_h_max"], "rate_ml_h_max") * 1000)   # µL/h
         g.bolus_max_nl = int(_num(d.get("bolus_max_ul", 0), "bolus_max_ul")) * 1000
         g.kvo_ul_h = int(_num(d.get("kvo_ul_h", 1000), "kvo_ul_h"))
         g.bolus_lockout_ms = int(_num(d.get("bolus_lockout_min", 0), "bolus_lockout_min") * 60000)
         g.bolus_h_ug = int(_num(d.get("bolus_max_h_ug", 0), "bolus_max_h_ug"))
         v = d.get("vitals")
-        g.vitals = _vitals(v) if v is not None else default_vitals
+        g.vitals = _vitals(v, pool) if v is not None else default_vitals
     except KeyError as e:
         raise LibraryError("missing field " + str(e))
     if not (0 < g.rate_max <= 1200000) or not (0 <= g.kvo_ul_h <= 20000):
@@ -117,12 +126,14 @@ def parse(raw):
             raise LibraryError("version: printable ASCII, no * or =")
     if lib.version.isdigit():
         raise LibraryError("version must not be a number (add a dot: 2026.1)")
+    pool = {}
     dv = doc.get("vitals_default")
-    lib.vitals_default = _vitals(dv) if dv is not None else None
+    lib.vitals_default = _vitals(dv, pool) if dv is not None else None
     drugs = doc["drugs"]
     if not isinstance(drugs, list):
         raise LibraryError("drugs is not a list")
-    lib.drugs = tuple([_drug(d, lib.vitals_default) for d in drugs])
+    lib.drugs = tuple([_drug(d, lib.vitals_default, pool) for d in drugs])
+    pool = None
     doc = None
     names = [d.name for d in lib.drugs]
     for n in names:

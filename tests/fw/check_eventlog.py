@@ -4,7 +4,8 @@ run under CPython and under the real `micropython` interpreter by tests/test_fw_
 from fwkit import crc_frame, with_boot, TICK_MS, T0
 from pumpcore.eventlog import EventLog, open_log, SEG_RECORDS
 from pumpcore.app import NOISE_BURST, NOISE_MS
-from pumpcore.store import MemStore, PowerCut
+from pumpcore.memstore import MemStore
+from pumpcore.store import PowerCut
 from pumpcore import fsm
 from boards import sim
 import pcut

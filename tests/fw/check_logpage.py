@@ -5,7 +5,7 @@ clean log, across segment boundaries, with and without a key, after bit flips, a
 torn line — while hashing only the records it returns. Portable (both runtimes)."""
 import fwkit  # noqa: F401  (puts the firmware on sys.path)
 from pumpcore.eventlog import EventLog, open_log
-from pumpcore.store import MemStore
+from pumpcore.memstore import MemStore
 
 
 def _full(seg=16, n=70, key=None):

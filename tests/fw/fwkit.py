@@ -29,7 +29,7 @@ def new_store(flash_blocks=0):
         from boards import sim
         flash = sim.Flash(nblocks=flash_blocks)
         return flash, sim.mount_flash(flash)
-    from pumpcore.store import MemStore
+    from pumpcore.memstore import MemStore
     return None, MemStore()
 
 

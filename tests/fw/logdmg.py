@@ -25,7 +25,7 @@ import random
 from boards import sim
 from fwkit import crc_frame, with_boot
 from pumpcore import fsm
-from pumpcore.store import MemStore
+from pumpcore.memstore import MemStore
 
 T0 = 0x3FFFFFFF - 60000
 DETECTED = [0]

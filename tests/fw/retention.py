@@ -54,7 +54,7 @@ def _store(kind):
             with open(sim.MOUNT + "/" + f, "wb") as g:
                 g.write(b"x" * 64)
         return st, fw
-    from pumpcore.store import MemStore
+    from pumpcore.memstore import MemStore
 
     class Budget(MemStore):
         """A MemStore that refuses appends beyond the Pico's filesystem size."""
