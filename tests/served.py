@@ -132,14 +132,24 @@ class Served:
         self.close()
 
 
-def wall_until(cond, what, guard_s=GUARD_S, every=0.02):
+def wall_until(cond, what, guard_s=GUARD_S, every=0.02, alive=None):
     """Wait for something on the host side that needs no pump time (a client thread
-    noticing a closed socket, a subprocess printing): a hang guard only."""
+    noticing a closed socket, a subprocess printing): a hang guard only. ``what`` is the
+    failure's text (or a callable making it then); ``alive()``, if given, ends the wait
+    early when whatever should make ``cond`` true has stopped (a subprocess that exited)."""
     end = time.monotonic() + guard_s
     while True:
         v = cond()
         if v:
             return v
-        if time.monotonic() > end:
-            raise AssertionError(f"hang guard ({guard_s:g} s wall): never happened: {what}")
-        time.sleep(every)
+        if alive is not None and not alive():
+            v = cond()                  # what it printed before it stopped
+            if v:
+                return v
+            why = "stopped first"
+        elif time.monotonic() > end:
+            why = f"hang guard ({guard_s:g} s wall)"
+        else:
+            time.sleep(every)
+            continue
+        raise AssertionError(f"{why}: never happened: {what() if callable(what) else what}")

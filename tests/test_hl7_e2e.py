@@ -32,11 +32,11 @@ from hl7.client import MLLPClient
 
 from hil_sim.control import send_command
 from host.vitals_bridge import serve_bridge
+from served import GUARD_S, wall_until
 from test_hl7_bridge import pcd01, SBP, DBP, HR, SPO2, TEMP, T0
 
 pytestmark = [pytest.mark.e2e, pytest.mark.micropython]
 INFUSEKIT = [sys.executable, "-m", "host"]
-GUARD_S = 300.0                  # wall seconds: hang guards only
 
 
 def _free_port():
@@ -54,17 +54,12 @@ class Lines:
     def add(self, line: str) -> None:
         self.lines.append(line.rstrip("\n"))
 
-    def wait_for(self, pred, timeout=GUARD_S, alive=lambda: True, start=0):
+    def wait_for(self, pred, timeout=GUARD_S, alive=None, start=0):
         """The first line from index `start` on that satisfies `pred`."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.lines[start:]:
-                if pred(line):
-                    return line
-            if not alive():
-                break
-            time.sleep(0.05)
-        raise AssertionError("not seen in time; output so far:\n" + "\n".join(self.lines[-40:]))
+        return wall_until(
+            lambda: next((ln for ln in self.lines[start:] if pred(ln)), None),
+            lambda: "a matching line; output so far:\n" + "\n".join(self.lines[-40:]),
+            guard_s=timeout, every=0.05, alive=alive)
 
 
 class Proc(Lines):
