@@ -67,6 +67,58 @@ def test_random_trigger_sequences_follow_table(seq):
         assert states.STATES[m.state] == cur
 
 
+
+# ------------------------------------------------------------------ the compiled tables
+# pumpcore/fsm.py holds the table as constants (in flash on the frozen image), written by
+# tools/gen_fsm.py from pumpcore/states.py, the table's one home.
+def _gen():
+    import importlib.util
+    from conftest import ROOT
+    spec = importlib.util.spec_from_file_location("gen_fsm", ROOT / "tools" / "gen_fsm.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.req("REQ-COM-06")
+def test_fsm_constants_are_generated_from_the_table():
+    gen = _gen()
+    _, block, _ = gen.split(Path(fsm.__file__).read_text())
+    assert block == gen.block(states), "stale: run `python tools/gen_fsm.py`"
+    assert gen.main(["--check"]) == 0
+
+
+@pytest.mark.req("REQ-COM-06")
+def test_fsm_constants_follow_a_changed_table():
+    # the check can fail: a table with one transition more gives another block
+    import types
+    t = types.SimpleNamespace(**{k: getattr(states, k) for k in dir(states) if k.isupper()})
+    t.command_states = states.command_states
+    assert _gen().block(t) == _gen().block(states)
+    t.TRANSITIONS = states.TRANSITIONS + (("pause", "STANDBY", "PAUSED"),)
+    assert _gen().block(t) != _gen().block(states)
+
+
+@pytest.mark.req("REQ-COM-06")
+def test_fsm_command_and_cfg_tables_match_the_table():
+    assert fsm.STATE_NAMES == tuple(s.encode() for s in states.STATES)
+    assert [getattr(fsm, s) for s in states.STATES] == list(range(len(states.STATES)))
+    assert fsm.CMD_WORDS == tuple(c[0].encode() for c in states.COMMANDS)
+    cls = {states.TYPED: fsm.CLS_TYPED, states.OPEN: fsm.CLS_OPEN, states.GUARDED: fsm.CLS_GUARDED}
+    for ci, (word, _trigger, klass, _where) in enumerate(states.COMMANDS):
+        assert getattr(fsm, "C_" + word) == ci
+        assert fsm.command_class(ci) == cls[klass]
+        where = set(states.command_states(word))
+        for si, s in enumerate(states.STATES):
+            assert fsm.allowed(ci, si) == (s in where), (word, s)
+    assert fsm.CFG_KEYS == tuple(k.encode() for k, _ in states.CFG_KEYS)
+    for ki, (_k, where) in enumerate(states.CFG_KEYS):
+        for si, s in enumerate(states.STATES):
+            assert fsm.cfg_allowed(ki, si) == (s in where)
+    for ti, t in enumerate(fsm.TRIGGERS):
+        assert getattr(fsm, "T_" + t.upper()) == ti
+    assert fsm.Machine().state == states.STATES.index(states.INITIAL)
+
 # ------------------------------------------------------------------ docs/firmware.md
 # The transition table and the diagram in docs/firmware.md are generated from
 # pumpcore/states.py (never drawn by hand): `python tests/test_fw_states.py` rewrites the
