@@ -69,8 +69,9 @@ def test_library_conversion_agrees_with_the_pump():
     """Two independent readings of druglib.json (the oracle's and pumpcore.libload's) agree."""
     mine = E.load_library(LIB_PATH)
     pump = DrugLibrary.load(LIB_PATH)
-    assert sorted(mine) == sorted(d.name.decode() for d in pump.drugs)
-    for d in pump.drugs:
+    drugs = [pump.drug(i) for i in range(len(pump.names))]
+    assert sorted(mine) == sorted(d.name.decode() for d in drugs)
+    for d in drugs:
         m = mine[d.name.decode()]
         assert m.rate_max == d.rate_max and m.bolus_nl == d.bolus_max_nl and m.kvo == d.kvo_ul_h
         assert (m.over.hard_min, m.over.hard_max) == (d.over.hard_min, d.over.hard_max)

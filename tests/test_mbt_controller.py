@@ -182,7 +182,7 @@ class PumpMachine(RuleBasedStateMachine):
         c = self.ctl
         assert 0 <= c.rate <= C.RATE_MAX
         if c.drug >= 0:
-            d = LIB.drugs[c.drug]
+            d = LIB.drug(c.drug)
             assert c.rate <= d.rate_max, (c.rate, d.rate_max)
             if c.dose_ug and getattr(c, "wt_g", 0):
                 assert c.dose_ug * 1000 // c.wt_g <= d.dose.hard_max + 1

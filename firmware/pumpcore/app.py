@@ -220,8 +220,8 @@ class App:
         c = self.ctl
         di = -1
         if c.lib is not None:
-            for i in range(len(c.lib.drugs)):
-                if c.lib.drugs[i].name == th.drug:
+            for i in range(len(c.lib.names)):
+                if c.lib.names[i] == th.drug:
                     di = i
         d = th.bound if th.bound > th.delivered else th.delivered
         pg = _read_program(self.board.store, th.pg) if th.pg else None
@@ -263,7 +263,7 @@ class App:
 
     def _snapshot(self):
         c = self.ctl
-        dr = c.lib.drugs[c.drug].name if (c.drug >= 0 and c.lib is not None) else b"-"
+        dr = c.lib.names[c.drug] if (c.drug >= 0 and c.lib is not None) else b"-"
         return b"st=%s r=%d v=%d dr=%s do=%d kv=%d d=%d ub=%d el=%d b=%d k=%d pg=%d" % (
             fsm.STATE_NAMES[c.fsm.state], c.rate, c.vtbi, dr, c.dose_ug, c.kvo,
             self._delivered(), self._ub, c.el_ms, c.bolus_total_nl(), c.kvo_nl(), self._pg)

@@ -335,7 +335,7 @@ def _status(ctl, rid):
     tx = ok(ctl, rid)
     tx.field_lit(b"state", fsm.STATE_NAMES[ctl.fsm.state])
     d = ctl.drug
-    tx.field_lit(b"drug", ctl.lib.drugs[d].name if d >= 0 and ctl.lib is not None else b"-")
+    tx.field_lit(b"drug", ctl.lib.names[d] if d >= 0 and ctl.lib is not None else b"-")
     tx.field_int(b"rate_ul_h", ctl.rate)
     tx.field_int(b"vtbi_nl", ctl.vtbi)
     tx.field_int(b"del_nl", ctl.delivered_nl())
@@ -406,13 +406,13 @@ def _lib(ctl, rid):
     tx = ok(ctl, rid)
     tx.field_lit(b"lib", lib.version)
     tx.field_lit(b"libh", lib.sha256_16)
-    tx.field_int(b"n", len(lib.drugs))
+    tx.field_int(b"n", len(lib.names))
     tx.end()
-    for i in range(len(lib.drugs)):
+    for i in range(len(lib.names)):
         tx.begin(P.ID_EVENT)
         tx.put(b" DL")
         tx.field_int(b"i", i)
-        tx.field_lit(b"drug", lib.drugs[i].name)
+        tx.field_lit(b"drug", lib.names[i])
         tx.end()
 
 
@@ -441,11 +441,11 @@ def _drug_info(ctl, f, rid):
         error(ctl, rid, P.E_ARG, b"needs one of drug, i").end()
         return
     di = lib.index_of(f, k) if k >= 0 else i
-    if di < 0 or di >= len(lib.drugs):
+    if di < 0 or di >= len(lib.names):
         error(ctl, rid, P.E_DRUG, b"drug not in library").end()
         return
-    d = lib.drugs[di]
-    v = d.vitals if d.vitals is not None else lib.vitals_default
+    d = lib.drug(di)
+    v = d.vitals
     n = 5 + (1 if d.dose_h is not None else 0) + (1 if v is not None else 0)
     tx = ok(ctl, rid)
     tx.field_lit(b"drug", d.name)
@@ -601,8 +601,8 @@ def _kvo(ctl, f, rid, default, last_rate, di):
     elif v != 0 and not (100 <= v <= 20000):
         error(ctl, rid, P.E_RANGE, b"kvo_ul_h must be 0 or 100..20000").end()
         return -1
-    if di >= 0 and v > ctl.lib.drugs[di].kvo_ul_h:
-        _limit_error(ctl, rid, b"kvo_ul_h above the drug's KVO ", ctl.lib.drugs[di].kvo_ul_h)
+    if di >= 0 and v > ctl.lib.kvo_max(di):
+        _limit_error(ctl, rid, b"kvo_ul_h above the drug's KVO ", ctl.lib.kvo_max(di))
         return -1
     if v > last_rate:
         v = last_rate                 # never above the programmed rate
@@ -671,11 +671,11 @@ def _prog(ctl, f, rid):
     di = _drug(ctl, f, rid, False)
     if di == -2:
         return
-    if di >= 0 and rate > ctl.lib.drugs[di].rate_max:
-        return _limit_error(ctl, rid, b"rate_ul_h above hard max ", ctl.lib.drugs[di].rate_max)
+    if di >= 0 and rate > ctl.lib.rate_max(di):
+        return _limit_error(ctl, rid, b"rate_ul_h above hard max ", ctl.lib.rate_max(di))
     dflt = 0
     if new_form or f.field(b"kvo_ul_h") >= 0:
-        dflt = ctl.lib.drugs[di].kvo_ul_h if di >= 0 else 1000
+        dflt = ctl.lib.kvo_max(di) if di >= 0 else 1000
     kvo = _kvo(ctl, f, rid, dflt, rate, di)
     if kvo < 0:
         return
@@ -702,7 +702,7 @@ def _prog_dose(ctl, f, rid):
     if dose < 0 or wt < 0 or over < 0:
         error(ctl, rid, P.E_RANGE, b"values must be non-negative integers").end()
         return
-    d = ctl.lib.drugs[di]
+    d = ctl.lib.drug(di)
     conc = _conc(ctl, f, rid, d)
     if conc < 0:
         return
@@ -775,7 +775,7 @@ def _prog_dose_rate(ctl, f, rid):
     confirm = _confirm(ctl, f, rid)
     if confirm < 0:
         return
-    d = ctl.lib.drugs[di]
+    d = ctl.lib.drug(di)
     if d.dose_h is None:
         error(ctl, rid, P.E_LIMIT, b"drug has no continuous-dose limits").end()
         return
@@ -885,12 +885,12 @@ def _prog_steps(ctl, f, rid):
     for i in range(n):
         tot += ctl.st_vol[i]
         dur += duration_ms(ctl.st_vol[i], ctl.st_rate[i])
-        if di >= 0 and ctl.st_rate[i] > ctl.lib.drugs[di].rate_max:
-            return _limit_error(ctl, rid, b"rate_ul_h above hard max ", ctl.lib.drugs[di].rate_max)
+        if di >= 0 and ctl.st_rate[i] > ctl.lib.rate_max(di):
+            return _limit_error(ctl, rid, b"rate_ul_h above hard max ", ctl.lib.rate_max(di))
     if tot > VTBI_MAX or dur > DURATION_MAX:
         error(ctl, rid, P.E_RANGE, b"total volume over 1 L or duration over 96 h").end()
         return
-    kvo = _kvo(ctl, f, rid, ctl.lib.drugs[di].kvo_ul_h if di >= 0 else 1000, ctl.st_rate[n - 1], di)
+    kvo = _kvo(ctl, f, rid, ctl.lib.kvo_max(di) if di >= 0 else 1000, ctl.st_rate[n - 1], di)
     if kvo < 0:
         return
     ctl.nseg = n
@@ -928,7 +928,7 @@ def _accept(ctl, rid, di, amount, soft, kvo, doseh):
         dur += duration_ms(ctl.seg_vol[i], ctl.seg_rate[i])
     tx = ok(ctl, rid)
     if di >= 0:
-        tx.field_lit(b"drug", ctl.lib.drugs[di].name)
+        tx.field_lit(b"drug", ctl.lib.names[di])
         if amount:
             tx.field_int(b"dose_ug", amount)
     tx.field_int(b"rate_ul_h", ctl.rate)
@@ -1055,7 +1055,7 @@ def _titrate(ctl, f, rid):
     if confirm < 0:
         return
     soft = 0
-    d = ctl.lib.drugs[ctl.drug] if ctl.drug >= 0 else None
+    d = ctl.lib.drug(ctl.drug) if ctl.drug >= 0 else None
     if doseh >= 0:
         if d is None or d.dose_h is None or ctl.wt_g <= 0 or ctl.conc <= 0 or ctl.dose_h <= 0:
             # a dose over time is titrated by rate, within its time limits (issue 10 fuzz:
@@ -1131,7 +1131,7 @@ def _bolus(ctl, f, rid):
     if ctl.bolus_on:
         error(ctl, rid, P.E_STATE, b"a bolus is already running").end()
         return
-    d = ctl.lib.drugs[ctl.drug] if ctl.drug >= 0 else None
+    d = ctl.lib.drug(ctl.drug) if ctl.drug >= 0 else None
     vmax = d.bolus_max_nl if d is not None else 10000000
     rmax = d.rate_max if d is not None else RATE_MAX
     if vol < 1000:

@@ -706,7 +706,7 @@ class Controller:
         """Name of the vital-sign limit the last reading breaks (bytes), or None."""
         if not self.vit_seen or self.lib is None:
             return None
-        lim = self.lib.drugs[self.drug].vitals if self.drug >= 0 else self.lib.vitals_default
+        lim = self.lib.vitals(self.drug)      # -1: the library's default
         if lim is None:
             return None
         return lim.violated(self.vit_sbp, self.vit_dbp, self.vit_hr, self.vit_spo2)
@@ -778,7 +778,7 @@ class Controller:
         lib = self.lib
         if tot > VTBI_MAX or not (0 <= kvo <= rs[n - 1]):
             return False
-        if drug_index >= 0 and (lib is None or kvo > lib.drugs[drug_index].kvo_ul_h):
+        if drug_index >= 0 and (lib is None or kvo > lib.kvo_max(drug_index)):
             return False
         self.nseg = n
         for i in range(n):
@@ -842,7 +842,7 @@ class Controller:
         if delivered_nl > vtbi_nl:
             delivered_nl = vtbi_nl
         commands.set_single(self, rate_ul_h, vtbi_nl)
-        self.drug = drug_index if self.lib is not None and 0 <= drug_index < len(self.lib.drugs) else -1
+        self.drug = drug_index if self.lib is not None and 0 <= drug_index < len(self.lib.names) else -1
         self.kvo = kvo_ul_h if 0 <= kvo_ul_h <= rate_ul_h else 0
         self.line.reset(vtbi_nl)
         self.line.preset(delivered_nl)

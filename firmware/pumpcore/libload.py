@@ -1,7 +1,8 @@
-"""Boot-time loader of the drug library: read druglib.json, check it, build `druglib` objects.
+"""Boot-time loader of the drug library: read druglib.json, check it, pack it (`druglib`).
 
 Only the boot sequence needs this code (json parsing, every check, the SHA-256 of the file),
-so it lives apart from the small classes the controller keeps (`pumpcore.druglib`); on
+so it lives apart from what the controller keeps (`pumpcore.druglib`: the drugs' names and
+one `array` of their integers, packed there from the checked `Drug`s made here); on
 MicroPython `pumpcore.boot` drops this module after loading, and its bytecode goes back to
 the heap. Any error raises `LibraryError`: the pump then stays in FAULT and refuses to infuse.
 """
@@ -25,16 +26,7 @@ def _num(x, what):
     return x
 
 
-def _shared(pool, obj, key):
-    """One object for equal limits (read-only): the weight limits of every drug, a drug's
-    vitals equal to the default, are kept once in the heap."""
-    got = pool.get(key)
-    if got is None:
-        pool[key] = got = obj
-    return got
-
-
-def _limits(d, key, scale, pool, required=True):
+def _limits(d, key, scale, required=True):
     if key not in d:
         if required:
             raise LibraryError("missing " + key)
@@ -46,16 +38,20 @@ def _limits(d, key, scale, pool, required=True):
                  int(_num(e.get("soft_max", hmax), key) * scale + 0.5), int(hmax * scale + 0.5))
     if not (0 <= lim.hard_min <= lim.soft_min <= lim.soft_max <= lim.hard_max):
         raise LibraryError("limits out of order")
-    return _shared(pool, lim, (0, lim.hard_min, lim.soft_min, lim.soft_max, lim.hard_max))
+    if lim.hard_max >= 1 << 30:                 # integers below 2**30 (a record is int32)
+        raise LibraryError(key + " out of range")
+    return lim
 
 
-def _vitals(d, pool):
+def _vitals(d):
     v = Vitals(int(_num(d["sbp_max"], "sbp_max")), int(_num(d["dbp_max"], "dbp_max")),
                int(_num(d["hr_max"], "hr_max")), int(_num(d["hr_min"], "hr_min")),
                int(_num(d["spo2_min"], "spo2_min")))
     if not (0 < v.hr_min < v.hr_max and 0 < v.dbp_max < v.sbp_max and 0 < v.spo2_min <= 100):
         raise LibraryError("vitals limits out of order")
-    return _shared(pool, v, (1, v.sbp_max, v.dbp_max, v.hr_max, v.hr_min, v.spo2_min))
+    if v.sbp_max >= 1 << 30 or v.hr_max >= 1 << 30:
+        raise LibraryError("vitals limits out of range")
+    return v
 
 
 def _name(n):
@@ -73,7 +69,7 @@ def _name(n):
     return b
 
 
-def _drug(d, default_vitals, pool):
+def _drug(d, default_vitals):
     g = Drug()
     try:
         g.name = _name(d["name"])
@@ -87,17 +83,17 @@ def _drug(d, default_vitals, pool):
                 raise LibraryError("concentration must be 1..999999 ug/mL")
         if g.conc_ug_ml not in g.concs:
             raise LibraryError("conc_ug_ml not in concs_ug_ml")
-        g.dose = _limits(d, "dose_ug_kg", 1, pool)                 # µg/kg (dose or load)
-        g.over = _limits(d, "over_min", 60000, pool)               # ms
-        g.weight = _limits(d, "weight_kg", 1000, pool)             # g
-        g.dose_h = _limits(d, "dose_ug_kg_h", 1, pool, False)      # µg/kg/h, optional
+        g.dose = _limits(d, "dose_ug_kg", 1)                 # µg/kg (dose or load)
+        g.over = _limits(d, "over_min", 60000)               # ms
+        g.weight = _limits(d, "weight_kg", 1000)             # g
+        g.dose_h = _limits(d, "dose_ug_kg_h", 1, False)      # µg/kg/h, optional
         g.rate_max = int(_num(d["rate_ml_h_max"], "rate_ml_h_max") * 1000)   # µL/h
         g.bolus_max_nl = int(_num(d.get("bolus_max_ul", 0), "bolus_max_ul")) * 1000
         g.kvo_ul_h = int(_num(d.get("kvo_ul_h", 1000), "kvo_ul_h"))
         g.bolus_lockout_ms = int(_num(d.get("bolus_lockout_min", 0), "bolus_lockout_min") * 60000)
         g.bolus_h_ug = int(_num(d.get("bolus_max_h_ug", 0), "bolus_max_h_ug"))
         v = d.get("vitals")
-        g.vitals = _vitals(v, pool) if v is not None else default_vitals
+        g.vitals = _vitals(v) if v is not None else default_vitals
     except KeyError as e:
         raise LibraryError("missing field " + str(e))
     if not (0 < g.rate_max <= 1200000) or not (0 <= g.kvo_ul_h <= 20000):
@@ -126,19 +122,20 @@ def parse(raw):
             raise LibraryError("version: printable ASCII, no * or =")
     if lib.version.isdigit():
         raise LibraryError("version must not be a number (add a dot: 2026.1)")
-    pool = {}
     dv = doc.get("vitals_default")
-    lib.vitals_default = _vitals(dv, pool) if dv is not None else None
+    dv = _vitals(dv) if dv is not None else None
     drugs = doc["drugs"]
     if not isinstance(drugs, list):
         raise LibraryError("drugs is not a list")
-    lib.drugs = tuple([_drug(d, lib.vitals_default, pool) for d in drugs])
-    pool = None
+    drugs = [_drug(d, dv) for d in drugs]
     doc = None
-    names = [d.name for d in lib.drugs]
+    names = [d.name for d in drugs]
     for n in names:
         if names.count(n) != 1:
             raise LibraryError("drug listed twice")
+    names = None
+    lib.pack(dv, drugs)
+    drugs = None
     lib.sha256 = binascii.hexlify(hashlib.sha256(raw).digest())
     lib.sha256_16 = lib.sha256[:16].upper()
     return lib

@@ -196,6 +196,61 @@ def check_loader_refuses_what_does_not_fit():
             pass
 
 
+_DRUG_FIELDS = ("name", "conc_ug_ml", "concs", "rate_max", "bolus_max_nl", "bolus_lockout_ms",
+                "bolus_h_ug", "kvo_ul_h")
+
+
+def _same_limits(a, b, what):
+    assert (a is None) == (b is None), what
+    if a is not None:
+        got = tuple(getattr(a, k) for k in ("hard_min", "soft_min", "soft_max", "hard_max"))
+        want = tuple(getattr(b, k) for k in ("hard_min", "soft_min", "soft_max", "hard_max"))
+        assert got == want, (what, got, want)
+
+
+def _same_vitals(a, b, what):
+    assert (a is None) == (b is None), what
+    if a is not None:
+        for k in ("sbp_max", "dbp_max", "hr_max", "hr_min", "spo2_min"):
+            assert getattr(a, k) == getattr(b, k), (what, k)
+
+
+def check_library_packed_form_keeps_every_limit():
+    # the controller keeps the library packed (pumpcore.druglib): every drug decodes to what
+    # the loader checked, field by field, with and without the optional parts
+    for variant in range(3):
+        doc = _doc()
+        if variant >= 1:                    # a drug without dose-rate limits or own vitals
+            doc["drugs"][0].pop("dose_ug_kg_h", None)
+            doc["drugs"][0].pop("vitals", None)
+            doc["drugs"][-1]["concs_ug_ml"] = [doc["drugs"][-1]["conc_ug_ml"], 7, 8, 9]
+        if variant == 2:                    # no default vitals either
+            doc.pop("vitals_default", None)
+        lib = libload.parse(json.dumps(doc).encode())
+        dv = doc.get("vitals_default")
+        dv = libload._vitals(dv) if dv is not None else None
+        _same_vitals(lib.vitals(-1), dv, "vitals_default")
+        assert len(lib.names) == len(doc["drugs"])
+        for i in range(len(doc["drugs"])):
+            want = libload._drug(doc["drugs"][i], dv)
+            got = lib.drug(i)
+            for k in _DRUG_FIELDS:
+                assert getattr(got, k) == getattr(want, k), (variant, i, k)
+            for k in ("dose", "over", "weight", "dose_h"):
+                _same_limits(getattr(got, k), getattr(want, k), (variant, i, k))
+            _same_vitals(got.vitals, want.vitals, (variant, i))
+            _same_vitals(lib.vitals(i), want.vitals, (variant, i))
+            assert lib.rate_max(i) == want.rate_max and lib.kvo_max(i) == want.kvo_ul_h
+            assert lib.names[i] == want.name
+    doc = _doc()
+    doc["drugs"][0]["weight_kg"]["hard_max"] = 1 << 30      # no int32 record holds it
+    try:
+        libload.parse(json.dumps(doc).encode())
+        assert False, "accepted a limit of 2**30"
+    except LibraryError:
+        pass
+
+
 # requirements these checks verify (docs/safety/requirements.md; read by tests/test_fw_checks.py)
 REQS = {
     "check_status_worst_case_fits": ["REQ-COM-09"],
@@ -204,4 +259,5 @@ REQS = {
     "check_hello_worst_case_fits": ["REQ-COM-09"],
     "check_drug_frames_worst_case_fit": ["REQ-COM-09"],
     "check_loader_refuses_what_does_not_fit": ["REQ-COM-09"],
+    "check_library_packed_form_keeps_every_limit": ["REQ-LIM-01", "REQ-THR-03", "REQ-THR-04"],
 }
