@@ -10,8 +10,7 @@ from pumpcore import fsm
 from pumpcore import protocol as P
 from pumpcore import alarms as AL
 from pumpcore import settings as SET
-from pumpcore.dose import dose_ug, volume_nl, rate_ul_h, duration_ms, dose_rate_ul_h, volume_for_ms, drug_ug
-from pumpcore.dose import RATE_MIN, RATE_MAX, VTBI_MIN, VTBI_MAX, DURATION_MAX
+from pumpcore import dose as D
 from pumpcore.occlusion import plan_ints
 from pumpcore import syringes as SYR
 from pumpcore import VERSION
@@ -25,8 +24,9 @@ except ImportError:  # CPython: const() is only a marker for the MicroPython com
 _HOUR_MS = const(3600000)
 
 _FW = VERSION.encode()
-_NO_KEYS = ()
-_AUTH_KEYS = (b"boot", b"ctr", b"mac")
+# key tuples are const(): constant objects (flash on the frozen image), not module globals
+_NO_KEYS = const(())
+_AUTH_KEYS = const((b"boot", b"ctr", b"mac"))
 
 
 # ------------------------------------------------------------------ reply helpers
@@ -519,18 +519,18 @@ def set_kvo(ctl, kvo):
 
 
 def _range_check(ctl, rid, rate, vtbi, what=b"", vname=b"vtbi_nl"):
-    if not (RATE_MIN <= rate <= RATE_MAX):
+    if not (D.RATE_MIN <= rate <= D.RATE_MAX):
         tx = error(ctl, rid, P.E_RANGE, what)
         tx.put(b"rate_ul_h must be 100..1200000")
         tx.end()
         return False
-    if not (VTBI_MIN <= vtbi <= VTBI_MAX):
+    if not (D.VTBI_MIN <= vtbi <= D.VTBI_MAX):
         tx = error(ctl, rid, P.E_RANGE, what)
         tx.put(vname)
         tx.put(b" must be 1000..1000000000")
         tx.end()
         return False
-    if duration_ms(vtbi, rate) > DURATION_MAX:
+    if D.duration_ms(vtbi, rate) > D.DURATION_MAX:
         error(ctl, rid, P.E_RANGE, b"duration over 96 h").end()
         return False
     return True
@@ -614,13 +614,13 @@ def _rate_limits(ctl, rid, lim, rate):
     concentration: -1 on a hard limit (replied), else 1 outside the soft limits, 0 inside."""
     w = ctl.wt_g
     c = ctl.conc
-    if rate < dose_rate_ul_h(lim.hard_min, w, c):
-        _limit_error(ctl, rid, b"rate_ul_h below the dose-rate hard min ", dose_rate_ul_h(lim.hard_min, w, c))
+    if rate < D.dose_rate_ul_h(lim.hard_min, w, c):
+        _limit_error(ctl, rid, b"rate_ul_h below the dose-rate hard min ", D.dose_rate_ul_h(lim.hard_min, w, c))
         return -1
-    if rate > dose_rate_ul_h(lim.hard_max, w, c):
-        _limit_error(ctl, rid, b"rate_ul_h above the dose-rate hard max ", dose_rate_ul_h(lim.hard_max, w, c))
+    if rate > D.dose_rate_ul_h(lim.hard_max, w, c):
+        _limit_error(ctl, rid, b"rate_ul_h above the dose-rate hard max ", D.dose_rate_ul_h(lim.hard_max, w, c))
         return -1
-    if rate < dose_rate_ul_h(lim.soft_min, w, c) or rate > dose_rate_ul_h(lim.soft_max, w, c):
+    if rate < D.dose_rate_ul_h(lim.soft_min, w, c) or rate > D.dose_rate_ul_h(lim.soft_max, w, c):
         return 1
     return 0
 
@@ -632,11 +632,12 @@ def _soft_error(ctl, rid, what):
     tx.end()
 
 
-_RATE_KEYS = (b"rate_ul_h", b"vtbi_nl", b"dur_ms", b"kvo_ul_h", b"drug")
-_DOSE_KEYS = (b"drug", b"dose_ug_kg", b"wt_g", b"over_ms", b"confirm", b"kvo_ul_h", b"conc_ug_ml")
-_DOSEH_KEYS = (b"drug", b"dose_ug_kg_h", b"wt_g", b"vtbi_nl", b"dur_ms", b"conc_ug_ml",
-               b"confirm", b"kvo_ul_h", b"load_ug_kg", b"load_ms")
-_STEPS_KEYS = (b"steps", b"drug", b"confirm", b"kvo_ul_h")
+_RATE_KEYS = const((b"rate_ul_h", b"vtbi_nl", b"dur_ms", b"kvo_ul_h", b"drug"))
+_DOSE_KEYS = const((b"drug", b"dose_ug_kg", b"wt_g", b"over_ms", b"confirm", b"kvo_ul_h",
+                   b"conc_ug_ml"))
+_DOSEH_KEYS = const((b"drug", b"dose_ug_kg_h", b"wt_g", b"vtbi_nl", b"dur_ms", b"conc_ug_ml",
+                    b"confirm", b"kvo_ul_h", b"load_ug_kg", b"load_ms"))
+_STEPS_KEYS = const((b"steps", b"drug", b"confirm", b"kvo_ul_h"))
 
 
 def _prog(ctl, f, rid):
@@ -661,7 +662,7 @@ def _prog(ctl, f, rid):
         if dur == 0:
             error(ctl, rid, P.E_RANGE, b"dur_ms must be positive").end()
             return
-        rate = rate_ul_h(vtbi, dur)
+        rate = D.rate_ul_h(vtbi, dur)
         new_form = True
     else:
         error(ctl, rid, P.E_ARG, b"needs rate_ul_h and vtbi_nl, or vtbi_nl and dur_ms").end()
@@ -713,9 +714,9 @@ def _prog_dose(ctl, f, rid):
         soft = _check_limits(ctl, rid, d.over, over, b"over_ms", soft)
     if soft < 0:
         return
-    amount = dose_ug(dose, wt)
-    vtbi = volume_nl(amount, conc)
-    rate = rate_ul_h(vtbi, over) if over > 0 else 0
+    amount = D.dose_ug(dose, wt)
+    vtbi = D.volume_nl(amount, conc)
+    rate = D.rate_ul_h(vtbi, over) if over > 0 else 0
     if rate > d.rate_max:
         return _limit_error(ctl, rid, b"rate_ul_h above hard max ", d.rate_max)
     if not _range_check(ctl, rid, rate, vtbi):
@@ -791,9 +792,9 @@ def _prog_dose_rate(ctl, f, rid):
             soft = _check_limits(ctl, rid, d.over, load_ms, b"load_ms", soft)
     if soft < 0:
         return
-    rate = dose_rate_ul_h(doseh, wt, conc)
+    rate = D.dose_rate_ul_h(doseh, wt, conc)
     if dur >= 0:
-        vtbi = volume_for_ms(rate, dur)
+        vtbi = D.volume_for_ms(rate, dur)
     if rate > d.rate_max:
         return _limit_error(ctl, rid, b"rate_ul_h above hard max ", d.rate_max)
     if not _range_check(ctl, rid, rate, vtbi):
@@ -801,13 +802,13 @@ def _prog_dose_rate(ctl, f, rid):
     load_nl = 0
     load_rate = 0
     if load >= 0:
-        load_nl = volume_nl(dose_ug(load, wt), conc)
-        load_rate = rate_ul_h(load_nl, load_ms) if load_ms > 0 else 0
+        load_nl = D.volume_nl(D.dose_ug(load, wt), conc)
+        load_rate = D.rate_ul_h(load_nl, load_ms) if load_ms > 0 else 0
         if load_rate > d.rate_max:
             return _limit_error(ctl, rid, b"load rate_ul_h above hard max ", d.rate_max)
         if not _range_check(ctl, rid, load_rate, load_nl, b"load "):
             return
-        if load_nl + vtbi > VTBI_MAX:
+        if load_nl + vtbi > D.VTBI_MAX:
             error(ctl, rid, P.E_RANGE, b"total volume over 1 L").end()
             return
     if soft and not confirm:
@@ -826,7 +827,7 @@ def _prog_dose_rate(ctl, f, rid):
         set_single(ctl, rate, vtbi)
     ctl.wt_g = wt
     ctl.conc = conc
-    amount = (dose_ug(load, wt) if load > 0 else 0) + drug_ug(vtbi, conc)
+    amount = (D.dose_ug(load, wt) if load > 0 else 0) + D.drug_ug(vtbi, conc)
     _accept(ctl, rid, di, amount, 1 if soft else 0, kvo, doseh)
 
 
@@ -850,7 +851,7 @@ def _step(ctl, f, rid):
         error(ctl, rid, P.E_RANGE, b"dur_ms must be positive").end()
         return
     if dur >= 0:
-        vol = volume_for_ms(rate, dur)
+        vol = D.volume_for_ms(rate, dur)
     if not _range_check(ctl, rid, rate, vol, b"", b"vol_nl"):
         return
     ctl.st_rate[i] = rate
@@ -860,7 +861,7 @@ def _step(ctl, f, rid):
     tx.field_int(b"i", i)
     tx.field_int(b"rate_ul_h", rate)
     tx.field_int(b"vol_nl", vol)
-    tx.field_int(b"dur_ms", duration_ms(vol, rate))
+    tx.field_int(b"dur_ms", D.duration_ms(vol, rate))
     tx.end()
 
 
@@ -884,10 +885,10 @@ def _prog_steps(ctl, f, rid):
     dur = 0
     for i in range(n):
         tot += ctl.st_vol[i]
-        dur += duration_ms(ctl.st_vol[i], ctl.st_rate[i])
+        dur += D.duration_ms(ctl.st_vol[i], ctl.st_rate[i])
         if di >= 0 and ctl.st_rate[i] > ctl.lib.rate_max(di):
             return _limit_error(ctl, rid, b"rate_ul_h above hard max ", ctl.lib.rate_max(di))
-    if tot > VTBI_MAX or dur > DURATION_MAX:
+    if tot > D.VTBI_MAX or dur > D.DURATION_MAX:
         error(ctl, rid, P.E_RANGE, b"total volume over 1 L or duration over 96 h").end()
         return
     kvo = _kvo(ctl, f, rid, ctl.lib.kvo_max(di) if di >= 0 else 1000, ctl.st_rate[n - 1], di)
@@ -925,7 +926,7 @@ def _accept(ctl, rid, di, amount, soft, kvo, doseh):
     ctl.fsm.fire(fsm.T_PROGRAM)
     dur = 0
     for i in range(ctl.nseg):
-        dur += duration_ms(ctl.seg_vol[i], ctl.seg_rate[i])
+        dur += D.duration_ms(ctl.seg_vol[i], ctl.seg_rate[i])
     tx = ok(ctl, rid)
     if di >= 0:
         tx.field_lit(b"drug", ctl.lib.names[di])
@@ -1065,14 +1066,14 @@ def _titrate(ctl, f, rid):
         soft = _check_limits(ctl, rid, d.dose_h, doseh, b"dose_ug_kg_h", 0)
         if soft < 0:
             return
-        rate = dose_rate_ul_h(doseh, ctl.wt_g, ctl.conc)
-    if not (RATE_MIN <= rate <= RATE_MAX):
+        rate = D.dose_rate_ul_h(doseh, ctl.wt_g, ctl.conc)
+    if not (D.RATE_MIN <= rate <= D.RATE_MAX):
         error(ctl, rid, P.E_RANGE, b"rate_ul_h must be 100..1200000").end()
         return
     if d is not None and rate > d.rate_max:
         return _limit_error(ctl, rid, b"rate_ul_h above hard max ", d.rate_max)
     rem = ctl.vtbi - ctl.line.target_nl
-    if rem > 0 and duration_ms(rem, rate) > DURATION_MAX:
+    if rem > 0 and D.duration_ms(rem, rate) > D.DURATION_MAX:
         error(ctl, rid, P.E_RANGE, b"duration over 96 h").end()
         return
     loading = ctl.dose_h > 0 and ctl.nseg == 2 and ctl.seg == 0
@@ -1089,7 +1090,7 @@ def _titrate(ctl, f, rid):
         else:
             # time so far + the rest of this dose at the new rate, within the drug's time limits
             rem_dose = ctl.line.limit_nl - ctl.line.target_nl
-            tot = ctl.el_ms + duration_ms(rem_dose, rate)
+            tot = ctl.el_ms + D.duration_ms(rem_dose, rate)
             soft = _check_limits(ctl, rid, d.over, tot, b"over_ms", 0)
             if soft < 0:
                 return
@@ -1114,7 +1115,7 @@ def _titrate(ctl, f, rid):
     tx = ok(ctl, rid)
     tx.field_int(b"rate_ul_h", rate)
     tx.field_int(b"del_nl", ctl.delivered_nl())
-    tx.field_int(b"dur_ms", duration_ms(rem, rate) if rem > 0 else 0)
+    tx.field_int(b"dur_ms", D.duration_ms(rem, rate) if rem > 0 else 0)
     if d is not None:
         tx.field_int(b"soft", soft)
     tx.end()
@@ -1133,14 +1134,14 @@ def _bolus(ctl, f, rid):
         return
     d = ctl.lib.drug(ctl.drug) if ctl.drug >= 0 else None
     vmax = d.bolus_max_nl if d is not None else 10000000
-    rmax = d.rate_max if d is not None else RATE_MAX
+    rmax = d.rate_max if d is not None else D.RATE_MAX
     if vol < 1000:
         error(ctl, rid, P.E_RANGE, b"vol_nl must be at least 1000").end()
         return
-    if rate < RATE_MIN:
+    if rate < D.RATE_MIN:
         error(ctl, rid, P.E_RANGE, b"rate_ul_h must be at least 100").end()
         return
-    if rate > RATE_MAX:              # the pump's own bound: RANGE, like TITRATE and PROG
+    if rate > D.RATE_MAX:              # the pump's own bound: RANGE, like TITRATE and PROG
         error(ctl, rid, P.E_RANGE, b"rate_ul_h must be 100..1200000").end()
         return
     if vol > vmax:
@@ -1163,7 +1164,7 @@ def _bolus(ctl, f, rid):
     if slot >= 0 and d is not None:
         # remembered per drug across STOP and new programs (lockout and hourly cap)
         ctl.bol_t[slot] = ctl._now
-        ctl.bol_ug[slot] = drug_ug(vol, ctl.conc if ctl.conc > 0 else d.conc_ug_ml)
+        ctl.bol_ug[slot] = D.drug_ug(vol, ctl.conc if ctl.conc > 0 else d.conc_ug_ml)
         ctl.bol_dr[slot] = ctl.drug
         ctl.bol_i = slot + 1 if slot + 1 < len(ctl.bol_t) else 0
     tx = ok(ctl, rid)
@@ -1177,7 +1178,7 @@ def _bolus_allowed(ctl, rid, d, vol):
     hour, whatever the program). False when refused (replied)."""
     now = ctl._now
     lk = d.bolus_lockout_ms
-    tot = drug_ug(vol, ctl.conc if ctl.conc > 0 else d.conc_ug_ml)
+    tot = D.drug_ug(vol, ctl.conc if ctl.conc > 0 else d.conc_ug_ml)
     for i in range(len(ctl.bol_t)):
         if ctl.bol_dr[i] != ctl.drug:
             continue
