@@ -112,8 +112,9 @@ class DrugLibrary:
     version = b""
     names = ()  # type: tuple
     rec = array("i")    # the packed records (pack())
-    sha256 = b""
-    sha256_16 = b""
+    sha256 = b""        # the file's SHA-256 in hex: set by libload.parse, dropped by load once
+                        # checked against the sidecar
+    sha256_16 = b""     # its first 16 digits, upper case (HELLO libh)
 
     @classmethod
     def load(cls, path):

@@ -251,6 +251,28 @@ def check_library_packed_form_keeps_every_limit():
         pass
 
 
+def check_library_sidecar_hash_is_checked():
+    # the full SHA-256 is compared with druglib.json.sha256 at load, then only its first 16
+    # digits (HELLO libh) stay in the heap
+    with open(LIB_PATH, "rb") as f:
+        raw = f.read()
+    full = libload.parse(raw).sha256
+    assert len(full) == 64
+    base = "/tmp/infusekit_check_sidecar.json"
+    with open(base, "wb") as f:
+        f.write(raw)
+    for side, good in ((full, True), (full.upper() + b"\n", True), (b"0" * 64, False),
+                       (full[:63] + (b"0" if full[63:] != b"0" else b"1"), False)):
+        with open(base + ".sha256", "wb") as f:
+            f.write(side)
+        try:
+            lib = libload.load(base)
+            assert good, side
+            assert lib.sha256 == b"" and lib.sha256_16 == full[:16].upper()
+        except LibraryError:
+            assert not good, side
+
+
 # requirements these checks verify (docs/safety/requirements.md; read by tests/test_fw_checks.py)
 REQS = {
     "check_status_worst_case_fits": ["REQ-COM-09"],
@@ -260,4 +282,5 @@ REQS = {
     "check_drug_frames_worst_case_fit": ["REQ-COM-09"],
     "check_loader_refuses_what_does_not_fit": ["REQ-COM-09"],
     "check_library_packed_form_keeps_every_limit": ["REQ-LIM-01", "REQ-THR-03", "REQ-THR-04"],
+    "check_library_sidecar_hash_is_checked": ["REQ-LIM-01"],
 }
