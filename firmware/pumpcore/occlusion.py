@@ -91,18 +91,20 @@ def plan(rate_ul_h, c_nl_mmhg, sigma_mmhg):
     s = rate_ul_h / 3.6 / c_nl_mmhg           # mmHg/s: nL/s ÷ nL/mmHg
     if s <= 0:
         s = 1e-6
-    L = int(T_MIN_S / TICK_S)
-    lmax = int(T_MAX_S / TICK_S)
-    while L < lmax:
-        t = L * TICK_S
-        sd = sigma_mmhg * (2.0 * HOLD_TICKS * TICK_S / t) ** 0.5
-        rb = BREATH_MMHG * BREATH_S / (3.14159 * t)
-        if rb > BREATH_MMHG:
-            rb = BREATH_MMHG
-        need = ((K_SIGMA * sd) ** 2 + (K_BREATH * rb * 1.414) ** 2) ** 0.5
-        if LO * s * t >= need:
-            break
-        L += 1
+    # the least L in [L0, lmax) whose segment clears the need, else lmax. The need falls and
+    # the rise grows with t, so _clears is false and then true: a bisection finds that L in
+    # ~11 evaluations. (A scan of every L made up to 1,184 of them at a low rate, each a
+    # dozen float objects on the RP2040's heap: ~380 KB of garbage in the PROG tick, which
+    # in a small heap ran the GC ~150 times, past the 2-s watchdog; docs/performance.md.)
+    lo_l = int(T_MIN_S / TICK_S)
+    hi_l = int(T_MAX_S / TICK_S)
+    while lo_l < hi_l:
+        m = (lo_l + hi_l) // 2
+        if _clears(m, s, sigma_mmhg):
+            hi_l = m
+        else:
+            lo_l = m + 1
+    L = lo_l
     t = L * TICK_S
     sd = sigma_mmhg * (2.0 * HOLD_TICKS * TICK_S / t) ** 0.5
     lo = LO * s * t
@@ -111,6 +113,18 @@ def plan(rate_ul_h, c_nl_mmhg, sigma_mmhg):
     hi = HI * s * t + 3.0 * sd
     probe = lo / t <= RAMP_HI and hi / t >= RAMP_LO
     return L, lo, hi, probe
+
+
+def _clears(L, s, sigma_mmhg):
+    """True when half the expected rise over a segment of L ticks stands clear of the noise
+    and breathing in a segment difference (plan's test for one L)."""
+    t = L * TICK_S
+    sd = sigma_mmhg * (2.0 * HOLD_TICKS * TICK_S / t) ** 0.5
+    rb = BREATH_MMHG * BREATH_S / (3.14159 * t)
+    if rb > BREATH_MMHG:
+        rb = BREATH_MMHG
+    need = ((K_SIGMA * sd) ** 2 + (K_BREATH * rb * 1.414) ** 2) ** 0.5
+    return LO * s * t >= need
 
 
 def plan_ints(rate_ul_h, c_nl_mmhg=2100, sigma_cmmhg=150):
