@@ -75,6 +75,8 @@ LOG_BYTES = 720 * 1024   # bytes of segments kept (oldest deleted beyond): the P
                          # docs/safety/log-retention.md
 MAX_DATA = 200           # bytes of data per record (longer data is cut)
 _GENESIS = b"\x00" * 8
+_PENDING = 512           # bytes of the pending-records buffer made at boot (a PROG tick's
+                         # CMD + RSP + TH records are ~450 B); it grows when a tick needs more
 _PREFIX = "log"
 HB_NAME = "hb"
 
@@ -222,7 +224,11 @@ class EventLog:
         self.seg = 0           # current segment number
         self.seg_count = 0     # records in the current segment
         self._new_seg = True
-        self._pending = bytearray()
+        # the records queued for the next commit: bytes 0.._pending of one buffer made here,
+        # at boot, and reused (a buffer grown and copied per tick left holes no later
+        # allocation of its size found: the emulated RP2040, docs/performance.md)
+        self._buf = bytearray(_PENDING)
+        self._pending = 0
         self.snapshot = _idle  # callable -> TH data (bytes) for segment headers
         self.boots = 0
         self.failed = False    # a write failed (storage fault)
@@ -265,11 +271,22 @@ class EventLog:
         self.prev = h
         if ev == b"TH" or ev == b"DEL":
             self._th_ref = (self.seq, h)
-        self._pending.extend(body)
-        self._pending.extend(b"#")
-        self._pending.extend(binascii.hexlify(h).upper())
-        self._pending.extend(b"\n")
+        self._put(body)
+        self._put(b"#")
+        self._put(binascii.hexlify(h).upper())
+        self._put(b"\n")
         self.seg_count += 1
+
+    def _put(self, b):
+        n = self._pending
+        m = n + len(b)
+        buf = self._buf
+        if m > len(buf):
+            big = bytearray(m + _PENDING)   # kept: the next tick this busy needs it again
+            big[:n] = buf[:n]
+            self._buf = buf = big
+        buf[n:m] = b
+        self._pending = m
 
     def _start_segment(self, t):
         if self._pending:
@@ -288,8 +305,8 @@ class EventLog:
         the store refused; raises PowerCut when the (simulated) power failed."""
         if not self._pending:
             return True
-        data = bytes(self._pending)
-        self._pending = bytearray()
+        data = memoryview(self._buf)[:self._pending]   # appended (copied) before the next _put
+        self._pending = 0
         try:
             try:
                 self.store.append(_seg_name(self.seg), data)

@@ -48,6 +48,8 @@ rewritten, 1 program and a compaction every 15th (measured with littlefs under
 `micropython`, 4 KB blocks, 256-byte programs). A file that does not exist yet is still
 created by write-and-rename (a cut then leaves no half-made file).
 """
+import gc
+import io
 import os
 
 try:
@@ -56,6 +58,17 @@ except ImportError:  # CPython: const() is only a marker for the MicroPython com
     const = lambda x: x  # noqa: E731
 
 _FILE_OBJ = const(1152)     # a littlefs file object with its 1 KB cache on the rp2 port, rounded
+_ROOM = const(_FILE_OBJ + 32)  # + the path str open() makes first (2 blocks), if it lands in the room
+
+
+def _room():
+    """A buffer of _ROOM bytes whose close() frees it at once, or None (no room now)."""
+    try:
+        return io.BytesIO(_ROOM)            # MicroPython: an empty stream of that capacity
+    except TypeError:                       # CPython's BytesIO takes the initial bytes
+        return io.BytesIO(bytes(_ROOM))
+    except MemoryError:
+        return None
 
 
 class PowerCut(Exception):
@@ -78,6 +91,9 @@ class FileStore:
         self._fname = None
         self._spare = None          # keep_open: room for a transient file object, reserved
         self.capacity = None        # bytes of the filesystem, when the board knows it
+        self._seg_room = None       # keep_open: the room of the segment file, until it opens
+        if keep_open:
+            self._seg_room = _room()
         self._reserve()
 
     def reserve(self):
@@ -87,19 +103,29 @@ class FileStore:
         self._reserve()
 
     def _reserve(self):
-        """Take the room of one file object again (keep_open), when there is room. `bytes(n)`
-        allocates its n + 1 data bytes before its small header (a bytearray the other way
-        round): when that takes a collection, the data gets the lowest hole of the file
-        object's size — the closed file's own, if nothing lower fits — not a hole split by
-        the header."""
+        """Take the room of one file object again (keep_open), when there is room. The room
+        is the buffer of an `io.BytesIO` of the file object's size: closing it frees that
+        buffer at once (`vstr_free`), so an open never depends on a collection to find it.
+        A `bytes` spare could only be collected, and a stale pointer to its data left in a
+        stack slot kept it alive through the collection (seen on the emulated RP2040: the
+        spare still allocated at the open's MemoryError)."""
         if self._keep and self._spare is None:
-            try:
-                self._spare = bytes(_FILE_OBJ - 1)
-            except MemoryError:
-                pass                # no room now: the next close tries again
+            self._spare = _room()   # None when there is no room now: the next close tries again
 
-    def _open(self, path, mode):
-        self._spare = None          # its room is the file object's (collected on demand)
+    def reserved(self):
+        """Bytes of room held for the next file object (0: none held)."""
+        return _ROOM if self._spare is not None else 0
+
+    def _open(self, path, mode, seg=False):
+        s = self._seg_room if seg else None
+        if s is not None:
+            self._seg_room = None   # the first segment's room: taken for good
+        else:
+            s = self._spare
+            self._spare = None
+        if s is not None:
+            gc.collect()            # the garbage below it goes first: open()'s own small
+            s.close()               # allocations land there, not in the freed room
         return open(path, mode)
 
     def _io(self, path, mode, data):
@@ -121,7 +147,9 @@ class FileStore:
         try:
             return self._io(path, mode, data)
         finally:
-            # here the closed file is referenced by no frame: a collection can free it
+            # here the closed file is referenced by no frame: a collection frees its room
+            if self._keep:
+                gc.collect()
             self._reserve()
 
     def _close(self):
@@ -149,7 +177,7 @@ class FileStore:
             if self._f is None or name != self._fname:
                 self._close()       # (no local keeps the closed one: a collection frees it)
                 try:
-                    self._f = self._open(self._p(name), "ab")
+                    self._f = self._open(self._p(name), "ab", True)
                 finally:
                     self._reserve()
                 self._fname = name
