@@ -28,11 +28,18 @@ allocation to fail in a small or fragmented heap (measured on the emulated RP204
 docs/performance.md). Kept open, it is allocated once per segment. Every other open of the
 store (a read, a replace: the heartbeat every 10 s, a program file at PROG) needs a second
 such object for a moment, and in a fragmented heap the free bytes may be there but not
-1,148 of them in one piece. So the store keeps that room reserved: a buffer of the file
-object's size (`_spare`), held whenever no transient file is open. An open drops it first
-(the collection that a failed allocation runs then frees its room for the file object), and
-once the file is closed the room is taken again (where the closed object was, or lower);
-when there was no room then, the app asks again once boot is over (`reserve()`).
+1,148 of them in one piece. So the store reserves, at boot while the heap is empty, the room
+of the segment's file (`_seg_room`, freed just before the first segment opens) and the room
+of one transient file (`_spare`), each the buffer of an `io.BytesIO` of the file object's
+size and 32 B (open()'s path str): `close()` frees that buffer at once, not at a collection (a
+`bytes` spare did, and on the emulated RP2040 a stale pointer to its data in a stack slot
+kept it allocated through the collection: the open failed beside it). Each transient open
+collects first (so open()'s own small allocations, the path as a new str, find the holes
+below, not the freed room), frees the spare, opens; after the close a collection frees the
+file object and the spare is taken again (where the file was, or lower); when there was no
+room then, the app asks again once boot is over (`reserve()`). Measured on the emulated
+RP2040 (docs/performance.md, issue 13): without the segment's own room the first segment
+took the transient room for good and no second 1,148-B hole was found for the rest of the run.
 Reads are one allocation of the file's exact size (`f.read()` grows its buffer 256 bytes at
 a time). Only where a power cut ends the whole interpreter: a simulated cut that leaves the
 process alive would leave the handle's finaliser to write after the cut.
