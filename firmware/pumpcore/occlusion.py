@@ -50,6 +50,8 @@ _DEBOUNCE_TICKS = const(3)     # fixed threshold: three ticks at or above the li
 _P_CLAMP = const(2000)         # readings beyond ±this are beyond every limit anyway
 _NSEG = const(8)               # segment sums kept (4 for the candidate, 3 for the probe)
 _PROBE_SEGS = const(3)         # segments at twice the rate: 1 dead + 2 measured
+_LBITS = const(11)             # plan_ints: the trend segment in |L|'s low bits (<= 1200)
+_LMASK = const(2047)
 _T_STEP_TICKS = const(120)     # 6 s: a bedside step lands within this (move <= 2 s + the
                                # line's R·C); shorter segments let two steps fill a window
 K_SIGMA = 4.0                  # half the expected rise per segment / σ of a difference
@@ -81,30 +83,49 @@ _VOLUME = const(3)
 _UNKNOWN = const(-1048576)     # -1 << 20: no level yet
 
 
-def plan(rate_ul_h, c_nl_mmhg, sigma_mmhg):
-    """(segment ticks L, lo, hi mmHg per segment, probe) for a rate, a syringe compliance
-    (syringe + line, nL/mmHg) and the noise of one reading (mmHg, 1 σ). Program time.
+def _segment(s, sigma_mmhg, joint):
+    """The shortest segment L (ticks) in which half the expected rise per segment, 0.5·s·T,
+    clears K_SIGMA σ of a segment difference's sensor noise and K_BREATH × what a breath
+    leaves in one: *jointly* (root sum of squares) where an open line's single difference
+    decides (a probe or a confirmation: an open line's breathing and noise act on that same
+    difference), else *each on its own* (max): a closed line has no breathing (the margin
+    that lets its rise through is against noise alone), and an open line's breathing alone
+    must stay below lo.
 
-    T is the shortest segment in which half the expected rise per segment, 0.5·s·T, stands
-    K_SIGMA σ clear of the sensor noise of a segment difference and K_BREATH × what breathing
-    leaves in one (BREATH_MMHG at up to BREATH_S per breath, averaged over T)."""
-    s = rate_ul_h / 3.6 / c_nl_mmhg           # mmHg/s: nL/s ÷ nL/mmHg
-    if s <= 0:
-        s = 1e-6
-    # the least L in [L0, lmax) whose segment clears the need, else lmax. The need falls and
-    # the rise grows with t, so _clears is false and then true: a bisection finds that L in
-    # ~11 evaluations. (A scan of every L made up to 1,184 of them at a low rate, each a
-    # dozen float objects on the RP2040's heap: ~380 KB of garbage in the PROG tick, which
-    # in a small heap ran the GC ~150 times, past the 2-s watchdog; docs/performance.md.)
+    The least L in [L0, lmax) whose segment clears the need, else lmax. The need falls and
+    the rise grows with t, so _clears is false and then true: a bisection finds that L in
+    ~11 evaluations. (A scan of every L made up to 1,184 of them at a low rate, each a
+    dozen float objects on the RP2040's heap: ~380 KB of garbage in the PROG tick, which in
+    a small heap ran the GC ~150 times, past the 2-s watchdog; docs/performance.md.)"""
     lo_l = int(T_MIN_S / TICK_S)
     hi_l = int(T_MAX_S / TICK_S)
     while lo_l < hi_l:
         m = (lo_l + hi_l) // 2
-        if _clears(m, s, sigma_mmhg):
+        if _clears(m, s, sigma_mmhg, joint):
             hi_l = m
         else:
             lo_l = m + 1
-    L = lo_l
+    return lo_l
+
+
+def _clears(L, s, sigma_mmhg, joint=True):
+    """True when half the expected rise over a segment of L ticks stands clear of the noise
+    and breathing in a segment difference (jointly, or each on its own: `_segment`)."""
+    t = L * TICK_S
+    sd = sigma_mmhg * (2.0 * HOLD_TICKS * TICK_S / t) ** 0.5
+    rb = BREATH_MMHG * BREATH_S / (3.14159 * t)
+    if rb > BREATH_MMHG:
+        rb = BREATH_MMHG
+    ns = K_SIGMA * sd
+    nb = K_BREATH * rb * 1.414
+    if joint:
+        need = (ns * ns + nb * nb) ** 0.5
+    else:
+        need = ns if ns > nb else nb
+    return LO * s * t >= need
+
+
+def _band(s, sigma_mmhg, L):
     t = L * TICK_S
     sd = sigma_mmhg * (2.0 * HOLD_TICKS * TICK_S / t) ** 0.5
     lo = LO * s * t
@@ -112,26 +133,48 @@ def plan(rate_ul_h, c_nl_mmhg, sigma_mmhg):
         lo = 2.5 * sd                  # very low rates: the noise sets the floor
     hi = HI * s * t + 3.0 * sd
     probe = lo / t <= RAMP_HI and hi / t >= RAMP_LO
+    return lo, hi, probe
+
+
+def plan(rate_ul_h, c_nl_mmhg, sigma_mmhg):
+    """(segment ticks L, lo, hi mmHg per segment, probe) for a rate, a syringe compliance
+    (syringe + line, nL/mmHg) and the noise of one reading (mmHg, 1 σ). Program time.
+
+    T is the shortest segment in which half the expected rise per segment, 0.5·s·T, stands
+    K_SIGMA σ clear of the sensor noise of a segment difference and K_BREATH × what breathing
+    leaves in one (BREATH_MMHG at up to BREATH_S per breath, averaged over T): each on its
+    own where the candidate alarms by itself (T ≥ the step response, not probed), jointly
+    where a probe or a confirmation decides on an open line's difference (`_segment`)."""
+    s = _slope(rate_ul_h, c_nl_mmhg)
+    L = _segment(s, sigma_mmhg, False)
+    lo, hi, probe = _band(s, sigma_mmhg, L)
+    if probe or L < _T_STEP_TICKS:
+        # a probe or a confirmation decides: plan for breathing and noise together
+        L = _segment(s, sigma_mmhg, True)
+        lo, hi, probe = _band(s, sigma_mmhg, L)
     return L, lo, hi, probe
 
 
-def _clears(L, s, sigma_mmhg):
-    """True when half the expected rise over a segment of L ticks stands clear of the noise
-    and breathing in a segment difference (plan's test for one L)."""
-    t = L * TICK_S
-    sd = sigma_mmhg * (2.0 * HOLD_TICKS * TICK_S / t) ** 0.5
-    rb = BREATH_MMHG * BREATH_S / (3.14159 * t)
-    if rb > BREATH_MMHG:
-        rb = BREATH_MMHG
-    need = ((K_SIGMA * sd) ** 2 + (K_BREATH * rb * 1.414) ** 2) ** 0.5
-    return LO * s * t >= need
+def level_ticks(rate_ul_h, c_nl_mmhg, sigma_mmhg):
+    """The joint-margin segment (ticks): the stored-volume test's levels are judged on a line
+    that is still open (a partial occlusion), where breathing and noise act together."""
+    return _segment(_slope(rate_ul_h, c_nl_mmhg), sigma_mmhg, True)
+
+
+def _slope(rate_ul_h, c_nl_mmhg):
+    s = rate_ul_h / 3.6 / c_nl_mmhg           # mmHg/s: nL/s ÷ nL/mmHg
+    return s if s > 0 else 1e-6
 
 
 def plan_ints(rate_ul_h, c_nl_mmhg=2100, sigma_cmmhg=150):
     """The plan as three integers for the tick: (L, lo, hi) in units of segment sums
-    (mmHg × L), L negative when candidates are probed. sigma in 1/100 mmHg."""
+    (mmHg × L), L negative when candidates are probed. sigma in 1/100 mmHg. |L| carries the
+    trend segment in its low 11 bits (L <= 1200) and, above them, the joint-margin segment
+    Lj the stored-volume test's levels are planned from (0: the trend segment)."""
     L, lo, hi, probe = plan(rate_ul_h, c_nl_mmhg, sigma_cmmhg / 100.0)
-    return (-L if probe else L), int(lo * L) + 1, int(hi * L) + 1
+    Lj = level_ticks(rate_ul_h, c_nl_mmhg, sigma_cmmhg / 100.0)
+    a = L | (Lj << _LBITS)
+    return (-a if probe else a), int(lo * L) + 1, int(hi * L) + 1
 
 
 class Occlusion:
@@ -139,6 +182,7 @@ class Occlusion:
         self.limit = limit_mmhg
         self.seg = array("i", bytes(4 * _NSEG))
         self.L = 20
+        self.Lj = 20                # the joint-margin segment (the levels' length, at least)
         self.lo = 1 << 29
         self.hi = 1 << 29
         self.probe = False
@@ -171,7 +215,7 @@ class Occlusion:
         when it is at most V_RATE × the segment, or 3 σ of a 10-s level difference
         (0.2 σ·3; longer segments are less noisy), whichever is larger: the noise of a small
         syringe must not be cut off one-sidedly."""
-        n = self.L if self.L > _VSEG else _VSEG
+        n = self.Lj if self.Lj > _VSEG else _VSEG
         self.v_len = n
         clip = V_RATE_CMMHG_S * n * 256 // 2000        # cmmHg/s × n ticks × 0.05 s, /100
         self.v_clip = self.v_sig if self.v_sig > clip else clip
@@ -179,7 +223,11 @@ class Occlusion:
     def set_plan(self, L, lo, hi):
         """Take a plan from `plan_ints` (stored per program segment) and restart."""
         self.probe = L < 0
-        self.L = -L if L < 0 else L
+        a = -L if L < 0 else L
+        self.L = a & _LMASK
+        self.Lj = a >> _LBITS
+        if self.Lj == 0:
+            self.Lj = self.L
         self.confirm = not self.probe and self.L < _T_STEP_TICKS
         self._v_plan()
         self.lo = lo
