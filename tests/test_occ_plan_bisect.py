@@ -7,14 +7,24 @@ import pytest
 from pumpcore import occlusion as O
 
 
-def _scan(rate, c, sig):
+def _scan(rate, c, sig, joint=True):
     """The reference: the least L from T_MIN_S whose segment clears the test (else T_MAX_S)."""
     s = rate / 3.6 / c
     if s <= 0:
         s = 1e-6
     L = int(O.T_MIN_S / O.TICK_S)
-    while L < int(O.T_MAX_S / O.TICK_S) and not O._clears(L, s, sig):
+    while L < int(O.T_MAX_S / O.TICK_S) and not O._clears(L, s, sig, joint):
         L += 1
+    return L
+
+
+def _scan_plan(rate, c, sig):
+    """The plan's rule (docs/firmware.md, "Occlusion", 2.): each margin on its own, unless
+    that plan is probed or shorter than a bedside step's response: then both jointly."""
+    L = _scan(rate, c, sig, joint=False)
+    s = rate / 3.6 / c if rate > 0 else 1e-6
+    if O._band(s, sig, L)[2] or L < O._T_STEP_TICKS:
+        L = _scan(rate, c, sig, joint=True)
     return L
 
 
@@ -23,23 +33,28 @@ _RATES = [0, 1, 50, 100, 500, 1000, 1500, 2500, 5000, 10000, 52500, 120000, 1200
 
 @pytest.mark.req("REQ-RP2-07")
 @pytest.mark.parametrize("rate", _RATES)
-def test_plan_bisects_to_the_scans_length_in_at_most_11_evaluations(rate, monkeypatch):
+def test_plan_bisects_to_the_scans_length_in_at_most_two_bisections(rate, monkeypatch):
     real = O._clears
     calls = []
 
-    def counting(L, s, sig):
+    def counting(L, s, sig, joint=True):
         calls.append(L)
-        return real(L, s, sig)
+        return real(L, s, sig, joint)
 
     for c in (800, 2100, 5200):
         for sig in (0.2, 1.1, 3.0):
-            want = _scan(rate, c, sig)
+            want = _scan_plan(rate, c, sig)
             monkeypatch.setattr(O, "_clears", counting)
             calls.clear()
             got = O.plan(rate, c, sig)[0]
             monkeypatch.setattr(O, "_clears", real)
             assert got == want
-            assert len(calls) <= 11, (rate, c, sig, len(calls))
+            assert len(calls) <= 22, (rate, c, sig, len(calls))   # at most two bisections
+            monkeypatch.setattr(O, "_clears", counting)
+            calls.clear()
+            O.plan_ints(rate, c, int(sig * 100))        # + the levels' joint segment
+            monkeypatch.setattr(O, "_clears", real)
+            assert len(calls) <= 33, (rate, c, sig, len(calls))
 
 
 @pytest.mark.req("REQ-RP2-07")
@@ -49,6 +64,7 @@ def test_the_test_is_monotone_in_the_segment_length():
         for c in (800, 2100, 5200):
             for sig in (0.2, 1.1, 3.0):
                 s = rate / 3.6 / c
-                seq = [O._clears(L, s, sig) for L in range(16, 1200)]
-                k = seq.index(True) if True in seq else len(seq)
-                assert all(seq[k:]) and not any(seq[:k])
+                for joint in (True, False):
+                    seq = [O._clears(L, s, sig, joint) for L in range(16, 1200)]
+                    k = seq.index(True) if True in seq else len(seq)
+                    assert all(seq[k:]) and not any(seq[:k])
