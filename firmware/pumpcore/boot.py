@@ -112,6 +112,9 @@ def build_controller(board):
     if settings.auth and key is None and fault is None:
         fault = b"settings require authentication but no key is provisioned"
     gc.collect()
+    if lib is not None:
+        lib = lib.moved()           # low in the heap, out of the json tree's hole
+        gc.collect()
     from pumpcore.controller import Controller, Config
     cfg = Config(board.NL_PER_KSTEP, device_id=board.DEVICE_ID)
     for k in ("batt_low_mv", "batt_depleted_mv"):

@@ -122,6 +122,18 @@ class DrugLibrary:
         from pumpcore import libload
         return libload.load(path)
 
+    def moved(self):
+        """The same library in freshly allocated objects. The boot calls it once the loader's
+        json tree is collected: packed while that tree was alive, the library's few objects
+        sit scattered through the hole the tree leaves, and the heap then has no large free
+        block there (emulated RP2040 heap maps, docs/performance.md, issue 13)."""
+        c = DrugLibrary()
+        c.version = self.version[:]
+        c.sha256_16 = self.sha256_16[:]
+        c.names = tuple([n[:] for n in self.names])
+        c.rec = array("i", self.rec)
+        return c
+
     def pack(self, vitals_default, drugs):
         """Keep checked `Drug`s (and the default `Vitals`, or None) in the packed form."""
         def lim(o, x):
