@@ -226,22 +226,27 @@ def check_library_packed_form_keeps_every_limit():
             doc["drugs"][-1]["concs_ug_ml"] = [doc["drugs"][-1]["conc_ug_ml"], 7, 8, 9]
         if variant == 2:                    # no default vitals either
             doc.pop("vitals_default", None)
-        lib = libload.parse(json.dumps(doc).encode())
-        dv = doc.get("vitals_default")
-        dv = libload._vitals(dv) if dv is not None else None
-        _same_vitals(lib.vitals(-1), dv, "vitals_default")
-        assert len(lib.names) == len(doc["drugs"])
-        for i in range(len(doc["drugs"])):
-            want = libload._drug(doc["drugs"][i], dv)
-            got = lib.drug(i)
-            for k in _DRUG_FIELDS:
-                assert getattr(got, k) == getattr(want, k), (variant, i, k)
-            for k in ("dose", "over", "weight", "dose_h"):
-                _same_limits(getattr(got, k), getattr(want, k), (variant, i, k))
-            _same_vitals(got.vitals, want.vitals, (variant, i))
-            _same_vitals(lib.vitals(i), want.vitals, (variant, i))
-            assert lib.rate_max(i) == want.rate_max and lib.kvo_max(i) == want.kvo_ul_h
-            assert lib.names[i] == want.name
+        parsed = libload.parse(json.dumps(doc).encode())
+        moved = parsed.moved()              # the boot's copy in fresh heap (pumpcore.boot)
+        assert moved.rec is not parsed.rec and list(moved.rec) == list(parsed.rec)
+        assert (moved.version, moved.sha256_16) == (parsed.version, parsed.sha256_16)
+        assert moved.names == parsed.names
+        for lib in (parsed, moved):
+            dv = doc.get("vitals_default")
+            dv = libload._vitals(dv) if dv is not None else None
+            _same_vitals(lib.vitals(-1), dv, "vitals_default")
+            assert len(lib.names) == len(doc["drugs"])
+            for i in range(len(doc["drugs"])):
+                want = libload._drug(doc["drugs"][i], dv)
+                got = lib.drug(i)
+                for k in _DRUG_FIELDS:
+                    assert getattr(got, k) == getattr(want, k), (variant, i, k)
+                for k in ("dose", "over", "weight", "dose_h"):
+                    _same_limits(getattr(got, k), getattr(want, k), (variant, i, k))
+                _same_vitals(got.vitals, want.vitals, (variant, i))
+                _same_vitals(lib.vitals(i), want.vitals, (variant, i))
+                assert lib.rate_max(i) == want.rate_max and lib.kvo_max(i) == want.kvo_ul_h
+                assert lib.names[i] == want.name
     doc = _doc()
     doc["drugs"][0]["weight_kg"]["hard_max"] = 1 << 30      # no int32 record holds it
     try:
