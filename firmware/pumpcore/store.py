@@ -71,7 +71,8 @@ _ROOM = const(_FILE_OBJ + 32)  # + the path str open() makes first (2 blocks), i
 def _room():
     """A buffer of _ROOM bytes whose close() frees it at once, or None (no room now)."""
     try:
-        return io.BytesIO(_ROOM)            # MicroPython: an empty stream of that capacity
+        # MicroPython: an empty stream of that capacity (the rp2 stubs know only CPython's form)
+        return io.BytesIO(_ROOM)  # pyright: ignore[reportArgumentType]
     except TypeError:                       # CPython's BytesIO takes the initial bytes
         return io.BytesIO(bytes(_ROOM))
     except MemoryError:
