@@ -102,16 +102,12 @@ class FileStore:
         self._seg_room = None       # keep_open: the room of the segment file, until it opens
         if keep_open:
             self._seg_room = _room()
-        self._reserve()
+        self.reserve()
 
     def reserve(self):
-        """Reserve the room of a transient file object now, if it is not held (the app
-        calls it when boot is over and its garbage collected: the boot's last opens may
-        have left no room)."""
-        self._reserve()
-
-    def _reserve(self):
-        """Take the room of one file object again (keep_open), when there is room. The room
+        """Take the room of one transient file object (keep_open) if it is not held and
+        there is room now: after each open, and from the app once boot is over and its
+        garbage collected (the boot's last opens may have left no room). The room
         is the buffer of an `io.BytesIO` of the file object's size: closing it frees that
         buffer at once (`vstr_free`), so an open never depends on a collection to find it.
         A `bytes` spare could only be collected, and a stale pointer to its data left in a
@@ -158,7 +154,7 @@ class FileStore:
             # here the closed file is referenced by no frame: a collection frees its room
             if self._keep:
                 gc.collect()
-            self._reserve()
+            self.reserve()
 
     def _close(self):
         f = self._f
@@ -187,7 +183,7 @@ class FileStore:
                 try:
                     self._f = self._open(self._p(name), "ab", True)
                 finally:
-                    self._reserve()
+                    self.reserve()
                 self._fname = name
             f = self._f
             try:
