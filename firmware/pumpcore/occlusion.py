@@ -136,10 +136,9 @@ def _band(s, sigma_mmhg, L):
     return lo, hi, probe
 
 
-def plan(rate_ul_h, c_nl_mmhg, sigma_mmhg, lj=0):
+def plan(rate_ul_h, c_nl_mmhg, sigma_mmhg):
     """(segment ticks L, lo, hi mmHg per segment, probe) for a rate, a syringe compliance
     (syringe + line, nL/mmHg) and the noise of one reading (mmHg, 1 σ). Program time.
-    ``lj``: the joint-margin segment (`level_ticks`) when the caller has it already.
 
     T is the shortest segment in which half the expected rise per segment, 0.5·s·T, stands
     K_SIGMA σ clear of the sensor noise of a segment difference and K_BREATH × what breathing
@@ -151,7 +150,7 @@ def plan(rate_ul_h, c_nl_mmhg, sigma_mmhg, lj=0):
     lo, hi, probe = _band(s, sigma_mmhg, L)
     if probe or L < _T_STEP_TICKS:
         # a probe or a confirmation decides: plan for breathing and noise together
-        L = lj if lj else _segment(s, sigma_mmhg, True)
+        L = _segment(s, sigma_mmhg, True)
         lo, hi, probe = _band(s, sigma_mmhg, L)
     return L, lo, hi, probe
 
@@ -172,9 +171,8 @@ def plan_ints(rate_ul_h, c_nl_mmhg=2100, sigma_cmmhg=150):
     (mmHg × L), L negative when candidates are probed. sigma in 1/100 mmHg. |L| carries the
     trend segment in its low 11 bits (L <= 1200) and, above them, the joint-margin segment
     Lj the stored-volume test's levels are planned from (0: the trend segment)."""
-    sig = sigma_cmmhg / 100.0
-    Lj = level_ticks(rate_ul_h, c_nl_mmhg, sig)         # found once: the plan may need it too
-    L, lo, hi, probe = plan(rate_ul_h, c_nl_mmhg, sig, Lj)
+    L, lo, hi, probe = plan(rate_ul_h, c_nl_mmhg, sigma_cmmhg / 100.0)
+    Lj = level_ticks(rate_ul_h, c_nl_mmhg, sigma_cmmhg / 100.0)
     a = L | (Lj << _LBITS)
     return (-a if probe else a), int(lo * L) + 1, int(hi * L) + 1
 
