@@ -69,6 +69,8 @@ RAMP_HI = 1.5                  # ... are probed where the band reaches them
 
 # the stored-volume test (a slowly developing occlusion: docs/firmware.md, "Occlusion", 6.)
 _VSEG = const(200)             # ticks per level segment, at least: 10 s (else the plan's T)
+_VWAIT = const(4)              # a level waits for a stopper slip up to this × its length
+_VNONE = const(1 << 20)        # no slip seen (ticks since / between slips saturate here)
 _VTAU = const(25600)           # the slow-rise sum leaks with τ = 25600 ticks ≈ 21 min
 V_ALARM_NL = 30000             # alarm before 30 µL sit in the compliance (bolus goal 50 µL)
 V_RATE_CMMHG_S = 10            # increments up to 0.1 mmHg/s are a slow rise; faster ones are
@@ -192,8 +194,13 @@ class Occlusion:
         # the stored-volume test: level segments of v_len ticks (levels in mmHg / 256)
         self.v_thr = 1 << 29        # alarm level of the slow-rise sum (mmHg / 256)
         self.v_sig = 0              # 0.6 σ of a reading (mmHg / 256): 3 σ of a 10-s difference
-        self.v_clip = 256           # largest increment counted as slow (mmHg / 256)
         self.v_len = _VSEG
+        self.v_max = 4 * _VSEG      # ... and ends at a slip, or at this many ticks
+        self.v_slip = 1 << 20       # a fall of the reading by this much in one tick is a slip
+        self.v_last = 0             # the last tick's reading (mmHg)
+        self.v_np = 0               # the previous level's length (ticks)
+        self.v_ts = _VNONE          # ticks since the last slip
+        self.v_per = _VNONE         # ticks between the last two slips
         self.v_a = 0                # slow rise since the line was loaded (mmHg / 256)
         self.v_acc = 0
         self.v_n = 0
@@ -207,6 +214,8 @@ class Occlusion:
             c_nl_mmhg = 1
         self.v_thr = V_ALARM_NL * 256 // c_nl_mmhg
         self.v_sig = sigma_cmmhg * 6 * 256 // 1000
+        # a stopper slip: the reading falls by 4 σ of a reading-to-reading difference (4·√2 σ)
+        self.v_slip = sigma_cmmhg * 566 // 10000 + 1
         self._v_plan()
 
     def _v_plan(self):
@@ -217,8 +226,7 @@ class Occlusion:
         syringe must not be cut off one-sidedly."""
         n = self.Lj if self.Lj > _VSEG else _VSEG
         self.v_len = n
-        clip = V_RATE_CMMHG_S * n * 256 // 2000        # cmmHg/s × n ticks × 0.05 s, /100
-        self.v_clip = self.v_sig if self.v_sig > clip else clip
+        self.v_max = _VWAIT * n
 
     def set_plan(self, L, lo, hi):
         """Take a plan from `plan_ints` (stored per program segment) and restart."""
@@ -258,6 +266,9 @@ class Occlusion:
         """Start a new level segment; the next increment is not counted (a gap)."""
         self.v_acc = 0
         self.v_n = 0
+        self.v_np = 0
+        self.v_ts = _VNONE
+        self.v_per = _VNONE
         self.v_prev = _UNKNOWN
 
     def restart_ref(self):
@@ -318,17 +329,38 @@ class Occlusion:
 
     # ------------------------------------------------------------ the tick
     def _volume(self, p):
-        """The stored-volume test, one tick: True when the slow rise reaches V_ALARM_NL."""
-        self.v_acc += p
-        self.v_n += 1
-        n = self.v_len
-        if self.v_n < n:
+        """The stored-volume test, one tick: True when the slow rise reaches V_ALARM_NL.
+
+        A level is the mean reading from one stopper slip to the next: where the stopper saws
+        (its last two slips less than v_max apart, the next not overdue by half that period)
+        a level ends at the first slip after v_len ticks (the slip's reading starts the next
+        level), else at v_len ticks (at v_max at the latest). So a level holds whole stick-slip cycles and the saw averages out of
+        it; levels of a fixed length alias the saw (docs/firmware.md, "Occlusion", 6.)."""
+        slip = self.v_last - p >= self.v_slip
+        self.v_last = p
+        ts = self.v_ts
+        if slip:
+            self.v_per = ts                   # the saw's period: the last two slips apart
+            ts = 0
+        elif ts < _VNONE:
+            ts += 1
+        self.v_ts = ts
+        n = self.v_n
+        per = self.v_per
+        if n < self.v_len or not (slip or n >= self.v_max or per > self.v_max
+                                  or 2 * ts > 3 * per):
+            self.v_acc += p
+            self.v_n = n + 1
             return False
-        y = self.v_acc * 256 // n             # the level, mmHg / 256 (< 2000 × 256)
-        self.v_acc = 0
-        self.v_n = 0
+        acc = self.v_acc                      # the level [start, this tick)
+        self.v_acc = p
+        self.v_n = 1
+        # the level, mmHg / 256 (acc < 4800 × 2000: split so that nothing reaches 2**30)
+        y = (acc // n) * 256 + (acc % n) * 256 // n
         prev = self.v_prev
+        np_ = self.v_np
         self.v_prev = y
+        self.v_np = n
         if prev == _UNKNOWN:
             return False
         a = self.v_a
@@ -337,7 +369,11 @@ class Occlusion:
         else:
             a += (-a) * n // _VTAU
         d = y - prev
-        if -self.v_clip <= d <= self.v_clip:
+        # slow: at most V_RATE over the time between the two levels' middles (or the noise)
+        clip = V_RATE_CMMHG_S * (n + np_) * 128 // 2000
+        if clip < self.v_sig:
+            clip = self.v_sig
+        if -clip <= d <= clip:
             a += d
         thr = self.v_thr
         if a < -thr:
