@@ -69,7 +69,6 @@ RAMP_HI = 1.5                  # ... are probed where the band reaches them
 
 # the stored-volume test (a slowly developing occlusion: docs/firmware.md, "Occlusion", 6.)
 _VSEG = const(200)             # ticks per level segment, at least: 10 s (else the plan's T)
-_VWAIT = const(4)              # a level waits for a stopper slip up to this × its length
 _VNONE = const(1 << 20)        # no slip seen (ticks since / between slips saturate here)
 _VTAU = const(25600)           # the slow-rise sum leaks with τ = 25600 ticks ≈ 21 min
 V_ALARM_NL = 30000             # alarm before 30 µL sit in the compliance (bolus goal 50 µL)
@@ -195,7 +194,7 @@ class Occlusion:
         self.v_thr = 1 << 29        # alarm level of the slow-rise sum (mmHg / 256)
         self.v_sig = 0              # 0.6 σ of a reading (mmHg / 256): 3 σ of a 10-s difference
         self.v_len = _VSEG
-        self.v_max = 4 * _VSEG      # ... and ends at a slip, or at this many ticks
+        self.v_max = 3 * _VSEG      # ... and ends at a slip, or at this many ticks
         self.v_slip = 1 << 20       # a fall of the reading by this much in one tick is a slip
         self.v_last = 0             # the last tick's reading (mmHg)
         self.v_np = 0               # the previous level's length (ticks)
@@ -226,7 +225,7 @@ class Occlusion:
         syringe must not be cut off one-sidedly."""
         n = self.Lj if self.Lj > _VSEG else _VSEG
         self.v_len = n
-        self.v_max = _VWAIT * n
+        self.v_max = 3 * n
 
     def set_plan(self, L, lo, hi):
         """Take a plan from `plan_ints` (stored per program segment) and restart."""
@@ -332,9 +331,10 @@ class Occlusion:
         """The stored-volume test, one tick: True when the slow rise reaches V_ALARM_NL.
 
         A level is the mean reading from one stopper slip to the next: where the stopper saws
-        (its last two slips less than v_max apart, the next not overdue by half that period)
-        a level ends at the first slip after v_len ticks (the slip's reading starts the next
-        level), else at v_len ticks (at v_max at the latest). So a level holds whole stick-slip cycles and the saw averages out of
+        (its last two slips at most v_max = 3 × v_len apart, the next not overdue by half
+        that interval) a level ends at the first slip once it holds the whole cycles nearest
+        v_len (the slip's reading starts the next level; at v_max at the latest), else at
+        v_len ticks. So a level holds whole stick-slip cycles and the saw averages out of
         it; levels of a fixed length alias the saw (docs/firmware.md, "Occlusion", 6.)."""
         slip = self.v_last - p >= self.v_slip
         self.v_last = p
@@ -347,8 +347,18 @@ class Occlusion:
         self.v_ts = ts
         n = self.v_n
         per = self.v_per
-        if n < self.v_len or not (slip or n >= self.v_max or per > self.v_max
-                                  or 2 * ts > 3 * per):
+        vl = self.v_len
+        if per <= self.v_max and 2 * ts <= 3 * per:
+            # the stopper saws: end at a slip once the level holds the whole cycles nearest
+            # its length (from v_len − per/2 on, at least v_len/2: one cycle of a saw
+            # slower than v_len), at v_max at the latest
+            m = vl - (per >> 1)
+            if m < (vl >> 1):
+                m = vl >> 1
+            done = (slip and n >= m) or n >= self.v_max
+        else:
+            done = n >= vl
+        if not done:
             self.v_acc += p
             self.v_n = n + 1
             return False
@@ -369,8 +379,13 @@ class Occlusion:
         else:
             a += (-a) * n // _VTAU
         d = y - prev
-        # slow: at most V_RATE over the time between the two levels' middles (or the noise)
-        clip = V_RATE_CMMHG_S * (n + np_) * 128 // 2000
+        # slow: at most V_RATE over the time between the two levels' middles, that time
+        # counted up to v_len (a longer level must not let more of a bedside edge leak into
+        # the sum than a level of v_len does), or the noise
+        dt = (n + np_) >> 1
+        if dt > vl:
+            dt = vl
+        clip = V_RATE_CMMHG_S * dt * 256 // 2000
         if clip < self.v_sig:
             clip = self.v_sig
         if -clip <= d <= clip:
