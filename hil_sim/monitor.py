@@ -13,8 +13,10 @@ This module owns the monitor and nothing else (docs/hl7.md):
   patient gets), so they mean the same under `sim run` and a host that starts the pump late. Values are the patient's `true_vitals` plus the monitor's own seeded noise
   (σ 4/3 mmHg NIBP, 2 /min HR, 0.5 % SpO2, as `hil_sim.patient`).
 * `MonitorSender` — the shell: a thread sending those messages with python-hl7's unmodified
-  `MLLPClient` over TCP, reconnecting when the bridge is not there (messages meanwhile are lost,
-  as a real monitor's real-time feed is), counting the ACK codes it gets back.
+  `MLLPClient` over TCP, counting the ACK codes it gets back. While the bridge is not there, a
+  message is lost (as a real monitor's real-time feed is), and each message tries to connect
+  once: the attempts follow the monitor's own (virtual) clock, never a wall-clock back-off, so
+  a lock-step server loses the same messages whatever the machine's speed.
 
 The monitor's clock starts at ``epoch_s`` (UTC seconds; default: the wall clock at creation),
 so at real-time speed its MSH-7 agrees with the bridge's clock.
@@ -207,10 +209,10 @@ class MonitorSender:
     """Sends queued messages to ``mllp://HOST:PORT`` with python-hl7's `MLLPClient`, one at a
     time, each waiting for its ACK; ``acks`` counts the MSA-1 codes received."""
 
-    def __init__(self, url: str, ack_timeout_s: float = 10.0, retry_s: float = 0.5) -> None:
+    def __init__(self, url: str, ack_timeout_s: float = 10.0) -> None:
         self.host, self.port = parse_mllp_url(url)
         self.url = url
-        self.ack_timeout_s, self.retry_s = ack_timeout_s, retry_s
+        self.ack_timeout_s = ack_timeout_s
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sim-monitor", daemon=True)
@@ -246,17 +248,16 @@ class MonitorSender:
     def _run(self) -> None:
         import hl7
         client = None
-        next_try = 0.0
         while not self._stop.is_set():
             try:
                 msg = self._q.get(timeout=0.1)
             except queue.Empty:
                 continue
-            if client is None and time.monotonic() >= next_try:
+            if client is None:              # one attempt per message (module doc)
                 try:
                     client = self._connect()
                 except OSError:
-                    next_try = time.monotonic() + self.retry_s
+                    pass
             if client is None:
                 self.unsent += 1            # no bridge: a real-time feed loses the message
                 self._done()
@@ -280,7 +281,6 @@ class MonitorSender:
                 except OSError:
                     pass
                 client = None
-                next_try = time.monotonic() + self.retry_s
             finally:
                 self._done()
         if client is not None:

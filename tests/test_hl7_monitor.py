@@ -82,3 +82,43 @@ def test_same_seed_same_messages():
 def test_bad_monitor_parameters_are_refused(bad):
     with pytest.raises((ValueError, TypeError)):
         MonitorParams.from_toml(bad)
+
+
+def test_sender_retries_per_message_not_on_a_wall_clock():
+    """A monitor whose bridge was not there yet connects at its next message, however soon
+    that comes in wall time: a lock-step server (pump time racing ahead of the wall clock) used
+    to lose every message of a 0.5-s wall-clock back-off — 300 s of pump time once, in
+    test_hl7_e2e's feed-lost case on a quiet machine."""
+    import socket
+    import threading
+
+    from hil_sim.monitor import MonitorSender
+    from served import wall_until
+
+    with socket.socket() as s:            # a free port, nobody listening yet
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    msg = _run(MonitorParams(noise=False), 0)[1][0][1]
+    sender = MonitorSender(f"mllp://127.0.0.1:{port}", ack_timeout_s=10).start()
+    try:
+        sender.put(msg)
+        wall_until(lambda: not sender.busy(), "the first message given up")
+        assert sender.unsent == 1 and not sender.acks
+
+        srv = socket.create_server(("127.0.0.1", port))
+        def answer():                       # one MLLP peer: read a block, send an AA
+            conn, _ = srv.accept()
+            with conn:
+                buf = b""
+                while not buf.endswith(b"\x1c\r"):
+                    buf += conn.recv(4096)
+                cid = hl7.parse(buf.strip(b"\x0b\x1c\r").decode()).segment("MSH")[10][0]
+                conn.sendall(b"\x0bMSH|^~\\&|B||||||ACK|1|P|2.6\rMSA|AA|%s\r\x1c\r" % str(cid).encode())
+        t = threading.Thread(target=answer, daemon=True)
+        t.start()
+        sender.put(msg)                     # at once: well within any back-off
+        wall_until(lambda: not sender.busy(), "the second message acknowledged")
+        assert sender.acks == {"AA": 1} and sender.unsent == 1
+        srv.close()
+    finally:
+        sender.close()
