@@ -23,7 +23,7 @@ demo: $(STAMP)
 # (every REQ has a passing test), without rewriting the committed docs/safety/traceability.md
 test: $(STAMP)
 	mkdir -p build
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --req-report=build/req-report.json
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15 --req-report=build/req-report.json
 	$(BIN)/python tools/trace.py --report build/req-report.json --out build/traceability.md
 
 # hazard → requirement → test → result (docs/safety/traceability.md); fails when a
