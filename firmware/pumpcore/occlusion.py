@@ -1,5 +1,6 @@
 """Downstream occlusion: a sustained-rise detector planned from the syringe, with a fixed
-threshold backstop and (where a bedside ramp could look the same) a pause probe.
+threshold backstop and (where a bedside ramp could look the same) a double-rate probe
+(its extra volume runs ahead of the line until taken back: campaign run 89, docs/performance.md).
 
 Physics (docs/firmware.md, "Occlusion"): with the line closed every nL the plunger pushes goes
 into the syringe + line compliance C, so the pressure rises at s = Q / C for as long as the
