@@ -213,7 +213,7 @@ def test_a_damaged_heartbeat_is_reported_and_never_used():
     p2.send("START")
     for _ in range(500):
         p2.tick()
-    d = p2.h.app._delivered()
+    d = p2.h.app.ctl.delivered_nl()
     p2.boot()
     th = p2.h.app.recovered
     assert th is not None and th.delivered <= d <= th.bound, (th.delivered, d, th.bound)
@@ -237,7 +237,7 @@ def test_a_heartbeat_follows_a_segment_header():
         assert n < 400
     for _ in range(500):                   # 25 s: two heartbeats after the header
         p.tick()
-    d = p.h.app._delivered()
+    d = p.h.app.ctl.delivered_nl()
     p.boot()                               # power cut
     th = p.h.app.recovered
     assert th is not None and th.delivered <= d <= th.bound, (th.delivered, d, th.bound)

@@ -7,7 +7,8 @@
 The firmware used to compile it at import: tuples of `bytes` made by `.encode()`, a
 `bytearray` and two `array`s — some 1.4 KB of heap on the RP2040 (40 small `bytes` objects of
 two GC blocks each). Written out as literals, the same tables are constant objects, which a
-frozen image keeps in flash, and the ids are `const()`s. `tests/test_fw_states.py` runs
+frozen image keeps in flash, and the ids are `const()`s (the private tables `const()`s too:
+no module-dict slot each). `tests/test_fw_states.py` runs
 `--check` (the block must equal what this tool makes from the table today) and checks the
 engine against the table pair by pair.
 """
@@ -81,20 +82,20 @@ def block(t=None) -> str:
     out += [ln + "\n" for ln in _wrap("STATE_NAMES = (", [f'b"{s}"' for s in S], ")  # for frames")]
     out.append("# [trigger * NSTATES + state] -> destination state id, _NONE when illegal: one\n")
     out.append("# bytes constant (adjacent literals are joined by the compiler), a row per trigger\n")
-    out.append("_TABLE = (\n")
+    out.append("_TABLE = const(\n")
     out += [f"    {_bytes_lit(bytes(table[i * len(S):(i + 1) * len(S)]))}  # {tr}\n"
             for i, tr in enumerate(trig)]
     out.append(")\n")
     out.append("# command words, class (CLS_*) and allowed-state bitmask; CFG keys likewise\n")
     out += [ln + "\n" for ln in _wrap("CMD_WORDS = (", [f'b"{w}"' for w in words], ")")]
     klass = bytes(cls.index(c[2]) for c in t.COMMANDS)
-    out.append("_CMD_CLASS = (\n")
+    out.append("_CMD_CLASS = const(\n")
     out += [f"    {_bytes_lit(klass[i:i + 16])}\n" for i in range(0, len(klass), 16)]
     out.append(")\n")
     out += [ln + "\n" for ln in _wrap(
-        "_CMD_MASK = (", [str(mask(t.command_states(w))) for w in words], ")")]
+        "_CMD_MASK = const((", [str(mask(t.command_states(w))) for w in words], "))")]
     out += [ln + "\n" for ln in _wrap("CFG_KEYS = (", [f'b"{k}"' for k, _ in t.CFG_KEYS], ")")]
-    out += [ln + "\n" for ln in _wrap("_CFG_MASK = (", [str(mask(w)) for _, w in t.CFG_KEYS], ")")]
+    out += [ln + "\n" for ln in _wrap("_CFG_MASK = const((", [str(mask(w)) for _, w in t.CFG_KEYS], "))")]
     out += [f"C_{w} = const({i})\n" for i, w in enumerate(words)]
     out.append(END)
     return "".join(out)

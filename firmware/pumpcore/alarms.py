@@ -2,7 +2,7 @@
 
 Each alarm has two bits: *active* (the alarm is signalled) and *condition* (the cause is
 present now). Raising sets both. When the cause goes away the condition bit clears; alarms
-in AUTO_CLEAR then clear themselves, the others stay latched until ACK. ACK clears only the
+in _AUTO_CLEAR then clear themselves, the others stay latched until ACK. ACK clears only the
 latched alarms whose condition is gone. SILENCE pauses the audio signal for 120 s and never
 clears anything; a newly raised alarm of the same or higher priority ends the silence.
 Every raise and clear is announced as `! EV ALARM` / `! EV CLEAR`. Integer bit masks only:
@@ -46,28 +46,19 @@ PRIO_LOW = const(1)
 PRIO_MEDIUM = const(2)
 PRIO_HIGH = const(3)
 # priority per alarm id (COMM_LOSS is 3 when the heartbeat action is "pause")
-PRIO = (0, 3, 1, 3, 3, 3, 3, 2, 1, 3, 3, 2, 3, 3, 2, 2, 3, 2, 2)
+_PRIO = const((0, 3, 1, 3, 3, 3, 3, 2, 1, 3, 3, 2, 3, 3, 2, 2, 3, 2, 2))
 
 # precedence among alarms of the same priority: the first active one in this list is shown
-ORDER = (A_RUNAWAY, A_FAULT, A_OCCLUSION, A_AIR, A_AIR_CUM, A_EMPTY, A_DOOR, A_STALL,
+_ORDER = const((A_RUNAWAY, A_FAULT, A_OCCLUSION, A_AIR, A_AIR_CUM, A_EMPTY, A_DOOR, A_STALL,
          A_BATT_DEPLETED, A_VITALS, A_COMM_LOSS, A_RESTART, A_BATT_LOW, A_NEAR_EMPTY,
-         A_VITALS_STALE, A_CALLBACK, A_VTBI_NEAR, A_VTBI_DONE)
+         A_VITALS_STALE, A_CALLBACK, A_VTBI_NEAR, A_VTBI_DONE))
 
 # alarms that clear by themselves when their condition goes away (no ACK needed)
-AUTO_CLEAR = ((1 << A_COMM_LOSS) | (1 << A_VITALS_STALE) | (1 << A_CALLBACK)
+_AUTO_CLEAR = const((1 << A_COMM_LOSS) | (1 << A_VITALS_STALE) | (1 << A_CALLBACK)
               | (1 << A_NEAR_EMPTY) | (1 << A_VTBI_NEAR) | (1 << A_BATT_LOW))
 
 SILENCE_MS = const(120000)    # audio paused by SILENCE (IEC 60601-1-8 "audio paused"), ms
-
-
-def name_index(name):
-    """Alarm id of a name (bytes or str), or -1."""
-    if isinstance(name, str):
-        name = name.encode()
-    for i in range(_N_ALARMS):
-        if NAMES[i] == name:
-            return i
-    return -1
+del const   # compile-time only (each module global is a slot of heap on the board)
 
 
 class Alarms:
@@ -83,7 +74,7 @@ class Alarms:
     def prio(self, a):
         if a == A_COMM_LOSS:
             return self.comm_prio
-        return PRIO[a]
+        return _PRIO[a]
 
     def is_active(self, a):
         return (self.act >> a) & 1
@@ -114,7 +105,7 @@ class Alarms:
     def condition_gone(self, a, tx):
         bit = 1 << a
         self.cond &= ~bit
-        if (self.act & bit) and (AUTO_CLEAR & bit):
+        if (self.act & bit) and (_AUTO_CLEAR & bit):
             self.clear(a, tx)
 
     def clear(self, a, tx):
@@ -159,12 +150,12 @@ class Alarms:
         return False
 
     def highest(self):
-        """The alarm to signal: highest priority, then ORDER precedence; _A_NONE if none."""
+        """The alarm to signal: highest priority, then _ORDER precedence; _A_NONE if none."""
         if not self.act:
             return _A_NONE
         best = _A_NONE
         bp = 0
-        for a in ORDER:
+        for a in _ORDER:
             if (self.act >> a) & 1:
                 p = self.prio(a)
                 if p > bp:

@@ -32,19 +32,24 @@ to the controller's recovery entry point (it comes up paused, never infusing).
 """
 import gc
 
+try:
+    from micropython import const
+except ImportError:  # CPython: const() is only a marker for the MicroPython compiler
+    const = lambda x: x  # noqa: E731
+
 from pumpcore.ticks import ticks_add, ticks_diff, TICK_MS
 from pumpcore import fsm
 from pumpcore import VERSION
 
-_RX_CHUNK = 256
-_LINE = 160                  # longest request line logged (the protocol's MAX_FRAME)
+_RX_CHUNK = const(256)
+_LINE = const(160)           # longest request line logged (the protocol's MAX_FRAME)
 LOG_INTERVAL_MS = 10000      # delivered volume kept (heartbeat) at least this often while infusing
 AUDIT_MS = 300000            # a DEL record in the log at most this often (the audit trail)
-_CMD_PER_S = 20              # therapy request lines logged per second at most (the excess is
+_CMD_PER_S = const(20)       # therapy request lines logged per second at most (the excess is
                              # counted in a DROP record)
 NOISE_BURST = 16             # noise requests logged from a full bucket
 NOISE_MS = 3600000           # one noise request (or DROP summary) more per hour
-_READS = (b"STATUS", b"HELLO", b"HB", b"LOG")   # polls: not logged
+_READS = const((b"STATUS", b"HELLO", b"HB", b"LOG"))   # polls: not logged
 
 
 class App:
@@ -114,7 +119,6 @@ class App:
         self._hb_d = -1                 # ... in the last heartbeat
         self._pg = 0                    # seq of the TH record of the program in force
         self._old_pg = 0                # program file to remove once the next TH is on flash
-        self.recovered_form = None
         now = b.ticks_ms()
         self._cmd_sec = now
         self._noise_t = now
@@ -129,8 +133,7 @@ class App:
             self.ctl.unrecoverable()
         elif th.interrupted():
             self.recovered = th
-            self._recover(th)
-            if self.recovered_form == b"program":
+            if self._recover(th) == b"program":
                 self._pg = th.pg            # the same program file serves this boot
         for name in store.names():          # program files no record refers to any more
             if name.startswith("pg") and name != _pg_name(self._pg):
@@ -216,7 +219,8 @@ class App:
         the volume since the record counted as basal (or KVO in KVO): RESUME can then
         under-deliver by at most one logging interval, and never deliver twice what was
         already given. Without a readable program file matching the record, the program
-        comes back as one segment at the recorded rate (the old behaviour)."""
+        comes back as one segment at the recorded rate (the old behaviour). Returns the
+        form restored: b"program" or b"single"."""
         c = self.ctl
         di = -1
         if c.lib is not None:
@@ -230,15 +234,11 @@ class App:
             k = th.kvo_nl + (extra if th.state == b"KVO" else 0)
             basal = d - th.bolus - k
             if c.recover_program(th.state, pg, di, basal, th.bolus, k, th.el_ms):
-                self.recovered_form = b"program"
-                return
+                return b"program"
         if d > th.vtbi:
             d = th.vtbi
         c.recover(th.state, th.rate, th.vtbi, d, di, th.kvo)
-        self.recovered_form = b"single"
-
-    def _delivered(self):
-        return self.ctl.delivered_nl()
+        return b"single"
 
     def _rate(self):
         """The highest rate the motor may follow now (µL/h): basal, bolus or KVO."""
@@ -266,7 +266,7 @@ class App:
         dr = c.lib.names[c.drug] if (c.drug >= 0 and c.lib is not None) else b"-"
         return b"st=%s r=%d v=%d dr=%s do=%d kv=%d d=%d ub=%d el=%d b=%d k=%d pg=%d" % (
             fsm.STATE_NAMES[c.fsm.state], c.rate, c.vtbi, dr, c.dose_ug, c.kvo,
-            self._delivered(), self._ub, c.el_ms, c.bolus_total_nl(), c.kvo_nl(), self._pg)
+            self.ctl.delivered_nl(), self._ub, c.el_ms, c.bolus_total_nl(), c.kvo_nl(), self._pg)
 
     def _save_program(self, now):
         """Write the accepted program (every segment) to its own file `pg<seq>`, named by
@@ -290,7 +290,7 @@ class App:
         return True
 
     def _th(self, now):
-        d = self._delivered()
+        d = self.ctl.delivered_nl()
         self._ub = self._bound(d) if self._rate() > 0 or self.ctl.fsm.state == fsm.RUNNING else d
         self._next_del = ticks_add(now, self._interval)
         self._next_audit = ticks_add(now, self._audit)
@@ -319,7 +319,7 @@ class App:
             self._last = self._key()
             self._th(now)
         elif (st == fsm.RUNNING or self._rate() > 0) and ticks_diff(now, self._next_del) >= 0:
-            d = self._delivered()
+            d = self.ctl.delivered_nl()
             moving = st == fsm.RUNNING or st == fsm.KVO or out.enable
             self._next_del = ticks_add(now, self._interval)
             if moving or d != self._hb_d:
@@ -451,9 +451,9 @@ class App:
             if j - i >= 4:
                 if buf[i] == 33:        # "!": an unsolicited frame; log events, not telemetry
                     if buf[i + 2] == 69 and buf[i + 3] == 86:   # "EV"
-                        evs.append(self._strip(buf, i + 2, j))
+                        evs.append(_strip(buf, i + 2, j))
                 else:
-                    line = self._strip(buf, i, j)
+                    line = _strip(buf, i, j)
                     rid = line.split(b" ", 1)[0]
                     if rid in self._skip:
                         self._skip.remove(rid)
@@ -490,12 +490,13 @@ class App:
         for e in evs:
             log.add(now, b"EV", e)
 
-    @staticmethod
-    def _strip(buf, i, j):
-        k = i
-        while k < j and buf[k] != 42:   # up to "*CRC"
-            k += 1
-        return bytes(buf[i:k])
+
+def _strip(buf, i, j):
+    """A frame line without its `*CRC` (bytes)."""
+    k = i
+    while k < j and buf[k] != 42:   # up to "*CRC"
+        k += 1
+    return bytes(buf[i:k])
 
 
 def _pg_name(pid):
@@ -550,7 +551,7 @@ def _lg_word(w):
     return bytes(out)
 
 
-_LG_FIELDS = 8               # data fields per LG frame: seq t_ms ev + 8 + txt = 12 fields
+_LG_FIELDS = const(8)        # data fields per LG frame: seq t_ms ev + 8 + txt = 12 fields
 
 
 def _lg_value_ok(key, val):

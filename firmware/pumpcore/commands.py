@@ -11,7 +11,6 @@ from pumpcore import protocol as P
 from pumpcore import alarms as AL
 from pumpcore import settings as SET
 from pumpcore import dose as D
-from pumpcore.occlusion import plan_ints
 from pumpcore import syringes as SYR
 from pumpcore import VERSION
 from pumpcore.ticks import TICK_MS, ticks_back, ticks_diff
@@ -23,7 +22,6 @@ except ImportError:  # CPython: const() is only a marker for the MicroPython com
 
 _HOUR_MS = const(3600000)
 
-_FW = VERSION.encode()
 # key tuples are const(): constant objects (flash on the frozen image), not module globals
 _NO_KEYS = const(())
 _AUTH_KEYS = const((b"boot", b"ctr", b"mac"))
@@ -349,7 +347,7 @@ def _status(ctl, rid):
 def _hello(ctl, rid):
     tx = ok(ctl, rid)
     tx.field_lit(b"dev", ctl.cfg.device_id)
-    tx.field_lit(b"fw", _FW)
+    tx.field_lit(b"fw", VERSION.encode())
     tx.field_int(b"proto", P.PROTO_VERSION)
     if ctl.lib is not None:
         tx.field_lit(b"lib", ctl.lib.version)
@@ -500,10 +498,7 @@ def set_single(ctl, rate, vtbi):
 def plan_segments(ctl):
     tot = 0
     for i in range(ctl.nseg):
-        d, n, thr = plan_ints(ctl.seg_rate[i], ctl.syr_c, ctl.syr_sig)
-        ctl.seg_d[i] = d
-        ctl.seg_n[i] = n
-        ctl.seg_thr[i] = thr
+        ctl.set_plan(i, ctl.seg_rate[i])
         tot += ctl.seg_vol[i]
     ctl.vtbi = tot
     ctl.seg = 0
@@ -512,10 +507,7 @@ def plan_segments(ctl):
 
 def set_kvo(ctl, kvo):
     ctl.kvo = kvo
-    d, n, thr = plan_ints(kvo if kvo > 0 else 100, ctl.syr_c, ctl.syr_sig)
-    ctl.kvo_plan[0] = d
-    ctl.kvo_plan[1] = n
-    ctl.kvo_plan[2] = thr
+    ctl.set_plan(-1, kvo if kvo > 0 else 100)      # slot -1: the KVO plan
 
 
 def _range_check(ctl, rid, rate, vtbi, what=b"", vname=b"vtbi_nl"):
@@ -967,7 +959,7 @@ def _start(ctl, f, rid, trigger):
     if st == fsm.PAUSED and ctl.line.done() and ctl.seg + 1 >= ctl.nseg and ctl.kvo == 0:
         error(ctl, rid, P.E_STATE, b"program complete").end()
         return
-    ctl.use_seg_plan()
+    ctl.use_plan(ctl.seg)
     ctl.probe_ahead = 0
     ctl.loop.start(ctl.last_enc, ctl.pressure)
     al.clear(AL.A_CALLBACK, ctl.out.tx)
@@ -976,7 +968,7 @@ def _start(ctl, f, rid, trigger):
         if ctl.kline.limit_nl == 0:
             ctl.kline.reset(1000000000)
         ctl.fsm.fire(fsm.T_KVO)
-        ctl.use_plan(ctl.kvo_plan)
+        ctl.use_plan(-1)
     _reply_state(ctl, rid)
 
 
@@ -1098,10 +1090,7 @@ def _titrate(ctl, f, rid):
         return _soft_error(ctl, rid, b"dose_ug_kg_h" if doseh >= 0 or ctl.dose_h > 0 and not loading else b"over_ms")
     s = ctl.seg
     ctl.seg_rate[s] = rate
-    dd, nn, thr = plan_ints(rate, ctl.syr_c, ctl.syr_sig)
-    ctl.seg_d[s] = dd
-    ctl.seg_n[s] = nn
-    ctl.seg_thr[s] = thr
+    ctl.set_plan(s, rate)
     ctl.rate = rate
     if doseh >= 0:
         ctl.dose_h = doseh
@@ -1111,7 +1100,7 @@ def _titrate(ctl, f, rid):
     if ctl.kvo > rate:
         ctl.kvo = rate                # KVO never above the programmed rate
     if not ctl.bolus_on:
-        ctl.use_seg_plan()
+        ctl.use_plan(ctl.seg)
     tx = ok(ctl, rid)
     tx.field_int(b"rate_ul_h", rate)
     tx.field_int(b"del_nl", ctl.delivered_nl())
@@ -1153,14 +1142,11 @@ def _bolus(ctl, f, rid):
         return
     if d is not None:
         slot = ctl.bol_i
-    d2, n2, thr = plan_ints(rate, ctl.syr_c, ctl.syr_sig)
-    ctl.bolus_plan[0] = d2
-    ctl.bolus_plan[1] = n2
-    ctl.bolus_plan[2] = thr
+    ctl.set_plan(-2, rate)                         # slot -2: the bolus plan
     ctl.bline.reset(vol)
     ctl.bolus_rate = rate
     ctl.bolus_on = True
-    ctl.use_plan(ctl.bolus_plan)
+    ctl.use_plan(-2)
     if slot >= 0 and d is not None:
         # remembered per drug across STOP and new programs (lockout and hourly cap)
         ctl.bol_t[slot] = ctl._now

@@ -15,12 +15,10 @@ from pumpcore import protocol as P
 from pumpcore import alarms as AL
 from pumpcore import commands
 from pumpcore import syringes as SYR
-from pumpcore.alarms import Alarms
 from pumpcore.dose import VolumeLine, RATE_MIN, RATE_MAX, VTBI_MIN, VTBI_MAX  # noqa: F401
-from pumpcore.occlusion import Occlusion
+from pumpcore.occlusion import Occlusion, plan_ints
 from pumpcore.rateloop import RateLoop, BACKOFF, RUN, TAKEUP, LOAD
 from pumpcore.rateloop import IDLE as LOOP_IDLE
-from pumpcore.settings import Settings
 from pumpcore.ticks import ticks_diff, ticks_add, TICK_MS
 
 try:
@@ -56,6 +54,7 @@ _OCCL_PROBE_MMHG = const(10)        # pressure left after the occlusion back-off
 _OCCL_SETTLE_MS = const(10000)      # after a back-off past the friction band: 5 R·C of a line
 _SENSOR_STUCK_MS = const(30000)     # a live force sensor never reads the same for 30 s
 _SENSOR_TOP = const(1500)           # readings at the top of the span may rest there
+del const   # compile-time only: each module global is a slot of heap on the board
 
 S_IDLE = fsm.IDLE
 S_PROGRAMMED = fsm.PROGRAMMED
@@ -113,9 +112,11 @@ class Controller:
     def __init__(self, config, library, settings=None, fault=None, auth=None):
         self.cfg = config
         self.lib = library
-        self.settings = settings if settings is not None else Settings()
         if settings is None:
-            self.settings.occl_mmhg = config.occl_mmhg
+            from pumpcore.settings import Settings      # (a module global less: heap)
+            settings = Settings()
+            settings.occl_mmhg = config.occl_mmhg
+        self.settings = settings
         self.auth = auth                # pumpcore.auth.Auth of a provisioned pump, else None
         if auth is not None:
             auth.required = bool(self.settings.auth) and auth.provisioned
@@ -128,14 +129,13 @@ class Controller:
         self.boot = 1                   # this boot's number (pumpcore.boot sets it; HELLO boot=)
         self.refused = False            # the frame being handled got an ER reply
         self.retried = False            # a retry was answered from the cache (the app logs it once)
-        self.rx_lines = 0               # request lines completed in this step
         self.retry_mask = 0             # bit k: line k of this step was a retry
         # program: segments (rate µL/h, volume nL)
         self.seg_rate = array("i", bytes(4 * _MAXSEG))
         self.seg_vol = array("i", bytes(4 * _MAXSEG))
-        self.seg_d = array("i", bytes(4 * _MAXSEG))       # occlusion plan per segment
-        self.seg_n = array("i", bytes(4 * _MAXSEG))
-        self.seg_thr = array("i", bytes(4 * _MAXSEG))
+        # occlusion plans (pumpcore.occlusion.plan_ints: d, n, thr), three ints a slot: slot
+        # i < _MAXSEG for segment i, slot -1 for KVO, -2 for a clinician bolus (set_plan)
+        self.plans = array("i", bytes(12 * (_MAXSEG + 2)))
         self.nseg = 0
         self.seg = 0
         self.st_rate = array("i", bytes(4 * _MAXSTEP))    # staged STEP entries
@@ -149,11 +149,9 @@ class Controller:
         self.conc = 0
         self.dose_h = 0         # µg/kg/h of a continuous dose program (titration by dose)
         self.kvo = 0            # µL/h after the VTBI (0: stop)
-        self.kvo_plan = array("i", [1, 10, 1 << 29])
         self.bolus_on = False
         self.bolus_rate = 0
         self.bolus_nl = 0       # bolus volume delivered in this infusion (finished boluses)
-        self.bolus_plan = array("i", [1, 10, 1 << 29])
         self.started = False    # the program has delivered (START seen) since PROG
         self.prog_gen = 0       # counts accepted programs and titrations (the app records them)
         self.log_damage = 0     # damaged event-log records found at boot (HELLO logdmg)
@@ -222,15 +220,12 @@ class Controller:
         self.loop = RateLoop()
         self.occl = Occlusion(self.settings.occl_mmhg)
         self.occl.set_syringe(self.syr_c, self.syr_sig)
-        self.alarms = Alarms()
+        self.alarms = AL.Alarms()
         self._pending_fault = fault
         if library is None and fault is None:
             self._pending_fault = b"no drug library"
 
     # ------------------------------------------------------------ accessors (event log)
-    def state_name(self):
-        return fsm.STATE_NAMES[self.fsm.state]
-
     @property
     def alarm(self):
         return self.alarms.highest()
@@ -287,7 +282,7 @@ class Controller:
             if self._pending_fault is not None:
                 self.enter_fault(self._pending_fault)
                 self._pending_fault = None
-        self.rx_lines = 0
+        lines = 0                       # request lines completed in this step
         self.retry_mask = 0
         for i in range(nrx):
             r = self.reader.push(rx[i])
@@ -298,10 +293,10 @@ class Controller:
             if r == P.FRAME or r == P.OVERLONG:
                 # which of this step's lines were retries answered from the cache (the app
                 # logs a command once, not once per retry)
-                if self.retried and self.rx_lines < 30:
-                    self.retry_mask |= 1 << self.rx_lines
+                if self.retried and lines < 30:
+                    self.retry_mask |= 1 << lines
                 self.retried = False
-                self.rx_lines += 1
+                lines += 1
         if ticks_diff(now, self._next_ctrl) >= 0:
             dt = ticks_diff(now, self._last_ctrl)
             if dt > _MAX_DT:
@@ -438,7 +433,7 @@ class Controller:
                 self.bolus_on = False
                 self.bolus_nl += self.bline.delivered_nl
                 self.bline.reset(0)
-                self.use_seg_plan()
+                self.use_plan(self.seg)
             return n
         line = self.line
         n = line.advance(self.rate, dt)
@@ -447,7 +442,7 @@ class Controller:
                 self.seg += 1
                 line.limit_nl += self.seg_vol[self.seg]
                 self.rate = self.seg_rate[self.seg]
-                self.use_seg_plan()
+                self.use_plan(self.seg)
             elif self.kvo > 0:
                 self._complete()          # KVO goes on with the loop: nothing to make up
             elif not self._settle:
@@ -459,12 +454,21 @@ class Controller:
                 self.alarms.raise_(AL.A_VTBI_NEAR, self.out.tx, self._now)
         return n
 
-    def use_seg_plan(self):
-        s = self.seg
-        self.occl.set_plan(self.seg_d[s], self.seg_n[s], self.seg_thr[s])
+    def set_plan(self, k, rate):
+        """Plan slot k (segment k; -1: KVO, -2: a clinician bolus) for `rate` µL/h and the
+        syringe model (command time: plan_ints allocates)."""
+        d, n, thr = plan_ints(rate, self.syr_c, self.syr_sig)
+        o = 3 * k                   # a negative slot indexes from the end of the array
+        p = self.plans
+        p[o] = d
+        p[o + 1] = n
+        p[o + 2] = thr
 
-    def use_plan(self, plan):
-        self.occl.set_plan(plan[0], plan[1], plan[2])
+    def use_plan(self, k):
+        """Hand plan slot k to the occlusion detector (no allocation: the tick calls it)."""
+        o = 3 * k
+        p = self.plans
+        self.occl.set_plan(p[o], p[o + 1], p[o + 2])
 
     def set_syringe(self, i):
         """Plan from syringe model i (config time, IDLE): calibration, compliance, noise."""
@@ -490,7 +494,7 @@ class Controller:
         if self.kvo > 0:
             self.kline.reset(VTBI_MAX)
             self.fsm.fire(fsm.T_KVO)
-            self.use_plan(self.kvo_plan)
+            self.use_plan(-1)
         else:
             self._finish = True           # the last steps of this tick still go out
             self.fsm.fire(fsm.T_COMPLETE)
@@ -567,7 +571,7 @@ class Controller:
             self.bolus_nl += self.bline.delivered_nl
             self.bline.reset(0)
             if self.nseg:
-                self.use_seg_plan()
+                self.use_plan(self.seg)
 
     # ------------------------------------------------------------ alarm conditions
     def _watch(self, inp, st, dt):

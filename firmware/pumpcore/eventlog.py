@@ -69,16 +69,22 @@ except ImportError:  # pragma: no cover
 
 from pumpcore.store import PowerCut
 
+try:
+    from micropython import const
+except ImportError:  # CPython: const() is only a marker for the MicroPython compiler
+    const = lambda x: x  # noqa: E731
+
 SEG_RECORDS = 256        # records per segment
 KEEP_SEGS = 256          # segments kept at most (the byte budget below is what binds)
 LOG_BYTES = 720 * 1024   # bytes of segments kept (oldest deleted beyond): the Pico's budget,
                          # docs/safety/log-retention.md
-MAX_DATA = 200           # bytes of data per record (longer data is cut)
-_GENESIS = b"\x00" * 8
-_PENDING = 512           # bytes of the pending-records buffer made at boot (a PROG tick's
+_MAX_DATA = const(200)   # bytes of data per record (longer data is cut)
+_GENESIS = const(b"\x00\x00\x00\x00\x00\x00\x00\x00")
+_PENDING = const(512)    # bytes of the pending-records buffer made at boot (a PROG tick's
                          # CMD + RSP + TH records are ~450 B); it grows when a tick needs more
-_PREFIX = "log"
-HB_NAME = "hb"
+_PREFIX = const("log")
+_HB_NAME = const("hb")
+del const   # compile-time only (each module global is a slot of heap on the board)
 
 
 def _idle():
@@ -115,7 +121,7 @@ def _seg_no(name):
         return -1
 
 
-def clean(data, limit=MAX_DATA):
+def clean(data, limit=_MAX_DATA):
     """Printable ASCII without '#' and newlines; at most `limit` bytes."""
     if isinstance(data, str):
         data = data.encode()
@@ -217,13 +223,12 @@ class EventLog:
                     store.write("lk" + self.kid.decode(), key)   # the key ring (module doc)
             except OSError:
                 pass                 # a full or failing flash: this boot still verifies
-        self._wpad = self._pad
         self.sizes = {}              # segment number -> bytes (rotation by bytes)
         self.seq = 0           # last committed (or pending) seq
         self.prev = _GENESIS   # hash bytes of the last record
         self.seg = 0           # current segment number
-        self.seg_count = 0     # records in the current segment
-        self._new_seg = True
+        self.seg_count = seg_records  # records in the current segment (a full one: the next
+                                      # record starts a new segment)
         # the records queued for the next commit: bytes 0.._pending of one buffer made here,
         # at boot, and reused (a buffer grown and copied per tick left holes no later
         # allocation of its size found: the emulated RP2040, docs/performance.md)
@@ -233,7 +238,6 @@ class EventLog:
         self.boots = 0
         self.failed = False    # a write failed (storage fault)
         self.dropped_full = 0  # oldest segments removed because the flash was full
-        self.torn = 0
         self._rotate_after = False
         self._c = (0, _GENESIS, 0)   # committed head: seq, hash, segment records
         self._first = {}       # segment number -> its first seq (a hint for page())
@@ -243,7 +247,7 @@ class EventLog:
     # ------------------------------------------------------------ hashing
     def _hash(self, prev, body, pad: "tuple | int | None" = 0):
         if isinstance(pad, int):          # 0: this log's own key pads
-            pad = self._wpad
+            pad = self._pad
         if pad is not None:
             h = hashlib.sha256(pad[0])
             h.update(prev)
@@ -258,7 +262,7 @@ class EventLog:
     # ------------------------------------------------------------- writing
     def add(self, t, ev, data=b""):
         """Queue one record (hashed now, in order); `commit()` makes it durable."""
-        if self._new_seg or self.seg_count >= self.seg_records:
+        if self.seg_count >= self.seg_records:
             self._start_segment(t)
         self._add(t, ev, data)
 
@@ -293,7 +297,6 @@ class EventLog:
             self.commit()
         self.seg += 1
         self.seg_count = 0
-        self._new_seg = False
         self._first[self.seg] = self.seq + 1
         snap = self.snapshot()
         self._add(t, b"TH", snap + b" kid=" + self.kid + b" ph=" + binascii.hexlify(self.prev).upper())
@@ -327,7 +330,7 @@ class EventLog:
             self.failed = True
             self.seq, self.prev, _ = self._c
             self._th_ref = self.th_ref
-            self._new_seg = True
+            self.seg_count = self.seg_records
             return False
         self._c = (self.seq, self.prev, self.seg_count)
         self.th_ref = self._th_ref
@@ -510,7 +513,6 @@ class EventLog:
 
     def _head(self, v, prev, last_seq, segs):
         v.last = last_seq
-        self.torn = v.torn
         self.seq = last_seq
         self.prev = prev if prev is not None else _GENESIS
         self.seg = segs[-1] if segs else 0
@@ -519,10 +521,8 @@ class EventLog:
             # the last segment ends in a good record: a boot appends to it (a boot per day
             # must not cost a segment each: retention, docs/safety/)
             self.seg_count = v.tail_count
-            self._new_seg = False
         else:
             self.seg_count = self.seg_records   # after a torn or damaged tail: a new segment
-            self._new_seg = True
         self._c = (self.seq, self.prev, self.seg_count)
         return v
 
@@ -547,10 +547,13 @@ class EventLog:
         started = False
         while k < len(segs):
             raw = self.store.read(_seg_name(segs[k])) or b""
-            if k > 0 and not started and _first_seq(raw) > from_seq:
-                k -= 1                  # the hint was wrong: the range starts earlier
-                fs[segs[k + 1]] = _first_seq(raw)
-                continue
+            if k > 0 and not started:
+                e = raw.find(b"\n")
+                f0 = _lead_int(raw, 0, e if e >= 0 else len(raw))   # its first seq (-1: unreadable)
+                if f0 > from_seq:
+                    k -= 1              # the hint was wrong: the range starts earlier
+                    fs[segs[k + 1]] = f0
+                    continue
             started = True
             self._page_segment(raw, from_seq, limit, out)
             if len(out) >= limit:
@@ -637,7 +640,7 @@ class EventLog:
         committed TH/DEL record. Raises OSError when the store refused."""
         body = b"%d %d HB rh=%s %s " % (ref[0], t, binascii.hexlify(ref[1]).upper(), data)
         h = binascii.hexlify(self._hash(_GENESIS, body)).upper()
-        self.store.write(HB_NAME, body + b"#" + h + b"\n")
+        self.store.write(_HB_NAME, body + b"#" + h + b"\n")
 
     def fold_heartbeat(self, th, kid=None):
         """Apply the heartbeat to the folded therapy record `th` when it follows that
@@ -645,7 +648,7 @@ class EventLog:
         `kid`: the key it was written under (the last segment's: a re-flash changes the
         key only from the next record on). The heartbeat's own hash covers every field
         (its seq too), so a damaged one is never mistaken for a superseded one."""
-        raw = self.store.read(HB_NAME)
+        raw = self.store.read(_HB_NAME)
         if not raw:
             return 0
         r = parse_line(raw[:-1]) if raw.endswith(b"\n") else None
@@ -688,10 +691,10 @@ class EventLog:
         def visit(r):
             if r.seq >= from_seq and len(out) < limit:
                 out.append(r)
-        saved = (self.seq, self.prev, self.seg, self.seg_count, self._new_seg, self._c,
+        saved = (self.seq, self.prev, self.seg, self.seg_count, self._c,
                  self.th_ref, self._th_ref)
         self.scan(visit)
-        (self.seq, self.prev, self.seg, self.seg_count, self._new_seg, self._c,
+        (self.seq, self.prev, self.seg, self.seg_count, self._c,
          self.th_ref, self._th_ref) = saved
         return out
 
@@ -733,12 +736,6 @@ def _line_ok(b, s, e):
             return False
         j += 1
     return j < i                    # something (the event word) before the last space
-
-
-def _first_seq(raw):
-    """Seq of a segment's first line (-1 when unreadable)."""
-    e = raw.find(b"\n")
-    return _lead_int(raw, 0, e if e >= 0 else len(raw))
 
 
 class Therapy:

@@ -51,7 +51,7 @@ STATE_NAMES = (b"IDLE", b"PROGRAMMED", b"RUNNING", b"PAUSED", b"COMPLETE", b"ALA
     b"STANDBY", b"KVO", b"FAULT")  # for frames
 # [trigger * NSTATES + state] -> destination state id, _NONE when illegal: one
 # bytes constant (adjacent literals are joined by the compiler), a row per trigger
-_TABLE = (
+_TABLE = const(
     b"\x01\x01\xff\xff\x01\xff\x01\x01\xff"  # program
     b"\xff\x02\xff\xff\xff\xff\x02\xff\xff"  # start
     b"\xff\xff\x03\xff\xff\xff\xff\x03\xff"  # pause
@@ -69,15 +69,15 @@ _TABLE = (
 CMD_WORDS = (b"HELLO", b"STATUS", b"HB", b"LOG", b"TLM", b"SETTINGS", b"LIB", b"DRUG",
     b"PAUSE", b"STOP", b"PROG", b"STEP", b"START", b"RESUME", b"STANDBY", b"TITRATE", b"BOLUS",
     b"ACK", b"SILENCE", b"VITALS", b"CFG")
-_CMD_CLASS = (
+_CMD_CLASS = const(
     b"\x00\x00\x01\x01\x01\x01\x01\x01\x01\x01\x02\x02\x02\x02\x02\x02"
     b"\x02\x02\x02\x02\x02"
 )
-_CMD_MASK = (511, 511, 511, 511, 511, 511, 511, 511, 132, 510, 211, 211, 66, 72, 10, 12, 4,
-    511, 511, 511, 75)
+_CMD_MASK = const((511, 511, 511, 511, 511, 511, 511, 511, 132, 510, 211, 211, 66, 72, 10, 12,
+    4, 511, 511, 511, 75))
 CFG_KEYS = (b"occl_mmhg", b"occl_level", b"interlock", b"vitals_age_ms", b"syr_nl", b"hb_ms",
     b"hb_action", b"auth", b"callback_ms", b"syringe")
-_CFG_MASK = (75, 75, 75, 75, 75, 1, 1, 1, 1, 1)
+_CFG_MASK = const((75, 75, 75, 75, 75, 1, 1, 1, 1, 1))
 C_HELLO = const(0)
 C_STATUS = const(1)
 C_HB = const(2)

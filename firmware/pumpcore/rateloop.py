@@ -46,7 +46,6 @@ Sensor readings may be up to _LAG ticks old (the simulator holds them over a 200
 a board reads the encoder every tick); every comparison uses values _LAG ticks old on the
 side that makes it conservative. Integer only, no allocation.
 """
-from array import array
 
 try:
     from micropython import const
@@ -95,10 +94,12 @@ _BACKOFF_MS = const(20000)
 _BACKOFF_STEP_MAX = const(40)
 _BACKOFF_BAND = const(128)     # 2 × 4 N glide / 0.078 N per µstep stopper stiffness ≈ 102, +25 %
 _BACKOFF_MARGIN = const(3)     # mmHg of noise above the target that do not restart the count
+del const   # compile-time only (each module global is a slot of heap on the board)
 
 
 class RateLoop:
     def __init__(self):
+        from array import array     # (not a module global: a slot of heap less on the board)
         self.m_hist = array("i", bytes(4 * _HIST))
         self.x_hist = array("i", bytes(4 * _HIST))
         self.reset()

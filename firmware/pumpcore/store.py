@@ -66,6 +66,7 @@ except ImportError:  # CPython: const() is only a marker for the MicroPython com
 
 _FILE_OBJ = const(1152)     # a littlefs file object with its 1 KB cache on the rp2 port, rounded
 _ROOM = const(_FILE_OBJ + 32)  # + the path str open() makes first (2 blocks), if it lands in the room
+del const   # compile-time only (each module global is a slot of heap on the board)
 
 
 def _room():

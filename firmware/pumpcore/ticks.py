@@ -7,6 +7,7 @@ except ImportError:  # CPython: const() is only a marker for the MicroPython com
 TICK_MS = const(50)           # the control period: one rate-loop update per tick
 _HALF = const(0x20000000)     # half the 2**30 tick period
 _TMAX = const(0x3FFFFFFF)     # largest clock value
+del const   # compile-time only (each module global is a slot of heap on the board)
 
 
 def ticks_diff(new, old):

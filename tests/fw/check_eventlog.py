@@ -182,7 +182,7 @@ def check_app_logs_commands_events_and_volume():
     assert kinds.count(b"DEL") == 0, kinds
     assert st.read("hb") is not None
     assert th.state == b"RUNNING" and th.rate == 60000 and th.vtbi == 1000000
-    d = h.app._delivered()
+    d = h.app.ctl.delivered_nl()
     assert th.delivered <= d <= th.bound, (th.delivered, d, th.bound)
     assert d - th.delivered <= 60000 * 10100 // 3600 + 218, (d, th.delivered)
 
@@ -220,7 +220,7 @@ def check_reboot_mid_infusion_comes_up_safe():
     t += TICK_MS
     h.slice(t, TICK_MS, 700, 20, 0, 0, 4000, [])   # 35 s at 120 mL/h
     t += 700 * TICK_MS
-    delivered = h.app._delivered()
+    delivered = h.app.ctl.delivered_nl()
     # power cut: a new harness on the same flash
     h2 = _boot(st)
     steps, en, _al, _tx = h2.slice(t, TICK_MS, 20, 20, 0, 0, 4000, [])

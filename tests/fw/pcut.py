@@ -153,7 +153,7 @@ def trial(rig, cut_in_ticks):
     last = [0, log._c[0], log._c[1], b"IDLE"]
 
     def before_tick():
-        last[0] = h.app._delivered()
+        last[0] = h.app.ctl.delivered_nl()
         last[1], last[2] = log._c[0], log._c[1]
         last[3] = _state_name(h)
     try:
@@ -173,7 +173,7 @@ def trial(rig, cut_in_ticks):
     except PowerCut:
         pass
     lo, c_seq, c_hash, was = last
-    hi = h.app._delivered()
+    hi = h.app.ctl.delivered_nl()
     state_after = _state_name(h)
     interval_nl = ctl.rate * (LOG_INTERVAL_MS + 2 * TICK_MS) // 3600
     try:

@@ -104,7 +104,7 @@ def trial(rig, stats):
     try:
         k = 0
         for i in range(work):
-            lo = h.app._delivered()
+            lo = h.app.ctl.delivered_nl()
             sig_lo = sig(ctl)
             st_lo = ctl.fsm.state
             if script and script[0][0] <= k:
@@ -113,12 +113,12 @@ def trial(rig, stats):
             else:
                 rig.tick()
             k += 1
-        lo = h.app._delivered()
+        lo = h.app.ctl.delivered_nl()
         sig_lo = sig(ctl)
         st_lo = ctl.fsm.state
     except PowerCut:
         pass
-    hi = h.app._delivered()
+    hi = h.app.ctl.delivered_nl()
     sig_hi = sig(ctl)
     st_hi = ctl.fsm.state
     last_frame = crc_frame(with_boot("%d %s" % (rig.rid, last), ctl.boot)) if last else None
