@@ -65,25 +65,26 @@ _SLOT_MS = const(50)            # resolution of the alarm patterns
 
 # quadrature decoding: index (previous AB << 2 | new AB) -> 0 none, 1 forward (infusing: A
 # leads B, 00 10 11 01), 2 back, 3 invalid (both channels changed: an edge was missed)
-_QDEC = b"\x00\x02\x01\x03\x01\x00\x03\x02\x02\x03\x00\x01\x03\x01\x02\x00"
+_QDEC = const(b"\x00\x02\x01\x03\x01\x00\x03\x02\x02\x03\x00\x01\x03\x01\x02\x00")
 
 # alarm patterns, one byte per 50 ms slot: "1" = on. A pattern is its burst followed by
 # silence up to its period (in slots); the silence is not stored (constant bytes are in flash
 # on the frozen image, a computed b"0" * n would be heap).
 # visual:
-_VIS_HIGH = b"1111100000"                       # 2 Hz, 50% duty (IEC: 1.4–2.8 Hz, 20–60%)
-_VIS_MED = b"1111111111111111"                  # 0.625 Hz, 50% duty (0.4–0.8 Hz)
+_VIS_HIGH = const(b"1111100000")                # 2 Hz, 50% duty (IEC: 1.4–2.8 Hz, 20–60%)
+_VIS_MED = const(b"1111111111111111")           # 0.625 Hz, 50% duty (0.4–0.8 Hz)
 _VIS_MED_SLOTS = const(32)
 # auditory: 10 pulses of 100 ms (3 + 2 + 3 + 2) every 5 s
-_AUD_HIGH = b"110110110000110110000000110110110000110110"
+_AUD_HIGH = const(b"110110110000110110000000110110110000110110")
 _AUD_HIGH_SLOTS = const(100)
 # 3 pulses of 150 ms every 8 s
-_AUD_MED = b"1110011100111"
+_AUD_MED = const(b"1110011100111")
 _AUD_MED_SLOTS = const(160)
 # 2 pulses of 150 ms every 30 s
-_AUD_LOW = b"11100111"
+_AUD_LOW = const(b"11100111")
 _AUD_LOW_SLOTS = const(600)
 _ON = const(49)                                 # ord("1")
+del const   # compile-time only (each module global is a slot of heap on the board)
 
 
 @rp2.asm_pio(set_init=rp2.PIO.OUT_LOW, out_init=rp2.PIO.OUT_LOW,

@@ -13,18 +13,24 @@ mid 0.015), scaled with the stopper area, + 0.1 µL/mmHg of line. STIFF50 / SOFT
 brands at the two ends of that range.
 """
 
+try:
+    from micropython import const
+except ImportError:  # CPython: const() is only a marker for the MicroPython compiler
+    const = lambda x: x  # noqa: E731
+
 NAMES = (b"BD10", b"BD20", b"BD50", b"STIFF50", b"SOFT50")
-BORE_UM = (14500, 19130, 26600, 26600, 26600)
+_BORE_UM = const((14500, 19130, 26600, 26600, 26600))
 C_NL_MMHG = (694, 1134, 2100, 1300, 2900)
-DEFAULT = 2                     # BD50
-LINE_NL_MMHG = 100
+_DEFAULT = const(2)             # BD50
+_LINE_NL_MMHG = const(100)
 SIGMA_MN = 110                  # board force-sensor noise if the board does not say (mN, 1 σ)
 LEAD_NM_PER_KSTEP = 390625      # board lead per 1000 µsteps if it does not say (1.25 mm / 3.2)
+del const   # compile-time only (each module global is a slot of heap on the board)
 _PA_PER_MMHG = 133.322
 
 
 def area_mm2(i):
-    b = BORE_UM[i] / 1000.0
+    b = _BORE_UM[i] / 1000.0
     return 3.14159265 * b * b / 4.0
 
 
@@ -40,7 +46,7 @@ def sigma_cmmhg(i, sigma_mn):
 
 def nearest(nl_kstep, lead_nm_per_kstep):
     """The model whose nominal calibration is nearest the board's (the clamp's size)."""
-    best = DEFAULT
+    best = _DEFAULT
     err = 1 << 29
     for i in range(len(NAMES)):
         e = nl_per_kstep(i, lead_nm_per_kstep) - nl_kstep
