@@ -12,7 +12,6 @@ from pumpcore import alarms as AL
 from pumpcore import settings as SET
 from pumpcore import dose as D
 from pumpcore import syringes as SYR
-from pumpcore import VERSION
 from pumpcore.ticks import TICK_MS, ticks_back, ticks_diff
 
 try:
@@ -347,7 +346,7 @@ def _status(ctl, rid):
 def _hello(ctl, rid):
     tx = ok(ctl, rid)
     tx.field_lit(b"dev", ctl.cfg.device_id)
-    tx.field_lit(b"fw", VERSION.encode())
+    tx.field_lit(b"fw", ctl.fw)
     tx.field_int(b"proto", P.PROTO_VERSION)
     if ctl.lib is not None:
         tx.field_lit(b"lib", ctl.lib.version)

@@ -147,6 +147,8 @@ class Controller:
         self._last_req = bytearray(P.MAX_FRAME)   # the request that reply answered (retries)
         self._last_req_len = 0
         self.boot = 1                   # this boot's number (pumpcore.boot sets it; HELLO boot=)
+        from pumpcore import VERSION    # (a module global less: heap)
+        self.fw = VERSION.encode()      # HELLO's fw=, encoded once: no allocation in the tick
         self.refused = False            # the frame being handled got an ER reply
         self.retried = False            # a retry was answered from the cache (the app logs it once)
         self.retry_mask = 0             # bit k: line k of this step was a retry
