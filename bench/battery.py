@@ -176,10 +176,13 @@ def disturbed_case(setname: str, k: int, controller: str = "firmware",
 
 
 def occlusion_case(setname: str, rate: float, model: str, k: int, kind: str = "sudden",
-                   controller: str = "firmware", disturbed: bool = False) -> dict:
+                   controller: str = "firmware", disturbed: bool = False,
+                   onset_s: float = 0.0) -> dict:
     """An occlusion after the flow settled: time to alarm, the limit, and the bolus released
     when the line opens 30 s after the alarm (pump left in alarm, 60 s weighed).
-    kind 'slow': the resistance rises so that the open-line pressure climbs 2.3 mmHg/min."""
+    kind 'slow': the resistance rises so that the open-line pressure climbs 2.3 mmHg/min.
+    `onset_s` delays the occlusion by that much (the onset phase against the detector's
+    segments and the stopper's saw; `PHASES`)."""
     from hil_sim import analysis
     S = SETS[setname]
     seed = S["seed0"] + 500 + k
@@ -188,7 +191,7 @@ def occlusion_case(setname: str, rate: float, model: str, k: int, kind: str = "s
     sim = pump.sim
     try:
         pump.start(rate, _SIZE[model] * 0.9, model if controller == "firmware" else None)
-        warm = 90 + max(0.0, 60.0 / rate)
+        warm = 90 + max(0.0, 60.0 / rate) + onset_s
         pump.run(int(warm * 1000))
         early = pump.bad()
         t_occ = sim.t_ms / 1000
@@ -223,6 +226,16 @@ def occlusion_case(setname: str, rate: float, model: str, k: int, kind: str = "s
         pump.close()
 
 
+# The onset-phase sweep (session 9): the cases above start every occlusion at one fixed time
+# after the start, so one set's figure at a rate is one draw of the onset phase against the
+# detector's segments and the stopper's stick-slip. Each sudden case is re-run with the
+# occlusion later by these fractions of a 60-s span (longer than the longest segment that
+# decides at 0.5-100 mL/h, and than the stick-slip period at 0.5 mL/h): the worst over them
+# is reported beside the fixed-onset figure (`*_phases`).
+PHASES = (0.13, 0.37, 0.61, 0.89)
+PHASE_SPAN_S = 60.0
+
+
 def _pool_map(fn, args, jobs):
     if jobs <= 1:
         return [fn(*a) for a in args]
@@ -232,7 +245,7 @@ def _pool_map(fn, args, jobs):
 
 
 def run_set(setname: str, hours: float = 200.0, jobs: int = 2, controller: str = "firmware",
-            verbose: bool = False, slow: bool = True) -> dict:
+            verbose: bool = False, slow: bool = True, phases: bool = True) -> dict:
     """Every figure of one set."""
     S = SETS[setname]
     # false alarms through the disturbances: cases until `hours` simulated hours
@@ -263,6 +276,15 @@ def run_set(setname: str, hours: float = 200.0, jobs: int = 2, controller: str =
             oc.append((setname, r, "BD50", 100 + int(r), "slow", controller))
         oc.append((setname, 5.0, "BD10", 150, "slow", controller))
     occ = _pool_map(occlusion_case, oc, jobs)
+    ph = []
+    if phases:
+        ph = _pool_map(occlusion_case, [a[:5] + (controller, False, f * PHASE_SPAN_S)
+                                        for a in oc if a[4] == "sudden" for f in PHASES], jobs)
+        if verbose:
+            for r in ph:
+                print("  phase:", r["rate"], r["model"], r["t_alarm"] and round(r["t_alarm"], 1),
+                      r["ratio"] and round(r["ratio"], 2), round(r["bolus"], 4), r["early"],
+                      file=sys.stderr)
     if verbose:
         for r in occ:
             print("  occ:", r["kind"], r["rate"], r["model"], r["t_alarm"] and round(r["t_alarm"], 1),
@@ -284,6 +306,27 @@ def run_set(setname: str, hours: float = 200.0, jobs: int = 2, controller: str =
         "slow_time_to_alarm_1mlh_s": pick(1.0, "BD50", "slow")["t_alarm"] if slow else None,
         "missed": sum(1 for r in occ if r["t_alarm"] is None),
         "alarms_before": sum(len(r["early"]) for r in occ),
+        **(_phase_figures(occ, ph) if phases else {}),
+    }
+
+
+def _phase_figures(occ: list, ph: list) -> dict:
+    """The worst over the fixed onset and the PHASES onsets, sudden occlusions only."""
+    allc = [r for r in occ if r["kind"] == "sudden"] + ph
+    big = 1e9
+
+    def worst_t(rate, model):
+        ts = [r["t_alarm"] for r in allc if r["rate"] == rate and r["model"] == model]
+        return None if not ts or any(t is None for t in ts) else round(max(ts), 1)
+
+    ratios = [r["ratio"] if r["ratio"] is not None else big for r in allc if r["rate"] <= 5.0]
+    return {
+        "phases_limit_ratio_max": round(max(ratios), 3) if ratios else None,
+        "phases_time_to_alarm_25mlh_max_s": worst_t(25.0, "BD50"),
+        "phases_time_to_alarm_100mlh_max_s": worst_t(100.0, "BD50"),
+        "phases_bolus_max_ml": round(max(r["bolus"] for r in allc), 4),
+        "phases_missed": sum(1 for r in allc if r["t_alarm"] is None),
+        "phases_alarms_before": sum(len(r["early"]) for r in allc),
     }
 
 

@@ -293,3 +293,21 @@ def test_occlusion_at_1mlh_within_twice_the_physical_limit():
     assert r["alarms_before"] == [] and r["time_to_alarm_s"] is not None, r
     assert r["time_to_alarm_s"] <= 2.0 * r["limit_s"], r
     assert r["bolus_ml"] <= 0.05, r
+
+
+@pytest.mark.req("REQ-OCC-13")
+def test_battery_onset_phase_sweep_moves_the_occlusion_and_takes_the_worst():
+    """The battery's onset-phase sweep (session 9): `onset_s` delays the occlusion (the time to
+    alarm is counted from its own onset), and the `phases_*` figures are the worst over the
+    fixed onset and the swept ones — so a detector that is fast at one phase only is seen."""
+    import battery as B
+    a = B.occlusion_case("tune", 100.0, "BD10", 92)
+    b = B.occlusion_case("tune", 100.0, "BD10", 92, onset_s=0.37 * B.PHASE_SPAN_S)
+    assert a["t_alarm"] is not None and b["t_alarm"] is not None
+    assert 0.5 < a["t_alarm"] < 30 and 0.5 < b["t_alarm"] < 30
+    f = B._phase_figures([a], [b])
+    assert f["phases_time_to_alarm_100mlh_max_s"] is None          # BD50 not in the list
+    assert f["phases_bolus_max_ml"] == round(max(a["bolus"], b["bolus"]), 4)
+    assert f["phases_missed"] == 0
+    slow = dict(a, t_alarm=None, ratio=None)
+    assert B._phase_figures([a], [slow])["phases_missed"] == 1
