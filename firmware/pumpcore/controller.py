@@ -52,6 +52,9 @@ _BATT_DEBOUNCE = const(20)          # ticks (1 s) below a battery threshold
 _BATT_HYST_MV = const(50)
 _OCCL_PROBE_MMHG = const(10)        # pressure left after the occlusion back-off
 _OCCL_SETTLE_MS = const(10000)      # after a back-off past the friction band: 5 R·C of a line
+_KA_NUM = const(58598000)           # the rod spring in mmHg per count × 256 is this ÷ nL per
+                                    # 1000 µsteps: 0.078 N per µstep (200 N/mm × 0.39 µm) over
+                                    # the plunger area (nL per kstep ÷ 390.625 mm)
 _SENSOR_STUCK_MS = const(30000)     # a live force sensor never reads the same for 30 s
 _SENSOR_TOP = const(1500)           # readings at the top of the span may rest there
 # the controller's tick-only scalars, in one array `_v` (indexes below): 81 attributes in a
@@ -562,6 +565,18 @@ class Controller:
         # leave a small probe pressure (≈ 0.02 mL in a typical compliance): a closed,
         # frictionless line holds it; past the stopper's friction band the reading is the
         # rod's pull, and the fluid is back at the level before the rise
+        d = 0
+        if why == 2 and occl.v_lo != -1048576:
+            d = (occl.v_prev - occl.v_lo) >> 8
+        elif why == 3:
+            d = (occl.v_prev >> 8) - occl.base // occl.L
+        if d > 0:
+            # the threshold (a rise too slow for the trend test, found late): C·ΔP would
+            # carry the brand's 0.6-1.4 × C error; end the back-off on the reading instead,
+            # ΔP the last level over the lowest (whole stick-slip cycles: the saw cancels)
+            k = self.nl_per_kstep
+            loop.backoff_sense(p, d, _KA_NUM // k, k * 256 // (1000 * self.syr_c))
+            return
         loop.backoff(base + _OCCL_PROBE_MMHG, p, base, x_on, have)
 
     def occlusion_present(self):

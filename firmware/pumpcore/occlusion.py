@@ -205,6 +205,7 @@ class Occlusion:
         self.v_acc = 0
         self.v_n = 0
         self.v_prev = _UNKNOWN
+        self.v_lo = _UNKNOWN        # the lowest level since the line settled (mmHg / 256)
         self.restart()
 
     def set_syringe(self, c_nl_mmhg, sigma_cmmhg):
@@ -273,6 +274,7 @@ class Occlusion:
 
     def restart_ref(self):
         self.ref = -1 << 20        # lowest segment sum since the line settled
+        self.v_lo = _UNKNOWN       # ... and the lowest level (the back-off's base, whole cycles)
 
     def suspend(self):
         """Keep the trend detector off (the stopper is being loaded); the threshold stays on."""
@@ -370,10 +372,20 @@ class Occlusion:
         y = (acc // n) * 256 + (acc % n) * 256 // n
         prev = self.v_prev
         np_ = self.v_np
+        # one whole stick-slip cycle, slip to slip (its length kept negative); two in a row
+        # of the same length within 1/8: the saw of a line the bedside does not reach
+        one = slip and n == per + 1          # (per counts the ticks between the slips)
+        reg = False
+        if np_ < 0:
+            np_ = -np_
+            e = n - np_
+            reg = one and 8 * e <= n and -8 * e <= n
         self.v_prev = y
-        self.v_np = n
+        self.v_np = -n if one else n
         if prev == _UNKNOWN:
-            return False
+            return False                      # (the first level may start mid-cycle)
+        if self.v_lo == _UNKNOWN or y < self.v_lo:
+            self.v_lo = y
         a = self.v_a
         if a >= 0:
             a -= a * n // _VTAU
@@ -384,7 +396,7 @@ class Occlusion:
         # counted up to v_len (a longer level must not let more of a bedside edge leak into
         # the sum than a level of v_len does), or the noise
         dt = (n + np_) >> 1
-        if dt > vl:
+        if dt > vl and not reg:
             dt = vl
         clip = V_RATE_CMMHG_S * dt * 256 // 2000
         if clip < self.v_sig:
@@ -397,8 +409,14 @@ class Occlusion:
         self.v_a = a
         if a < thr:
             return False
-        # where the slow rise began: A below the level now (for the back-off and ACK)
-        self.base = (y - a) * self.L // 256
+        # where the slow rise began: A below the level now (for the back-off and ACK); on a
+        # regular saw (a closed line: nothing from the bedside reaches the reading) the lowest
+        # level since the line settled, if lower: the whole rise is stored, also the
+        # increments a rise faster than the bound had dropped from A
+        b = y - a
+        if reg and self.v_lo < b:
+            b = self.v_lo
+        self.base = b * self.L // 256
         self.run_d = 0
         self.v_a = 0
         return True

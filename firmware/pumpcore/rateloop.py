@@ -37,6 +37,18 @@ Phases:
           _BACKOFF_BAND (the friction band: 2 × glide force over the stopper's stiffness), so
           the volume stored in the compliance is taken back and not pushed into the patient
           when the line opens. Travel and time are bounded.
+          *Sensor-ended* (S, `backoff_sense`; the threshold alarm, where the model's compliance
+          C·ΔP is the only estimate of the flange travel and a brand's C is 0.6-1.4 × the
+          model's): (S1) retract until the stopper moves back — the reading falls along the
+          rod's spring (k ÷ A per count) while friction holds the stopper; the flange's
+          travel less the spring's relaxation is the stopper's, and once that is
+          _KNEE_COUNTS the stopper glides back and the reading is P − (glide + tare) ÷ A;
+          (S2) from there retract until the reading has fallen by the line's rise ΔP: the
+          reading follows the line's pressure count for count while the stopper glides, so
+          the line ends back at its level before the rise whatever C is (the glide offset
+          cancels: it is measured at the reversal, at the same line pressure). Bounded by
+          1.5 × the model's C·ΔP of stopper travel (never pull back more than the most a
+          brand's compliance can have stored).
 
 Runaway: e = flange − motor can only grow by the lead error (≤ 1/_CREEP per commanded µstep),
 the once-per-revolution error and backlash; e more than _RUNAWAY_TOL above its creeping floor
@@ -94,6 +106,13 @@ _BACKOFF_MS = const(20000)
 _BACKOFF_STEP_MAX = const(40)
 _BACKOFF_BAND = const(128)     # 2 × 4 N glide / 0.078 N per µstep stopper stiffness ≈ 102, +25 %
 _BACKOFF_MARGIN = const(3)     # mmHg of noise above the target that do not restart the count
+_KNEE_COUNTS = const(12)       # stopper travel (flange - spring) that shows it moves back: 5 σ
+                               # of the spring's relaxation read from two readings (110 mN ×
+                               # √2 over 0.078 N per µstep ≈ 2 counts), any syringe size
+_S1_STEPS = const(8)           # µsteps per tick while the stopper is held (≈ 8 mmHg on 50 mL)
+_S1_MAX = const(384)           # 3 × the friction band: no knee by then, judge from there
+_S_GAIN = const(16)            # S2: 1/16 of the excess per tick (readings up to 6 ticks old)
+_S_MIN = const(4)              # ... at least 4 µsteps a tick (glide, not stick-slip, at the end)
 del const   # compile-time only (each module global is a slot of heap on the board)
 
 
@@ -216,12 +235,51 @@ class RateLoop:
         self.back_b = False
         self.back_m = self.m
 
+    def backoff_sense(self, p_now, d_mmhg, ka256, g256):
+        """Start a sensor-ended back-off (phase S): take the line's rise d_mmhg back, judged
+        on the reading once the stopper glides back. ka256: the rod spring's mmHg per count
+        (× 256); g256: the model's mmHg per count of a closed line (a / C, × 256)."""
+        self.backoff(d_mmhg, p_now, 0, 0, 2)
+        self.back_rise = ka256
+        self.back_m = g256 if g256 > 0 else 1
+        # S2's travel bound: 1.5 × the model's C·ΔP (counts), the brands' C reach 1.4 ×
+        self.back_onset = 3 * d_mmhg * 256 // (2 * self.back_m) + 1
+
     def _backoff(self, x, p, dt):
         self.back_ms += dt
         if (self.back_from - x >= _BACKOFF_MAX or self.back_from_m - self.m >= _BACKOFF_MAX
                 or self.back_ms >= _BACKOFF_MS):
             self.phase = IDLE
             return 0
+        if self.back_have == 2:
+            # phase S (backoff_sense; inline: a method more is a class-map slot on the board)
+            if not self.back_b:
+                # S1: the stopper's travel back = the flange's less the spring's relaxation
+                tr = self.back_from - x
+                s = tr - (self.back_p0 - p) * 256 // self.back_rise
+                if s < _KNEE_COUNTS and tr < _S1_MAX:
+                    return -_S1_STEPS
+                self.back_b = True
+                self.back_target = p - self.back_target    # the reading where the line is back
+                self.back_onset = x - self.back_onset      # ... and the most it may travel
+                self.back_ok = 0
+            if x <= self.back_onset:
+                self.phase = IDLE
+                return 0
+            ex = p - self.back_target
+            if ex <= 0:
+                self.back_ok += 1
+            elif ex > _BACKOFF_MARGIN:
+                self.back_ok = 0
+            if self.back_ok >= 2 * _LAG:
+                self.phase = IDLE                # (readings that reflect the stop say: there)
+                return 0
+            if ex <= 0:
+                return 0
+            n = ex * 256 // (_S_GAIN * self.back_m)
+            if n < _S_MIN:
+                n = _S_MIN
+            return -(_BACKOFF_STEP_MAX if n > _BACKOFF_STEP_MAX else n)
         if self.back_b:
             d = self.m - self.back_m
             if d <= 0:
