@@ -575,7 +575,7 @@ class Controller:
             # carry the brand's 0.6-1.4 × C error; end the back-off on the reading instead,
             # ΔP the last level over the lowest (whole stick-slip cycles: the saw cancels)
             k = self.nl_per_kstep
-            loop.backoff_sense(p, d, _KA_NUM // k, k * 256 // (1000 * self.syr_c))
+            loop.backoff(d, p, _KA_NUM // k, k * 256 // (1000 * self.syr_c), 2)
             return
         loop.backoff(base + _OCCL_PROBE_MMHG, p, base, x_on, have)
 

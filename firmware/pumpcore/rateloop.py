@@ -37,7 +37,7 @@ Phases:
           _BACKOFF_BAND (the friction band: 2 × glide force over the stopper's stiffness), so
           the volume stored in the compliance is taken back and not pushed into the patient
           when the line opens. Travel and time are bounded.
-          *Sensor-ended* (S, `backoff_sense`; the threshold alarm, where the model's compliance
+          *Sensor-ended* (S, `backoff(..., 2)`; the threshold alarm, where the model's compliance
           C·ΔP is the only estimate of the flange travel and a brand's C is 0.6-1.4 × the
           model's): (S1) retract until the stopper moves back — the reading falls along the
           rod's spring (k ÷ A per count) while friction holds the stopper; the flange's
@@ -221,7 +221,10 @@ class RateLoop:
 
     def backoff(self, p_target, p_now, p_base, x_onset, have_onset):
         """Start relieving pressure: down to the reading p_target, then (stopper held by
-        friction) back past the flange position x_onset where the rise began."""
+        friction) back past the flange position x_onset where the rise began. have_onset 2:
+        phase S, ended on the reading — p_target the line's rise to take back (mmHg), p_base
+        the rod spring's mmHg per count × 256, x_onset the model's mmHg per count of a closed
+        line (a / C) × 256 (no method of its own: a class-map slot and qstrs on the board)."""
         self.phase = BACKOFF
         self.back_ms = 0
         self.back_target = p_target
@@ -234,16 +237,12 @@ class RateLoop:
         self.back_have = have_onset
         self.back_b = False
         self.back_m = self.m
-
-    def backoff_sense(self, p_now, d_mmhg, ka256, g256):
-        """Start a sensor-ended back-off (phase S): take the line's rise d_mmhg back, judged
-        on the reading once the stopper glides back. ka256: the rod spring's mmHg per count
-        (× 256); g256: the model's mmHg per count of a closed line (a / C, × 256)."""
-        self.backoff(d_mmhg, p_now, 0, 0, 2)
-        self.back_rise = ka256
-        self.back_m = g256 if g256 > 0 else 1
-        # S2's travel bound: 1.5 × the model's C·ΔP (counts), the brands' C reach 1.4 ×
-        self.back_onset = 3 * d_mmhg * 256 // (2 * self.back_m) + 1
+        if have_onset == 2:
+            self.back_rise = p_base
+            g = x_onset if x_onset > 0 else 1
+            self.back_m = g
+            # S2's travel bound: 1.5 × the model's C·ΔP (counts), the brands' C reach 1.4 ×
+            self.back_onset = 3 * p_target * 256 // (2 * g) + 1
 
     def _backoff(self, x, p, dt):
         self.back_ms += dt
@@ -252,7 +251,7 @@ class RateLoop:
             self.phase = IDLE
             return 0
         if self.back_have == 2:
-            # phase S (backoff_sense; inline: a method more is a class-map slot on the board)
+            # phase S (backoff(..., 2); inline: a method more is a class-map slot on the board)
             if not self.back_b:
                 # S1: the stopper's travel back = the flange's less the spring's relaxation
                 tr = self.back_from - x
