@@ -311,3 +311,18 @@ def test_battery_onset_phase_sweep_moves_the_occlusion_and_takes_the_worst():
     assert f["phases_missed"] == 0
     slow = dict(a, t_alarm=None, ratio=None)
     assert B._phase_figures([a], [slow])["phases_missed"] == 1
+
+
+@pytest.mark.req("REQ-OCC-19")
+@pytest.mark.parametrize("frac", [0.13, 0.89])
+def test_threshold_alarm_at_100mlh_on_10ml_releases_no_bolus(frac):
+    """At 100 mL/h on BD10, at these onsets, the fixed threshold fires before the trend test
+    (9.4 s). The sensor-ended back-off (phase S) takes back the levels' rise, but a level spans
+    10 s and the line rose ~45 mmHg/s: the last level still held the line before the rise, so
+    phase S took back almost nothing and 0.23 / 0.17 mL went into the patient when the line
+    opened (found by the onset-phase sweep). A stale level now leaves the back-off to phases
+    A/B, as before phase S: the released volume is within the bolus goal."""
+    import battery as B
+    r = B.occlusion_case("tune", 100.0, "BD10", 92, onset_s=frac * B.PHASE_SPAN_S)
+    assert r["t_alarm"] is not None
+    assert r["bolus"] <= 0.05, r

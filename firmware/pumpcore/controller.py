@@ -568,6 +568,11 @@ class Controller:
         d = 0
         if why == 2 and occl.v_lo != -1048576:
             d = (occl.v_prev - occl.v_lo) >> 8
+            if p - (occl.v_prev >> 8) > d >> 2:
+                # the last level is stale: the line rose past the threshold faster than a
+                # level spans (a high rate, before the trend test), so the levels do not
+                # hold its rise — phases A/B from the trend window's base, as before
+                d = 0
         elif why == 3:
             d = (occl.v_prev >> 8) - occl.base // occl.L
         if d > 0:
