@@ -953,13 +953,15 @@ def _start(ctl, f, rid, trigger):
         ctl.el_ms = 0
         ctl.bolus_nl = 0
         ctl.loop.reset()
+        # a new program starts on its line; a RESUME keeps what a probe left ahead of or
+        # behind the line (taken back or paid out after it: controller._control)
+        ctl.probe_ahead = 0
         ctl.started = True
         ctl.vit_t = ctl._now if not ctl.vit_seen else ctl.vit_t
     if st == fsm.PAUSED and ctl.line.done() and ctl.seg + 1 >= ctl.nseg and ctl.kvo == 0:
         error(ctl, rid, P.E_STATE, b"program complete").end()
         return
     ctl.use_plan(ctl.seg)
-    ctl.probe_ahead = 0
     ctl.loop.start(ctl.last_enc, ctl.pressure)
     al.clear(AL.A_CALLBACK, ctl.out.tx)
     ctl.fsm.fire(trigger)

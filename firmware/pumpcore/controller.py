@@ -60,6 +60,8 @@ _SENSOR_TOP = const(1500)           # readings at the top of the span may rest t
 # the controller's tick-only scalars, in one array `_v` (indexes below): 81 attributes in a
 # 97-slot map instead of 95 (a nearly full map makes every attribute look-up probe far:
 # +0.4 ms a tick on the RP2040, docs/performance.md)
+_P_TWICE = const(1)                 # occlusion.probing: the confirmation's twice the rate,
+_P_LOW = const(2)                   # the probe's half rate (its 1.5 × pays the deficit back)
 _V_ANNOUNCE = const(0)
 _V_BATT_DEP_N = const(1)
 _V_BATT_LOW_N = const(2)
@@ -75,7 +77,8 @@ _V_OCCL_SETTLE = const(11)
 _V_SETTLE = const(12)
 _V_P_LAST = const(13)
 _V_P_SAME = const(14)
-_NV = const(15)
+_V_PROBE_N = const(15)
+_NV = const(16)
 del const   # compile-time only: each module global is a slot of heap on the board
 
 S_IDLE = fsm.IDLE
@@ -224,7 +227,7 @@ class Controller:
         self._v[_V_P_LAST] = -1
         self._v[_V_ANNOUNCE] = 0              # an alarm raised at boot, to send from the first step
         self._v[_V_OCCL_SETTLE] = 0
-        self.probe_ahead = 0    # µsteps the occlusion probe delivered ahead of the line
+        self.probe_ahead = 0    # µsteps the occlusion probe put ahead of the line (< 0: behind)
         self._v[_V_P_SAME] = 0
         # the syringe model: the clamp's size picks the nearest; CFG syringe= sets the brand
         self.syr = SYR.nearest(config.nl_per_kstep, config.lead_nm_per_kstep)
@@ -377,15 +380,43 @@ class Controller:
                 return
             # the volume-time line runs from START; the loop catches up after take-up
             n_line = self._advance_lines(dt)
-            if self.occl.probing:
-                # the occlusion probe: twice the line's rate, taken back afterwards
-                self.probe_ahead += n_line
+            pr = self.occl.probing
+            a = self.probe_ahead
+            if pr == _P_TWICE:
+                # the confirmation: one segment at twice the line's rate, taken back afterwards
+                self.probe_ahead = a + n_line
                 n_line += n_line
-            elif self.probe_ahead and self.occl.mode == 0:
-                d = self.probe_ahead
+            elif pr == _P_LOW or (a < 0 and not self.bolus_on):
+                # the probe: at half the rate hold back half the line's steps (the motor falls
+                # behind the line), then at 1.5 × (and after the probe while a deficit is
+                # left) pay them back, never more: never ahead of the line. Half of n_line
+                # steps, the odd one carried (_V_PROBE_N: 0 or 1); when the line has ended,
+                # at twice the program's rate (_V_PROBE_N: nL owed to the next step)
+                v = self._v
+                c = v[_V_PROBE_N]
+                if not v[_V_SETTLE] or pr == _P_LOW:
+                    if c > 1:
+                        c = 0
+                    d = (c + n_line) >> 1
+                    v[_V_PROBE_N] = (c + n_line) & 1
+                else:
+                    c += self.rate * dt // 1800
+                    k = self.nl_per_kstep // 1000 + 1
+                    d = c // k
+                    v[_V_PROBE_N] = c - d * k
+                if pr == _P_LOW:
+                    self.probe_ahead = a - d
+                    n_line -= d
+                else:
+                    if d > -a:
+                        d = -a
+                    self.probe_ahead = a + d
+                    n_line += d
+            elif a > 0 and self.occl.mode == 0:
+                d = a
                 if d > n_line:
                     d = n_line
-                self.probe_ahead -= d
+                self.probe_ahead = a - d
                 n_line -= d
             steps = loop.tick(inp.encoder, p, n_line, dt)
             if self._v[_V_SETTLE] and not self.bolus_on:

@@ -50,7 +50,11 @@ _HOLDOFF_MS = const(10000)     # wait after a rate change: 5 τ of a 2 s line ti
 _DEBOUNCE_TICKS = const(3)     # fixed threshold: three ticks at or above the limit
 _P_CLAMP = const(2000)         # readings beyond ±this are beyond every limit anyway
 _NSEG = const(8)               # segment sums kept (4 for the candidate, 3 for the probe)
-_PROBE_SEGS = const(3)         # segments at twice the rate: 1 dead + 2 measured
+_PROBE_SEGS = const(6)         # probe: 3 segments at half the rate, then 3 at 1.5 × (1 dead +
+                               # 2 measured); the motor ends it on the program's line
+_P_TWICE = const(1)            # `probing`: the confirmation's one segment at twice the rate,
+_P_LOW = const(2)              # the probe's half rate,
+_P_HIGH = const(3)             # the probe's 1.5 × (paying back what the half rate held back)
 _LBITS = const(11)             # plan_ints: the trend segment in |L|'s low bits (<= 1200)
 _LMASK = const(2047)
 _T_STEP_TICKS = const(120)     # 6 s: a bedside step lands within this (move <= 2 s + the
@@ -189,7 +193,8 @@ class Occlusion:
         self.hi = 1 << 29
         self.probe = False
         self.confirm = False        # an unprobed candidate is confirmed by one doubled segment
-        self.probing = False        # the controller doubles the rate while this is set
+        self.probing = 0            # the controller's rate while probing: 0 the line's,
+                                    # _P_TWICE 2 ×, _P_LOW 0.5 ×, _P_HIGH 1.5 ×
         self.slope_mmhg_min = 0     # expected rise, for STATUS/docs (mmHg/min)
         # the stored-volume test: level segments of v_len ticks (levels in mmHg / 256)
         self.v_thr = 1 << 29        # alarm level of the slow-rise sum (mmHg / 256)
@@ -255,7 +260,7 @@ class Occlusion:
     def _clear(self):
         """Forget the segments and go back to watching (the plan kept)."""
         self.mode = _WATCH
-        self.probing = False
+        self.probing = 0
         self.nseg = 0
         self.acc = 0
         self.acc_n = 0
@@ -447,8 +452,8 @@ class Occlusion:
         self.acc_n = 0
         seg = self.seg
         if self.mode == _PROBE:
-            seg[5 + self.pn] = y
-            self.pn += 1
+            pn = self.pn + 1
+            self.pn = pn
             r = self.run_d
             if self.confirm:
                 # one segment at twice the rate: a closed line's rise grows to 1.5 × the mean
@@ -459,18 +464,34 @@ class Occlusion:
                 # lands in this segment does)
                 d = y - seg[4]
                 if 12 * d >= 5 * r and 3 * d <= 2 * r:
-                    self.probing = False
+                    self.probing = 0
                     return _TREND
                 self._clear()
                 return 0
-            if self.pn < _PROBE_SEGS:
+            # the probe (docs/firmware.md, "Occlusion", 3.): three segments at half the rate,
+            # then three at 1.5 × — the motor holds back half the line's steps and then pays
+            # them back, so it is never ahead of the program's line. A closed line's rise is
+            # the pump's doing: at 1.5 × it rises 1.5 × the mean rise per segment before; a
+            # ramp from outside goes on at its own pace (1 ×), a rise that decays or ends (a
+            # step's reload, a ramp's end) less. OCCLUSION only if *both* differences at
+            # 1.5 × after its first segment (the Q·R step of the open line) are >= 1.25 × the
+            # mean (a bedside step fills one of them, not both). The half rate is not judged:
+            # where it falls into the stopper's stick-slip (1 mL/h on 50 mL) its segments saw
+            # by more than the halved rise (docs/performance.md, session 9)
+            if pn == _PROBE_SEGS // 2:
+                self.probing = _P_HIGH
+            if pn <= _PROBE_SEGS // 2 + 1:
+                seg[5] = y                     # the last segment before the measured ones
+                seg[6] = 0
                 return 0
-            # twice the rate: m5 dead (the line's R·C step), m6 and m7 measured. A closed line
-            # rises twice as fast (Q / C is the pump's doing) for as long as the pump pushes
-            # twice as fast: *both* measured differences double. A ramp from outside does not,
-            # and a bedside step landing in the probe fills one of them, not both
-            if 2 * (seg[6] - seg[5]) >= r and 2 * (seg[7] - seg[6]) >= r:
-                self.probing = False
+            d = y - seg[5]
+            seg[5] = y
+            if 12 * d >= 5 * r:
+                seg[6] += 1                    # >= 1.25 × the mean (r = 3 means)
+            if pn < _PROBE_SEGS:
+                return 0
+            if seg[6] >= 2:
+                self.probing = 0
                 return _TREND
             self._clear()                  # not the pump's doing: not an occlusion
             return 0
@@ -510,6 +531,6 @@ class Occlusion:
         if not self.probe and not self.confirm:
             return _TREND
         self.mode = _PROBE
-        self.probing = True
+        self.probing = _P_TWICE if self.confirm else _P_LOW
         self.pn = 0
         return 0
