@@ -390,20 +390,21 @@ class Controller:
                 # the probe: at half the rate hold back half the line's steps (the motor falls
                 # behind the line), then at 1.5 × (and after the probe while a deficit is
                 # left) pay them back, never more: never ahead of the line. Half of n_line
-                # steps, the odd one carried (_V_PROBE_N: 0 or 1); when the line has ended,
-                # at twice the program's rate (_V_PROBE_N: nL owed to the next step)
+                # steps, the odd one carried (_V_PROBE_N: 0 or 1); once the line has ended,
+                # what is left at twice the program's rate (_V_PROBE_N: nL towards a step)
                 v = self._v
                 c = v[_V_PROBE_N]
-                if not v[_V_SETTLE] or pr == _P_LOW:
-                    if c > 1:
-                        c = 0
-                    d = (c + n_line) >> 1
-                    v[_V_PROBE_N] = (c + n_line) & 1
-                else:
+                if v[_V_SETTLE]:
                     c += self.rate * dt // 1800
                     k = self.nl_per_kstep // 1000 + 1
                     d = c // k
                     v[_V_PROBE_N] = c - d * k
+                    pr = 0
+                else:
+                    if c > 1:
+                        c = 0
+                    d = (c + n_line) >> 1
+                    v[_V_PROBE_N] = (c + n_line) & 1
                 if pr == _P_LOW:
                     self.probe_ahead = a - d
                     n_line -= d
@@ -424,7 +425,7 @@ class Controller:
                 # accepted while the line settles runs to its end first: completing under it
                 # left it running, and the next program inherited it — gfuzz, session 6)
                 self._v[_V_SETTLE] += 1
-                if loop.settled() or self._v[_V_SETTLE] > _SETTLE_TICKS:
+                if (loop.settled() and self.probe_ahead >= 0) or self._v[_V_SETTLE] > _SETTLE_TICKS:
                     self._v[_V_SETTLE] = 0
                     self._complete()
             if self._finish:

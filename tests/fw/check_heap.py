@@ -196,6 +196,65 @@ def check_occlusion_confirmation_allocates_nothing():
     assert got[1] <= 8, got[1]
 
 
+def check_occlusion_probe_allocates_nothing():
+    """The probe (5 mL/h on BD50: probed) to the alarm, locked: a closed line whose rise
+    follows the probe's rate (half, then 1.5 ×); and the controller's tick through a probe's
+    half rate, its 1.5 × and the pay-back of the deficit (the detector set to probe)."""
+    o = _bd50_detector(5000)
+    got = bytearray(2)
+
+    def go():
+        pm = 10000                          # pressure in 1/1000 mmHg
+        for i in range(6000):               # 300 s of ticks
+            if i > 400:                     # closed from 20 s on: 0.66 mmHg/s, 33 per tick
+                pr = o.probing
+                pm += 16 if pr == 2 else (49 if pr == 3 else 33)
+            r = o.update(pm // 1000, 50)
+            if r:
+                got[0] = r
+                got[1] = (i - 400) // 20    # seconds after the line closed
+                return
+    if micropython is None:
+        go()
+    else:
+        _locked(go)
+    assert o.probe
+    assert got[0] == 1, got[0]              # the trend test (occlusion._TREND), probed
+    assert got[1] <= 90, got[1]
+    def ticks(r, n):
+        ctl = r.ctl
+        inp = r.inp
+        empty = bytearray(1)
+
+        def go():
+            t = r.t
+            for i in range(n):
+                t = t + TICK_MS
+                if t > 0x3FFFFFFF:
+                    t = t - 0x20000000 - 0x20000000
+                inp.pressure_mmhg = 20 + (i & 1)    # a live sensor (the frozen check)
+                out = ctl.step(t, inp, empty, 0)
+                inp.encoder = inp.encoder + out.steps
+            r.t = t
+        return go if micropython is None else (lambda: _locked(go))
+    r = Rig()
+    r.cmd("PROG", "rate_ul_h=5000 vtbi_nl=35000000")
+    r.cmd("START")
+    r.run(15000)
+    oc = r.ctl.occl
+    assert oc.probe and r.state() == fsm.RUNNING
+    oc.mode = 1                             # a candidate: the probe's half rate from here
+    oc.probing = 2
+    oc.pn = 0
+    oc.run_d = 1 << 20
+    ticks(r, 3 * oc.L + 20)()
+    r.plunger = r.motor = r.inp.encoder
+    assert r.ctl.probe_ahead < 0
+    ticks(r, 5 * oc.L)()
+    r.plunger = r.motor = r.inp.encoder
+    assert r.ctl.probe_ahead >= -2 and oc.mode == 0
+
+
 # requirements these checks verify (docs/safety/requirements.md; read by tests/test_fw_checks.py)
 REQS = {
     "check_running_tick_allocates_nothing": ["REQ-SW-04"],
@@ -203,4 +262,5 @@ REQS = {
     "check_parser_allocates_nothing": ["REQ-SW-04", "REQ-COM-03"],
     "check_occlusion_tests_allocate_nothing": ["REQ-SW-04", "REQ-OCC-16"],
     "check_occlusion_confirmation_allocates_nothing": ["REQ-SW-04", "REQ-OCC-13"],
+    "check_occlusion_probe_allocates_nothing": ["REQ-SW-04", "REQ-OCC-18"],
 }

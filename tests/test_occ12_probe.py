@@ -1,0 +1,137 @@
+"""Issue 12 / the default campaign's run 89: the occlusion probe never puts the motor ahead of
+the program's line (half the rate, then 1.5 ×: it ends on the line), and it still tells a
+closed line from a rise that comes from outside."""
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "firmware"))
+
+from hil_sim.campaign import draw as D  # noqa: E402
+from hil_sim.campaign import oracle, runner  # noqa: E402
+from hil_sim.campaign.spec import CAMPAIGN_DIR, load  # noqa: E402
+from hil_sim.plant import PlantParams  # noqa: E402
+from hil_sim.scenario import parse as parse_scenario  # noqa: E402
+from hil_sim.scenario import run_scenario  # noqa: E402
+
+
+def _over_line_ml(raw, res):
+    """The most the mechanism pushed beyond the program's line: the oracle's measure
+    (gravimetric volume + C·(P − P0), against the lot's line) without its 2 % + 20 µL."""
+    rec, facts, sim = res.sim.record, raw["campaign"], res.sim
+    t0 = res.t_start_s if res.t_start_s is not None else 1.0
+    lot = (1.0 + float(raw["pump"]["params"].get("bore_tol_pct", 0.0)) / 100.0) ** 2
+    segs = [(float(r) * lot, float(v) * lot) for r, v in facts["segments"]]
+    kvo = float(facts.get("kvo_ml_h", 0.0)) * lot
+    c, p0 = sim.params.total_compliance, rec.pressure_mmhg[0]
+    return max(d + c * (p - p0) - oracle.line_ml(segs, t - t0, kvo)
+               for t, d, p in zip(rec.t_s, rec.delivered_ml, rec.pressure_mmhg))
+
+
+@pytest.mark.req("REQ-OCC-18", "REQ-CAMP-05")
+def test_campaign_run_89_the_probe_puts_nothing_beyond_the_line():
+    """Run 89 (dose_rate, 17.01 mL/h on BD50, occluded at 89.8 s): the probe's three segments
+    at twice the rate pushed 52.2 µL beyond the line (0.5 µL over the oracle's 2 % + 20 µL
+    at 115 s: over_infusion on 93b7b28 … e935a59). Half then 1.5 × the rate, what is left
+    is the loop's own tracking (6.5 µL; the run without the occlusion on main: 7.0 µL), and
+    the occlusion is still raised."""
+    spec = load(CAMPAIGN_DIR / "default.toml")
+    raw = D.draw(spec, 2026, 89)
+    res = run_scenario(parse_scenario(runner.scenario_toml(spec, 2026, 89)))
+    v = oracle.judge(raw, res)
+    assert v.hazards == [], v.findings
+    assert "OCCLUSION" in [a["name"] for a in oracle.observed_alarms(res)]
+    assert _over_line_ml(raw, res) <= 0.010
+
+
+@pytest.mark.req("REQ-OCC-18")
+@pytest.mark.parametrize("rate,model", [(2.0, "BD50"), (17.0, "BD50"), (25.0, "SOFT50"),
+                                        (5.0, "BD10")])
+def test_the_probe_goes_behind_the_line_never_ahead_and_finds_the_occlusion(rate, model):
+    """Probed plans (the band overlaps bedside ramps): while probing the motor is behind the
+    line (probe_ahead < 0), never ahead (<= 0 on every slice), back on it at the alarm
+    (within the ±1 µstep of the line's steps per phase), and the closed line is found."""
+    import battery as B
+    pump = B.Pump(PlantParams.for_model(model, primed=True), 3)
+    ctl = pump.sim.runtime.harness.app.ctl
+    seen = {"min": 0, "max": 0}
+
+    def watch(p):
+        a = ctl.probe_ahead
+        seen["min"] = min(seen["min"], a)
+        seen["max"] = max(seen["max"], a)
+        return any(x[1] == "OCCLUSION" for x in p.alarms)
+    try:
+        pump.start(rate, 9.0 if model == "BD10" else 40.0, model)
+        assert ctl.occl.probe
+        pump.run(int((90 + 60 / rate) * 1000), until=watch)
+        assert pump.bad() == []
+        pump.sim.inject("occlusion", value=True)
+        assert pump.run(int(max(120, 1000 / rate) * 1000), until=watch), pump.alarms
+        assert seen["min"] < 0 and seen["max"] == 0, seen
+        assert -2 <= ctl.probe_ahead <= 0          # on the line (the line's steps per phase ±1)
+    finally:
+        pump.close()
+
+
+@pytest.mark.req("REQ-OCC-18")
+def test_a_probe_left_open_at_the_end_of_the_program_is_paid_out_before_complete():
+    """A probe whose half rate runs when the line ends: what it held back is delivered (at
+    twice the program's rate) before COMPLETE, so the program's volume is kept."""
+    import battery as B
+    pump = B.Pump(PlantParams(primed=True), 4)
+    ctl = pump.sim.runtime.harness.app.ctl
+    o = ctl.occl
+    try:
+        pump.start(5.0, 0.1)                          # 72 s; 5 mL/h on BD50 is probed
+        pump.run(55_000)
+        assert pump.bad() == [] and o.probe
+        # a candidate 17 s before the line ends: its half rate (3 × 6.3 s) outlasts the line
+        o.mode, o.probing, o.pn, o.run_d = 1, 2, 0, 1 << 20
+        pump.run(14_000)
+        assert ctl.probe_ahead < 0
+        pump.run(40_000)
+        assert "VTBI_DONE" in [a[1] for a in pump.alarms]
+        assert pump.bad() == [] and ctl.probe_ahead == 0
+        assert pump.sim.plant.delivered_ml == pytest.approx(0.1, abs=0.1 * 0.02 + 0.003)
+    finally:
+        pump.close()
+
+
+def _closed_or_not(rate_ml_h, follows, ramp_ends_at=None, c=2100, sig=148):
+    """Drive a probed plan's detector alone: from tick 400 the reading rises at s (the
+    model's Q / C) × the probe's rate (follows=True: a closed line) or at s whatever the
+    probe does (an outside ramp), optionally ending at a tick. Returns (result, tick)."""
+    from pumpcore.occlusion import Occlusion, plan_ints
+    o = Occlusion(400)
+    o.set_syringe(c, sig)
+    o.set_plan(*plan_ints(int(rate_ml_h * 1000), c, sig))
+    assert o.probe
+    s = rate_ml_h * 1000 / 3.6 / c * 0.05
+    k = {0: 1.0, 1: 2.0, 2: 0.5, 3: 1.5}
+    p = 10.0
+    for i in range(40000):
+        if i > 400 and (ramp_ends_at is None or i < ramp_ends_at):
+            p += s * (k[o.probing] if follows else 1.0)
+        r = o.update(int(p), 50)
+        if r:
+            return r, i
+    return 0, 40000
+
+
+@pytest.mark.req("REQ-OCC-18")
+@pytest.mark.parametrize("rate_ml_h", [2.0, 5.0, 17.0])
+def test_the_probe_tells_a_closed_line_from_a_ramp_from_outside(rate_ml_h):
+    """A closed line follows the probe (half, then 1.5 × the rise): OCCLUSION on the trend at
+    the first probe. The same even rise from outside goes on at its own pace: the probe
+    rejects it, and it is seen only at the threshold; a ramp that ends while the probe runs
+    raises nothing at all."""
+    r, i = _closed_or_not(rate_ml_h, True)
+    assert r == 1, (r, i)                          # occlusion._TREND
+    r, _ = _closed_or_not(rate_ml_h, False)
+    assert r == 2, r                               # occlusion._THRESHOLD, never _TREND
+    r, j = _closed_or_not(rate_ml_h, False, ramp_ends_at=i - 200)
+    assert r == 0, (r, j)
