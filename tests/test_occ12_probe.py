@@ -135,3 +135,15 @@ def test_the_probe_tells_a_closed_line_from_a_ramp_from_outside(rate_ml_h):
     assert r == 2, r                               # occlusion._THRESHOLD, never _TREND
     r, j = _closed_or_not(rate_ml_h, False, ramp_ends_at=i - 200)
     assert r == 0, (r, j)
+
+
+@pytest.mark.req("REQ-OCC-18", "REQ-OCC-10")
+def test_a_rise_that_ends_in_the_half_rate_is_no_occlusion():
+    """Tuning-set battery case 109 (2 mL/h on BD50): a bedside rise made a candidate and ended
+    as the probe began (its half-rate differences −0.17, +0.14 × the mean), and another rose
+    through the 1.5 × segments (2.07, 2.64 ×): OCCLUSION at 979.85 s on the first half/1.5 ×
+    probe (23f1b15). A closed line goes on rising at half the rate: the probe needs the half
+    rate's two later differences to add up to at least 0.5 × the mean."""
+    import battery as B
+    r = B.disturbed_case("tune", 109, stop_s=1000.0)
+    assert r["alarms"] == [], r

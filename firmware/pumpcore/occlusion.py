@@ -1,6 +1,6 @@
 """Downstream occlusion: a sustained-rise detector planned from the syringe, with a fixed
-threshold backstop and (where a bedside ramp could look the same) a double-rate probe
-(its extra volume runs ahead of the line until taken back: campaign run 89, docs/performance.md).
+threshold backstop and (where a bedside ramp could look the same) a probe at half and then
+1.5 × the rate that keeps the motor behind the program's line (campaign run 89).
 
 Physics (docs/firmware.md, "Occlusion"): with the line closed every nL the plunger pushes goes
 into the syringe + line compliance C, so the pressure rises at s = Q / C for as long as the
@@ -22,11 +22,12 @@ force sensor's σ ÷ the plunger area: the syringe model's), and at least 1 s (s
 move can never fill three differences).
 
 Where the band overlaps the slopes of bedside height ramps (0.45-1.5 mmHg/s: a bed raised
-40 cm over 20-60 s), a candidate is *probed*: for three segments the motor runs at twice the
-line's rate (the controller takes the extra volume back afterwards by holding the motor), the
-first segment letting the line's R·C step (Q·R) pass. A closed line now rises twice as fast —
-its rise is the pump's doing — while a ramp from outside goes on as before (or ends): OCCLUSION
-only if m6 - m5 and m7 - m6 are both ≥ 1.5 × the mean rise per segment before the probe.
+40 cm over 20-60 s), a candidate is *probed*: for three segments the motor runs at half the
+line's rate, then for three at 1.5 × (the controller holds back half the line's steps, then
+pays them back: never ahead of the line), the first 1.5 × segment letting the line's R·C step
+(Q·R) pass. A closed line's rise is the pump's doing and follows it, while a ramp from outside
+goes on as before (or ends): OCCLUSION only if both later differences at 1.5 × are ≥ 1.25 ×
+the mean rise per segment before the probe.
 Elsewhere, where T < 6 s (a bedside step's response: two steps can fill a window), a candidate
 is *confirmed* by one segment at twice the rate: its rise must be 1.25-2 × the mean before
 (a closed line: 1.5 ×; an open line: its own rise + at most 0.5 × from the Q·R step). (A pause would not do: a
@@ -478,11 +479,22 @@ class Occlusion:
             # mean (a bedside step fills one of them, not both). The half rate is not judged:
             # where it falls into the stopper's stick-slip (1 mL/h on 50 mL) its segments saw
             # by more than the halved rise (docs/performance.md, session 9)
+            if pn == 1:
+                seg[6] = y                     # the half rate's first segment (its Q·R step)
+                return 0
             if pn == _PROBE_SEGS // 2:
+                # the half rate's last: a closed line went on rising, 0.5 × the mean per
+                # segment (1 × over these two); a rise that ended (a ramp's end, a step's
+                # reload) did not. At least half of that (0.5 ×: stick-slip saws this sum by
+                # up to ±0.5 × where the half rate is 1 mL/h on 50 mL), else not the pump's
+                if 6 * (y - seg[6]) < r:
+                    self._clear()
+                    return 0
                 self.probing = _P_HIGH
             if pn <= _PROBE_SEGS // 2 + 1:
                 seg[5] = y                     # the last segment before the measured ones
-                seg[6] = 0
+                if pn > _PROBE_SEGS // 2:
+                    seg[6] = 0                 # now: how many measured differences passed
                 return 0
             d = y - seg[5]
             seg[5] = y
