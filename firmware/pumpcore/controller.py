@@ -62,6 +62,7 @@ _SENSOR_TOP = const(1500)           # readings at the top of the span may rest t
 # +0.4 ms a tick on the RP2040, docs/performance.md)
 _P_TWICE = const(1)                 # occlusion.probing: the confirmation's twice the rate,
 _P_LOW = const(2)                   # the probe's half rate (its 1.5 × pays the deficit back)
+_P_CARRY = const(7)                 # occlusion.seg[7]: the probe's odd step / nL (its own)
 _V_ANNOUNCE = const(0)
 _V_BATT_DEP_N = const(1)
 _V_BATT_LOW_N = const(2)
@@ -77,8 +78,7 @@ _V_OCCL_SETTLE = const(11)
 _V_SETTLE = const(12)
 _V_P_LAST = const(13)
 _V_P_SAME = const(14)
-_V_PROBE_N = const(15)
-_NV = const(16)
+_NV = const(15)
 del const   # compile-time only: each module global is a slot of heap on the board
 
 S_IDLE = fsm.IDLE
@@ -390,21 +390,21 @@ class Controller:
                 # the probe: at half the rate hold back half the line's steps (the motor falls
                 # behind the line), then at 1.5 × (and after the probe while a deficit is
                 # left) pay them back, never more: never ahead of the line. Half of n_line
-                # steps, the odd one carried (_V_PROBE_N: 0 or 1); once the line has ended,
-                # what is left at twice the program's rate (_V_PROBE_N: nL towards a step)
-                v = self._v
-                c = v[_V_PROBE_N]
-                if v[_V_SETTLE]:
+                # steps, the odd one carried (0 or 1); once the line has ended, what is left
+                # at twice the program's rate (the carry: nL towards a step)
+                v = self.occl.seg           # its last slot: the probe's carry (no new state)
+                c = v[_P_CARRY]
+                if self._v[_V_SETTLE]:
                     c += self.rate * dt // 1800
                     k = self.nl_per_kstep // 1000 + 1
                     d = c // k
-                    v[_V_PROBE_N] = c - d * k
+                    v[_P_CARRY] = c - d * k
                     pr = 0
                 else:
                     if c > 1:
                         c = 0
                     d = (c + n_line) >> 1
-                    v[_V_PROBE_N] = (c + n_line) & 1
+                    v[_P_CARRY] = (c + n_line) & 1
                 if pr == _P_LOW:
                     self.probe_ahead = a - d
                     n_line -= d

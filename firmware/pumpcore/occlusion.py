@@ -50,7 +50,8 @@ except ImportError:  # CPython: const() is only a marker for the MicroPython com
 _HOLDOFF_MS = const(10000)     # wait after a rate change: 5 τ of a 2 s line time constant
 _DEBOUNCE_TICKS = const(3)     # fixed threshold: three ticks at or above the limit
 _P_CLAMP = const(2000)         # readings beyond ±this are beyond every limit anyway
-_NSEG = const(8)               # segment sums kept (4 for the candidate, 3 for the probe)
+_NSEG = const(8)               # segment sums kept (5 for the candidate, 2 for the probe; the
+                               # last is the controller's: its probe steps' carry)
 _PROBE_SEGS = const(6)         # probe: 3 segments at half the rate, then 3 at 1.5 × (1 dead +
                                # 2 measured); the motor ends it on the program's line
 _P_TWICE = const(1)            # `probing`: the confirmation's one segment at twice the rate,
