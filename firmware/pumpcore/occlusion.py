@@ -477,18 +477,19 @@ class Occlusion:
             # ramp from outside goes on at its own pace (1 ×), a rise that decays or ends (a
             # step's reload, a ramp's end) less. OCCLUSION only if *both* differences at
             # 1.5 × after its first segment (the Q·R step of the open line) are >= 1.25 × the
-            # mean (a bedside step fills one of them, not both). The half rate is not judged:
-            # where it falls into the stopper's stick-slip (1 mL/h on 50 mL) its segments saw
-            # by more than the halved rise (docs/performance.md, session 9)
+            # mean (a bedside step fills one of them, not both), and the half rate's two
+            # later differences must add up to 0.5-1.5 × it (below; each alone saws with the
+            # stopper's stick-slip where the half rate is 1 mL/h on 50 mL: docs/performance.md)
             if pn == 1:
                 seg[6] = y                     # the half rate's first segment (its Q·R step)
                 return 0
             if pn == _PROBE_SEGS // 2:
-                # the half rate's last: a closed line went on rising, 0.5 × the mean per
-                # segment (1 × over these two); a rise that ended (a ramp's end, a step's
-                # reload) did not. At least half of that (0.5 ×: stick-slip saws this sum by
-                # up to ±0.5 × where the half rate is 1 mL/h on 50 mL), else not the pump's
-                if 6 * (y - seg[6]) < r:
+                # the half rate's last: a closed line's rise fell with the pump, to 0.5 × the
+                # mean per segment (1 × over these two); a ramp from outside went on at its
+                # own pace (2 ×), a rise that ended (a ramp's end, a step's reload) did not go
+                # on (0 ×). Halfway both ways (0.5-1.5 ×), else not the pump's doing
+                d = 6 * (y - seg[6])
+                if d < r or d > 3 * r:
                     self._clear()
                     return 0
                 self.probing = _P_HIGH
