@@ -101,10 +101,11 @@ def test_a_probe_left_open_at_the_end_of_the_program_is_paid_out_before_complete
         pump.close()
 
 
-def _closed_or_not(rate_ml_h, follows, ramp_ends_at=None, c=2100, sig=148):
+def _closed_or_not(rate_ml_h, follows, ramp_ends_at=None, c=2100, sig=148, high_extra=0.0):
     """Drive a probed plan's detector alone: from tick 400 the reading rises at s (the
     model's Q / C) × the probe's rate (follows=True: a closed line) or at s whatever the
-    probe does (an outside ramp), optionally ending at a tick. Returns (result, tick)."""
+    probe does (an outside ramp), optionally ending at a tick, and `high_extra` × s more
+    while the probe runs at 1.5 × (a second bedside rise). Returns (result, tick)."""
     from pumpcore.occlusion import Occlusion, plan_ints
     o = Occlusion(400)
     o.set_syringe(c, sig)
@@ -116,6 +117,8 @@ def _closed_or_not(rate_ml_h, follows, ramp_ends_at=None, c=2100, sig=148):
     for i in range(40000):
         if i > 400 and (ramp_ends_at is None or i < ramp_ends_at):
             p += s * (k[o.probing] if follows else 1.0)
+            if o.probing == 3:
+                p += s * high_extra
         r = o.update(int(p), 50)
         if r:
             return r, i
@@ -128,13 +131,19 @@ def test_the_probe_tells_a_closed_line_from_a_ramp_from_outside(rate_ml_h):
     """A closed line follows the probe (half, then 1.5 × the rise): OCCLUSION on the trend at
     the first probe. The same even rise from outside goes on at its own pace: the probe
     rejects it, and it is seen only at the threshold; a ramp that ends while the probe runs
-    raises nothing at all."""
+    raises nothing at all; a ramp whose rise did not fall at half the rate is rejected even
+    when a second rise from outside fills the 1.5 × segments."""
     r, i = _closed_or_not(rate_ml_h, True)
     assert r == 1, (r, i)                          # occlusion._TREND
     r, _ = _closed_or_not(rate_ml_h, False)
     assert r == 2, r                               # occlusion._THRESHOLD, never _TREND
     r, j = _closed_or_not(rate_ml_h, False, ramp_ends_at=i - 200)
     assert r == 0, (r, j)
+    # a ramp going on at its own pace through the half rate, and a second rise from outside
+    # that doubles the reading's slope while the probe runs at 1.5 ×: the half rate's rise
+    # did not fall with the pump (held-back cases 65 and 101, docs/performance.md)
+    r, _ = _closed_or_not(rate_ml_h, False, high_extra=1.0)
+    assert r != 1, r
 
 
 @pytest.mark.req("REQ-OCC-18", "REQ-OCC-10")
