@@ -337,7 +337,10 @@ def test_upstream_occlusion_charges_the_pump_with_the_syringe_store_only():
     assert "over_infusion" not in v.hazards, v.findings
     rec = res.sim.record
     up = [i for i, t in enumerate(rec.t_s) if t > raw["events"][0]["at_s"]]
-    extra = 0.03                                  # 30 µL more reaching the patient meanwhile
+    # 50 µL more reaching the patient meanwhile: above the oracle's 2 % + 20 µL allowance
+    # from wherever the pump stood (since session 9's probe, REQ-OCC-18, the pump is up to
+    # ~12 µL *behind* the line at 6 mL/h on 10 mL while it probes, so 30 µL no longer crossed it)
+    extra = 0.05
     for i in up:
         rec.delivered_ml[i] += extra
     assert "over_infusion" in oracle.judge(raw, res).hazards
