@@ -171,29 +171,37 @@ def check_occlusion_tests_allocate_nothing():
     assert 12 <= got[1] <= 20, got[1]       # ... at 30 µL / 2100 nL/mmHg ≈ 14 mmHg of rise
 
 
-def check_occlusion_confirmation_allocates_nothing():
-    """The trend test and its one-segment confirmation at twice the rate (100 mL/h on BD50:
-    unprobed, T < 6 s) to the alarm, locked: a closed line whose rise doubles with the rate."""
-    o = _bd50_detector(100000)
+def _closed_line_to_alarm(o, n, rise):
+    """Feed detector o n ticks of a line that closes at 20 s and then rises rise(o) per tick
+    (1/1000 mmHg), under heap_lock on micropython; (result, seconds after the line closed)."""
     got = bytearray(2)
 
     def go():
         pm = 10000                          # pressure in 1/1000 mmHg
-        for i in range(2000):               # 100 s of ticks
-            if i > 400:                     # closed from 20 s on: 13.2 mmHg/s, 0.66 per tick
-                pm += 1322 if o.probing else 661
+        for i in range(n):
+            if i > 400:
+                pm += rise(o)
             r = o.update(pm // 1000, 50)
             if r:
                 got[0] = r
-                got[1] = (i - 400) // 20    # seconds after the line closed
+                got[1] = (i - 400) // 20
                 return
     if micropython is None:
         go()
     else:
         _locked(go)
+    return got[0], got[1]
+
+
+def check_occlusion_confirmation_allocates_nothing():
+    """The trend test and its one-segment confirmation at twice the rate (100 mL/h on BD50:
+    unprobed, T < 6 s) to the alarm, locked: a closed line whose rise doubles with the rate."""
+    o = _bd50_detector(100000)
+    # 100 s of ticks, closed from 20 s on: 13.2 mmHg/s, 0.66 per tick (twice that doubled)
+    r, t = _closed_line_to_alarm(o, 2000, lambda d: 1322 if d.probing else 661)
     assert o.confirm
-    assert got[0] == 1, got[0]              # the trend test (occlusion._TREND), confirmed
-    assert got[1] <= 8, got[1]
+    assert r == 1, r                        # the trend test (occlusion._TREND), confirmed
+    assert t <= 8, t
 
 
 def check_occlusion_probe_allocates_nothing():
@@ -201,26 +209,12 @@ def check_occlusion_probe_allocates_nothing():
     follows the probe's rate (half, then 1.5 ×); and the controller's tick through a probe's
     half rate, its 1.5 × and the pay-back of the deficit (the detector set to probe)."""
     o = _bd50_detector(5000)
-    got = bytearray(2)
-
-    def go():
-        pm = 10000                          # pressure in 1/1000 mmHg
-        for i in range(6000):               # 300 s of ticks
-            if i > 400:                     # closed from 20 s on: 0.66 mmHg/s, 33 per tick
-                pr = o.probing
-                pm += 16 if pr == 2 else (49 if pr == 3 else 33)
-            r = o.update(pm // 1000, 50)
-            if r:
-                got[0] = r
-                got[1] = (i - 400) // 20    # seconds after the line closed
-                return
-    if micropython is None:
-        go()
-    else:
-        _locked(go)
+    # 300 s of ticks, closed from 20 s on: 0.66 mmHg/s, 33 per tick (half, 1.5 x probing)
+    r, t = _closed_line_to_alarm(
+        o, 6000, lambda d: 16 if d.probing == 2 else (49 if d.probing == 3 else 33))
     assert o.probe
-    assert got[0] == 1, got[0]              # the trend test (occlusion._TREND), probed
-    assert got[1] <= 90, got[1]
+    assert r == 1, r                        # the trend test (occlusion._TREND), probed
+    assert t <= 90, t
     def ticks(r, n):
         ctl = r.ctl
         inp = r.inp
