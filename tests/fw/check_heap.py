@@ -20,17 +20,22 @@ def _locked(fn):
         micropython.heap_unlock()
 
 
-def _ticks(r, n):
-    ctl = r.ctl
-    inp = r.inp
+def _ticks(r, n, live=False):
+    """n ticks of the rig's controller, the encoder following the motor; `live`: the
+    pressure reading toggles by 1 mmHg a tick (a live sensor, not a frozen one). The closure
+    holds at most 5 cells: MicroPython calls one with more through a heap-allocated array."""
     empty = bytearray(1)
 
     def go():
+        ctl = r.ctl
+        inp = r.inp
         t = r.t
-        for _ in range(n):
+        for i in range(n):
             t = t + TICK_MS
             if t > 0x3FFFFFFF:
                 t = t - 0x20000000 - 0x20000000
+            if live:
+                inp.pressure_mmhg = 20 + (i & 1)
             out = ctl.step(t, inp, empty, 0)
             inp.encoder = inp.encoder + out.steps
         r.t = t
@@ -216,20 +221,7 @@ def check_occlusion_probe_allocates_nothing():
     assert r == 1, r                        # the trend test (occlusion._TREND), probed
     assert t <= 90, t
     def ticks(r, n):
-        ctl = r.ctl
-        inp = r.inp
-        empty = bytearray(1)
-
-        def go():
-            t = r.t
-            for i in range(n):
-                t = t + TICK_MS
-                if t > 0x3FFFFFFF:
-                    t = t - 0x20000000 - 0x20000000
-                inp.pressure_mmhg = 20 + (i & 1)    # a live sensor (the frozen check)
-                out = ctl.step(t, inp, empty, 0)
-                inp.encoder = inp.encoder + out.steps
-            r.t = t
+        go = _ticks(r, n, live=True)
         return go if micropython is None else (lambda: _locked(go))
     r = Rig()
     r.cmd("PROG", "rate_ul_h=5000 vtbi_nl=35000000")
