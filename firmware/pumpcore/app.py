@@ -39,6 +39,7 @@ except ImportError:  # CPython: const() is only a marker for the MicroPython com
 
 from pumpcore.ticks import ticks_add, ticks_diff, TICK_MS
 from pumpcore import fsm
+from pumpcore import VERSION
 
 _RX_CHUNK = const(256)
 _LINE = const(160)           # longest request line logged (the protocol's MAX_FRAME)
@@ -142,7 +143,7 @@ class App:
         self._ub = 0
         log.snapshot = self._snapshot
         cause = b.reset_cause() if hasattr(b, "reset_cause") else "?"
-        log.add(now, b"BOOT", b"n=%d fw=%s reset=%s" % (log.boots + 1, self.ctl.fw,
+        log.add(now, b"BOOT", b"n=%d fw=%s reset=%s" % (log.boots + 1, VERSION.encode(),
                                                         cause.encode()))
         if v.tail_kid is not None and v.tail_kid != log.kid:
             # re-flashed with another key: older segments verify under theirs (key ring)
