@@ -473,41 +473,43 @@ class Occlusion:
             # the probe (docs/firmware.md, "Occlusion", 3.): three segments at half the rate,
             # then three at 1.5 × — the motor holds back half the line's steps and then pays
             # them back, so it is never ahead of the program's line. A closed line's rise is
-            # the pump's doing: at 1.5 × it rises 1.5 × the mean rise per segment before; a
-            # ramp from outside goes on at its own pace (1 ×), a rise that decays or ends (a
-            # step's reload, a ramp's end) less. OCCLUSION only if *both* differences at
-            # 1.5 × after its first segment (the Q·R step of the open line) are >= 1.25 × the
-            # mean (a bedside step fills one of them, not both), and the half rate's two
-            # later differences must add up to 0.5-1.5 × it (below; each alone saws with the
-            # stopper's stick-slip where the half rate is 1 mL/h on 50 mL: docs/performance.md)
+            # the pump's doing: its rise per segment falls to 0.5 × the mean before and then
+            # grows to 1.5 ×; a ramp from outside goes on at its own pace (1 ×), a rise that
+            # decays or ends (a step's reload, a ramp's end) less. The first segment of each
+            # rate lets the open line's Q·R step pass (and holds the step of the segment
+            # means: half the old slope, half the new); the two after it are measured. All
+            # six run (the 1.5 × pays back what the half rate held back) and are judged
+            # together at the end, so no segment at 1.5 × is left to the next candidate's
+            # window (one holding them measured a mean rise 1.3-1.45 × a closed line's, and
+            # its probe then failed: session 10). OCCLUSION only if
+            #  * the half rate's two measured differences add up to 0.5-1.5 × the mean (a
+            #    closed line 1 ×, a ramp going on 2 ×, a rise that ended 0 ×: halfway);
+            #  * each 1.5 × difference is >= 1 × the mean and both add up to >= 2.5 × (a
+            #    closed line 1.5 × each, a ramp 1 ×; a bedside step fills one of them);
+            #  * the 1.5 × differences exceed the half rate's by >= 1 × the mean (a closed
+            #    line 3 − 1 = 2 ×, a ramp going on 2 − 2 = 0 ×: halfway; twice the
+            #    separation of the 1.5 × sum alone, 3 against 2 ×, for ~1.3 × its noise).
+            # (Session 9 required each 1.5 × difference >= 1.25 ×: a closed line's measured
+            # ones are 1.46 ± 0.26 × where the stopper saws, so a third of its probes failed.)
             if pn == 1:
                 seg[6] = y                     # the half rate's first segment (its Q·R step)
-                return 0
-            if pn == _PROBE_SEGS // 2:
-                # the half rate's last: a closed line's rise fell with the pump, to 0.5 × the
-                # mean per segment (1 × over these two); a ramp from outside went on at its
-                # own pace (2 ×), a rise that ended (a ramp's end, a step's reload) did not go
-                # on (0 ×). Halfway both ways (0.5-1.5 ×), else not the pump's doing
-                d = 6 * (y - seg[6])
-                if d < r or d > 3 * r:
-                    self._clear()
-                    return 0
+            elif pn == _PROBE_SEGS // 2:
+                seg[1] = y - seg[6]            # the half rate's two measured differences
                 self.probing = _P_HIGH
-            if pn <= _PROBE_SEGS // 2 + 1:
-                seg[5] = y                     # the last segment before the measured ones
-                if pn > _PROBE_SEGS // 2:
-                    seg[6] = 0                 # now: how many measured differences passed
+            elif pn == _PROBE_SEGS // 2 + 2:
+                seg[2] = y - seg[5]            # the first measured 1.5 × difference
+            elif pn == _PROBE_SEGS:
+                lo = seg[1]                    # in segment sums; r is three means' rise
+                h = seg[2]
+                h2 = y - seg[5]
+                hs = h + h2
+                if (r <= 6 * lo <= 3 * r and 3 * h >= r and 3 * h2 >= r and 6 * hs >= 5 * r
+                        and 3 * (hs - lo) >= r):
+                    self.probing = 0
+                    return _TREND
+                self._clear()                  # not the pump's doing: not an occlusion
                 return 0
-            d = y - seg[5]
             seg[5] = y
-            if 12 * d >= 5 * r:
-                seg[6] += 1                    # >= 1.25 × the mean (r = 3 means)
-            if pn < _PROBE_SEGS:
-                return 0
-            if seg[6] >= 2:
-                self.probing = 0
-                return _TREND
-            self._clear()                  # not the pump's doing: not an occlusion
             return 0
         # WATCH: the reference level follows the pressure down, never up
         if self.ref == -1 << 20 or y < self.ref:
