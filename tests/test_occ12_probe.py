@@ -101,11 +101,17 @@ def test_a_probe_left_open_at_the_end_of_the_program_is_paid_out_before_complete
         pump.close()
 
 
-def _closed_or_not(rate_ml_h, follows, ramp_ends_at=None, c=2100, sig=148, high_extra=0.0):
+def _closed_or_not(rate_ml_h, follows, ramp_ends_at=None, c=2100, sig=148, high_extra=0.0,
+                   fric_fall=0.0, probes=None):
     """Drive a probed plan's detector alone: from tick 400 the reading rises at s (the
     model's Q / C) × the probe's rate (follows=True: a closed line) or at s whatever the
     probe does (an outside ramp), optionally ending at a tick, and `high_extra` × s more
-    while the probe runs at 1.5 × (a second bedside rise). Returns (result, tick)."""
+    while the probe runs at 1.5 × (a second bedside rise). `fric_fall`: from the switch to
+    1.5 × the reading falls by that × s·T more, with a time constant of one segment (the
+    stopper's mean friction falling as it speeds up). `probes`: a list that gets one entry
+    per probe begun. Returns (result, tick)."""
+    import math
+
     from pumpcore.occlusion import Occlusion, plan_ints
     o = Occlusion(400)
     o.set_syringe(c, sig)
@@ -114,12 +120,24 @@ def _closed_or_not(rate_ml_h, follows, ramp_ends_at=None, c=2100, sig=148, high_
     s = rate_ml_h * 1000 / 3.6 / c * 0.05
     k = {0: 1.0, 1: 2.0, 2: 0.5, 3: 1.5}
     p = 10.0
+    hi_t = -1
+    was = 0
     for i in range(40000):
         if i > 400 and (ramp_ends_at is None or i < ramp_ends_at):
             p += s * (k[o.probing] if follows else 1.0)
             if o.probing == 3:
                 p += s * high_extra
-        r = o.update(int(p), 50)
+        if o.probing == 3 and hi_t < 0:
+            hi_t = i
+        elif o.probing != 3:
+            hi_t = -1
+        if probes is not None and o.probing == 2 and was != 2:
+            probes.append(i)
+        was = o.probing
+        off = 0.0
+        if fric_fall and hi_t >= 0:
+            off = -fric_fall * s * o.L * (1.0 - math.exp(-(i - hi_t) / o.L))
+        r = o.update(int(p + off), 50)
         if r:
             return r, i
     return 0, 40000
@@ -156,3 +174,38 @@ def test_a_rise_that_ends_in_the_half_rate_is_no_occlusion():
     import battery as B
     r = B.disturbed_case("tune", 109, stop_s=1000.0)
     assert r["alarms"] == [], r
+
+
+@pytest.mark.req("REQ-OCC-20")
+@pytest.mark.parametrize("rate_ml_h,fall", [(2.0, 0.8), (5.0, 1.0)])
+def test_a_closed_line_whose_friction_falls_at_1_5x_is_found_at_its_first_probe(rate_ml_h, fall):
+    """Where the stopper saws (1-2 mL/h on 20-50 mL) its mean friction falls as the probe
+    speeds it up to 1.5 ×, so a closed line's first measured 1.5 × difference reads below
+    1.5 × the mean (the tuning and held-back sets' closed lines: 1.46 ± 0.26 ×). Judged on
+    the six segments together (each 1.5 × difference >= 1 ×, their sum >= 2.5 ×, their
+    excess over the half rate's >= 1 ×) the probe finds it the first time; session 9's rule
+    (each >= 1.25 ×) failed every probe of it and left it to the threshold (a fall of 0.8 /
+    1.0 × s·T with a time constant of one segment: 1.18 / 1.10 × at the first measured one)."""
+    probes = []
+    r, i = _closed_or_not(rate_ml_h, True, fric_fall=fall, probes=probes)
+    assert r == 1 and len(probes) == 1, (r, i, probes)
+    # the same fall on a ramp from outside (its rise does not follow the pump) is no occlusion
+    r, _ = _closed_or_not(rate_ml_h, False, fric_fall=fall)
+    assert r == 2, r                               # occlusion._THRESHOLD, never _TREND
+
+
+@pytest.mark.req("REQ-OCC-20")
+@pytest.mark.parametrize("rate,model,k,main_s", [(1.0, "BD10", 1, 518.4), (0.5, "BD10", 0, 740.6)])
+def test_probed_sudden_occlusions_on_10_ml_are_found_without_repeated_probes(rate, model, k,
+                                                                             main_s):
+    """The tuning set's sudden occlusions at 1 and 0.5 mL/h on BD10 (bench/battery.py): on
+    session 9's probe three probes each (518.4 s, 12.4 × the limit; 740.6 s, 9.0 ×) — one
+    cut at the half rate left its 1.5 × pay-back segments to the next candidate's window,
+    whose mean rise then read 1.27 × the closed line's, and the next probe's 1.5 ×
+    differences fell below 1.25 × of it. With the six segments judged together (none left
+    to the next window) they are found at the first (1 mL/h) and second probe, and the
+    volume released when the line opens stays within the bolus goal."""
+    import battery as B
+    r = B.occlusion_case("tune", rate, model, k)
+    assert r["t_alarm"] is not None and r["t_alarm"] <= 0.75 * main_s, r
+    assert abs(r["bolus"]) <= 0.05, r
