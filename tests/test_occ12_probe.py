@@ -203,8 +203,9 @@ def test_probed_sudden_occlusions_on_10_ml_are_found_without_repeated_probes(rat
     cut at the half rate left its 1.5 × pay-back segments to the next candidate's window,
     whose mean rise then read 1.27 × the closed line's, and the next probe's 1.5 ×
     differences fell below 1.25 × of it. With the six segments judged together (none left
-    to the next window) they are found at the first (1 mL/h) and second probe, and the
-    volume released when the line opens stays within the bolus goal."""
+    to the next window) and a probe that passes the contrast repeated at once, they are
+    found at the first candidate (165.2 s; 410.4 s), and the volume released when the line
+    opens stays within the bolus goal."""
     import battery as B
     r = B.occlusion_case("tune", rate, model, k)
     assert r["t_alarm"] is not None and r["t_alarm"] <= 0.75 * main_s, r

@@ -26,8 +26,9 @@ Where the band overlaps the slopes of bedside height ramps (0.45-1.5 mmHg/s: a b
 line's rate, then for three at 1.5 × (the controller holds back half the line's steps, then
 pays them back: never ahead of the line), the first 1.5 × segment letting the line's R·C step
 (Q·R) pass. A closed line's rise is the pump's doing and follows it, while a ramp from outside
-goes on as before (or ends): OCCLUSION only if both later differences at 1.5 × are ≥ 1.25 ×
-the mean rise per segment before the probe.
+goes on as before (or ends): the six segments are judged together (`update`), a closed line's
+1.5 × rise exceeding its half rate's by 2 × the mean rise per segment before the probe, a
+ramp's by nothing.
 Elsewhere, where T < 6 s (a bedside step's response: two steps can fill a window), a candidate
 is *confirmed* by one segment at twice the rate: its rise must be 1.25-2 × the mean before
 (a closed line: 1.5 ×; an open line: its own rise + at most 0.5 × from the Q·R step). (A pause would not do: a
@@ -488,7 +489,7 @@ class Occlusion:
             #    closed line 1.5 × each, a ramp 1 ×; a bedside step fills one of them);
             #  * the 1.5 × differences exceed the half rate's by >= 1 × the mean (a closed
             #    line 3 − 1 = 2 ×, a ramp going on 2 − 2 = 0 ×: halfway; twice the
-            #    separation of the 1.5 × sum alone, 3 against 2 ×, for ~1.3 × its noise).
+            #    separation of the 1.5 × sum alone, 3 against 2 ×, for the same spread).
             # A probe that passes the contrast but not the rest is run once more at once.
             # (Session 9 required each 1.5 × difference >= 1.25 ×: a closed line's measured
             # ones are 1.46 ± 0.26 × where the stopper saws, so a third of its probes failed.)
