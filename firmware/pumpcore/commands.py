@@ -1099,7 +1099,7 @@ def _titrate(ctl, f, rid):
         ctl.dose_h = rate * ctl.conc // ctl.wt_g      # the dose rate the new rate gives
     ctl.prog_gen += 1
     if ctl.kvo > rate:
-        ctl.kvo = rate                # KVO never above the programmed rate
+        set_kvo(ctl, rate)            # KVO never above the programmed rate (and its plan)
     if not ctl.bolus_on:
         ctl.use_plan(ctl.seg)
     tx = ok(ctl, rid)

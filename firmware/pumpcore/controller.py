@@ -921,7 +921,7 @@ class Controller:
             delivered_nl = vtbi_nl
         commands.set_single(self, rate_ul_h, vtbi_nl)
         self.drug = drug_index if self.lib is not None and 0 <= drug_index < len(self.lib.names) else -1
-        self.kvo = kvo_ul_h if 0 <= kvo_ul_h <= rate_ul_h else 0
+        commands.set_kvo(self, kvo_ul_h if 0 <= kvo_ul_h <= rate_ul_h else 0)   # and its plan
         self.line.reset(vtbi_nl)
         self.line.preset(delivered_nl)
         self.started = True

@@ -404,6 +404,45 @@ def check_restart_recovers_paused():
     assert not Rig().ctl.recover("COMPLETE", 60000, 1000000, 0)   # nothing to restore
 
 
+def _kvo_plan(ctl):
+    return tuple(ctl.plans[len(ctl.plans) - 3:])      # plan slot -1: the KVO plan
+
+
+def _fresh_kvo_plan(rate, kvo):
+    """The oracle: the KVO plan of the same program accepted afresh by another pump."""
+    k = Rig()
+    assert b" OK" in k.cmd("PROG", "rate_ul_h=%d vtbi_nl=1000000 kvo_ul_h=%d" % (rate, kvo))
+    return _kvo_plan(k.ctl)
+
+
+def check_restart_single_form_goes_on_to_kvo():
+    """An infusion restored from its record alone (no program file: the single form) with
+    KVO runs on into KVO, its occlusion detector planned for the KVO rate. (The record path
+    set the KVO rate without its plan: at the end of the remainder the detector took slot
+    -1's empty plan and the tick raised ZeroDivisionError.)"""
+    r = Rig()
+    assert r.ctl.recover("RUNNING", 60000, 1000000, 400000, -1, 1000)
+    assert _kvo_plan(r.ctl) == _fresh_kvo_plan(60000, 1000)
+    r.run(TICK_MS)
+    assert r.cmd("RESUME") == b"1 OK state=RUNNING"
+    r.run(45000)                      # the remaining 0.6 mL at 60 mL/h take 36 s
+    assert r.state() == fsm.KVO, fsm.STATE_NAMES[r.state()]
+    assert r.ctl.occl.L > 0
+
+
+def check_titrate_below_kvo_replans_kvo():
+    """TITRATE below the KVO rate brings KVO down to the new rate and plans the occlusion
+    detector for it, as a program accepted at that KVO would be."""
+    r = Rig()
+    assert b" OK" in r.cmd("PROG", "rate_ul_h=5000 vtbi_nl=1000000 kvo_ul_h=1000")
+    assert b" OK state=RUNNING" in r.cmd("START")
+    r.run(2000)
+    assert b" OK" in r.cmd("TITRATE", "rate_ul_h=500")
+    assert r.ctl.kvo == 500
+    assert _kvo_plan(r.ctl) == _fresh_kvo_plan(500, 500)
+    assert _kvo_plan(r.ctl) != _fresh_kvo_plan(5000, 1000)
+
+
 def check_silence_pauses_audio_never_clears():
     r = _running(rate=60000)
     r.run(2000)
@@ -503,6 +542,8 @@ REQS = {
     "check_fault_refuses_to_infuse": ["REQ-MOT-01"],
     "check_comm_loss_continue_and_pause": ["REQ-MOT-01"],
     "check_restart_recovers_paused": ["REQ-PWR-01", "REQ-PWR-04"],
+    "check_restart_single_form_goes_on_to_kvo": ["REQ-REC-01", "REQ-PWR-04", "REQ-OCC-13"],
+    "check_titrate_below_kvo_replans_kvo": ["REQ-THR-03", "REQ-OCC-13"],
     "check_silence_pauses_audio_never_clears": ["REQ-ALM-02"],
     "check_ack_clears_only_when_condition_gone": ["REQ-ALM-02"],
     "check_auth_refuses_unsigned_wrong_and_replayed": ["REQ-SEC-01", "REQ-SEC-02", "REQ-SEC-03"],
