@@ -4,7 +4,9 @@
   frozen image's own boot) in which the image boots and runs a 0.5 mL infusion to COMPLETE
   with the event log on. A bench-only main.py allocates a pad that leaves exactly that much
   free, then runs the app as firmware/main.py does; a bisection over 512-byte steps finds
-  the least that passes (a MemoryError anywhere, or no COMPLETE in the allowed time, fails).
+  a size that passes (a MemoryError anywhere, or no COMPLETE in the allowed time, fails),
+  then a 128-byte grid finds the least size from which every size up to 1 KB above passes
+  (the trial is not monotonic in the heap size: `heap_peak`).
   Every trial is bounded: 10 s of emulated time to boot and 40 s to complete, at most
   `TRIAL_REPLY_S` wall seconds for any one answer of the emulator and `TRIAL_WALL_S` for the
   whole trial; a trial that hangs, or whose emulator dies, fails with that as its reason
@@ -170,24 +172,43 @@ def heap_trial(free: int, image, wall_s: float = TRIAL_WALL_S,
                 pass
 
 
-def heap_peak(image, lo: int = 20480, hi: int = 40960, step: int = 512) -> tuple[int | None, dict]:
-    ok, why = heap_trial(hi, image)
-    print(f"   heap {hi:6d} B free: {'pass' if ok else 'FAIL ' + why.splitlines()[-1][:100]}",
-          flush=True)
-    trials = {hi: why}
-    if not ok:                  # not even the top of the range: no figure (the bench goes on)
+def heap_peak(image, lo: int = 20480, hi: int = 40960, step: int = 512, fine: int = 128,
+              span: int = 1024) -> tuple[int | None, dict]:
+    """The least free heap F such that the trial passes at every size F, F + fine, ...,
+    F + span: a bisection over `step` finds a passing size, then the `fine` grid around it is
+    walked. The trial is not monotonic in the heap size (a larger heap moves where the boot
+    log's allocations land: on 2026-12-03 main's image passed at 28,160, 28,288 and 28,544
+    B and failed at 28,416), so one passing size is not a figure a board can rely on."""
+    trials: dict[int, str] = {}
+    oks: dict[int, bool] = {}
+
+    def run(free: int) -> bool:
+        if free not in oks:
+            ok, why = heap_trial(free, image)
+            oks[free], trials[free] = ok, why
+            print(f"   heap {free:6d} B free: {'pass' if ok else 'FAIL ' + why.splitlines()[-1][:100]}",
+                  flush=True)
+        return oks[free]
+
+    if not run(hi):             # not even the top of the range: no figure (the bench goes on)
         return None, trials
+    top = hi
     while hi - lo > step:
         mid = (lo + hi) // 2 // step * step
-        ok, why = heap_trial(mid, image)
-        trials[mid] = why
-        print(f"   heap {mid:6d} B free: {'pass' if ok else 'FAIL ' + why.splitlines()[-1][:100]}",
-              flush=True)
-        if ok:
+        if run(mid):
             hi = mid
         else:
             lo = mid
-    return hi, trials
+    f = hi
+    while f - fine > lo and run(f - fine):      # the grid below the bisection's answer
+        f -= fine
+    s = f + fine
+    while s <= f + span and s <= top:           # ... and every size above it
+        if run(s):
+            s += fine
+        else:
+            f = s = s + fine                    # the figure starts above the failure
+    return f, trials
 
 
 def _cpu_s(rt) -> float:

@@ -82,3 +82,23 @@ def test_the_bisection_goes_on_past_a_hung_trial(monkeypatch):
     monkeypatch.setattr(B, "heap_trial", trial)
     peak, trials = B.heap_peak(None)
     assert peak == 30720 and 25600 in trials
+
+
+def test_the_figure_is_the_least_size_from_which_every_larger_one_passes(monkeypatch):
+    # as main's image on 2026-12-03: 28,160 and 28,288 pass, 28,416 fails, 28,544 on pass
+    def trial(free, image):
+        ok = free >= 28160 and free != 28416
+        return ok, "COMPLETE" if ok else "MemoryError: memory allocation failed"
+    monkeypatch.setattr(B, "heap_trial", trial)
+    peak, trials = B.heap_peak(None)
+    assert peak == 28544, peak
+    assert 28416 in trials and all(f in trials for f in range(28544, 28544 + 1025, 128))
+
+
+def test_a_lucky_pass_below_the_bisection_is_not_the_figure(monkeypatch):
+    # 27,904 passes alone (27,776 and 28,032 fail): the figure is 28,160
+    def trial(free, image):
+        ok = free >= 28160 or free == 27904
+        return ok, "COMPLETE" if ok else "MemoryError"
+    monkeypatch.setattr(B, "heap_trial", trial)
+    assert B.heap_peak(None)[0] == 28160
