@@ -40,9 +40,11 @@ Phases:
           *Sensor-ended* (S, `backoff(..., 2)`; the threshold alarm, where the model's compliance
           C·ΔP is the only estimate of the flange travel and a brand's C is 0.6-1.4 × the
           model's): (S1) retract until the stopper moves back — the reading falls along the
-          rod's spring (k ÷ A per count) while friction holds the stopper; the flange's
-          travel less the spring's relaxation is the stopper's, and once that is
-          _KNEE_COUNTS the stopper glides back and the reading is P − (glide + tare) ÷ A;
+          rod's spring (k ÷ A per count) while friction holds the stopper, along the line
+          (a ÷ C, ~10 × less) once it glides: judged against the two slopes' geometric mean
+          at the model's values, over readings _S1_SPAN counts apart; the knee is where the
+          spring's and the glide's lines meet (the line still at its alarm pressure; no
+          stiffness assumed, docs/firmware.md "Occlusion" 7a.);
           (S2) from there retract until the reading has fallen by the line's rise ΔP: the
           reading follows the line's pressure count for count while the stopper glides, so
           the line ends back at its level before the rise whatever C is (the glide offset
@@ -106,11 +108,14 @@ _BACKOFF_MS = const(20000)
 _BACKOFF_STEP_MAX = const(40)
 _BACKOFF_BAND = const(128)     # 2 × 4 N glide / 0.078 N per µstep stopper stiffness ≈ 102, +25 %
 _BACKOFF_MARGIN = const(3)     # mmHg of noise above the target that do not restart the count
-_KNEE_COUNTS = const(12)       # stopper travel (flange - spring) that shows it moves back: 5 σ
-                               # of the spring's relaxation read from two readings (110 mN ×
-                               # √2 over 0.078 N per µstep ≈ 2 counts), any syringe size
-_S1_STEPS = const(8)           # µsteps per tick while the stopper is held (≈ 8 mmHg on 50 mL)
-_S1_MAX = const(384)           # 3 × the friction band: no knee by then, judge from there
+_S1_STEPS = const(4)           # µsteps per tick while the stopper is held (≈ 4 mmHg on 50 mL)
+_S1_SPAN = const(48)           # counts between the two readings S1 judges: the softest stopper's
+                               # stuck fall (120 N/mm) exceeds the threshold's by 4 σ of their
+                               # difference (√2 × 0.143 N, 1.3 × the board's σ) on STIFF50, the
+                               # nearest slopes; more on every other model (BD50 5.4 σ, BD10 8 σ)
+_S1_MAX = const(512)           # counts: 2 × the largest static friction (glide + 25 %, stick,
+                               # break-loose: ≈ 10 N on 50 mL) over the softest stopper's
+                               # 0.047 N per count is ≈ 430; no knee by then, judge from there
 _S_GAIN = const(16)            # S2: 1/16 of the excess per tick (readings up to 6 ticks old)
 _S_MIN = const(4)              # ... at least 4 µsteps a tick (glide, not stick-slip, at the end)
 del const   # compile-time only (each module global is a slot of heap on the board)
@@ -238,11 +243,21 @@ class RateLoop:
         self.back_b = False
         self.back_m = self.m
         if have_onset == 2:
-            self.back_rise = p_base
             g = x_onset if x_onset > 0 else 1
+            # S1's threshold (mmHg per count × 256): √(k/A · a/C) at the model's values, the
+            # geometric mean of the stuck and the gliding slope — a stopper 0.6 × as stiff
+            # and a brand 0.6 × as compliant are each still 1.5-2.2 × from it (integer √)
+            t = p_base * g
+            r = t
+            q = (r + 1) >> 1
+            while q < r:
+                r = q
+                q = (r + t // r) >> 1
+            self.back_rise = r if r > 0 else 1
             self.back_m = g
-            # S2's travel bound: 1.5 × the model's C·ΔP (counts), the brands' C reach 1.4 ×
-            self.back_onset = 3 * p_target * 256 // (2 * g) + 1
+            self.back_onset = p_now      # S1: the reading at its start (S2: its travel bound)
+            self.s_rise = 0
+            self.s_cnt = 0
 
     def _backoff(self, x, p, dt):
         self.back_ms += dt
@@ -253,14 +268,54 @@ class RateLoop:
         if self.back_have == 2:
             # phase S (backoff(..., 2); inline: a method more is a class-map slot on the board)
             if not self.back_b:
-                # S1: the stopper's travel back = the flange's less the spring's relaxation
+                # S1 (slope): while the stopper sticks the reading falls along the rod's
+                # spring, k/A per count; once it glides, along the line, a/C per count (~10 ×
+                # less). Judged over readings >= _S1_SPAN counts apart (back_ok: the flange at
+                # the last one + 1, back_p0 its reading): stuck while the fall is at least the
+                # threshold back_rise (the two slopes' geometric mean at the model's k and C).
+                # s_rise / s_cnt (LOAD's spring slope, free here): the fall and the travel from
+                # the start (reading back_onset) to the judged reading before the last one
                 tr = self.back_from - x
-                s = tr - (self.back_p0 - p) * 256 // self.back_rise
-                if s < _KNEE_COUNTS and tr < _S1_MAX:
-                    return -_S1_STEPS
+                if self.back_ok == 0:
+                    self.back_ok = x + 1
+                dc = self.back_ok - 1 - x
+                if tr < _S1_MAX:
+                    if dc < _S1_SPAN:
+                        return -_S1_STEPS
+                    if 256 * (self.back_p0 - p) >= dc * self.back_rise:
+                        c = tr - dc
+                        if c > 0:
+                            self.s_rise = self.back_onset - self.back_p0
+                            self.s_cnt = c
+                        self.back_p0 = p
+                        self.back_ok = x + 1
+                        return -_S1_STEPS
+                # it glides: the knee is where the spring's line (from the start, at the
+                # slope measured while certainly stuck) meets the glide's (through this
+                # reading, at the model's a/C): there the stopper has not moved yet, so the
+                # line is at its pressure at the alarm, whether or not the stopper broke
+                # away back in one slip (the reading then jumps up by the spring's recovery)
+                g = self.back_m
+                c = self.s_cnt
+                if c <= 0 and tr > dc:
+                    c = tr - dc
+                    self.s_rise = self.back_onset - self.back_p0
+                kx = tr - (dc >> 1)                      # (no judged stuck reading: halfway)
+                if c > 0:
+                    q = 256 * self.s_rise // c - g       # spring's slope less the glide's
+                    if q > 0:
+                        kx = (256 * (self.back_onset - p) - g * tr) // q
+                        if kx < c:
+                            kx = c
+                        elif kx > tr:
+                            kx = tr
+                p = p + g * (tr - kx) // 256
                 self.back_b = True
-                self.back_target = p - self.back_target    # the reading where the line is back
-                self.back_onset = x - self.back_onset      # ... and the most it may travel
+                d = self.back_target
+                self.back_target = p - d                # the reading where the line is back
+                # ... and the most it may travel: 1.5 × the model's C·ΔP (counts), the
+                # brands' C reach 1.4 ×
+                self.back_onset = x - (3 * d * 256 // (2 * g) + 1)
                 self.back_ok = 0
             if x <= self.back_onset:
                 self.phase = IDLE
