@@ -1,11 +1,22 @@
 """Shared test fixtures: where the firmware and the `micropython` interpreter live."""
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+# A suite started in the background by a non-interactive shell (`cmd &`, as a CI runner may)
+# inherits SIGINT ignored, and an ignored signal stays ignored across exec: the children the
+# Ctrl-C tests start (sim serve, the HL7 bridge, the monitor) would never see their SIGINT.
+# The suite takes Python's default back, so that its children start with SIGINT's default.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:          # not the main thread: nothing to take back here
+        pass
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
