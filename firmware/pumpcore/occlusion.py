@@ -307,6 +307,16 @@ class Occlusion:
             return v
         if self.base > -1 << 20 or self.ref > -1 << 20:
             return 0                   # below the tare: relieve to 0, never suck back
+        if self.confirm:
+            # half-segments: the lowest of the segments (pairs of halves) kept
+            n = self.nseg if self.nseg < 8 else 8
+            if n < 2:
+                return -1
+            lo = self.seg[0] + self.seg[1]
+            for i in range(1, n - 1):
+                if self.seg[i] + self.seg[i + 1] < lo:
+                    lo = self.seg[i] + self.seg[i + 1]
+            return lo // self.L
         n = self.nseg if self.nseg < 5 else 5
         if n == 0:
             return -1
@@ -429,6 +439,62 @@ class Occlusion:
         self.v_a = 0
         return True
 
+    def _watch_halves(self, y):
+        """Confirmed plans (unprobed, T < the step response: 15-100 mL/h), one half-segment
+        sum y (ticks alternately L//2 and L - L//2, so two consecutive halves are always one
+        segment of L ticks). The last eight halves make four segment means m0..m3 ending at
+        this half-segment: the window slides by half a segment, so a rise is judged from
+        within half a segment of its onset instead of up to a whole one. A candidate needs
+        the three differences in the band and even; the fourth difference is then taken at
+        twice the rate (the confirmation, `update`): one segment fewer than four differences
+        and a separate confirming segment (docs/firmware.md, "Occlusion", 3b)."""
+        seg = self.seg
+        self.pn ^= 1
+        n = self.nseg
+        if n < 8:
+            seg[n] = y
+            self.nseg = n + 1
+            if n > 0:
+                s = seg[n - 1] + y
+                if self.ref == -1 << 20 or s < self.ref:
+                    self.ref = s
+            if n + 1 < 8:
+                return 0
+        else:
+            for i in range(7):
+                seg[i] = seg[i + 1]
+            seg[7] = y
+            s = seg[6] + y
+            if s < self.ref:
+                self.ref = s
+        lo = self.lo
+        hi = self.hi
+        m0 = seg[0] + seg[1]
+        d1 = seg[2] + seg[3] - m0
+        d2 = seg[4] + seg[5] - m0 - d1
+        d3 = seg[6] + seg[7] - m0 - d1 - d2
+        if d1 < lo or d1 > hi or d2 < lo or d2 > hi or d3 < lo or d3 > hi:
+            return 0
+        mn = d1 if d1 < d2 else d2
+        if d3 < mn:
+            mn = d3
+        mx = d1 if d1 > d2 else d2
+        if d3 > mx:
+            mx = d3
+        if 3 * mn < mx or 3 * d3 < d1 + d2:
+            # uneven, or dying away: a closed line's rise per segment is the pump's, the
+            # same in each (the first may hold only part of the onset), so the last is not
+            # below 2/3 of the mean of the two before up to the stopper's saw (closed lines
+            # on the tuning plants: >= 0.77); a bedside step's response through the line's
+            # R·C decays by e^(-T/τ) per segment, which this rejects for τ < 3.8 T
+            return 0
+        self.run_d = d1 + d2 + d3          # three segments' rise
+        self.base = m0
+        self.mode = _PROBE
+        self.probing = _P_TWICE
+        self.pn = 0
+        return 0
+
     def update(self, p, dt):
         """One control tick of pressure p (mmHg). Returns 0, _TREND or _THRESHOLD."""
         if p >= self.limit:
@@ -448,29 +514,35 @@ class Occlusion:
             return _VOLUME
         self.acc += p
         self.acc_n += 1
-        if self.acc_n < self.L:
+        L = self.L
+        if self.confirm and self.mode == _WATCH:
+            L = L >> 1 if self.pn == 0 else L - (L >> 1)     # half-segments (pn: which)
+        if self.acc_n < L:
             return 0
         y = self.acc
         self.acc = 0
         self.acc_n = 0
         seg = self.seg
+        if self.confirm:
+            if self.mode == _WATCH:
+                return self._watch_halves(y)
+            # the 4th difference, at twice the rate: a closed line's rise grows to 1.5 × the
+            # mean rise before (the whole segment at 2Q); an open line's rise is its own (a
+            # bedside step's goes on at most as fast, and ends) plus at most 0.5 of it from
+            # the Q·R step the doubling adds: OCCLUSION if >= 1.25 × (r = 3 means) and
+            # <= 2 × (no closed line's rise more than doubles: a bedside step that lands in
+            # this segment does)
+            d = y - seg[6] - seg[7]
+            r = self.run_d
+            if 12 * d >= 5 * r and 3 * d <= 2 * r:
+                self.probing = 0
+                return _TREND
+            self._clear()
+            return 0
         if self.mode == _PROBE:
             pn = self.pn + 1
             self.pn = pn
             r = self.run_d
-            if self.confirm:
-                # one segment at twice the rate: a closed line's rise grows to 1.5 × the mean
-                # rise before (the whole segment at 2Q); an open line's rise is its own (a
-                # bedside step's goes on at most as fast, and ends) plus at most 0.5 of it
-                # from the Q·R step the doubling adds: OCCLUSION if >= 1.25 × (r = 3 means)
-                # and <= 2 × (no closed line's rise more than doubles: a bedside step that
-                # lands in this segment does)
-                d = y - seg[4]
-                if 12 * d >= 5 * r and 3 * d <= 2 * r:
-                    self.probing = 0
-                    return _TREND
-                self._clear()
-                return 0
             # the probe (docs/firmware.md, "Occlusion", 3.): three segments at half the rate,
             # then three at 1.5 × — the motor holds back half the line's steps and then pays
             # them back, so it is never ahead of the program's line. A closed line's rise is
