@@ -439,62 +439,6 @@ class Occlusion:
         self.v_a = 0
         return True
 
-    def _watch_halves(self, y):
-        """Confirmed plans (unprobed, T < the step response: 15-100 mL/h), one half-segment
-        sum y (ticks alternately L//2 and L - L//2, so two consecutive halves are always one
-        segment of L ticks). The last eight halves make four segment means m0..m3 ending at
-        this half-segment: the window slides by half a segment, so a rise is judged from
-        within half a segment of its onset instead of up to a whole one. A candidate needs
-        the three differences in the band and even; the fourth difference is then taken at
-        twice the rate (the confirmation, `update`): one segment fewer than four differences
-        and a separate confirming segment (docs/firmware.md, "Occlusion", 3b)."""
-        seg = self.seg
-        self.pn ^= 1
-        n = self.nseg
-        if n < 8:
-            seg[n] = y
-            self.nseg = n + 1
-            if n > 0:
-                s = seg[n - 1] + y
-                if self.ref == -1 << 20 or s < self.ref:
-                    self.ref = s
-            if n + 1 < 8:
-                return 0
-        else:
-            for i in range(7):
-                seg[i] = seg[i + 1]
-            seg[7] = y
-            s = seg[6] + y
-            if s < self.ref:
-                self.ref = s
-        lo = self.lo
-        hi = self.hi
-        m0 = seg[0] + seg[1]
-        d1 = seg[2] + seg[3] - m0
-        d2 = seg[4] + seg[5] - m0 - d1
-        d3 = seg[6] + seg[7] - m0 - d1 - d2
-        if d1 < lo or d1 > hi or d2 < lo or d2 > hi or d3 < lo or d3 > hi:
-            return 0
-        mn = d1 if d1 < d2 else d2
-        if d3 < mn:
-            mn = d3
-        mx = d1 if d1 > d2 else d2
-        if d3 > mx:
-            mx = d3
-        if 3 * mn < mx or 3 * d3 < d1 + d2:
-            # uneven, or dying away: a closed line's rise per segment is the pump's, the
-            # same in each (the first may hold only part of the onset), so the last is not
-            # below 2/3 of the mean of the two before up to the stopper's saw (closed lines
-            # on the tuning plants: >= 0.77); a bedside step's response through the line's
-            # R·C decays by e^(-T/τ) per segment, which this rejects for τ < 3.8 T
-            return 0
-        self.run_d = d1 + d2 + d3          # three segments' rise
-        self.base = m0
-        self.mode = _PROBE
-        self.probing = _P_TWICE
-        self.pn = 0
-        return 0
-
     def update(self, p, dt):
         """One control tick of pressure p (mmHg). Returns 0, _TREND or _THRESHOLD."""
         if p >= self.limit:
@@ -525,7 +469,57 @@ class Occlusion:
         seg = self.seg
         if self.confirm:
             if self.mode == _WATCH:
-                return self._watch_halves(y)
+                # confirmed plans (unprobed, T < the step response: 15-100 mL/h and up), y a
+                # half-segment sum (L//2 and L - L//2 ticks alternately: two consecutive
+                # halves are one segment of L ticks). The last eight halves make four segment
+                # means m0..m3 ending at this half, so the window slides by half a segment
+                # and a rise is judged within half a segment of its onset, not up to a whole
+                # one later. A candidate: three differences in the band, even, and as a
+                # closed line's are (below); the fourth difference is then the doubled
+                # segment: one segment fewer than four differences and a separate confirming
+                # one (docs/firmware.md, "Occlusion", 3b). (Inline: a method would be one
+                # more slot in the class's map on the RP2040's heap.)
+                self.pn ^= 1
+                n = self.nseg
+                if n < 8:
+                    seg[n] = y
+                    self.nseg = n + 1
+                    if n > 0:
+                        s = seg[n - 1] + y
+                        if self.ref == -1 << 20 or s < self.ref:
+                            self.ref = s
+                    if n + 1 < 8:
+                        return 0
+                else:
+                    for i in range(7):
+                        seg[i] = seg[i + 1]
+                    seg[7] = y
+                    s = seg[6] + y
+                    if s < self.ref:
+                        self.ref = s
+                lo = self.lo
+                hi = self.hi
+                m0 = seg[0] + seg[1]
+                d1 = seg[2] + seg[3] - m0
+                d2 = seg[4] + seg[5] - m0 - d1
+                d3 = seg[6] + seg[7] - m0 - d1 - d2
+                if d1 < lo or d1 > hi or d2 < lo or d2 > hi or d3 < lo or d3 > hi:
+                    return 0
+                # as a closed line rises: its rise per segment is the pump's, the same in
+                # each up to the stopper's saw, the first holding only part of the onset
+                # (closed lines on the tuning plants at their first candidate: d2/d1 >= 0.81,
+                # d3/d2 0.65-1.65, d3 / mean(d1, d2) >= 0.77). Not so a bedside event's: a
+                # step's response through the line's R·C and the stopper dies away (by
+                # e^(-T/τ) per segment), a second event makes the rise dip and jump
+                if (4 * d2 < 3 * d1 or 3 * d3 < 2 * d2 or 2 * d3 > 3 * d2
+                        or 3 * d3 < d1 + d2 or 3 * d1 < d3 or 3 * d1 < d2):
+                    return 0
+                self.run_d = d1 + d2 + d3          # three segments' rise
+                self.base = m0
+                self.mode = _PROBE
+                self.probing = _P_TWICE
+                self.pn = 0
+                return 0
             # the 4th difference, at twice the rate: a closed line's rise grows to 1.5 × the
             # mean rise before (the whole segment at 2Q); an open line's rise is its own (a
             # bedside step's goes on at most as fast, and ends) plus at most 0.5 of it from
