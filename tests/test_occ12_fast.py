@@ -49,7 +49,7 @@ def _closed_line(rate, c, sig, phase, step=None):
     return 0, None, o.L
 
 
-@pytest.mark.req("REQ-OCC-18")
+@pytest.mark.req("REQ-OCC-20")
 @pytest.mark.parametrize("model,rate,c,sig", _confirmed_plans())
 def test_confirmed_plans_alarm_within_four_and_a_half_segments_at_every_onset_phase(model, rate, c, sig):
     """A closed line is confirmed (OCCLUSION on the trend) within 4.6 segments of its onset
@@ -69,7 +69,7 @@ def test_confirmed_plans_alarm_within_four_and_a_half_segments_at_every_onset_ph
         assert worst * O.TICK_S <= 4.8, worst      # `occ.time_to_alarm_100mlh_s` <= 5
 
 
-@pytest.mark.req("REQ-OCC-18")
+@pytest.mark.req("REQ-OCC-20")
 @pytest.mark.parametrize("rate,c,sig", [(100, 2100, 148), (25, 2100, 148), (100, 694, 500)])
 def test_a_rise_from_outside_or_dying_away_is_not_confirmed(rate, c, sig):
     """The same even rise from outside (it does not follow the doubled rate) and a rise that
@@ -130,7 +130,7 @@ def _open_step(o, qr, amp, tau, ramp_s, at):
     return 0
 
 
-@pytest.mark.req("REQ-OCC-13", "REQ-OCC-18")
+@pytest.mark.req("REQ-OCC-13", "REQ-OCC-20")
 @pytest.mark.parametrize("setname", ["tune", "held"])
 def test_the_battery_100mlh_occlusion_within_5_s(setname):
     """The battery's figure `occ12.*.time_to_alarm_100mlh_s` (100 mL/h, BD50, case 91): 6.2 s
@@ -141,7 +141,7 @@ def test_the_battery_100mlh_occlusion_within_5_s(setname):
     assert r["bolus"] <= 0.05, r
 
 
-@pytest.mark.req("REQ-OCC-10", "REQ-OCC-18")
+@pytest.mark.req("REQ-OCC-10", "REQ-OCC-20")
 @pytest.mark.parametrize("seed,rate,model,run_s", [(30105, 50.0, "SOFT50", 150.0),
                                                    (40101, 50.0, "SOFT50", 2240.0),
                                                    (40102, 25.0, "STIFF50", 2840.0)])

@@ -31,7 +31,9 @@ goes on as before (or ends): the six segments are judged together (`update`), a 
 ramp's by nothing.
 Elsewhere, where T < 6 s (a bedside step's response: two steps can fill a window), a candidate
 is *confirmed* by one segment at twice the rate: its rise must be 1.25-2 × the mean before
-(a closed line: 1.5 ×; an open line: its own rise + at most 0.5 × from the Q·R step). (A pause would not do: a
+(a closed line: 1.5 ×; an open line: its own rise + at most 0.5 × from the Q·R step). There
+the window slides by half a segment and holds four means: three differences that rise as a
+closed line's do, and the doubled segment is the fourth (session 9: 100 mL/h within 5 s). (A pause would not do: a
 resting stopper is held by friction, and the force sensor stops seeing the pressure at all.)
 
 T also keeps breathing out: K_BREATH × what a BREATH_MMHG swing at up to BREATH_S per breath
