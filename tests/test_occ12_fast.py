@@ -51,12 +51,12 @@ def _closed_line(rate, c, sig, phase, step=None):
 
 @pytest.mark.req("REQ-OCC-20")
 @pytest.mark.parametrize("model,rate,c,sig", _confirmed_plans())
-def test_confirmed_plans_alarm_within_four_and_a_half_segments_at_every_onset_phase(model, rate, c, sig):
-    """A closed line is confirmed (OCCLUSION on the trend) within 4.6 segments of its onset
-    whatever the onset's phase against the segments: the window slides by half a segment and
-    the fourth difference is the doubled one. Session 8's detector (five means, then one
-    confirming segment, on a fixed segment grid) took up to 6.0 segments (100 mL/h on BD50:
-    6.3 s)."""
+def test_confirmed_plans_alarm_within_their_windows_at_every_onset_phase(model, rate, c, sig):
+    """A closed line is confirmed (OCCLUSION on the trend) at its first candidate whatever the
+    onset's phase against the segments: within 4.6 segments where the window slides by half a
+    segment (_C_SLIDE: three differences, the fourth the doubled one), within 6.1 on the fixed
+    grid (_C_GRID: five means, then the doubled segment; session 8's 6.0 T, 100 mL/h on BD50
+    6.3 s, now 4.5 T there)."""
     from pumpcore import occlusion as O
     L = None
     worst = 0
@@ -64,9 +64,93 @@ def test_confirmed_plans_alarm_within_four_and_a_half_segments_at_every_onset_ph
         r, t, L = _closed_line(rate, c, sig, ph)
         assert r == O._TREND, (model, rate, ph, r)
         worst = max(worst, t)
-    assert worst <= 4.6 * L, (model, rate, worst, L)
+    o = _plan(rate, c, sig)
+    assert worst <= (4.6 if o.confirm == O._C_SLIDE else 6.1) * L, (model, rate, worst, L)
     if model == "BD50" and rate == 100:
+        assert o.confirm == O._C_SLIDE
         assert worst * O.TICK_S <= 4.8, worst      # `occ.time_to_alarm_100mlh_s` <= 5
+
+
+def _plan(rate, c, sig):
+    from pumpcore.occlusion import Occlusion, plan_ints
+    o = Occlusion(400)
+    o.set_syringe(c, sig)
+    o.set_plan(*plan_ints(rate * 1000, c, sig))
+    return o
+
+
+@pytest.mark.req("REQ-OCC-20")
+def test_the_window_slides_only_where_no_bedside_ramp_reaches_half_the_band_floor():
+    """_C_SLIDE only where the band's floor lo, as a slope (lo / T), is at least twice the
+    fastest bedside height ramp (_RAMP_FAST, 2.2 mmHg/s: 60 cm in 20 s), so a ramp fills a
+    difference to at most lo / 2 and needs 2 σ of noise in each of three to pass (lo >= 4 σ);
+    everywhere else the four even differences on the fixed grid. The held-back battery's
+    15 mL/h BD20 plan (a ramp of 1.53 mmHg/s passed three sliding differences, lo / T there
+    is 1.84) and 25 mL/h on BD50 are on the grid; 100 mL/h on BD50 slides."""
+    from pumpcore import occlusion as O
+    from pumpcore import syringes as SYR
+    seen = set()
+    for model, rate, c, sig in _confirmed_plans():
+        o = _plan(rate, c, sig)
+        floor = o.lo / o.L / (o.L * O.TICK_S)             # mmHg/s
+        want = O._C_SLIDE if floor >= 2 * O._RAMP_FAST / 100.0 - 0.01 else O._C_GRID
+        assert o.confirm == want, (model, rate, floor)
+        seen.add(o.confirm)
+        if (model, rate) in (("BD20", 15), ("BD50", 25), ("BD50", 50), ("SOFT50", 75)):
+            assert o.confirm == O._C_GRID, (model, rate)
+        if (model, rate) in (("BD50", 100), ("BD50", 75), ("BD10", 25), ("BD20", 40)):
+            assert o.confirm == O._C_SLIDE, (model, rate)
+    assert seen == {O._C_SLIDE, O._C_GRID}
+    i = SYR.find(b"BD20")
+    o = _plan(15, SYR.C_NL_MMHG[i], SYR.sigma_cmmhg(i, SYR.SIGMA_MN))
+    assert o.lo / o.L / (o.L * O.TICK_S) < 2 * O._RAMP_FAST / 100.0
+
+
+def _lagged_closed_line(rate, c, sig, phase, lag_readings=1):
+    """As `_closed_line`, but as the simulator (and a filtered sensor) shows the line: one
+    reading per HOLD_TICKS ticks, held, and `lag_readings` readings late. Returns (result,
+    ticks from the onset, doubled segments used)."""
+    from pumpcore.occlusion import Occlusion, plan_ints, HOLD_TICKS
+    o = Occlusion(400)
+    o.set_syringe(c, sig)
+    o.set_plan(*plan_ints(rate * 1000, c, sig))
+    s = rate * 1000 / 3.6 / c * 0.05
+    p = 10.0
+    t0 = 400 + phase
+    hist = []
+    shown = p
+    doubled = 0
+    was = 0
+    for i in range(20000):
+        if i > t0:
+            p += s * (2.0 if o.probing else 1.0)
+        if i % HOLD_TICKS == 0:
+            hist.append(p)
+            shown = hist[-1 - lag_readings] if len(hist) > lag_readings else hist[0]
+        r = o.update(int(shown), 50)
+        if o.probing and not was:
+            doubled += 1
+        was = o.probing
+        if r:
+            return r, i - t0, doubled
+    return 0, None, doubled
+
+
+@pytest.mark.req("REQ-OCC-20", "REQ-OCC-13")
+@pytest.mark.parametrize("rate,c,sig", [(100, 2100, 148), (100, 694, 500), (25, 2100, 148),
+                                        (75, 2900, 148), (100, 1300, 148)])
+def test_the_doubled_segment_is_judged_after_the_readings_latency(rate, c, sig):
+    """Readings held over 200 ms and one reading late (the simulator's slices) delay the
+    doubling's answer by 1-2 readings; averaged over the whole doubled segment a closed line
+    at 100 mL/h on BD50 (T = 1.05 s) rose only 1.17-1.31 × the mean at some onset phases
+    instead of 1.5 ×, under the 1.25 × bound, and its occlusion was found one window later:
+    main's held-back onset sweep 13.6 s (`occ12.held.phases_time_to_alarm_100mlh_max_s`).
+    The doubled segment's mean is now taken over its last L - _DEAD ticks: a closed line is
+    confirmed at its first candidate at every onset phase."""
+    from pumpcore import occlusion as O
+    for ph in range(0, 48):
+        r, t, n = _lagged_closed_line(rate, c, sig, ph)
+        assert r == O._TREND and n == 1, (rate, c, ph, r, t, n)
 
 
 @pytest.mark.req("REQ-OCC-20")

@@ -64,6 +64,12 @@ _LBITS = const(11)             # plan_ints: the trend segment in |L|'s low bits 
 _LMASK = const(2047)
 _T_STEP_TICKS = const(120)     # 6 s: a bedside step lands within this (move <= 2 s + the
                                # line's R·C); shorter segments let two steps fill a window
+_C_GRID = const(1)             # `confirm`: five means on the fixed grid, then the doubling;
+_C_SLIDE = const(2)            # three differences sliding by half a segment, then the doubling
+_RAMP_FAST = const(220)        # 1/100 mmHg/s: the fastest bedside height ramp (3 cm/s: 60 cm
+                               # in 20 s); _C_SLIDE only where the band's floor is 2 × that
+_DEAD = const(8)               # ticks of the doubling before its segment is summed: the
+                               # reading's latency (one 200-ms reading, HOLD_TICKS)
 K_SIGMA = 4.0                  # half the expected rise per segment / σ of a difference
 K_BREATH = 1.0                 # ... / what breathing leaves in a difference
 BREATH_MMHG = 4.0              # "a few mmHg" of venous swing (CONTEXT §8) ...
@@ -197,7 +203,8 @@ class Occlusion:
         self.lo = 1 << 29
         self.hi = 1 << 29
         self.probe = False
-        self.confirm = False        # an unprobed candidate is confirmed by one doubled segment
+        self.confirm = 0            # an unprobed candidate is confirmed by one doubled segment
+                                    # (_C_GRID, _C_SLIDE: how the candidate is found)
         self.probing = 0            # the controller's rate while probing: 0 the line's,
                                     # _P_TWICE 2 ×, _P_LOW 0.5 ×, _P_HIGH 1.5 ×
         self.slope_mmhg_min = 0     # expected rise, for STATUS/docs (mmHg/min)
@@ -247,7 +254,12 @@ class Occlusion:
         self.Lj = a >> _LBITS
         if self.Lj == 0:
             self.Lj = self.L
-        self.confirm = not self.probe and self.L < _T_STEP_TICKS
+        c = 0
+        if not self.probe and self.L < _T_STEP_TICKS:
+            # confirmed; sliding where no bedside ramp reaches half the band's floor, which as
+            # a slope is 20·lo/L² mmHg/s (docs/firmware.md, "Occlusion", 3b)
+            c = _C_SLIDE if 1000 * lo >= _RAMP_FAST * self.L * self.L else _C_GRID
+        self.confirm = c
         self._v_plan()
         self.lo = lo
         self.hi = hi
@@ -309,7 +321,7 @@ class Occlusion:
             return v
         if self.base > -1 << 20 or self.ref > -1 << 20:
             return 0                   # below the tare: relieve to 0, never suck back
-        if self.confirm:
+        if self.confirm == _C_SLIDE:
             # half-segments: the lowest of the segments (pairs of halves) kept
             n = self.nseg if self.nseg < 8 else 8
             if n < 2:
@@ -458,82 +470,102 @@ class Occlusion:
             p = -_P_CLAMP
         if self._volume(p):
             return _VOLUME
+        n = self.acc_n + 1
+        self.acc_n = n
+        if n <= 0:
+            return 0                   # the doubling's first _DEAD ticks (the reading's latency)
         self.acc += p
-        self.acc_n += 1
         L = self.L
-        if self.confirm and self.mode == _WATCH:
-            L = L >> 1 if self.pn == 0 else L - (L >> 1)     # half-segments (pn: which)
-        if self.acc_n < L:
+        if self.confirm:
+            if self.mode != _WATCH:
+                L -= _DEAD             # the doubled segment: L ticks, the last L - _DEAD summed
+            elif self.confirm == _C_SLIDE:
+                L = L >> 1 if self.pn == 0 else L - (L >> 1)     # half-segments (pn: which)
+        if n < L:
             return 0
         y = self.acc
         self.acc = 0
         self.acc_n = 0
         seg = self.seg
-        if self.confirm:
-            if self.mode == _WATCH:
-                # confirmed plans (unprobed, T < the step response: 15-100 mL/h and up), y a
-                # half-segment sum (L//2 and L - L//2 ticks alternately: two consecutive
-                # halves are one segment of L ticks). The last eight halves make four segment
-                # means m0..m3 ending at this half, so the window slides by half a segment
-                # and a rise is judged within half a segment of its onset, not up to a whole
-                # one later. A candidate: three differences in the band, even, and as a
-                # closed line's are (below); the fourth difference is then the doubled
-                # segment: one segment fewer than four differences and a separate confirming
-                # one (docs/firmware.md, "Occlusion", 3b). (Inline: a method would be one
-                # more slot in the class's map on the RP2040's heap.)
-                self.pn ^= 1
-                n = self.nseg
-                if n < 8:
-                    seg[n] = y
-                    self.nseg = n + 1
-                    if n > 0:
-                        s = seg[n - 1] + y
-                        if self.ref == -1 << 20 or s < self.ref:
-                            self.ref = s
-                    if n + 1 < 8:
-                        return 0
-                else:
-                    for i in range(7):
-                        seg[i] = seg[i + 1]
-                    seg[7] = y
-                    s = seg[6] + y
-                    if s < self.ref:
+        if self.confirm == _C_SLIDE and self.mode == _WATCH:
+            # confirmed plans (unprobed, T < the step response: 15-100 mL/h and up), y a
+            # half-segment sum (L//2 and L - L//2 ticks alternately: two consecutive
+            # halves are one segment of L ticks). The last eight halves make four segment
+            # means m0..m3 ending at this half, so the window slides by half a segment
+            # and a rise is judged within half a segment of its onset, not up to a whole
+            # one later. A candidate: three differences in the band, even, and as a
+            # closed line's are (below); the fourth difference is then the doubled
+            # segment: one segment fewer than four differences and a separate confirming
+            # one (docs/firmware.md, "Occlusion", 3b). (Inline: a method would be one
+            # more slot in the class's map on the RP2040's heap.)
+            self.pn ^= 1
+            n = self.nseg
+            if n < 8:
+                seg[n] = y
+                self.nseg = n + 1
+                if n > 0:
+                    s = seg[n - 1] + y
+                    if self.ref == -1 << 20 or s < self.ref:
                         self.ref = s
-                lo = self.lo
-                hi = self.hi
-                m0 = seg[0] + seg[1]
-                d1 = seg[2] + seg[3] - m0
-                d2 = seg[4] + seg[5] - m0 - d1
-                d3 = seg[6] + seg[7] - m0 - d1 - d2
-                if d1 < lo or d1 > hi or d2 < lo or d2 > hi or d3 < lo or d3 > hi:
+                if n + 1 < 8:
                     return 0
-                # as a closed line rises: its rise per segment is the pump's, the same in
-                # each up to the stopper's saw, the first holding only part of the onset
-                # (closed lines on the tuning plants at their first candidate: d2/d1 >= 0.81,
-                # d3/d2 0.65-1.65, d3 / mean(d1, d2) >= 0.77). Not so a bedside event's: a
-                # step's response through the line's R·C and the stopper dies away (by
-                # e^(-T/τ) per segment), a second event makes the rise dip and jump
-                if (4 * d2 < 3 * d1 or 3 * d3 < 2 * d2 or 2 * d3 > 3 * d2
-                        or 3 * d3 < d1 + d2 or 3 * d1 < d3 or 3 * d1 < d2):
-                    return 0
-                self.run_d = d1 + d2 + d3          # three segments' rise
-                self.base = m0
-                self.mode = _PROBE
-                self.probing = _P_TWICE
-                self.pn = 0
+                self.run_d = 0             # the window is full again: a kept rise expires
+            else:
+                for i in range(7):
+                    seg[i] = seg[i + 1]
+                seg[7] = y
+                s = seg[6] + y
+                if s < self.ref:
+                    self.ref = s
+            lo = self.lo
+            hi = self.hi
+            m0 = seg[0] + seg[1]
+            d1 = seg[2] + seg[3] - m0
+            d2 = seg[4] + seg[5] - m0 - d1
+            d3 = seg[6] + seg[7] - m0 - d1 - d2
+            if d1 < lo or d1 > hi or d2 < lo or d2 > hi or d3 < lo or d3 > hi:
                 return 0
-            # the 4th difference, at twice the rate: a closed line's rise grows to 1.5 × the
-            # mean rise before (the whole segment at 2Q); an open line's rise is its own (a
-            # bedside step's goes on at most as fast, and ends) plus at most 0.5 of it from
-            # the Q·R step the doubling adds: OCCLUSION if >= 1.25 × (r = 3 means) and
-            # <= 2 × (no closed line's rise more than doubles: a bedside step that lands in
-            # this segment does)
-            d = y - seg[6] - seg[7]
+            # as a closed line rises: its rise per segment is the pump's, the same in
+            # each up to the stopper's saw, the first holding only part of the onset
+            # (closed lines on the tuning plants at their first candidate: d2/d1 >= 0.81,
+            # d3/d2 0.65-1.65, d3 / mean(d1, d2) >= 0.77). Not so a bedside event's: a
+            # step's response through the line's R·C and the stopper dies away (by
+            # e^(-T/τ) per segment), a second event makes the rise dip and jump
+            if (4 * d2 < 3 * d1 or 3 * d3 < 2 * d2 or 2 * d3 > 3 * d2
+                    or 3 * d3 < d1 + d2 or 3 * d1 < d3 or 3 * d1 < d2):
+                return 0
+            self.run_d = d1 + d2 + d3          # three segments' rise
+            self.base = m0
+            self.mode = _PROBE
+            self.probing = _P_TWICE
+            self.pn = 0
+            self.acc_n = -_DEAD
+            return 0
+        if self.confirm and self.mode == _PROBE:
+            # the doubled segment (L ticks at 2Q), its mean taken over its last L - D ticks
+            # (D = _DEAD: the reading shows the doubling about one 200-ms reading late;
+            # averaged over the whole segment a closed line at 100 mL/h on 50 mL gave
+            # 1.17-1.56 × instead of 1.5 ×: docs/firmware.md, "Occlusion", 3b). Its rise over
+            # the mean of the segment before, per mean rise r/3 before: a closed line's is
+            # 1.5 + (D - δ)/L × for a latency δ <= D (>= 1.5 ×); a ramp from outside going on
+            # (1 + D/2L) ×, plus at most 0.5 × from the open line's Q·R step. OCCLUSION if
+            # >= (1.25 + D/4L) × (halfway) and <= (2 + 4D/3L) × (a closed line's most, with no
+            # latency and the mean before low by a first difference holding only a third of
+            # its segment's rise, is (1.5 + D/L) × 9/7: a bedside step that lands in this
+            # segment more than doubles it). _C_SLIDE: the segment before is the window's
+            # last (two halves), and this is its 4th difference
+            L = self.L
+            d = y * L // (L - _DEAD) - (seg[6] + seg[7] if self.confirm == _C_SLIDE else seg[4])
             r = self.run_d
-            if 12 * d >= 5 * r and 3 * d <= 2 * r:
+            if 12 * L * d >= (5 * L + _DEAD) * r and 9 * L * d <= (6 * L + 4 * _DEAD) * r:
                 self.probing = 0
                 return _TREND
             self._clear()
+            # its rise kept while the window refills (then it expires): a threshold alarm
+            # meanwhile — a closed line at 100 mL/h on 10 mL reaches the limit ~9 s after
+            # its onset — takes its onset, and so the back-off's flange target, from it
+            # (controller._occlusion; without it 0.117 mL went out when the line opened)
+            self.run_d = r
             return 0
         if self.mode == _PROBE:
             pn = self.pn + 1
@@ -600,6 +632,7 @@ class Occlusion:
             self.nseg = n + 1
             if n + 1 < 5:
                 return 0
+            self.run_d = 0                 # the window is full again: a kept rise expires
         else:
             seg[0] = seg[1]
             seg[1] = seg[2]
@@ -626,7 +659,11 @@ class Occlusion:
         if not self.probe and not self.confirm:
             return _TREND
         self.mode = _PROBE
-        self.probing = _P_TWICE if self.confirm else _P_LOW
         seg[3] = 0                         # no probe repeated yet
         self.pn = 0
+        if self.confirm:
+            self.probing = _P_TWICE
+            self.acc_n = -_DEAD
+        else:
+            self.probing = _P_LOW
         return 0
