@@ -121,20 +121,6 @@ def _seg_no(name):
         return -1
 
 
-def clean(data, limit=_MAX_DATA):
-    """Printable ASCII without '#' and newlines; at most `limit` bytes."""
-    if isinstance(data, str):
-        data = data.encode()
-    n = len(data)
-    if n > limit:
-        n = limit
-    out = bytearray(n)
-    for i in range(n):
-        c = data[i]
-        out[i] = c if (32 <= c <= 126 and c != 35) else 46
-    return bytes(out)
-
-
 class Record:
     __slots__ = ("seq", "t", "ev", "data", "h")
 
@@ -266,31 +252,53 @@ class EventLog:
             self._start_segment(t)
         self._add(t, ev, data)
 
-    def _add(self, t, ev, data):
+    def _add(self, t, ev, data, th=False):
+        # the record is written straight into the pending buffer and hashed there (no body,
+        # data or header copies at boot: the peak, docs/performance.md)
         self.seq += 1
         if isinstance(ev, str):
             ev = ev.encode()
-        body = b"%d %d %s %s " % (self.seq, t, ev, clean(data))
-        h = self._hash(self.prev, body)
+        if isinstance(data, str):
+            data = data.encode()
+        s = self._pending
+        self._put(b"%d %d %s " % (self.seq, t, ev))
+        room = _MAX_DATA - self._put(data, _MAX_DATA)
+        if th:                  # a segment header: the key id and the previous record's hash
+            room -= self._put(b" kid=", room)
+            room -= self._put(self.kid, room)
+            room -= self._put(b" ph=", room)
+            self._put(binascii.hexlify(self.prev).upper(), room)
+        self._put(b" ")
+        h = self._hash(self.prev, memoryview(self._buf)[s:self._pending])
         self.prev = h
         if ev == b"TH" or ev == b"DEL":
             self._th_ref = (self.seq, h)
-        self._put(body)
         self._put(b"#")
         self._put(binascii.hexlify(h).upper())
         self._put(b"\n")
         self.seg_count += 1
 
-    def _put(self, b):
+    def _put(self, b, room=-1):
+        """Queue bytes b; room >= 0: as record data, printable ASCII without '#' and
+        newlines, at most `room` bytes. Returns the bytes queued."""
         n = self._pending
-        m = n + len(b)
+        k = len(b)
+        if 0 <= room < k:
+            k = room
+        m = n + k
         buf = self._buf
         if m > len(buf):
             big = bytearray(m + _PENDING)   # kept: the next tick this busy needs it again
             big[:n] = buf[:n]
             self._buf = buf = big
-        buf[n:m] = b
+        if room < 0:
+            buf[n:m] = b
+        else:
+            for i in range(k):
+                c = b[i]
+                buf[n + i] = c if (32 <= c <= 126 and c != 35) else 46
         self._pending = m
+        return k
 
     def _start_segment(self, t):
         if self._pending:
@@ -298,8 +306,7 @@ class EventLog:
         self.seg += 1
         self.seg_count = 0
         self._first[self.seg] = self.seq + 1
-        snap = self.snapshot()
-        self._add(t, b"TH", snap + b" kid=" + self.kid + b" ph=" + binascii.hexlify(self.prev).upper())
+        self._add(t, b"TH", self.snapshot(), True)
         # drop the oldest segments beyond `keep` (after the new one exists)
         self._rotate_after = True
 
