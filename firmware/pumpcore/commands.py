@@ -12,7 +12,7 @@ from pumpcore import alarms as AL
 from pumpcore import settings as SET
 from pumpcore import dose as D
 from pumpcore import syringes as SYR
-from pumpcore.ticks import TICK_MS, ticks_back, ticks_diff
+from pumpcore import ticks as T       # (one module global, not three: heap)
 
 try:
     from micropython import const
@@ -71,7 +71,7 @@ def telemetry(ctl):
     # the frame's own time, and how long before it the control tick whose figures it
     # carries ran (0 on a tick; a frame between ticks repeats that tick's figures)
     tx.field_int(b"t_ms", ctl._now)
-    tx.field_int(b"age_ms", ticks_diff(ctl._now, ctl._last_ctrl))
+    tx.field_int(b"age_ms", T.ticks_diff(ctl._now, ctl._last_ctrl))
     tx.end()
 
 
@@ -157,15 +157,6 @@ def _fields(ctl, f, rid, keys):
     return True
 
 
-def _word(f):
-    """Index of the frame's command word in the command table, or -1."""
-    words = fsm.CMD_WORDS
-    for c in range(len(words)):
-        if f.word_is(words[c]):
-            return c
-    return -1
-
-
 def _guard(ctl, f, rid, c):
     """The command table's checks, before any handler runs: CRC, signature, state.
     Returns True when the command may go on to its handler (else replied). Nothing here
@@ -214,15 +205,6 @@ def _guard(ctl, f, rid, c):
     return True
 
 
-def _fault(ctl, rid):
-    """True (and replied) when the pump is in an internal fault and must not infuse."""
-    if ctl.fsm.state == fsm.FAULT:
-        tx = error(ctl, rid, P.E_FAULT, ctl.fault_reason)
-        tx.end()
-        return True
-    return False
-
-
 def _int(f, key):
     """Value of an integer field, -1 when absent, -2 when not a non-negative integer."""
     k = f.field(key)
@@ -233,7 +215,12 @@ def _int(f, key):
 
 
 def dispatch(ctl, f, rid):
-    c = _word(f)
+    c = -1                    # the frame's command word in the command table
+    words = fsm.CMD_WORDS
+    for i in range(len(words)):
+        if f.word_is(words[i]):
+            c = i
+            break
     if c < 0:
         error(ctl, rid, P.E_UNKNOWN, b"no such command").end()
         return
@@ -272,7 +259,11 @@ def dispatch(ctl, f, rid):
             _reply_state(ctl, rid)
     elif c == fsm.C_STOP:
         if _fields(ctl, f, rid, _NO_KEYS):
-            _stop(ctl, rid)
+            if ctl.fsm.state == fsm.FAULT:
+                error(ctl, rid, P.E_FAULT, ctl.fault_reason).end()
+            else:
+                ctl.stop()
+                _reply_state(ctl, rid)
     elif c == fsm.C_ACK:
         if _fields(ctl, f, rid, _NO_KEYS):
             _ack(ctl, rid)
@@ -317,8 +308,7 @@ def dispatch(ctl, f, rid):
                 tx.put_int(P.TLM_MAX)
                 tx.end()
                 return
-            ctl.tlm_period = v
-            ctl._next_tlm = ctl._now
+            ctl.set_telemetry(v)
             tx = ok(ctl, rid)
             tx.field_int(b"period_ms", v)
             tx.end()
@@ -354,7 +344,7 @@ def _hello(ctl, rid):
     else:
         tx.field_lit(b"lib", b"NONE")
         tx.field_lit(b"libh", b"NONE")
-    tx.field_int(b"tick_ms", TICK_MS)
+    tx.field_int(b"tick_ms", T.TICK_MS)
     tx.field_int(b"boot", ctl.boot)
     a = ctl.auth
     if a is not None and a.provisioned:
@@ -487,28 +477,6 @@ def _drug_info(ctl, f, rid):
 
 
 # ------------------------------------------------------------------ programs
-def set_single(ctl, rate, vtbi):
-    ctl.nseg = 1
-    ctl.seg_rate[0] = rate
-    ctl.seg_vol[0] = vtbi
-    plan_segments(ctl)
-
-
-def plan_segments(ctl):
-    tot = 0
-    for i in range(ctl.nseg):
-        ctl.set_plan(i, ctl.seg_rate[i])
-        tot += ctl.seg_vol[i]
-    ctl.vtbi = tot
-    ctl.seg = 0
-    ctl.rate = ctl.seg_rate[0]
-
-
-def set_kvo(ctl, kvo):
-    ctl.kvo = kvo
-    ctl.set_plan(-1, kvo if kvo > 0 else 100)      # slot -1: the KVO plan
-
-
 def _range_check(ctl, rid, rate, vtbi, what=b"", vname=b"vtbi_nl"):
     if not (D.RATE_MIN <= rate <= D.RATE_MAX):
         tx = error(ctl, rid, P.E_RANGE, what)
@@ -600,22 +568,6 @@ def _kvo(ctl, f, rid, default, last_rate, di):
     return v
 
 
-def _rate_limits(ctl, rid, lim, rate):
-    """A rate against continuous-dose limits (µg/kg/h) for the program's weight and
-    concentration: -1 on a hard limit (replied), else 1 outside the soft limits, 0 inside."""
-    w = ctl.wt_g
-    c = ctl.conc
-    if rate < D.dose_rate_ul_h(lim.hard_min, w, c):
-        _limit_error(ctl, rid, b"rate_ul_h below the dose-rate hard min ", D.dose_rate_ul_h(lim.hard_min, w, c))
-        return -1
-    if rate > D.dose_rate_ul_h(lim.hard_max, w, c):
-        _limit_error(ctl, rid, b"rate_ul_h above the dose-rate hard max ", D.dose_rate_ul_h(lim.hard_max, w, c))
-        return -1
-    if rate < D.dose_rate_ul_h(lim.soft_min, w, c) or rate > D.dose_rate_ul_h(lim.soft_max, w, c):
-        return 1
-    return 0
-
-
 def _soft_error(ctl, rid, what):
     tx = error(ctl, rid, P.E_SOFT, b"outside soft limits (")
     tx.put(what)
@@ -629,6 +581,7 @@ _DOSE_KEYS = const((b"drug", b"dose_ug_kg", b"wt_g", b"over_ms", b"confirm", b"k
 _DOSEH_KEYS = const((b"drug", b"dose_ug_kg_h", b"wt_g", b"vtbi_nl", b"dur_ms", b"conc_ug_ml",
                     b"confirm", b"kvo_ul_h", b"load_ug_kg", b"load_ms"))
 _STEPS_KEYS = const((b"steps", b"drug", b"confirm", b"kvo_ul_h"))
+del const   # compile-time only (each module global is a slot of heap on the board)
 
 
 def _prog(ctl, f, rid):
@@ -671,8 +624,8 @@ def _prog(ctl, f, rid):
     kvo = _kvo(ctl, f, rid, dflt, rate, di)
     if kvo < 0:
         return
-    set_single(ctl, rate, vtbi)
-    _accept(ctl, rid, di, 0, 0, kvo, -1)
+    ctl.set_segment(0, rate, vtbi)
+    _accept(ctl, rid, 1, di, 0, 0, kvo, -1, 0, 0)
 
 
 def _prog_dose(ctl, f, rid):
@@ -727,10 +680,8 @@ def _prog_dose(ctl, f, rid):
     kvo = _kvo(ctl, f, rid, d.kvo_ul_h if f.field(b"kvo_ul_h") >= 0 else 0, rate, di)
     if kvo < 0:
         return
-    set_single(ctl, rate, vtbi)
-    ctl.wt_g = wt
-    ctl.conc = conc
-    _accept(ctl, rid, di, amount, 1 if soft else 0, kvo, -1)
+    ctl.set_segment(0, rate, vtbi)
+    _accept(ctl, rid, 1, di, amount, 1 if soft else 0, kvo, -1, wt, conc)
 
 
 def _conc(ctl, f, rid, d):
@@ -807,19 +758,13 @@ def _prog_dose_rate(ctl, f, rid):
     kvo = _kvo(ctl, f, rid, d.kvo_ul_h, rate, di)
     if kvo < 0:
         return
+    n = 1
     if load >= 0:
-        ctl.nseg = 2
-        ctl.seg_rate[0] = load_rate
-        ctl.seg_vol[0] = load_nl
-        ctl.seg_rate[1] = rate
-        ctl.seg_vol[1] = vtbi
-        plan_segments(ctl)
-    else:
-        set_single(ctl, rate, vtbi)
-    ctl.wt_g = wt
-    ctl.conc = conc
+        ctl.set_segment(0, load_rate, load_nl)      # the loading dose first
+        n = 2
+    ctl.set_segment(n - 1, rate, vtbi)
     amount = (D.dose_ug(load, wt) if load > 0 else 0) + D.drug_ug(vtbi, conc)
-    _accept(ctl, rid, di, amount, 1 if soft else 0, kvo, doseh)
+    _accept(ctl, rid, n, di, amount, 1 if soft else 0, kvo, doseh, wt, conc)
 
 
 def _step(ctl, f, rid):
@@ -845,9 +790,7 @@ def _step(ctl, f, rid):
         vol = D.volume_for_ms(rate, dur)
     if not _range_check(ctl, rid, rate, vol, b"", b"vol_nl"):
         return
-    ctl.st_rate[i] = rate
-    ctl.st_vol[i] = vol
-    ctl.st_mask |= 1 << i
+    ctl.store_step(i, rate, vol)
     tx = ok(ctl, rid)
     tx.field_int(b"i", i)
     tx.field_int(b"rate_ul_h", rate)
@@ -885,36 +828,15 @@ def _prog_steps(ctl, f, rid):
     kvo = _kvo(ctl, f, rid, ctl.lib.kvo_max(di) if di >= 0 else 1000, ctl.st_rate[n - 1], di)
     if kvo < 0:
         return
-    ctl.nseg = n
     for i in range(n):
-        ctl.seg_rate[i] = ctl.st_rate[i]
-        ctl.seg_vol[i] = ctl.st_vol[i]
-    plan_segments(ctl)
-    ctl.st_mask = 0
-    _accept(ctl, rid, di, 0, 0, kvo, -1)
+        ctl.set_segment(i, ctl.st_rate[i], ctl.st_vol[i])
+    ctl.store_step(-1, 0, 0)          # the stored steps are the program now
+    _accept(ctl, rid, n, di, 0, 0, kvo, -1, 0, 0)
 
 
-def _accept(ctl, rid, di, amount, soft, kvo, doseh):
-    """Commit the program already written to the segments and reply."""
-    ctl.drug = di
-    ctl.dose_ug = amount
-    ctl.dose_h = doseh if doseh > 0 else 0
-    if amount == 0 and doseh <= 0:
-        ctl.wt_g = 0                  # a rate or steps program: no weight, the default conc
-        ctl.conc = 0
-    ctl.prog_gen += 1
-    set_kvo(ctl, kvo)
-    ctl.started = False
-    ctl.el_ms = 0
-    ctl.end_bolus()                   # a new program inherits no bolus of the last one
-    ctl.bolus_nl = 0
-    ctl.loop.reset()
-    ctl.line.reset(ctl.seg_vol[0])
-    ctl.kline.reset(0)
-    tx = ctl.out.tx
-    for a in (AL.A_VTBI_DONE, AL.A_VTBI_NEAR, AL.A_CALLBACK):
-        ctl.alarms.clear(a, tx)
-    ctl.fsm.fire(fsm.T_PROGRAM)
+def _accept(ctl, rid, n, di, amount, soft, kvo, doseh, wt, conc):
+    """The n segments written (ctl.set_segment) become the program; reply."""
+    ctl.accept_program(n, di, amount, doseh, wt, conc, kvo)
     dur = 0
     for i in range(ctl.nseg):
         dur += D.duration_ms(ctl.seg_vol[i], ctl.seg_rate[i])
@@ -937,7 +859,6 @@ def _accept(ctl, rid, di, amount, soft, kvo, doseh):
 def _start(ctl, f, rid, trigger):
     if not _fields(ctl, f, rid, _NO_KEYS):
         return
-    st = ctl.fsm.state
     al = ctl.alarms
     if al.high_with_condition() or al.any_high():
         error(ctl, rid, P.E_STATE, b"a high-priority alarm is active").end()
@@ -945,57 +866,9 @@ def _start(ctl, f, rid, trigger):
     if ctl.last_door:
         error(ctl, rid, P.E_STATE, b"door open").end()
         return
-    if not ctl.started:
-        # a fresh start of the program (also from STANDBY before it ever ran)
-        ctl.line.reset(ctl.seg_vol[0])
-        ctl.seg = 0
-        ctl.rate = ctl.seg_rate[0]
-        ctl.el_ms = 0
-        ctl.bolus_nl = 0
-        ctl.loop.reset()
-        # a new program starts on its line; a RESUME keeps what a probe left ahead of or
-        # behind the line (taken back or paid out after it: controller._control)
-        ctl.probe_ahead = 0
-        ctl.started = True
-        ctl.vit_t = ctl._now if not ctl.vit_seen else ctl.vit_t
-    if st == fsm.PAUSED and ctl.line.done() and ctl.seg + 1 >= ctl.nseg and ctl.kvo == 0:
+    if not ctl.start(trigger):
         error(ctl, rid, P.E_STATE, b"program complete").end()
         return
-    ctl.use_plan(ctl.seg)
-    ctl.loop.start(ctl.last_enc, ctl.pressure)
-    al.clear(AL.A_CALLBACK, ctl.out.tx)
-    ctl.fsm.fire(trigger)
-    if ctl.line.done() and ctl.seg + 1 >= ctl.nseg and ctl.kvo > 0:
-        if ctl.kline.limit_nl == 0:
-            ctl.kline.reset(1000000000)
-        ctl.fsm.fire(fsm.T_KVO)
-        ctl.use_plan(-1)
-    _reply_state(ctl, rid)
-
-
-def _stop(ctl, rid):
-    if ctl.fsm.state == fsm.FAULT:
-        tx = error(ctl, rid, P.E_FAULT, ctl.fault_reason)
-        tx.end()
-        return
-    ctl.stop_delivery()
-    ctl.loop.stop()
-    tx = ctl.out.tx
-    al = ctl.alarms
-    # the alarms that belong to the infusion end with it (a vital-sign interlock too: the
-    # next program is judged on the next reading)
-    for a in (AL.A_VTBI_DONE, AL.A_VTBI_NEAR, AL.A_CALLBACK, AL.A_NEAR_EMPTY, AL.A_VITALS_STALE,
-              AL.A_VITALS):
-        al.clear(a, tx)
-    al.ack(tx)                  # latched alarms whose condition is gone end with the infusion
-    ctl.fsm.fire(fsm.T_STOP)
-    ctl.rate = 0
-    ctl.vtbi = 0
-    ctl.nseg = 0
-    ctl.drug = -1
-    ctl.dose_ug = 0
-    ctl.kvo = 0
-    ctl.started = False
     _reply_state(ctl, rid)
 
 
@@ -1017,7 +890,8 @@ def _ack(ctl, rid):
     if al.is_active(AL.A_VITALS) and ctl.vitals_ok() and ctl.vitals_fresh():
         cond &= ~(1 << AL.A_VITALS)
     if ctl.fsm.state == fsm.ALARM and al.high_with_condition_in(cond):
-        return _state_error_msg(ctl, rid, b"alarm condition still present")
+        error(ctl, rid, P.E_STATE, b"alarm condition still present").end()
+        return
     if air_cum:
         ctl.air_cum_clear()
     if al.is_active(AL.A_RESTART):
@@ -1028,10 +902,6 @@ def _ack(ctl, rid):
         ctl.loop.stop()
         ctl.fsm.fire(fsm.T_ACK)
     _reply_state(ctl, rid)
-
-
-def _state_error_msg(ctl, rid, msg):
-    error(ctl, rid, P.E_STATE, msg).end()
 
 
 def _titrate(ctl, f, rid):
@@ -1077,9 +947,19 @@ def _titrate(ctl, f, rid):
         # by rate, a dose program keeps the drug's limits: the dose rate for a continuous
         # dose, the total time for a dose over time or a loading dose
         if ctl.dose_h > 0 and not loading:
-            soft = _rate_limits(ctl, rid, d.dose_h, rate)
-            if soft < 0:
-                return
+            # the rate against the continuous-dose limits (µg/kg/h) for the program's
+            # weight and concentration: a hard limit refuses, a soft one asks for confirm=1
+            lim = d.dose_h
+            w = ctl.wt_g
+            cc = ctl.conc
+            if rate < D.dose_rate_ul_h(lim.hard_min, w, cc):
+                return _limit_error(ctl, rid, b"rate_ul_h below the dose-rate hard min ",
+                                    D.dose_rate_ul_h(lim.hard_min, w, cc))
+            if rate > D.dose_rate_ul_h(lim.hard_max, w, cc):
+                return _limit_error(ctl, rid, b"rate_ul_h above the dose-rate hard max ",
+                                    D.dose_rate_ul_h(lim.hard_max, w, cc))
+            soft = 1 if (rate < D.dose_rate_ul_h(lim.soft_min, w, cc)
+                         or rate > D.dose_rate_ul_h(lim.soft_max, w, cc)) else 0
         else:
             # time so far + the rest of this dose at the new rate, within the drug's time limits
             rem_dose = ctl.line.limit_nl - ctl.line.target_nl
@@ -1089,19 +969,7 @@ def _titrate(ctl, f, rid):
                 return
     if soft and not confirm:
         return _soft_error(ctl, rid, b"dose_ug_kg_h" if doseh >= 0 or ctl.dose_h > 0 and not loading else b"over_ms")
-    s = ctl.seg
-    ctl.seg_rate[s] = rate
-    ctl.set_plan(s, rate)
-    ctl.rate = rate
-    if doseh >= 0:
-        ctl.dose_h = doseh
-    elif ctl.dose_h > 0 and not loading and ctl.conc > 0:
-        ctl.dose_h = rate * ctl.conc // ctl.wt_g      # the dose rate the new rate gives
-    ctl.prog_gen += 1
-    if ctl.kvo > rate:
-        set_kvo(ctl, rate)            # KVO never above the programmed rate (and its plan)
-    if not ctl.bolus_on:
-        ctl.use_plan(ctl.seg)
+    ctl.retitrate(rate, doseh, loading)
     tx = ok(ctl, rid)
     tx.field_int(b"rate_ul_h", rate)
     tx.field_int(b"del_nl", ctl.delivered_nl())
@@ -1138,22 +1006,13 @@ def _bolus(ctl, f, rid):
         return _limit_error(ctl, rid, b"vol_nl above bolus max ", vmax)
     if rate > rmax:
         return _limit_error(ctl, rid, b"rate_ul_h above max ", rmax)
-    slot = -1
-    if d is not None and not _bolus_allowed(ctl, rid, d, vol):
-        return
-    if d is not None:
-        slot = ctl.bol_i
-    ctl.set_plan(-2, rate)                         # slot -2: the bolus plan
-    ctl.bline.reset(vol)
-    ctl.bolus_rate = rate
-    ctl.bolus_on = True
-    ctl.use_plan(-2)
-    if slot >= 0 and d is not None:
+    if d is None:
+        ctl.start_bolus(rate, vol, -1, 0)
+    elif _bolus_allowed(ctl, rid, d, vol):
         # remembered per drug across STOP and new programs (lockout and hourly cap)
-        ctl.bol_t[slot] = ctl._now
-        ctl.bol_ug[slot] = D.drug_ug(vol, ctl.conc if ctl.conc > 0 else d.conc_ug_ml)
-        ctl.bol_dr[slot] = ctl.drug
-        ctl.bol_i = slot + 1 if slot + 1 < len(ctl.bol_t) else 0
+        ctl.start_bolus(rate, vol, ctl.bol_i, D.drug_ug(vol, ctl.conc if ctl.conc > 0 else d.conc_ug_ml))
+    else:
+        return
     tx = ok(ctl, rid)
     tx.field_int(b"vol_nl", vol)
     tx.field_int(b"rate_ul_h", rate)
@@ -1169,7 +1028,7 @@ def _bolus_allowed(ctl, rid, d, vol):
     for i in range(len(ctl.bol_t)):
         if ctl.bol_dr[i] != ctl.drug:
             continue
-        age = ticks_diff(now, ctl.bol_t[i])
+        age = T.ticks_diff(now, ctl.bol_t[i])
         if age < 0:
             continue                    # older than the clock's half range: long gone
         if age < lk:
@@ -1181,7 +1040,7 @@ def _bolus_allowed(ctl, rid, d, vol):
         _limit_error(ctl, rid, b"boluses above the hour's max ug ", d.bolus_h_ug)
         return False
     j = ctl.bol_i
-    if ctl.bol_dr[j] >= 0 and 0 <= ticks_diff(now, ctl.bol_t[j]) < _HOUR_MS:
+    if ctl.bol_dr[j] >= 0 and 0 <= T.ticks_diff(now, ctl.bol_t[j]) < _HOUR_MS:
         error(ctl, rid, P.E_LIMIT, b"more boluses in an hour than the pump remembers").end()
         return False
     return True
@@ -1207,25 +1066,15 @@ def _vitals(ctl, f, rid):
     elif not 0 <= age <= SET.VAGE_MAX:
         error(ctl, rid, P.E_RANGE, b"age_ms must be 0..3600000").end()
         return
-    ctl.vit_sbp = sbp
-    ctl.vit_dbp = dbp
-    ctl.vit_hr = hr
-    ctl.vit_spo2 = spo2
     # the reading's own time, so an old reading is never taken as fresh (stale alarm follows)
-    ctl.vit_t = ticks_back(ctl._now, age)
-    ctl.vit_seen = True
-    tx = ctl.out.tx
-    if age <= ctl.settings.vitals_age_ms:
-        ctl.alarms.condition_gone(AL.A_VITALS_STALE, tx)
+    bad = ctl.set_vitals(sbp, dbp, hr, spo2, T.ticks_back(ctl._now, age),
+                         age <= ctl.settings.vitals_age_ms)
     action = b"none"
-    bad = ctl.vitals_violation()
     if bad is not None and ctl.settings.interlock:
         st = ctl.fsm.state
         if st == fsm.RUNNING or st == fsm.KVO or st == fsm.PAUSED:
             ctl.raise_high(AL.A_VITALS)        # stops delivery: the interlock only lowers
             action = b"paused"
-    elif bad is None and age <= ctl.settings.vitals_age_ms:
-        ctl.alarms.cond &= ~(1 << AL.A_VITALS)     # only a fresh good reading ends the condition
     tx = ok(ctl, rid)
     tx.field_lit(b"action", action)
     if bad is not None:
@@ -1253,7 +1102,6 @@ def _cfg(ctl, f, rid):
     if nset == 0:
         error(ctl, rid, P.E_ARG, b"needs at least one setting (SETTINGS reads them)").end()
         return
-    s = ctl.settings
     occl = _int(f, b"occl_mmhg")
     kl = f.field(b"occl_level")
     hb = _int(f, b"hb_ms")
@@ -1313,47 +1161,10 @@ def _cfg(ctl, f, rid):
     if au == 1 and (ctl.auth is None or not ctl.auth.provisioned):
         error(ctl, rid, P.E_AUTH, b"no key provisioned: auth cannot be turned on").end()
         return
-    old = s.encode() if f.ntok > 2 and ctl.store_settings is not None else None
-    old_syr = ctl.syr_nl
-    old_used = ctl.syr_used
-    if occl >= 0:
-        s.occl_mmhg = occl
-        ctl.occl.limit = occl
-    if hb >= 0:
-        s.hb_ms = hb
-        ctl.last_rx = ctl._now
-    if hbp >= 0:
-        s.hb_pause = hbp
-    if il >= 0:
-        s.interlock = il
-        if il and not ctl.vit_seen:
-            ctl.vit_t = ctl._now
-    if va >= 0:
-        s.vitals_age_ms = va
-    if au >= 0:
-        s.auth = au
-        if ctl.auth is not None:
-            ctl.auth.required = bool(au)
-    if cb >= 0:
-        s.callback_ms = cb
-    if syr >= 0:
-        ctl.syr_nl = syr
-        ctl.syr_used = 0
-    store = ctl.store_settings
-    if old is not None and store is not None:
-        try:
-            store(s.encode())
-        except OSError:
-            # not stored: nothing changes (the settings in force are the stored ones)
-            s.decode(old)
-            ctl.occl.limit = s.occl_mmhg
-            if ctl.auth is not None:
-                ctl.auth.required = bool(s.auth) and ctl.auth.provisioned
-            ctl.syr_nl = old_syr
-            ctl.syr_used = old_used
-            ctl.storage_fault(b"settings not stored")
-            error(ctl, rid, P.E_FAULT, b"settings not stored (storage error)").end()
-            return
+    if not ctl.configure(occl, hb, hbp, il, va, au, cb, syr):
+        # not stored: nothing changes (the settings in force are the stored ones)
+        error(ctl, rid, P.E_FAULT, b"settings not stored (storage error)").end()
+        return
     if model >= 0:
         ctl.set_syringe(model)        # the pump's syringe model: not stored (the clamp re-picks)
     _settings_reply(ctl, rid)

@@ -831,6 +831,216 @@ class Controller:
         if not self.sensor_fault:
             self.alarms.condition_gone(AL.A_FAULT, self.out.tx)
 
+    # ------------------------------------------------------------ verbs
+    # The command handlers (pumpcore.commands) parse, check and reply; they change the
+    # controller only through these verbs, each owning the invariants of what it writes.
+    def set_segment(self, i, rate, vol):
+        """Segment i of the program being written (accept_program): `rate` µL/h for `vol`
+        nL, and its occlusion plan."""
+        self.seg_rate[i] = rate
+        self.seg_vol[i] = vol
+        self.set_plan(i, rate)
+
+    def accept_program(self, n, di, amount, doseh, wt, conc, kvo):
+        """Segments 0..n-1 (set_segment) become the program (-> PROGRAMMED): drug index di
+        (-1: none), dose `amount` µg, dose rate `doseh` µg/kg/h (<= 0: none), weight g and
+        concentration µg/mL (neither kept for a rate or steps program), KVO µL/h (0: none).
+        A new program starts from nothing: no bolus, nothing elapsed, the last one's
+        notices cleared."""
+        tot = 0
+        for i in range(n):
+            tot += self.seg_vol[i]
+        self.nseg = n
+        self.vtbi = tot
+        self.seg = 0
+        self.rate = self.seg_rate[0]
+        self.drug = di
+        self.dose_ug = amount
+        self.dose_h = doseh if doseh > 0 else 0
+        if amount == 0 and doseh <= 0:
+            wt = 0                    # a rate or steps program: no weight, the default conc
+            conc = 0
+        self.wt_g = wt
+        self.conc = conc
+        self.prog_gen += 1
+        self.kvo = kvo
+        self.set_plan(-1, kvo if kvo > 0 else 100)      # slot -1: the KVO plan
+        self.started = False
+        self.el_ms = 0
+        self.end_bolus()              # a new program inherits no bolus of the last one
+        self.bolus_nl = 0
+        self.loop.reset()
+        self.line.reset(self.seg_vol[0])
+        self.kline.reset(0)
+        tx = self.out.tx
+        for a in (AL.A_VTBI_DONE, AL.A_VTBI_NEAR, AL.A_CALLBACK):
+            self.alarms.clear(a, tx)
+        self.fsm.fire(fsm.T_PROGRAM)
+
+    def store_step(self, i, rate, vol):
+        """STEP: keep step i (`rate` µL/h for `vol` nL) for a later PROG steps=n; i < 0:
+        forget the stored steps (they became the program)."""
+        if i < 0:
+            self.st_mask = 0
+            return
+        self.st_rate[i] = rate
+        self.st_vol[i] = vol
+        self.st_mask |= 1 << i
+
+    def start(self, trigger):
+        """START / RESUME (fsm trigger): a program that has not run yet starts afresh on its
+        first segment (also from STANDBY before it ever ran); False (nothing else changed)
+        when a paused program has nothing left to deliver."""
+        if not self.started:
+            self.line.reset(self.seg_vol[0])
+            self.seg = 0
+            self.rate = self.seg_rate[0]
+            self.el_ms = 0
+            self.bolus_nl = 0
+            self.loop.reset()
+            # a new program starts on its line; a RESUME keeps what a probe left ahead of or
+            # behind the line (taken back or paid out after it: _control)
+            self.probe_ahead = 0
+            self.started = True
+            if not self.vit_seen:
+                self.vit_t = self._now
+        line = self.line
+        if self.fsm.state == S_PAUSED and line.done() and self.seg + 1 >= self.nseg and self.kvo == 0:
+            return False
+        self.use_plan(self.seg)
+        self.loop.start(self.last_enc, self.pressure)
+        self.alarms.clear(AL.A_CALLBACK, self.out.tx)
+        self.fsm.fire(trigger)
+        if line.done() and self.seg + 1 >= self.nseg and self.kvo > 0:
+            if self.kline.limit_nl == 0:
+                self.kline.reset(1000000000)
+            self.fsm.fire(fsm.T_KVO)
+            self.use_plan(-1)
+        return True
+
+    def stop(self):
+        """STOP: delivery ends, the infusion's alarms with it, and the program is gone
+        (-> IDLE: nothing to resume)."""
+        self.stop_delivery()
+        self.loop.stop()
+        tx = self.out.tx
+        al = self.alarms
+        # the alarms that belong to the infusion end with it (a vital-sign interlock too:
+        # the next program is judged on the next reading)
+        for a in (AL.A_VTBI_DONE, AL.A_VTBI_NEAR, AL.A_CALLBACK, AL.A_NEAR_EMPTY,
+                  AL.A_VITALS_STALE, AL.A_VITALS):
+            al.clear(a, tx)
+        al.ack(tx)              # latched alarms whose condition is gone end with the infusion
+        self.fsm.fire(fsm.T_STOP)
+        self.rate = 0
+        self.vtbi = 0
+        self.nseg = 0
+        self.drug = -1
+        self.dose_ug = 0
+        self.kvo = 0
+        self.started = False
+
+    def retitrate(self, rate, doseh, loading):
+        """TITRATE: the running segment at `rate` µL/h; `doseh` >= 0: the new dose rate
+        (µg/kg/h); by rate, a continuous dose keeps the dose rate the new rate gives (not
+        while `loading`: the loading dose keeps its total). KVO never above the rate."""
+        s = self.seg
+        self.seg_rate[s] = rate
+        self.set_plan(s, rate)
+        self.rate = rate
+        if doseh >= 0:
+            self.dose_h = doseh
+        elif self.dose_h > 0 and not loading and self.conc > 0:
+            self.dose_h = rate * self.conc // self.wt_g
+        self.prog_gen += 1
+        if self.kvo > rate:
+            self.kvo = rate           # and its plan
+            self.set_plan(-1, rate)
+        if not self.bolus_on:
+            self.use_plan(s)
+
+    def start_bolus(self, rate, vol, slot, ug):
+        """A clinician bolus of `vol` nL at `rate` µL/h over the basal; slot >= 0: it is
+        remembered (`ug` µg of this drug, now) for the drug's lockout and hourly cap, across
+        STOP and new programs."""
+        self.set_plan(-2, rate)                 # slot -2: the bolus plan
+        self.bline.reset(vol)
+        self.bolus_rate = rate
+        self.bolus_on = True
+        self.use_plan(-2)
+        if slot >= 0:
+            self.bol_t[slot] = self._now
+            self.bol_ug[slot] = ug
+            self.bol_dr[slot] = self.drug
+            self.bol_i = slot + 1 if slot + 1 < len(self.bol_t) else 0
+
+    def set_vitals(self, sbp, dbp, hr, spo2, t, fresh):
+        """VITALS: a reading taken at `t` (its own time, so an old one is never taken as
+        fresh); `fresh`: young enough to end the stale alarm. Returns the limit it violates
+        (None: within them); only a fresh good reading ends the vitals condition."""
+        self.vit_sbp = sbp
+        self.vit_dbp = dbp
+        self.vit_hr = hr
+        self.vit_spo2 = spo2
+        self.vit_t = t
+        self.vit_seen = True
+        if fresh:
+            self.alarms.condition_gone(AL.A_VITALS_STALE, self.out.tx)
+        bad = self.vitals_violation()
+        if bad is None and fresh:
+            self.alarms.cond &= ~(1 << AL.A_VITALS)
+        return bad
+
+    def set_telemetry(self, period):
+        """TLM: telemetry every `period` ms (0: off), the first one now."""
+        self.tlm_period = period
+        self._next_tlm = self._now
+
+    def configure(self, occl, hb, hbp, il, va, au, cb, syr):
+        """CFG: the settings given (< 0: unchanged) in force and stored. False (the settings
+        in force stay the stored ones, FAULT raised) when they could not be stored."""
+        s = self.settings
+        store = self.store_settings
+        old = s.encode() if store is not None else b""
+        old_syr = self.syr_nl
+        old_used = self.syr_used
+        if occl >= 0:
+            s.occl_mmhg = occl
+            self.occl.limit = occl
+        if hb >= 0:
+            s.hb_ms = hb
+            self.last_rx = self._now
+        if hbp >= 0:
+            s.hb_pause = hbp
+        if il >= 0:
+            s.interlock = il
+            if il and not self.vit_seen:
+                self.vit_t = self._now
+        if va >= 0:
+            s.vitals_age_ms = va
+        if au >= 0:
+            s.auth = au
+            if self.auth is not None:
+                self.auth.required = bool(au)
+        if cb >= 0:
+            s.callback_ms = cb
+        if syr >= 0:
+            self.syr_nl = syr
+            self.syr_used = 0
+        if store is not None:
+            try:
+                store(s.encode())
+            except OSError:
+                s.decode(old)
+                self.occl.limit = s.occl_mmhg
+                if self.auth is not None:
+                    self.auth.required = bool(s.auth) and self.auth.provisioned
+                self.syr_nl = old_syr
+                self.syr_used = old_used
+                self.storage_fault(b"settings not stored")
+                return False
+        return True
+
     def recover_program(self, state_name, pg, drug_index, basal_nl, bolus_nl, kvo_nl, el_ms):
         """After a reset: restore the whole interrupted program (pg: the program file's
         values, pumpcore.app) into PAUSED with a latched RESTART alarm, at the segment that
@@ -858,12 +1068,12 @@ class Controller:
             return False
         if drug_index >= 0 and (lib is None or kvo > lib.kvo_max(drug_index)):
             return False
-        self.nseg = n
         for i in range(n):
-            self.seg_rate[i] = rs[i]
-            self.seg_vol[i] = vs[i]
-        commands.plan_segments(self)
-        commands.set_kvo(self, kvo)
+            self.set_segment(i, rs[i], vs[i])
+        self.nseg = n
+        self.vtbi = tot
+        self.kvo = kvo
+        self.set_plan(-1, kvo if kvo > 0 else 100)      # slot -1: the KVO plan
         self.drug = drug_index
         self.dose_ug = pg[b"do"]
         self.wt_g = pg[b"wt"]
@@ -919,9 +1129,15 @@ class Controller:
             delivered_nl = 0
         if delivered_nl > vtbi_nl:
             delivered_nl = vtbi_nl
-        commands.set_single(self, rate_ul_h, vtbi_nl)
+        self.set_segment(0, rate_ul_h, vtbi_nl)
+        self.nseg = 1
+        self.vtbi = vtbi_nl
+        self.seg = 0
+        self.rate = rate_ul_h
         self.drug = drug_index if self.lib is not None and 0 <= drug_index < len(self.lib.names) else -1
-        commands.set_kvo(self, kvo_ul_h if 0 <= kvo_ul_h <= rate_ul_h else 0)   # and its plan
+        kvo = kvo_ul_h if 0 <= kvo_ul_h <= rate_ul_h else 0
+        self.kvo = kvo
+        self.set_plan(-1, kvo if kvo > 0 else 100)      # and its plan
         self.line.reset(vtbi_nl)
         self.line.preset(delivered_nl)
         self.started = True
