@@ -248,14 +248,11 @@ def dispatch(ctl, f, rid):
         _start(ctl, f, rid, fsm.T_RESUME)
     elif c == fsm.C_PAUSE:
         if _fields(ctl, f, rid, _NO_KEYS):
-            ctl.stop_delivery()
-            ctl.fsm.fire(fsm.T_PAUSE)
+            ctl.pause()
             _reply_state(ctl, rid)
     elif c == fsm.C_STANDBY:
         if _fields(ctl, f, rid, _NO_KEYS):
-            ctl.stop_delivery()
-            ctl.fsm.fire(fsm.T_STANDBY)
-            ctl.alarms.clear(AL.A_CALLBACK, ctl.out.tx)
+            ctl.standby()
             _reply_state(ctl, rid)
     elif c == fsm.C_STOP:
         if _fields(ctl, f, rid, _NO_KEYS):

@@ -918,6 +918,17 @@ class Controller:
             self.use_plan(-1)
         return True
 
+    def pause(self):
+        """PAUSE: delivery stops (a bolus ends); the program stays for RESUME."""
+        self.stop_delivery()
+        self.fsm.fire(fsm.T_PAUSE)
+
+    def standby(self):
+        """STANDBY: delivery stops, the program stays, the callback reminder ends."""
+        self.stop_delivery()
+        self.fsm.fire(fsm.T_STANDBY)
+        self.alarms.clear(AL.A_CALLBACK, self.out.tx)
+
     def stop(self):
         """STOP: delivery ends, the infusion's alarms with it, and the program is gone
         (-> IDLE: nothing to resume)."""
