@@ -563,25 +563,28 @@ class Occlusion:
                 # the second doubled segment (all L ticks at 2Q), over the first's mean: a
                 # closed line's rise 2 (1 - D/2L) x the mean before, a ramp from outside going
                 # on 1 - D/2L x plus what is left of the open line's Q·R step,
-                # u^2 (1 - e^(-1/u))^2 of s·T (u = R·C / T: 0.1-0.4 where a ramp reaches the
-                # band). OCCLUSION if >= 1.6 (1 - D/2L) x and <= 3 (1 - D/2L) x
+                # u^2 (1 - e^(-1/u))^2 of the line's s·T (u = R·C / T; <= 0.4 up to u = 1).
+                # OCCLUSION if >= 1.75 (1 - D/2L) x and <= 3 (1 - D/2L) x
                 # (docs/firmware.md, "Occlusion", 3c)
                 d = y - seg[0]
-                if r * (2 * L - _DEAD) * 4 // (15 * L) <= d <= r * (2 * L - _DEAD) // (2 * L):
+                if r * (2 * L - _DEAD) * 7 // (24 * L) <= d <= r * (2 * L - _DEAD) // (2 * L):
                     self.probing = 0
                     return _TREND
             else:
                 y = y * L // (L - _DEAD)
                 d = y - (seg[6] + seg[7] if self.confirm >= _C_SLIDE else seg[4])
-                if 12 * L * d >= (5 * L + _DEAD) * r and 9 * L * d <= (6 * L + 4 * _DEAD) * r:
+                c = self.confirm
+                if 12 * L * d >= (5 * L + _DEAD) * r and (9 * L * d <= (6 * L + 4 * _DEAD) * r
+                                                          or (c == _C_SLIDE2 and d <= r)):
+                    # (_C_SLIDE2: up to 3 x, the second doubled segment decides)
                     # a bedside height change moves the reading by at most _H_BED: a rise
                     # above the window's first mean by more than that (and lo for the noise
                     # and breathing) is no ramp's; else (and always where a ramp can be in the
                     # band, _C_SLIDE2) a second doubled segment (3c)
-                    if self.confirm != _C_SLIDE2 and y - self.base >= _H_BED * L + self.lo:
+                    if c != _C_SLIDE2 and y - self.base >= _H_BED * L + self.lo:
                         self.probing = 0
                         return _TREND
-                    if self.confirm >= _C_SLIDE:
+                    if c >= _C_SLIDE:
                         seg[0] = y             # (the window's m0 is in self.base)
                         self.pn = 1
                         return 0
