@@ -28,15 +28,13 @@ SETS = {
                  cough=(20, 60), cough_every=(60, 300), step_cm=(30, 60), ramp_cm=(20, 40),
                  ramp_s=(20, 60), height_every=(300, 1200), breath=(1, 4), strain=(20, 40),
                  white_n=(0.08, 0.13), lf_n=(0.0, 0.04), drift=(-0.3, 0.3), fric=(5, 20),
-                 stick=(0.1, 0.5), bore=(-1.0, 1.0), comp=(0.75, 1.3),
-                 ret_cm=(20, 60), ret_g=(1.0, 3.0), ret_hold=(20, 120), ret_p=0.6),
+                 stick=(0.1, 0.5), bore=(-1.0, 1.0), comp=(0.75, 1.3)),
     "held": dict(seed0=7000, rates=(1.5, 3.0, 8.0, 15.0, 40.0, 75.0, 0.8),
                  models=("BD50", "BD10", "BD20", "STIFF50", "SOFT50"), arm_cm=(20, 30),
                  arm_every=(20, 90), cough=(30, 70), cough_every=(40, 200), step_cm=(40, 70),
                  ramp_cm=(30, 45), ramp_s=(15, 70), height_every=(200, 900), breath=(2, 5),
                  strain=(25, 45), white_n=(0.10, 0.14), lf_n=(0.02, 0.05), drift=(-0.5, 0.5),
-                 fric=(10, 25), stick=(0.2, 0.6), bore=(-1.5, 1.5), comp=(0.7, 1.4),
-                 ret_cm=(25, 60), ret_g=(1.0, 3.0), ret_hold=(15, 150), ret_p=0.6),
+                 fric=(10, 25), stick=(0.2, 0.6), bore=(-1.5, 1.5), comp=(0.7, 1.4)),
 }
 _BORE = {"BD10": 14.5, "BD20": 19.13, "BD50": 26.6, "STIFF50": 26.6, "SOFT50": 26.6}
 _SIZE = {"BD10": 10, "BD20": 20, "BD50": 50, "STIFF50": 50, "SOFT50": 50}
@@ -137,13 +135,8 @@ class Pump:
         self.sim.close()
 
 
-def _height_events(sim, rng, S, t0_ms, t1_ms, rr=None):
-    """Staff move the pump or the bed: steps both ways and ramps, every 5-20 min. With `rr`
-    (its own random stream: the events above stay as they were) also, in the gaps between
-    them, excursions of 20-60 cm ramped out and back at 1-3 mmHg/s (session 11: the slopes
-    between the probe's RAMP_HI and beyond the fastest return; the pump up or down, so the
-    reading rises on one ramp and falls on the other). Returns the number of those ramps."""
-    n = 0
+def _height_events(sim, rng, S, t0_ms, t1_ms):
+    """Staff move the pump or the bed: steps both ways and ramps, every 5-20 min."""
     t = t0_ms + _u(rng, S["height_every"]) * 1000
     while t < t1_ms:
         if rng.random() < 0.5:
@@ -153,25 +146,9 @@ def _height_events(sim, rng, S, t0_ms, t1_ms, rr=None):
             cm = rng.choice((-1, 1)) * _u(rng, S["ramp_cm"])
             sim.schedule(t, "height_cm", cm, ramp_s=_u(rng, S["ramp_s"]))
         back = t + rng.uniform(60, 600) * 1000
-        rs = 0.0
         if back < t1_ms:
-            rs = rng.choice((0.0, _u(rng, S["ramp_s"])))
-            sim.schedule(back, "height_cm", 0.0, ramp_s=rs)
-        nxt = back + _u(rng, S["height_every"]) * 1000
-        if rr is not None and rr.random() < S["ret_p"]:
-            cm = rr.choice((-1, 1)) * _u(rr, S["ret_cm"])
-            r1 = abs(cm) * 0.7356 / _u(rr, S["ret_g"])
-            r2 = abs(cm) * 0.7356 / _u(rr, S["ret_g"])
-            hold = _u(rr, S["ret_hold"])
-            a = back + (rs + 30.0) * 1000                # the gap: the return above done
-            b = min(nxt, t1_ms) - (r1 + hold + r2 + 30.0) * 1000
-            if b > a:
-                t_out = rr.uniform(a, b)
-                sim.schedule(t_out, "height_cm", cm, ramp_s=r1)
-                sim.schedule(t_out + (r1 + hold) * 1000, "height_cm", 0.0, ramp_s=r2)
-                n += 2
-        t = nxt
-    return n
+            sim.schedule(back, "height_cm", 0.0, ramp_s=rng.choice((0.0, _u(rng, S["ramp_s"]))))
+        t = back + _u(rng, S["height_every"]) * 1000
 
 
 def disturbed_case(setname: str, k: int, controller: str = "firmware",
@@ -189,12 +166,11 @@ def disturbed_case(setname: str, k: int, controller: str = "firmware",
     pump = Pump(p, seed, controller)
     try:
         t0 = pump.start(rate, size * 0.95, model if controller == "firmware" else None)
-        nr = _height_events(pump.sim, rng, S, pump.sim.t_ms + 30_000,
-                            pump.sim.t_ms + hours * 3.6e6, random.Random(f"{setname}:{seed}:ramps"))
+        _height_events(pump.sim, rng, S, pump.sim.t_ms + 30_000, pump.sim.t_ms + hours * 3.6e6)
         run_ms = hours * 3.6e6 if stop_s is None else min(hours * 3.6e6, stop_s * 1000.0)
         pump.run(int(run_ms))
         return {"case": k, "rate": rate, "model": model, "hours": hours, "t0": t0,
-                "alarms": pump.bad(), "ramps": nr}
+                "alarms": pump.bad()}
     finally:
         pump.close()
 
@@ -322,7 +298,6 @@ def run_set(setname: str, hours: float = 200.0, jobs: int = 2, controller: str =
     return {
         "false_alarms_disturbed": false,
         "disturbed_hours": round(tot, 1),
-        "ramp_returns": sum(r["ramps"] for r in dist),
         "limit_ratio_max": round(max((x if x is not None else big) for x in ratios), 3),
         "limit_ratio_1mlh": pick(1.0, "BD50")["ratio"] and round(pick(1.0, "BD50")["ratio"], 3),
         "time_to_alarm_25mlh_s": pick(25.0, "BD50")["t_alarm"],

@@ -306,18 +306,6 @@ def bench_occ12_baseline() -> dict:
     return _occ12("baseline", "baseline.")
 
 
-def bench_occ12_ramps() -> dict:
-    """Bedside height ramps (bench/ramps.py): 20-60 cm over 5-60 s out and back, both
-    directions, 1-100 mL/h on 10/20/50 mL; tuning ranges on seeds 40000+ (10 per cell),
-    held-back ranges and all five models on seeds 60000+ (6 per cell). False alarms and the
-    ramps run (two worker processes)."""
-    import ramps
-    out = {}
-    for setname, seeds, prefix in (("tune", 10, "occ12.ramps"), ("held", 6, "occ12.ramps.held")):
-        out.update(ramps.figures(ramps.sweep(setname, seeds, 2), prefix))
-    return out
-
-
 def bench_occ() -> dict:
     out = {}
     for ctl, prefix in (("firmware", ""), ("baseline", "baseline.")):
@@ -352,5 +340,4 @@ def bench_false() -> dict:
 
 
 BENCHMARKS = {"sim": bench_sim, "acc": bench_acc, "occ": bench_occ, "false": bench_false,
-              "occ12": bench_occ12, "occ12_baseline": bench_occ12_baseline,
-              "occ12_ramps": bench_occ12_ramps}
+              "occ12": bench_occ12, "occ12_baseline": bench_occ12_baseline}

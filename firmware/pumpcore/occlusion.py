@@ -66,8 +66,6 @@ _T_STEP_TICKS = const(120)     # 6 s: a bedside step lands within this (move <= 
                                # line's R·C); shorter segments let two steps fill a window
 _C_GRID = const(1)             # `confirm`: five means on the fixed grid, then the doubling;
 _C_SLIDE = const(2)            # three differences sliding by half a segment, then the doubling
-_C_SLIDE2 = const(3)           # ... then two doubled segments (where a bedside ramp fits the band)
-_H_BED = const(44)             # mmHg: the largest bedside height change (60 cm: CONTEXT §8)
 _RAMP_FAST = const(220)        # 1/100 mmHg/s: the fastest bedside height ramp (3 cm/s: 60 cm
                                # in 20 s); _C_SLIDE only where the band's floor is 2 × that
 _DEAD = const(8)               # ticks of the doubling before its segment is summed: the
@@ -260,7 +258,7 @@ class Occlusion:
         if not self.probe and self.L < _T_STEP_TICKS:
             # confirmed; sliding where no bedside ramp reaches half the band's floor, which as
             # a slope is 20·lo/L² mmHg/s (docs/firmware.md, "Occlusion", 3b)
-            c = _C_SLIDE if 1000 * lo >= _RAMP_FAST * self.L * self.L else _C_SLIDE2
+            c = _C_SLIDE if 1000 * lo >= _RAMP_FAST * self.L * self.L else _C_GRID
         self.confirm = c
         self._v_plan()
         self.lo = lo
@@ -323,7 +321,7 @@ class Occlusion:
             return v
         if self.base > -1 << 20 or self.ref > -1 << 20:
             return 0                   # below the tare: relieve to 0, never suck back
-        if self.confirm >= _C_SLIDE:
+        if self.confirm == _C_SLIDE:
             # half-segments: the lowest of the segments (pairs of halves) kept
             n = self.nseg if self.nseg < 8 else 8
             if n < 2:
@@ -480,9 +478,8 @@ class Occlusion:
         L = self.L
         if self.confirm:
             if self.mode != _WATCH:
-                if self.pn == 0:
-                    L -= _DEAD         # the doubled segment: L ticks, the last L - _DEAD summed
-            elif self.confirm >= _C_SLIDE:
+                L -= _DEAD             # the doubled segment: L ticks, the last L - _DEAD summed
+            elif self.confirm == _C_SLIDE:
                 L = L >> 1 if self.pn == 0 else L - (L >> 1)     # half-segments (pn: which)
         if n < L:
             return 0
@@ -490,7 +487,7 @@ class Occlusion:
         self.acc = 0
         self.acc_n = 0
         seg = self.seg
-        if self.confirm >= _C_SLIDE and self.mode == _WATCH:
+        if self.confirm == _C_SLIDE and self.mode == _WATCH:
             # confirmed plans (unprobed, T < the step response: 15-100 mL/h and up), y a
             # half-segment sum (L//2 and L - L//2 ticks alternately: two consecutive
             # halves are one segment of L ticks). The last eight halves make four segment
@@ -558,38 +555,11 @@ class Occlusion:
             # segment more than doubles it). _C_SLIDE: the segment before is the window's
             # last (two halves), and this is its 4th difference
             L = self.L
+            d = y * L // (L - _DEAD) - (seg[6] + seg[7] if self.confirm == _C_SLIDE else seg[4])
             r = self.run_d
-            if self.pn:
-                # the second doubled segment (all L ticks at 2Q), over the first's mean: a
-                # closed line's rise 2 (1 - D/2L) x the mean before, a ramp from outside going
-                # on 1 - D/2L x plus what is left of the open line's Q·R step,
-                # u^2 (1 - e^(-1/u))^2 of the line's s·T (u = R·C / T; <= 0.4 up to u = 1).
-                # OCCLUSION if >= 1.75 (1 - D/2L) x and <= 3 (1 - D/2L) x
-                # (docs/firmware.md, "Occlusion", 3c)
-                d = y - seg[0]
-                if r * (2 * L - _DEAD) * 7 // (24 * L) <= d <= r * (2 * L - _DEAD) // (2 * L):
-                    self.probing = 0
-                    return _TREND
-            else:
-                y = y * L // (L - _DEAD)
-                d = y - (seg[6] + seg[7] if self.confirm >= _C_SLIDE else seg[4])
-                c = self.confirm
-                if 12 * L * d >= (5 * L + _DEAD) * r and (9 * L * d <= (6 * L + 4 * _DEAD) * r
-                                                          or (c == _C_SLIDE2 and d <= r)):
-                    # (_C_SLIDE2: up to 3 x, the second doubled segment decides)
-                    # a bedside height change moves the reading by at most _H_BED: a rise
-                    # above the window's first mean by more than that (and lo for the noise
-                    # and breathing) is no ramp's; else (and always where a ramp can be in the
-                    # band, _C_SLIDE2) a second doubled segment (3c)
-                    if c != _C_SLIDE2 and y - self.base >= _H_BED * L + self.lo:
-                        self.probing = 0
-                        return _TREND
-                    if c >= _C_SLIDE:
-                        seg[0] = y             # (the window's m0 is in self.base)
-                        self.pn = 1
-                        return 0
-                    self.probing = 0
-                    return _TREND
+            if 12 * L * d >= (5 * L + _DEAD) * r and 9 * L * d <= (6 * L + 4 * _DEAD) * r:
+                self.probing = 0
+                return _TREND
             self._clear()
             # its rise kept while the window refills (then it expires): a threshold alarm
             # meanwhile — a closed line at 100 mL/h on 10 mL reaches the limit ~9 s after
