@@ -12,13 +12,26 @@ import bench_rp2040 as B  # noqa: E402
 from hil_sim.runtime import FirmwareError  # noqa: E402
 
 
-class _FakeSim:
-    """A simulation whose emulator answers nothing after ``alive_ms`` of emulated time."""
+class _FakeWall:
+    """The bench's wall clock, moved only by the fake emulator's slices (``cost_s`` per
+    emulated ms): the wall bound is reached at the same emulated time on any machine."""
 
-    def __init__(self, alive_ms, hang_wall_s=0.0):
+    def __init__(self):
+        self.t = 1000.0
+
+    def monotonic(self):
+        return self.t
+
+
+class _FakeSim:
+    """A simulation whose emulator answers nothing after ``alive_ms`` of emulated time;
+    each emulated ms costs ``hang_wall_s`` on ``wall`` (a _FakeWall)."""
+
+    def __init__(self, alive_ms, hang_wall_s=0.0, wall=None):
         self.t_ms = 0
         self.alive_ms = alive_ms
         self.hang_wall_s = hang_wall_s
+        self.wall = wall
         self.closed = False
         self.sent = []
         self.runtime = self
@@ -31,8 +44,7 @@ class _FakeSim:
         if self.t_ms >= self.alive_ms:
             raise FirmwareError("micropython firmware sent no reply within 60.0 s (exit status -9)")
         if self.hang_wall_s:
-            import time
-            time.sleep(self.hang_wall_s)
+            self.wall.t += self.hang_wall_s * ms
         self.t_ms += ms
 
     def host_send(self, data):
@@ -68,9 +80,18 @@ def test_a_hung_emulator_is_a_failed_heap_trial_not_a_crash(monkeypatch):
 
 
 def test_a_trial_past_its_wall_bound_fails_with_that_reason(monkeypatch):
-    monkeypatch.setattr(B, "_sim", lambda free, image, timeout_s=300.0: _FakeSim(10**9, 0.001))
+    """1 ms of wall per emulated ms, a 50-ms bound: the boot's first 500-ms run passes it,
+    and the next check (the STATUS after it) ends the trial there."""
+    wall, sims = _FakeWall(), []
+    monkeypatch.setattr(B, "time", wall)              # the bench's clock (not the real one)
+
+    def fake(free, image, timeout_s=300.0):
+        sims.append(_FakeSim(10**9, 0.001, wall))
+        return sims[-1]
+    monkeypatch.setattr(B, "_sim", fake)
     ok, why = B.heap_trial(25600, image=None, wall_s=0.05)
-    assert not ok and "wall" in why
+    assert not ok and "wall" in why, why
+    assert sims[0].t_ms == 500 and sims[0].closed
 
 
 def test_the_bisection_goes_on_past_a_hung_trial(monkeypatch):

@@ -7,7 +7,6 @@ import json
 import logging
 import socket
 import threading
-import time
 
 import pytest
 
@@ -168,15 +167,18 @@ def test_socket_reads_are_buffered():
             conn.sendall(codec.encode_ok(rid, {"dev": "SOCK-1", "fw": "0", "proto":
                                                codec.PROTO_VERSION, "lib": "x", "libh": "0" * 16,
                                                "tick_ms": 10}))
-            time.sleep(0.2)
+            # the burst once the client's stream has begun (a stream sees what comes after
+            # it): waited for, not slept for (a loaded machine took longer than a nap)
+            subscribed.wait(GUARD_S)
             conn.sendall(burst)
             done.wait(GUARD_S)
 
-    done = threading.Event()
+    done, subscribed = threading.Event(), threading.Event()
     t = threading.Thread(target=serve, daemon=True)
     t.start()
     with Pump.open(f"socket://127.0.0.1:{port}", timeout=2.0, library=None) as pump:
         stream = pump.subscribe()
+        subscribed.set()
         got = []
         for f in stream.events(timeout=GUARD_S):      # a hang guard: ends on the count
             got.append(f)
@@ -212,7 +214,7 @@ def test_asyncio_client(fake):
                     got.append(ev)
                     break
             task = asyncio.create_task(collect())
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0)              # one turn of the loop: collect() has subscribed
             fake.write(codec.encode_event("ALARM", {"alarm": "DOOR", "prio": 3}))
             await task
             await pump.status()                 # nothing more behind it

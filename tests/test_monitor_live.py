@@ -9,7 +9,9 @@ ready and that it says what happened. The pump is served in lock-step (tests/ser
 time moves only to answer the monitor and when the test advances it (the door alarm, two ticks
 with the door closed, telemetry), so nothing depends on how fast the machine is. The wall
 clock is left only where the monitor, an unmodified real client, keeps its own timers (its
-reconnect attempts while the link is down) and as hang guards (WAIT_S) on what it shows."""
+reconnect attempts while the link is down) and as hang guards (WAIT_S) on what it shows;
+even there the test waits for what those timers make happen (two failed reconnect attempts,
+counted at the pump's port, at a stand-in listener or in the JSON stream), never for a nap."""
 from __future__ import annotations
 
 import errno
@@ -44,6 +46,7 @@ class PumpSide:
         self.ep, self.url = ep, ep.url
         self.sent, self.got = bytearray(), bytearray()      # host -> pump, pump -> host
         self.down = False
+        self.attempts_dropped = 0             # connections made (and dropped) while down
         self.lock = threading.Lock()
 
     def read(self):
@@ -51,6 +54,8 @@ class PumpSide:
             if isinstance(self.ep, TcpEndpoint):
                 self.ep._drop_client()
                 self.ep._accept()             # whoever connects is dropped at once
+                if self.ep._conn is not None:
+                    self.attempts_dropped += 1
                 self.ep._drop_client()
             return b""
         data = self.ep.read()
@@ -236,7 +241,8 @@ def test_monitor_keys_and_a_dropped_link_on_the_pumps_own_port():
         assert term.proc.poll() is None
         term.key("r")                                     # a key while the link is down
         term.wait_for(r"resume: ", what="the refused key, as a note")
-        time.sleep(1.0)             # the monitor's own timers: a few reconnect attempts fail
+        n = side.attempts_dropped           # the monitor's own timers: attempts that fail
+        until(lambda: side.attempts_dropped >= n + 2, "two failed reconnect attempts")
         assert term.proc.poll() is None
         side.down = False                                 # the link is back
         until(lambda: len(side.requests("HELLO")) > hellos, "the monitor's reconnect HELLO")
@@ -249,6 +255,39 @@ def test_monitor_keys_and_a_dropped_link_on_the_pumps_own_port():
         if term is not None:
             term.close()
         pumped.close()
+
+
+class Dropper:
+    """Stands on a gone gateway's port until closed: every connection is accepted and closed
+    at once (a failed reconnect attempt, counted)."""
+
+    def __init__(self, port):
+        import socket
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(8)
+        self.sock.settimeout(0.05)
+        self.attempts, self.stop = 0, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self.stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            c.close()
+            self.attempts += 1
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(WAIT_S)
+        self.sock.close()
 
 
 def _serve_gateway(pump_url, listen=0):
@@ -299,7 +338,8 @@ def test_monitor_through_the_gateway_keys_and_a_restarted_gateway():
         hellos = len(side.requests("HELLO"))
         _stop(gw)                                          # the gateway goes away
         term.wait_for(r"link lost", what="the lost link")
-        time.sleep(1.0)             # the monitor's own timers: a few reconnect attempts fail
+        with Dropper(port) as gone:         # the monitor's own timers: attempts that fail
+            until(lambda: gone.attempts >= 2, "two failed reconnect attempts")
         assert term.proc.poll() is None
         gw, url2 = _serve_gateway(side.url, listen=port)   # and comes back on its port
         assert url2 == url
@@ -344,7 +384,9 @@ def test_monitor_json_stream_reports_the_lost_and_restored_link():
         side.down = True
         until(lambda: any(o["type"] == "link" and o["ok"] is False for o in objs),
               "a link-lost object")
-        time.sleep(1.0)             # the monitor's own timers: a few reconnect attempts fail
+        # the monitor's own timers: each failed reconnect attempt is one more link-lost object
+        until(lambda: sum(o["type"] == "link" and o["ok"] is False for o in objs) >= 3,
+              "two failed reconnect attempts")
         side.down = False
         until(lambda: any(o["type"] == "link" and o["ok"] is True for o in objs),
               "a link-restored object")

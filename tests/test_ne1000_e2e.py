@@ -2,10 +2,12 @@
 simulated pump through the NE-1000 personality over real pseudo-terminals (nesp-lib →
 pty → host.ne1000 → host.Pump → pty → firmware). The pump is served in lock-step
 (tests/served.py): pump time moves only to answer the personality (its heartbeats too) and
-when a test advances it, so waits on the pump are in pump time. Two things keep the wall
-clock by design and are waited for with hang guards only: the NE-1000 safe-mode timeout (the
-personality's own timer, in seconds of the lab's clock, as the NE-1000 manual defines it) and
-nesp-lib's own polling loop in ``run()``."""
+when a test advances it, so waits on the pump are in pump time. The personality's own clock
+(the NE-1000 safe-mode timeout, in seconds of the lab's clock as the NE-1000 manual defines
+it, and its inter-byte limit) is a `LabClock` the test moves: it stands still unless a test
+advances it, so a loaded machine that starves nesp-lib for seconds fires no time out early.
+nesp-lib's own polling loop in ``run()`` keeps the wall clock and is waited for with hang
+guards only."""
 from __future__ import annotations
 
 import binascii
@@ -23,6 +25,7 @@ import serial
 from nesp_lib.exceptions import StateException, StatusAlarmException
 
 from hil_sim.link import PtyEndpoint
+from host import ne1000_serve
 from host.client import Pump
 from host.codec import Event
 from host.ne1000_serve import Ne1000Server, StateFile
@@ -39,21 +42,37 @@ def safe(payload: bytes) -> bytes:
     return b"\x02" + bytes([len(payload) + 4]) + payload + bytes([c >> 8, c & 0xFF]) + b"\x03"
 
 
+class LabClock:
+    """The personality's clock (``time.monotonic`` of host.ne1000_serve), moved by the test."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def monotonic(self) -> float:
+        return self.t
+
+
 class Rig:
-    """A simulated pump on a pty (lock-step), host.Pump on it, the personality on another pty."""
+    """A simulated pump on a pty (lock-step), host.Pump on it, the personality on another pty,
+    on a lab clock the test moves (``lab.t``)."""
 
     def __init__(self, tmp: Path, runtime: str = "cpython", drug: str | None = None) -> None:
         self.served = Served(runtime, seed=3)
         self.sim, self.sim_ep = self.served.sim, self.served.ep
         self.pump = Pump.open(self.sim_ep.url, timeout=2.0, retries=3)
         self.state = StateFile(tmp / "ne1000.json")
+        self.lab, self._time = LabClock(), ne1000_serve.time
+        ne1000_serve.time = self.lab          # read once, as the byte loop starts
         self.server = Ne1000Server(self.pump, PtyEndpoint(), 0, self.state, drug).start()
         self.url = self.server.url
 
     def close(self) -> None:
-        self.server.close()
-        self.pump.close()
-        self.served.close()
+        try:
+            self.server.close()
+            self.pump.close()
+            self.served.close()
+        finally:
+            ne1000_serve.time = self._time
         assert self.server.error is None
 
 
@@ -159,7 +178,9 @@ def test_safe_mode_timeout_pauses_the_pump_when_the_lab_software_dies(rig):
     finally:
         child.kill()                                            # the lab software crashes
         child.wait(30)
-    # the personality's own safe-mode timer (3 s of the lab's clock): a hang guard only
+    # however long the machine took, no lab time passed: no time out yet
+    assert rig.server.engine.timeouts == 0 and rig.pump.status().state == "RUNNING"
+    rig.lab.t += 3.5                                # past SAF 3 of the lab's clock
     wall_until(lambda: rig.server.engine.timeouts >= 1, "the safe-mode time out")
     # ... then it sends PAUSE (its reply is all the pump time that takes)
     wall_until(lambda: rig.pump.status().state == "PAUSED", "the pump paused")
