@@ -47,9 +47,18 @@ class LabClock:
 
     def __init__(self) -> None:
         self.t = 1000.0
+        self.reads = 0                  # the byte loop reads it once a turn
 
     def monotonic(self) -> float:
+        self.reads += 1
         return self.t
+
+    def advance(self, s: float) -> None:
+        """``s`` seconds pass; returns once the byte loop has polled the engine at the new
+        time (two turns: one may have read the clock just before)."""
+        self.t += s
+        n = self.reads
+        wall_until(lambda: self.reads >= n + 2, "the personality's byte loop turning")
 
 
 class Rig:
@@ -178,9 +187,11 @@ def test_safe_mode_timeout_pauses_the_pump_when_the_lab_software_dies(rig):
     finally:
         child.kill()                                            # the lab software crashes
         child.wait(30)
-    # however long the machine took, no lab time passed: no time out yet
+    # however long the machine took, no lab time passed: no time out yet, nor before 3 s
     assert rig.server.engine.timeouts == 0 and rig.pump.status().state == "RUNNING"
-    rig.lab.t += 3.5                                # past SAF 3 of the lab's clock
+    rig.lab.advance(2.9)
+    assert rig.server.engine.timeouts == 0 and rig.pump.status().state == "RUNNING"
+    rig.lab.advance(0.2)                            # past SAF 3 of the lab's clock
     wall_until(lambda: rig.server.engine.timeouts >= 1, "the safe-mode time out")
     # ... then it sends PAUSE (its reply is all the pump time that takes)
     wall_until(lambda: rig.pump.status().state == "PAUSED", "the pump paused")
