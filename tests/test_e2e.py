@@ -71,7 +71,7 @@ def test_cli_drives_sim_serve_over_tcp():
         assert rc == 0, err
         rc, out, err = cli("start")
         assert rc == 0, err
-        t0 = int(send_command(ctl, "status").split("t_ms=")[1].split()[0])
+        t0 = int(send_command(ctl, "status", GUARD_S).split("t_ms=")[1].split()[0])
         reply = send_command(ctl, "advance 500", timeout=GUARD_S)
         assert reply.startswith("OK t_ms=") and int(reply.split("=")[1]) >= t0 + 500, reply
         rc, st, err = cli("status")

@@ -159,14 +159,14 @@ def test_fault_by_command_while_serving():
             ep.host_write(frame(b"1 PROG boot=1 rate_ul_h=25000 vtbi_nl=20000000") + frame(b"2 START boot=1"))
             got = read_until(b"2 OK")
             assert b"2 OK state=RUNNING" in got
-            assert send_command(ctl.url, "occlusion on") == "OK"
-            assert send_command(ctl.url, "meteor 3").startswith("ER unknown fault")
-            assert send_command(ctl.url, "faults").startswith("OK occlusion,")
+            assert send_command(ctl.url, "occlusion on", GUARD_S) == "OK"
+            assert send_command(ctl.url, "meteor 3", GUARD_S).startswith("ER unknown fault")
+            assert send_command(ctl.url, "faults", GUARD_S).startswith("OK occlusion,")
             reply = send_command(ctl.url, "advance 400000 until=high", timeout=GUARD_S)
             assert reply.startswith("OK t_ms=") and reply.endswith("reached=1"), reply
             got += read_until(b"alarm=OCCLUSION")
             assert b"! EV ALARM alarm=OCCLUSION prio=3" in got
-            assert "occluded=1" in send_command(ctl.url, "status")
+            assert "occluded=1" in send_command(ctl.url, "status", GUARD_S)
         finally:
             stop.set()
             th.join(GUARD_S)

@@ -280,9 +280,9 @@ def test_control_port_advance_needs_lockstep_and_moves_the_clock():
     s, clock = _lockstep(ep)
     try:
         with ControlServer(s.sim, clock=clock) as ctl, ControlServer(s.sim) as plain:
-            assert send_command(plain.url, "advance 100").startswith("ER advance needs")
-            assert send_command(ctl.url, "advance").startswith("ER usage")
-            assert send_command(ctl.url, "advance 10 until=never").startswith("ER until")
+            assert send_command(plain.url, "advance 100", GUARD_S).startswith("ER advance needs")
+            assert send_command(ctl.url, "advance", GUARD_S).startswith("ER usage")
+            assert send_command(ctl.url, "advance 10 until=never", GUARD_S).startswith("ER until")
             t = s.sim.t_ms
             assert send_command(ctl.url, "advance 2000", GUARD_S) == f"OK t_ms={t + 2000}"
             assert send_command(ctl.url, "advance 5000 until=alarm", GUARD_S) == \
@@ -322,7 +322,7 @@ def test_cli_serve_prints_the_url_and_stops_on_ctrl_c(args):
             port.write(b"1 HELLO\n")
             assert port.readline().startswith(b"1 OK dev=")
             if ctl:
-                t = int(send_command(ctl, "status").split("t_ms=")[1].split()[0])
+                t = int(send_command(ctl, "status", GUARD_S).split("t_ms=")[1].split()[0])
                 assert send_command(ctl, "advance 1000", GUARD_S) == f"OK t_ms={t + 1000}"
                 port.write(b"2 HELLO\n")
                 assert port.readline().startswith(b"2 OK dev=")
