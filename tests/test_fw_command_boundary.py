@@ -251,6 +251,34 @@ def test_a_run_of_every_command_writes_only_the_request_layers_fields(monkeypatc
         "ACK no longer writes ctl.alarms.cond (its verb?): empty ALLOWED_ACK"
 
 
+def test_signed_requests_write_only_the_auth_fields(monkeypatch):
+    """Authentication required: a signed PROG and START (committed), a replayed counter and a
+    wrong MAC (refused: auth_refused, the pending counter dropped)."""
+    sys.path.insert(0, str(Path(__file__).parent / "fw"))
+    from fwkit import Rig, crc_frame
+    from pumpcore.auth import Auth, mac16
+    from pumpcore.settings import Settings
+    key = b"0123456789abcdef0123456789abcdef"
+    settings = Settings()
+    settings.auth = 1
+    r = Rig(settings=settings, auth=Auth(key, 0))
+    assert r.ctl.auth.required
+    writes = _record_writes(monkeypatch, r)
+
+    def signed(n, word, ctr, good=True):
+        b = ("%d %s boot=%d" % (n, word, r.ctl.boot) + " ctr=%d" % ctr).encode()
+        mac = mac16(key, b) if good else b"0" * 16
+        return r.send(crc_frame(b + b" mac=" + mac), crc=False)
+    assert b"1 OK" in signed(1, "PROG rate_ul_h=600000 vtbi_nl=9000000", 1)
+    assert b"2 OK" in signed(2, "START", 2)
+    assert b"3 ER AUTH" in signed(3, "PAUSE", 2)           # PAUSE needs none; a replay is refused
+    assert b"4 ER AUTH" in signed(4, "TITRATE rate_ul_h=300000", 5, good=False)
+    assert r.ctl.auth.counter == 2 and r.ctl.auth_refused == 2
+    seen = set(writes)
+    assert seen - (ALLOWED | ALLOWED_ACK) == set(), seen
+    assert {"ctl.auth_refused", "ctl.auth.pending"} <= seen, seen
+
+
 def test_the_run_oracle_sees_a_handler_writing_controller_state(monkeypatch):
     """A reply helper of commands.py that also writes ``ctl.rate`` (PAUSE's reply) is
     caught at run time."""
