@@ -210,3 +210,73 @@ def test_probed_sudden_occlusions_on_10_ml_are_found_without_repeated_probes(rat
     r = B.occlusion_case("tune", rate, model, k)
     assert r["t_alarm"] is not None and r["t_alarm"] <= 0.75 * main_s, r
     assert abs(r["bolus"]) <= 0.05, r
+
+
+def _plan(rate_ml_h, model):
+    from pumpcore import occlusion as O
+    from pumpcore import syringes as SYR
+    i = SYR.NAMES.index(model.encode())
+    c, sig = SYR.C_NL_MMHG[i], SYR.sigma_cmmhg(i, SYR.SIGMA_MN)
+    L, _, _, probe = O.plan(int(rate_ml_h * 1000), c, sig / 100.0)
+    return L, O.probe_ticks(int(rate_ml_h * 1000), c, sig / 100.0), probe, c, sig
+
+
+@pytest.mark.req("REQ-OCC-22")
+def test_the_probe_segment_is_planned_from_its_contrast_and_the_stoppers_saw():
+    """The probe's segment is the shortest in which its contrast (a closed line 2·s·Tp, a
+    ramp from outside 0, judged halfway) clears 4 σ of its four means' sensor noise, the
+    breathing they hold and the stick-slip saw of the stopper at the half rate, never longer
+    than the candidate's: shorter where the stopper glides at the half rate (5 mL/h), the
+    candidate's where its saw is slow (2 mL/h on 50 mL: half rate 1 mL/h)."""
+    from pumpcore import occlusion as O
+    for model in ("BD10", "BD20", "BD50"):
+        L, lp, probe, c, sig = _plan(5.0, model)
+        assert probe and lp < 0.9 * L, (model, L, lp)
+        # the contrast's margin s·Tp against 4 σ of two differences of means (2 σ_mean)
+        s = 5000 / 3.6 / c
+        tp = lp * O.TICK_S
+        assert s * tp >= 4 * 2 * sig / 100.0 * (O.HOLD_TICKS * O.TICK_S / tp) ** 0.5
+    L, lp, probe, _, _ = _plan(2.0, "BD50")
+    assert probe and lp >= L
+    a, _, _ = O.plan_ints(2000, 2100, 148)
+    assert ((-a) >> O._LBITS) == (-a) & O._LMASK          # packed as the candidate's L
+
+
+@pytest.mark.req("REQ-OCC-22", "REQ-OCC-18")
+def test_a_closed_line_at_5_mlh_on_bd20_is_found_within_five_segments_and_a_short_probe():
+    """An ideal closed line (the model's s, following the probe) at 5 mL/h on BD20: found at
+    its first candidate (onset to the fifth segment mean, <= 5 T) and its first probe (6 Tp),
+    within 5 L + 6 Lp ticks of the onset — on session 10's probe (six segments of L) it took
+    5 L + 6 L. A ramp from outside at the same slope is still never an occlusion."""
+    L, lp, _, c, sig = _plan(5.0, "BD20")
+    probes = []
+    r, i = _closed_or_not(5.0, True, c=c, sig=sig, probes=probes)
+    assert r == 1 and len(probes) == 1, (r, i, probes)
+    assert i - 400 <= 5 * L + 6 * lp, (i - 400, L, lp)
+    r, _ = _closed_or_not(5.0, False, c=c, sig=sig)
+    assert r == 2, r                               # occlusion._THRESHOLD, never _TREND
+
+
+@pytest.mark.req("REQ-OCC-22")
+def test_the_tuning_sets_5_mlh_bd20_occlusion_within_its_planned_structure():
+    """The tuning set's sudden occlusion at 5 mL/h on BD20 (bench/battery.py case 7: main
+    46d87d0 61.4 s, 11.8 × the physical limit): found within 5 T + 6 Tp of the plan
+    (5.65 s, 4.85 s: 57.35 s), and the volume released when the line opens within the goal."""
+    import battery as B
+    L, lp, _, _, _ = _plan(5.0, "BD20")
+    r = B.occlusion_case("tune", 5.0, "BD20", 7)
+    assert r["t_alarm"] is not None and r["t_alarm"] <= (5 * L + 6 * lp) * 0.05, r
+    assert abs(r["bolus"]) <= 0.05, r
+
+
+@pytest.mark.req("REQ-OCC-22", "REQ-OCC-10")
+def test_a_step_inside_the_first_1_5x_segment_is_no_occlusion():
+    """Fresh seed 40105 (tuning ranges, 5 mL/h on BD10, the pump brought down 59 cm over 25 s
+    six times): the fourth return's ramp made a candidate and ended as the probe began, and
+    a bedside step of ~25 mmHg landed inside the first measured 1.5 × segment, splitting over
+    both 1.5 × differences (1.03 / 2.38 × the mean, the half rate's sum 0.52 ×): OCCLUSION at
+    776.75 s with the probe's segment from the plan. A closed line's rise at one rate is
+    even: neither 1.5 × difference may be over twice the other."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import test_occ12_fast as F
+    assert F._returns(40105, 5.0, "BD10", 59.0, 25.0) == []

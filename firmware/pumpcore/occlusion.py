@@ -82,6 +82,9 @@ LO = 0.5                       # band around s·T: the compliance within 0.6-1.4
 HI = 2.5
 RAMP_LO = 0.45                 # mmHg/s: bedside height ramps (40 cm over 20-60 s) ...
 RAMP_HI = 1.5                  # ... are probed where the band reaches them
+STICK_N = 0.6                  # the probe's half rate: the largest stick-slip excess (N, the
+K_STOPPER = 120.0              # battery's, any size) over the softest stopper (N/mm)
+_MMHG_PER_MPA = 7500.6
 
 # the stored-volume test (a slowly developing occlusion: docs/firmware.md, "Occlusion", 6.)
 _VSEG = const(200)             # ticks per level segment, at least: 10 s (else the plan's T)
@@ -100,7 +103,7 @@ _VOLUME = const(3)
 _UNKNOWN = const(-1048576)     # -1 << 20: no level yet
 
 
-def _segment(s, sigma_mmhg, joint):
+def _segment(s, sigma_mmhg, joint, w=0.0):
     """The shortest segment L (ticks) in which half the expected rise per segment, 0.5·s·T,
     clears K_SIGMA σ of a segment difference's sensor noise and K_BREATH × what a breath
     leaves in one: *jointly* (root sum of squares) where an open line's single difference
@@ -118,16 +121,18 @@ def _segment(s, sigma_mmhg, joint):
     hi_l = int(T_MAX_S / TICK_S)
     while lo_l < hi_l:
         m = (lo_l + hi_l) // 2
-        if _clears(m, s, sigma_mmhg, joint):
+        if _clears(m, s, sigma_mmhg, joint, w):
             hi_l = m
         else:
             lo_l = m + 1
     return lo_l
 
 
-def _clears(L, s, sigma_mmhg, joint=True):
+def _clears(L, s, sigma_mmhg, joint=True, w=0.0):
     """True when half the expected rise over a segment of L ticks stands clear of the noise
-    and breathing in a segment difference (jointly, or each on its own: `_segment`)."""
+    and breathing in a segment difference (jointly, or each on its own: `_segment`), and of
+    2 × a stopper saw's residual w / t in a segment mean (w in mmHg·s; the probe's half rate,
+    `probe_ticks`)."""
     t = L * TICK_S
     sd = sigma_mmhg * (2.0 * HOLD_TICKS * TICK_S / t) ** 0.5
     rb = BREATH_MMHG * BREATH_S / (3.14159 * t)
@@ -135,8 +140,9 @@ def _clears(L, s, sigma_mmhg, joint=True):
         rb = BREATH_MMHG
     ns = K_SIGMA * sd
     nb = K_BREATH * rb * 1.414
+    nw = 2.0 * w / t
     if joint:
-        need = (ns * ns + nb * nb) ** 0.5
+        need = (ns * ns + nb * nb + nw * nw) ** 0.5
     else:
         need = ns if ns > nb else nb
     return LO * s * t >= need
@@ -172,6 +178,26 @@ def plan(rate_ul_h, c_nl_mmhg, sigma_mmhg):
     return L, lo, hi, probe
 
 
+def probe_ticks(rate_ul_h, c_nl_mmhg, sigma_mmhg):
+    """The probe's segment (ticks): the shortest in which its contrast — the 1.5 × stage's
+    two differences less the half rate's, four segment means, a closed line 2·s·T, a ramp
+    from outside 0, judged halfway at s·T — stands K_SIGMA σ of its sensor noise
+    (2 σ_mean) and K_BREATH × its breathing (four means' residuals) clear, jointly. That is
+    the candidate's joint need (½·s·T against √2 σ_mean and √2 × a mean's breath) with the
+    margin and the errors each √2 × larger: `_segment` of √2 × the slope. And the stopper's
+    stick-slip at the half rate: a saw of STICK_N / A in the reading, one cycle per
+    STICK_N / K_STOPPER of plunger travel, leaves up to 1/8 of its height × its period ÷ T
+    in a segment mean, STICK_N² / (8·K_STOPPER·Q/2·T) as a pressure whatever the bore; the
+    half rate's sum (a closed line 1 × the mean, a ramp 2 ×, judged within 0.5-1.5 ×) holds
+    two such means, so its margin ½·s·T must clear 2·√2 × that (docs/firmware.md,
+    "Occlusion", 3.: where the saw is slow against T the probe keeps the candidate's T)."""
+    q = rate_ul_h / 7200.0                    # the half rate, mm³/s
+    if q <= 0:
+        return 1 << 10
+    w = STICK_N * STICK_N / (8.0 * K_STOPPER * q) * _MMHG_PER_MPA
+    return _segment(1.41421 * _slope(rate_ul_h, c_nl_mmhg), sigma_mmhg, True, w)
+
+
 def level_ticks(rate_ul_h, c_nl_mmhg, sigma_mmhg):
     """The joint-margin segment (ticks): the stored-volume test's levels are judged on a line
     that is still open (a partial occlusion), where breathing and noise act together."""
@@ -187,9 +213,15 @@ def plan_ints(rate_ul_h, c_nl_mmhg=2100, sigma_cmmhg=150):
     """The plan as three integers for the tick: (L, lo, hi) in units of segment sums
     (mmHg × L), L negative when candidates are probed. sigma in 1/100 mmHg. |L| carries the
     trend segment in its low 11 bits (L <= 1200) and, above them, the joint-margin segment
-    Lj the stored-volume test's levels are planned from (0: the trend segment)."""
+    Lj the stored-volume test's levels are planned from (0: the trend segment) — on a probed
+    plan, where that is the trend segment, the probe's segment (`probe_ticks`) instead."""
     L, lo, hi, probe = plan(rate_ul_h, c_nl_mmhg, sigma_cmmhg / 100.0)
-    Lj = level_ticks(rate_ul_h, c_nl_mmhg, sigma_cmmhg / 100.0)
+    if probe:
+        Lj = probe_ticks(rate_ul_h, c_nl_mmhg, sigma_cmmhg / 100.0)
+        if Lj > L:
+            Lj = L
+    else:
+        Lj = level_ticks(rate_ul_h, c_nl_mmhg, sigma_cmmhg / 100.0)
     a = L | (Lj << _LBITS)
     return (-a if probe else a), int(lo * L) + 1, int(hi * L) + 1
 
@@ -199,7 +231,8 @@ class Occlusion:
         self.limit = limit_mmhg
         self.seg = array("i", bytes(4 * _NSEG))
         self.L = 20
-        self.Lj = 20                # the joint-margin segment (the levels' length, at least)
+        self.Lj = 20                # the joint-margin segment (the levels' length, at least);
+                                    # on a probed plan (where that is L) the probe's segment
         self.lo = 1 << 29
         self.hi = 1 << 29
         self.probe = False
@@ -242,7 +275,9 @@ class Occlusion:
         when it is at most V_RATE × the segment, or 3 σ of a 10-s level difference
         (0.2 σ·3; longer segments are less noisy), whichever is larger: the noise of a small
         syringe must not be cut off one-sidedly."""
-        n = self.Lj if self.Lj > _VSEG else _VSEG
+        n = self.L if self.probe else self.Lj      # (probed: L is the joint segment)
+        if n < _VSEG:
+            n = _VSEG
         self.v_len = n
         self.v_max = 3 * n
 
@@ -481,6 +516,8 @@ class Occlusion:
                 L -= _DEAD             # the doubled segment: L ticks, the last L - _DEAD summed
             elif self.confirm == _C_SLIDE:
                 L = L >> 1 if self.pn == 0 else L - (L >> 1)     # half-segments (pn: which)
+        elif self.mode != _WATCH:
+            L = self.Lj                # the probe's segment (`probe_ticks`)
         if n < L:
             return 0
         y = self.acc
@@ -570,7 +607,9 @@ class Occlusion:
         if self.mode == _PROBE:
             pn = self.pn + 1
             self.pn = pn
-            r = self.run_d
+            # the candidate's rise per three of its segments (sums of L ticks), as three of
+            # the probe's (sums of Lj ticks: a segment's rise and its sum each scale with it)
+            r = self.run_d * L // self.L * L // self.L
             # the probe (docs/firmware.md, "Occlusion", 3.): three segments at half the rate,
             # then three at 1.5 × — the motor holds back half the line's steps and then pays
             # them back, so it is never ahead of the program's line. A closed line's rise is
@@ -586,7 +625,9 @@ class Occlusion:
             #  * the half rate's two measured differences add up to 0.5-1.5 × the mean (a
             #    closed line 1 ×, a ramp going on 2 ×, a rise that ended 0 ×: halfway);
             #  * each 1.5 × difference is >= 1 × the mean and both add up to >= 2.5 × (a
-            #    closed line 1.5 × each, a ramp 1 ×; a bedside step fills one of them);
+            #    closed line 1.5 × each, a ramp 1 ×; a bedside step fills one of them), and
+            #    neither is over twice the other (a closed line's rise at one rate is even:
+            #    a bedside step landing inside the first splits over both, unevenly);
             #  * the 1.5 × differences exceed the half rate's by >= 1 × the mean (a closed
             #    line 3 − 1 = 2 ×, a ramp going on 2 − 2 = 0 ×: halfway; twice the
             #    separation of the 1.5 × sum alone, 3 against 2 ×, for the same spread).
@@ -607,7 +648,7 @@ class Occlusion:
                 hs = h + h2
                 c = 3 * (hs - lo) >= r
                 if (c and r <= 6 * lo <= 3 * r and 3 * h >= r and 3 * h2 >= r
-                        and 6 * hs >= 5 * r):
+                        and 6 * hs >= 5 * r and 2 * h >= h2 and 2 * h2 >= h):
                     self.probing = 0
                     return _TREND
                 if c and seg[3] == 0:
