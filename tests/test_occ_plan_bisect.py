@@ -37,9 +37,9 @@ def test_plan_bisects_to_the_scans_length_in_at_most_two_bisections(rate, monkey
     real = O._clears
     calls = []
 
-    def counting(L, s, sig, joint=True):
+    def counting(L, s, sig, joint=True, w=0.0):
         calls.append(L)
-        return real(L, s, sig, joint)
+        return real(L, s, sig, joint, w)
 
     for c in (800, 2100, 5200):
         for sig in (0.2, 1.1, 3.0):
@@ -52,7 +52,8 @@ def test_plan_bisects_to_the_scans_length_in_at_most_two_bisections(rate, monkey
             assert len(calls) <= 22, (rate, c, sig, len(calls))   # at most two bisections
             monkeypatch.setattr(O, "_clears", counting)
             calls.clear()
-            O.plan_ints(rate, c, int(sig * 100))        # + the levels' joint segment
+            O.plan_ints(rate, c, int(sig * 100))        # + the levels' joint segment (or
+                                                        # the probe's: `probe_ticks`)
             monkeypatch.setattr(O, "_clears", real)
             assert len(calls) <= 33, (rate, c, sig, len(calls))
 
@@ -64,7 +65,7 @@ def test_the_test_is_monotone_in_the_segment_length():
         for c in (800, 2100, 5200):
             for sig in (0.2, 1.1, 3.0):
                 s = rate / 3.6 / c
-                for joint in (True, False):
-                    seq = [O._clears(L, s, sig, joint) for L in range(16, 1200)]
+                for joint, w in ((True, 0.0), (False, 0.0), (True, 3.0)):
+                    seq = [O._clears(L, s, sig, joint, w) for L in range(16, 1200)]
                     k = seq.index(True) if True in seq else len(seq)
                     assert all(seq[k:]) and not any(seq[:k])
