@@ -218,7 +218,9 @@ def _plan(rate_ml_h, model):
     i = SYR.NAMES.index(model.encode())
     c, sig = SYR.C_NL_MMHG[i], SYR.sigma_cmmhg(i, SYR.SIGMA_MN)
     L, _, _, probe = O.plan(int(rate_ml_h * 1000), c, sig / 100.0)
-    return L, O.probe_ticks(int(rate_ml_h * 1000), c, sig / 100.0), probe, c, sig
+    a = O.plan_ints(int(rate_ml_h * 1000), c, sig)[0]
+    lp = (-a) >> O._LBITS if a < 0 else 0            # a probed plan: the probe's segment
+    return L, lp, probe, c, sig
 
 
 @pytest.mark.req("REQ-OCC-22")

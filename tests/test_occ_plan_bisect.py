@@ -53,7 +53,7 @@ def test_plan_bisects_to_the_scans_length_in_at_most_two_bisections(rate, monkey
             monkeypatch.setattr(O, "_clears", counting)
             calls.clear()
             O.plan_ints(rate, c, int(sig * 100))        # + the levels' joint segment (or
-                                                        # the probe's: `probe_ticks`)
+                                                        # the probe's: plan_ints)
             monkeypatch.setattr(O, "_clears", real)
             assert len(calls) <= 33, (rate, c, sig, len(calls))
 

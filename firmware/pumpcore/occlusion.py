@@ -82,9 +82,6 @@ LO = 0.5                       # band around s·T: the compliance within 0.6-1.4
 HI = 2.5
 RAMP_LO = 0.45                 # mmHg/s: bedside height ramps (40 cm over 20-60 s) ...
 RAMP_HI = 1.5                  # ... are probed where the band reaches them
-STICK_N = 0.6                  # the probe's half rate: the largest stick-slip excess (N, the
-K_STOPPER = 120.0              # battery's, any size) over the softest stopper (N/mm)
-_MMHG_PER_MPA = 7500.6
 
 # the stored-volume test (a slowly developing occlusion: docs/firmware.md, "Occlusion", 6.)
 _VSEG = const(200)             # ticks per level segment, at least: 10 s (else the plan's T)
@@ -132,7 +129,7 @@ def _clears(L, s, sigma_mmhg, joint=True, w=0.0):
     """True when half the expected rise over a segment of L ticks stands clear of the noise
     and breathing in a segment difference (jointly, or each on its own: `_segment`), and of
     2 × a stopper saw's residual w / t in a segment mean (w in mmHg·s; the probe's half rate,
-    `probe_ticks`)."""
+    `plan_ints`)."""
     t = L * TICK_S
     sd = sigma_mmhg * (2.0 * HOLD_TICKS * TICK_S / t) ** 0.5
     rb = BREATH_MMHG * BREATH_S / (3.14159 * t)
@@ -178,26 +175,6 @@ def plan(rate_ul_h, c_nl_mmhg, sigma_mmhg):
     return L, lo, hi, probe
 
 
-def probe_ticks(rate_ul_h, c_nl_mmhg, sigma_mmhg):
-    """The probe's segment (ticks): the shortest in which its contrast — the 1.5 × stage's
-    two differences less the half rate's, four segment means, a closed line 2·s·T, a ramp
-    from outside 0, judged halfway at s·T — stands K_SIGMA σ of its sensor noise
-    (2 σ_mean) and K_BREATH × its breathing (four means' residuals) clear, jointly. That is
-    the candidate's joint need (½·s·T against √2 σ_mean and √2 × a mean's breath) with the
-    margin and the errors each √2 × larger: `_segment` of √2 × the slope. And the stopper's
-    stick-slip at the half rate: a saw of STICK_N / A in the reading, one cycle per
-    STICK_N / K_STOPPER of plunger travel, leaves up to 1/8 of its height × its period ÷ T
-    in a segment mean, STICK_N² / (8·K_STOPPER·Q/2·T) as a pressure whatever the bore; the
-    half rate's sum (a closed line 1 × the mean, a ramp 2 ×, judged within 0.5-1.5 ×) holds
-    two such means, so its margin ½·s·T must clear 2·√2 × that (docs/firmware.md,
-    "Occlusion", 3.: where the saw is slow against T the probe keeps the candidate's T)."""
-    q = rate_ul_h / 7200.0                    # the half rate, mm³/s
-    if q <= 0:
-        return 1 << 10
-    w = STICK_N * STICK_N / (8.0 * K_STOPPER * q) * _MMHG_PER_MPA
-    return _segment(1.41421 * _slope(rate_ul_h, c_nl_mmhg), sigma_mmhg, True, w)
-
-
 def level_ticks(rate_ul_h, c_nl_mmhg, sigma_mmhg):
     """The joint-margin segment (ticks): the stored-volume test's levels are judged on a line
     that is still open (a partial occlusion), where breathing and noise act together."""
@@ -214,10 +191,26 @@ def plan_ints(rate_ul_h, c_nl_mmhg=2100, sigma_cmmhg=150):
     (mmHg × L), L negative when candidates are probed. sigma in 1/100 mmHg. |L| carries the
     trend segment in its low 11 bits (L <= 1200) and, above them, the joint-margin segment
     Lj the stored-volume test's levels are planned from (0: the trend segment) — on a probed
-    plan, where that is the trend segment, the probe's segment (`probe_ticks`) instead."""
+    plan, where that is the trend segment, the probe's segment instead (below)."""
     L, lo, hi, probe = plan(rate_ul_h, c_nl_mmhg, sigma_cmmhg / 100.0)
     if probe:
-        Lj = probe_ticks(rate_ul_h, c_nl_mmhg, sigma_cmmhg / 100.0)
+        # The probe's segment: the shortest in which its contrast — the 1.5 × stage's two
+        # differences less the half rate's, four segment means, a closed line 2·s·T, a ramp
+        # from outside 0, judged halfway at s·T — stands K_SIGMA σ of its sensor noise
+        # (2 σ_mean) and K_BREATH × its breathing (four means' residuals) clear, jointly:
+        # the candidate's joint need (½·s·T against √2 σ_mean and √2 × a mean's breath)
+        # with the margin and the errors each √2 × larger, so `_segment` of √2 × the slope.
+        # And the stopper's stick-slip at the half rate: a saw of F / A in the reading, one
+        # cycle per F / k of plunger travel, leaves up to 1/8 of its height × its period ÷ T
+        # in a segment mean, F² / (8·k·(Q/2)·T) as a pressure whatever the bore (F = 0.6 N,
+        # the battery's largest stick-slip excess, any size; k = 120 N/mm, the softest
+        # stopper: 0.36 / 960 N·mm × 7500.6 mmHg/MPa = 2.8127 mmHg·mm³ over Q/2 in mm³/s);
+        # the half rate's sum (a closed line 1 × the mean, a ramp 2 ×, judged within
+        # 0.5-1.5 ×) holds two such means, so its margin ½·s·T clears 2·√2 × that
+        # (`_clears`). Never longer than L (docs/firmware.md, "Occlusion", 3.).
+        q = rate_ul_h / 7200.0
+        Lj = _segment(1.41421 * _slope(rate_ul_h, c_nl_mmhg), sigma_cmmhg / 100.0, True,
+                      2.8127 / q if q > 0 else 0.0)
         if Lj > L:
             Lj = L
     else:
@@ -517,7 +510,7 @@ class Occlusion:
             elif self.confirm == _C_SLIDE:
                 L = L >> 1 if self.pn == 0 else L - (L >> 1)     # half-segments (pn: which)
         elif self.mode != _WATCH:
-            L = self.Lj                # the probe's segment (`probe_ticks`)
+            L = self.Lj                # the probe's segment (`plan_ints`)
         if n < L:
             return 0
         y = self.acc
