@@ -620,7 +620,8 @@ class Occlusion:
             #  * each 1.5 × difference is >= 1 × the mean and both add up to >= 2.5 × (a
             #    closed line 1.5 × each, a ramp 1 ×; a bedside step fills one of them), and
             #    neither is over twice the other (a closed line's rise at one rate is even:
-            #    a bedside step landing inside the first splits over both, unevenly);
+            #    a bedside step landing inside the first splits over both, unevenly) nor
+            #    over 3 × the mean (twice a closed line's: bedside steps in both do more);
             #  * the 1.5 × differences exceed the half rate's by >= 1 × the mean (a closed
             #    line 3 − 1 = 2 ×, a ramp going on 2 − 2 = 0 ×: halfway; twice the
             #    separation of the 1.5 × sum alone, 3 against 2 ×, for the same spread).
@@ -641,7 +642,8 @@ class Occlusion:
                 hs = h + h2
                 c = 3 * (hs - lo) >= r
                 if (c and r <= 6 * lo <= 3 * r and 3 * h >= r and 3 * h2 >= r
-                        and 6 * hs >= 5 * r and 2 * h >= h2 and 2 * h2 >= h):
+                        and 6 * hs >= 5 * r and 2 * h >= h2 and 2 * h2 >= h
+                        and h <= r and h2 <= r):
                     self.probing = 0
                     return _TREND
                 if c and seg[3] == 0:
