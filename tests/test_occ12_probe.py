@@ -282,3 +282,16 @@ def test_a_step_inside_the_first_1_5x_segment_is_no_occlusion():
     sys.path.insert(0, str(ROOT / "tests"))
     import test_occ12_fast as F
     assert F._returns(40105, 5.0, "BD10", 59.0, 25.0) == []
+
+
+@pytest.mark.req("REQ-OCC-22", "REQ-OCC-10")
+def test_bedside_steps_in_the_1_5x_stage_are_no_occlusion():
+    """Held-back battery case 30 (8 mL/h on SOFT50; found by the 200-h battery with the
+    probe's segment from the plan, looked at to understand it): a ramp of ~0.4 mmHg/s made a
+    candidate and ended as the probe began (the half rate's sum 0.53 ×), then two bedside
+    steps (+20 and +9 mmHg) rose through the 1.5 × stage, 7.8 / 5.3 × the mean: OCCLUSION at
+    4,968.5 s. A closed line's 1.5 × difference is 1.5 × the mean (the stopper's friction
+    only lowers it): neither may be over 3 ×."""
+    import battery as B
+    r = B.disturbed_case("held", 30, stop_s=4990.0)
+    assert r["alarms"] == [], r
