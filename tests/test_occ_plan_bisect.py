@@ -13,7 +13,7 @@ def _scan(rate, c, sig, joint=True):
     if s <= 0:
         s = 1e-6
     L = int(O.T_MIN_S / O.TICK_S)
-    while L < int(O.T_MAX_S / O.TICK_S) and not O._clears(L, s, sig, joint):
+    while L < int(O.T_MAX_S / O.TICK_S) and not O._clears(L, s, sig, joint, 0.0):
         L += 1
     return L
 

@@ -100,7 +100,7 @@ _VOLUME = const(3)
 _UNKNOWN = const(-1048576)     # -1 << 20: no level yet
 
 
-def _segment(s, sigma_mmhg, joint, w=0.0):
+def _segment(s, sigma_mmhg, joint, w):
     """The shortest segment L (ticks) in which half the expected rise per segment, 0.5·s·T,
     clears K_SIGMA σ of a segment difference's sensor noise and K_BREATH × what a breath
     leaves in one: *jointly* (root sum of squares) where an open line's single difference
@@ -125,7 +125,7 @@ def _segment(s, sigma_mmhg, joint, w=0.0):
     return lo_l
 
 
-def _clears(L, s, sigma_mmhg, joint=True, w=0.0):
+def _clears(L, s, sigma_mmhg, joint, w):
     """True when half the expected rise over a segment of L ticks stands clear of the noise
     and breathing in a segment difference (jointly, or each on its own: `_segment`), and of
     2 × a stopper saw's residual w / t in a segment mean (w in mmHg·s; the probe's half rate,
@@ -166,11 +166,11 @@ def plan(rate_ul_h, c_nl_mmhg, sigma_mmhg):
     own where the candidate alarms by itself (T ≥ the step response, not probed), jointly
     where a probe or a confirmation decides on an open line's difference (`_segment`)."""
     s = _slope(rate_ul_h, c_nl_mmhg)
-    L = _segment(s, sigma_mmhg, False)
+    L = _segment(s, sigma_mmhg, False, 0.0)
     lo, hi, probe = _band(s, sigma_mmhg, L)
     if probe or L < _T_STEP_TICKS:
         # a probe or a confirmation decides: plan for breathing and noise together
-        L = _segment(s, sigma_mmhg, True)
+        L = _segment(s, sigma_mmhg, True, 0.0)
         lo, hi, probe = _band(s, sigma_mmhg, L)
     return L, lo, hi, probe
 
@@ -178,7 +178,7 @@ def plan(rate_ul_h, c_nl_mmhg, sigma_mmhg):
 def level_ticks(rate_ul_h, c_nl_mmhg, sigma_mmhg):
     """The joint-margin segment (ticks): the stored-volume test's levels are judged on a line
     that is still open (a partial occlusion), where breathing and noise act together."""
-    return _segment(_slope(rate_ul_h, c_nl_mmhg), sigma_mmhg, True)
+    return _segment(_slope(rate_ul_h, c_nl_mmhg), sigma_mmhg, True, 0.0)
 
 
 def _slope(rate_ul_h, c_nl_mmhg):
