@@ -13,7 +13,7 @@ def _scan(rate, c, sig, joint=True):
     if s <= 0:
         s = 1e-6
     L = int(O.T_MIN_S / O.TICK_S)
-    while L < int(O.T_MAX_S / O.TICK_S) and not O._clears(L, s, sig, joint, 0.0):
+    while L < int(O.T_MAX_S / O.TICK_S) and not O._clears(L, s, sig, joint):
         L += 1
     return L
 
@@ -37,9 +37,9 @@ def test_plan_bisects_to_the_scans_length_in_at_most_two_bisections(rate, monkey
     real = O._clears
     calls = []
 
-    def counting(L, s, sig, joint=True, w=0.0):
+    def counting(L, s, sig, joint=True):
         calls.append(L)
-        return real(L, s, sig, joint, w)
+        return real(L, s, sig, joint)
 
     for c in (800, 2100, 5200):
         for sig in (0.2, 1.1, 3.0):
@@ -66,6 +66,6 @@ def test_the_test_is_monotone_in_the_segment_length():
             for sig in (0.2, 1.1, 3.0):
                 s = rate / 3.6 / c
                 for joint, w in ((True, 0.0), (False, 0.0), (True, 3.0)):
-                    seq = [O._clears(L, s, sig, joint, w) for L in range(16, 1200)]
+                    seq = [O._clears(L, s, sig, w if w else joint) for L in range(16, 1200)]
                     k = seq.index(True) if True in seq else len(seq)
                     assert all(seq[k:]) and not any(seq[:k])

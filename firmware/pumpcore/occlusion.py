@@ -100,7 +100,7 @@ _VOLUME = const(3)
 _UNKNOWN = const(-1048576)     # -1 << 20: no level yet
 
 
-def _segment(s, sigma_mmhg, joint, w):
+def _segment(s, sigma_mmhg, joint):
     """The shortest segment L (ticks) in which half the expected rise per segment, 0.5·s·T,
     clears K_SIGMA σ of a segment difference's sensor noise and K_BREATH × what a breath
     leaves in one: *jointly* (root sum of squares) where an open line's single difference
@@ -118,18 +118,21 @@ def _segment(s, sigma_mmhg, joint, w):
     hi_l = int(T_MAX_S / TICK_S)
     while lo_l < hi_l:
         m = (lo_l + hi_l) // 2
-        if _clears(m, s, sigma_mmhg, joint, w):
+        if _clears(m, s, sigma_mmhg, joint):
             hi_l = m
         else:
             lo_l = m + 1
     return lo_l
 
 
-def _clears(L, s, sigma_mmhg, joint, w):
+def _clears(L, s, sigma_mmhg, joint=True):
     """True when half the expected rise over a segment of L ticks stands clear of the noise
-    and breathing in a segment difference (jointly, or each on its own: `_segment`), and of
-    2 × a stopper saw's residual w / t in a segment mean (w in mmHg·s; the probe's half rate,
-    `plan_ints`)."""
+    and breathing in a segment difference (jointly, or each on its own: `_segment`); joint
+    a float w > 0: jointly, and of 2 × a stopper saw's residual w / t in a segment mean as
+    well (w in mmHg·s; the probe's half rate, `plan_ints`). (w rides in `joint`, and `nb`
+    carries its term: every frame here is as large as before it, since a frame over 11
+    words is taken from the RP2040's heap at command time, and the heap trial is
+    sensitive to its layout: docs/performance.md, session 12.)"""
     t = L * TICK_S
     sd = sigma_mmhg * (2.0 * HOLD_TICKS * TICK_S / t) ** 0.5
     rb = BREATH_MMHG * BREATH_S / (3.14159 * t)
@@ -137,9 +140,12 @@ def _clears(L, s, sigma_mmhg, joint, w):
         rb = BREATH_MMHG
     ns = K_SIGMA * sd
     nb = K_BREATH * rb * 1.414
-    nw = 2.0 * w / t
     if joint:
-        need = (ns * ns + nb * nb + nw * nw) ** 0.5
+        need = ns * ns + nb * nb
+        if joint is not True:
+            nb = 2.0 * joint / t       # the saw's term (the breath's is in need)
+            need += nb * nb
+        need = need ** 0.5
     else:
         need = ns if ns > nb else nb
     return LO * s * t >= need
@@ -166,11 +172,11 @@ def plan(rate_ul_h, c_nl_mmhg, sigma_mmhg):
     own where the candidate alarms by itself (T ≥ the step response, not probed), jointly
     where a probe or a confirmation decides on an open line's difference (`_segment`)."""
     s = _slope(rate_ul_h, c_nl_mmhg)
-    L = _segment(s, sigma_mmhg, False, 0.0)
+    L = _segment(s, sigma_mmhg, False)
     lo, hi, probe = _band(s, sigma_mmhg, L)
     if probe or L < _T_STEP_TICKS:
         # a probe or a confirmation decides: plan for breathing and noise together
-        L = _segment(s, sigma_mmhg, True, 0.0)
+        L = _segment(s, sigma_mmhg, True)
         lo, hi, probe = _band(s, sigma_mmhg, L)
     return L, lo, hi, probe
 
@@ -178,7 +184,7 @@ def plan(rate_ul_h, c_nl_mmhg, sigma_mmhg):
 def level_ticks(rate_ul_h, c_nl_mmhg, sigma_mmhg):
     """The joint-margin segment (ticks): the stored-volume test's levels are judged on a line
     that is still open (a partial occlusion), where breathing and noise act together."""
-    return _segment(_slope(rate_ul_h, c_nl_mmhg), sigma_mmhg, True, 0.0)
+    return _segment(_slope(rate_ul_h, c_nl_mmhg), sigma_mmhg, True)
 
 
 def _slope(rate_ul_h, c_nl_mmhg):
@@ -208,9 +214,8 @@ def plan_ints(rate_ul_h, c_nl_mmhg=2100, sigma_cmmhg=150):
         # the half rate's sum (a closed line 1 × the mean, a ramp 2 ×, judged within
         # 0.5-1.5 ×) holds two such means, so its margin ½·s·T clears 2·√2 × that
         # (`_clears`). Never longer than L (docs/firmware.md, "Occlusion", 3.).
-        q = rate_ul_h / 7200.0
-        Lj = _segment(1.41421 * _slope(rate_ul_h, c_nl_mmhg), sigma_cmmhg / 100.0, True,
-                      2.8127 / q if q > 0 else 0.0)
+        Lj = 2.8127 / (rate_ul_h / 7200.0) if rate_ul_h > 0 else True    # w (no new local)
+        Lj = _segment(1.41421 * _slope(rate_ul_h, c_nl_mmhg), sigma_cmmhg / 100.0, Lj)
         if Lj > L:
             Lj = L
     else:
