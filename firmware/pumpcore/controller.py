@@ -390,11 +390,12 @@ class Controller:
                 # the probe: at half the rate hold back half the line's steps (the motor falls
                 # behind the line), then at 1.5 × (and after the probe while a deficit is
                 # left) pay them back, never more: never ahead of the line. Half of n_line
-                # steps, the odd one carried (0 or 1); once the line has ended, what is left
-                # at twice the program's rate (the carry: nL towards a step)
+                # steps, the odd one carried (0 or 1); once the line has ended, a deficit
+                # left at twice the program's rate (the carry: nL towards a step). (The half
+                # rate after a confirmation's doubling, a > 0, pays back its lead.)
                 v = self.occl.seg           # its last slot: the probe's carry (no new state)
                 c = v[_P_CARRY]
-                if self._v[_V_SETTLE]:
+                if self._v[_V_SETTLE] and a <= 0:
                     c += self.rate * dt // 1800
                     k = self.nl_per_kstep // 1000 + 1
                     d = c // k

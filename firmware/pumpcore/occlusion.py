@@ -66,6 +66,8 @@ _T_STEP_TICKS = const(120)     # 6 s: a bedside step lands within this (move <= 
                                # line's R·C); shorter segments let two steps fill a window
 _C_GRID = const(1)             # `confirm`: five means on the fixed grid, then the doubling;
 _C_SLIDE = const(2)            # three differences sliding by half a segment, then the doubling
+_C_SLIDE2 = const(3)           # ... then the doubling and one segment back at the line's rate
+                               # (where a bedside ramp fits the band: docs/firmware.md, 3c)
 _RAMP_FAST = const(220)        # 1/100 mmHg/s: the fastest bedside height ramp (3 cm/s: 60 cm
                                # in 20 s); _C_SLIDE only where the band's floor is 2 × that
 _DEAD = const(8)               # ticks of the doubling before its segment is summed: the
@@ -291,7 +293,7 @@ class Occlusion:
         if not self.probe and self.L < _T_STEP_TICKS:
             # confirmed; sliding where no bedside ramp reaches half the band's floor, which as
             # a slope is 20·lo/L² mmHg/s (docs/firmware.md, "Occlusion", 3b)
-            c = _C_SLIDE if 1000 * lo >= _RAMP_FAST * self.L * self.L else _C_GRID
+            c = _C_SLIDE if 1000 * lo >= _RAMP_FAST * self.L * self.L else _C_SLIDE2
         self.confirm = c
         self._v_plan()
         self.lo = lo
@@ -354,7 +356,7 @@ class Occlusion:
             return v
         if self.base > -1 << 20 or self.ref > -1 << 20:
             return 0                   # below the tare: relieve to 0, never suck back
-        if self.confirm == _C_SLIDE:
+        if self.confirm >= _C_SLIDE:
             # half-segments: the lowest of the segments (pairs of halves) kept
             n = self.nseg if self.nseg < 8 else 8
             if n < 2:
@@ -512,7 +514,7 @@ class Occlusion:
         if self.confirm:
             if self.mode != _WATCH:
                 L -= _DEAD             # the doubled segment: L ticks, the last L - _DEAD summed
-            elif self.confirm == _C_SLIDE:
+            elif self.confirm >= _C_SLIDE:
                 L = L >> 1 if self.pn == 0 else L - (L >> 1)     # half-segments (pn: which)
         elif self.mode != _WATCH:
             L = self.Lj                # the probe's segment (`plan_ints`)
@@ -522,7 +524,7 @@ class Occlusion:
         self.acc = 0
         self.acc_n = 0
         seg = self.seg
-        if self.confirm == _C_SLIDE and self.mode == _WATCH:
+        if self.confirm >= _C_SLIDE and self.mode == _WATCH:
             # confirmed plans (unprobed, T < the step response: 15-100 mL/h and up), y a
             # half-segment sum (L//2 and L - L//2 ticks alternately: two consecutive
             # halves are one segment of L ticks). The last eight halves make four segment
@@ -590,11 +592,37 @@ class Occlusion:
             # segment more than doubles it). _C_SLIDE: the segment before is the window's
             # last (two halves), and this is its 4th difference
             L = self.L
-            d = y * L // (L - _DEAD) - (seg[6] + seg[7] if self.confirm == _C_SLIDE else seg[4])
+            y = y * L // (L - _DEAD)
             r = self.run_d
-            if 12 * L * d >= (5 * L + _DEAD) * r and 9 * L * d <= (6 * L + 4 * _DEAD) * r:
-                self.probing = 0
-                return _TREND
+            c = self.confirm
+            if self.pn:
+                # the segment after the doubling, at *half* the line's rate (_C_SLIDE2: it
+                # pays back half of what the doubling ran ahead, never more ahead), its mean
+                # too over its last L - D ticks, over the doubled one's: a closed line keeps
+                # what the doubling pushed (the volume is in its compliance) and rises
+                # (1.25 - 3D/4L + 3δ/2L) x the mean rise before for a latency δ <= D; an open
+                # line's Q·R step ebbs through its R·C as the rate falls, so a ramp from
+                # outside rises its own 1 x *less* u (2.5 - e) (1 - e) - 1.5 of the line's
+                # s·T (e = e^(-1/u), u = R·C / T: -0.34 at u = 0.65, -0.05 at 1.55, < 0.02
+                # up to u = 3). OCCLUSION if >= (1.125 - 3D/8L) x (halfway) and
+                # <= (2 + 4D/3L) x (a bedside step landing in it) (docs/firmware.md, 3c)
+                d = y - seg[0]
+                if 8 * L * d >= (3 * L - _DEAD) * r and 9 * L * d <= (6 * L + 4 * _DEAD) * r:
+                    self.probing = 0
+                    return _TREND
+            else:
+                d = y - (seg[6] + seg[7] if c >= _C_SLIDE else seg[4])
+                if 12 * L * d >= (5 * L + _DEAD) * r and 9 * L * d <= (6 * L + 4 * _DEAD) * r:
+                    if c != _C_SLIDE2:
+                        self.probing = 0
+                        return _TREND
+                    # where a ramp fits the band: one segment more, at half the rate (3c)
+                    seg[0] = y
+                    seg[_NSEG - 1] = 0         # the controller's: the half rate's odd step
+                    self.pn = 1
+                    self.probing = _P_LOW
+                    self.acc_n = -_DEAD
+                    return 0
             self._clear()
             # its rise kept while the window refills (then it expires): a threshold alarm
             # meanwhile — a closed line at 100 mL/h on 10 mL reaches the limit ~9 s after
