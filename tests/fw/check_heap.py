@@ -199,19 +199,22 @@ def _closed_line_to_alarm(o, n, rise):
 
 
 def check_occlusion_confirmation_allocates_nothing():
-    """The trend test and its one-segment confirmation at twice the rate (100 mL/h on BD50:
-    unprobed, T < 6 s, the sliding window; 25 mL/h: the fixed grid) to the alarm, locked: a
-    closed line whose rise doubles with the rate."""
+    """The trend test and its confirmation at twice the rate (100 mL/h on BD50: unprobed,
+    T < 6 s, the sliding window and the doubled segment; 25 mL/h: the same window, the doubled
+    segment and one at half the rate, _C_SLIDE2) to the alarm, locked: a closed line whose
+    rise follows the rate."""
     o = _bd50_detector(100000)
     # 100 s of ticks, closed from 20 s on: 13.2 mmHg/s, 0.66 per tick (twice that doubled)
     r, t = _closed_line_to_alarm(o, 2000, lambda d: 1322 if d.probing else 661)
     assert o.confirm == 2                   # occlusion._C_SLIDE: the sliding window
     assert r == 1, r                        # the trend test (occlusion._TREND), confirmed
     assert t <= 8, t
-    # ... and on the fixed grid (25 mL/h on BD50: _C_GRID), 3.3 mmHg/s from 20 s on
+    # ... and with the segment at half the rate (25 mL/h on BD50: _C_SLIDE2), 3.3 mmHg/s
+    # from 20 s on (probing 1: twice the rate, 2: half)
     o = _bd50_detector(25000)
-    r, t = _closed_line_to_alarm(o, 4000, lambda d: 330 if d.probing else 165)
-    assert o.confirm == 1
+    r, t = _closed_line_to_alarm(o, 4000,
+                                 lambda d: 330 if d.probing == 1 else (82 if d.probing else 165))
+    assert o.confirm == 3
     assert r == 1, r
     assert t <= 20, t
 
