@@ -68,6 +68,7 @@ _C_GRID = const(1)             # `confirm`: five means on the fixed grid, then t
 _C_SLIDE = const(2)            # three differences sliding by half a segment, then the doubling
 _C_SLIDE2 = const(3)           # ... then the doubling and one segment back at the line's rate
                                # (where a bedside ramp fits the band: docs/firmware.md, 3c)
+_H_BED = const(44)             # mmHg: the largest bedside height change (60 cm: CONTEXT §8)
 _RAMP_FAST = const(220)        # 1/100 mmHg/s: the fastest bedside height ramp (3 cm/s: 60 cm
                                # in 20 s); _C_SLIDE only where the band's floor is 2 × that
 _DEAD = const(8)               # ticks of the doubling before its segment is summed: the
@@ -613,10 +614,14 @@ class Occlusion:
             else:
                 d = y - (seg[6] + seg[7] if c >= _C_SLIDE else seg[4])
                 if 12 * L * d >= (5 * L + _DEAD) * r and 9 * L * d <= (6 * L + 4 * _DEAD) * r:
-                    if c != _C_SLIDE2:
+                    if c == _C_GRID or (c == _C_SLIDE and y - self.base >= _H_BED * L + self.lo):
+                        # a bedside height change moves the reading by at most _H_BED: a rise
+                        # above the window's first mean by more than that (and lo for the
+                        # noise and breathing) is no ramp's (3c)
                         self.probing = 0
                         return _TREND
-                    # where a ramp fits the band: one segment more, at half the rate (3c)
+                    # where a ramp fits the band, or the rise is within a bedside height
+                    # change: one segment more, at half the rate (3c)
                     seg[0] = y
                     seg[_NSEG - 1] = 0         # the controller's: the half rate's odd step
                     self.pn = 1
