@@ -35,6 +35,11 @@ is *confirmed* by one segment at twice the rate: its rise must be 1.25-2 × the 
 the window slides by half a segment and holds four means: three differences that rise as a
 closed line's do, and the doubled segment is the fourth (session 9: 100 mL/h within 5 s). (A pause would not do: a
 resting stopper is held by friction, and the force sensor stops seeing the pressure at all.)
+Where a bedside ramp can fill that band, or the rise is within a bedside height change, one
+segment at half the rate follows the doubled one: a closed line keeps what the doubling pushed
+(it is in the compliance), an open line's Q·R step ebbs as the rate falls, so a ramp from
+outside rises no more than its own pace; the half rate pays back half of what the doubling ran
+ahead of the program's line (never further ahead) and the rest is held back after, as before.
 
 T also keeps breathing out: K_BREATH × what a BREATH_MMHG swing at up to BREATH_S per breath
 leaves in a segment difference must stay under 0.5·s·T too (breathing stops in a closed line,
@@ -64,7 +69,8 @@ _LBITS = const(11)             # plan_ints: the trend segment in |L|'s low bits 
 _LMASK = const(2047)
 _T_STEP_TICKS = const(120)     # 6 s: a bedside step lands within this (move <= 2 s + the
                                # line's R·C); shorter segments let two steps fill a window
-_C_GRID = const(1)             # `confirm`: five means on the fixed grid, then the doubling;
+_C_GRID = const(1)             # `confirm`: five means on the fixed grid, then the doubling
+                               # (sessions 6-11; since session 12 no plan takes it);
 _C_SLIDE = const(2)            # three differences sliding by half a segment, then the doubling
 _C_SLIDE2 = const(3)           # ... then the doubling and one segment back at the line's rate
                                # (where a bedside ramp fits the band: docs/firmware.md, 3c)
@@ -238,7 +244,7 @@ class Occlusion:
         self.hi = 1 << 29
         self.probe = False
         self.confirm = 0            # an unprobed candidate is confirmed by one doubled segment
-                                    # (_C_GRID, _C_SLIDE: how the candidate is found)
+                                    # (_C_SLIDE, _C_SLIDE2: how the candidate is found)
         self.probing = 0            # the controller's rate while probing: 0 the line's,
                                     # _P_TWICE 2 ×, _P_LOW 0.5 ×, _P_HIGH 1.5 ×
         self.slope_mmhg_min = 0     # expected rise, for STATUS/docs (mmHg/min)
@@ -614,7 +620,7 @@ class Occlusion:
             else:
                 d = y - (seg[6] + seg[7] if c >= _C_SLIDE else seg[4])
                 if 12 * L * d >= (5 * L + _DEAD) * r and 9 * L * d <= (6 * L + 4 * _DEAD) * r:
-                    if c == _C_GRID or (c == _C_SLIDE and y - self.base >= _H_BED * L + self.lo):
+                    if c == _C_SLIDE and y - self.base >= _H_BED * L + self.lo:
                         # a bedside height change moves the reading by at most _H_BED: a rise
                         # above the window's first mean by more than that (and lo for the
                         # noise and breathing) is no ramp's (3c)
