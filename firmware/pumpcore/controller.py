@@ -522,6 +522,13 @@ class Controller:
         p[o + 1] = n
         p[o + 2] = thr
 
+    def set_kvo(self, k):
+        """The KVO rate after the VTBI, `k` µL/h (0: stop), and its occlusion plan (slot -1;
+        a stopped pump's plan is 100 µL/h's, never used): every KVO change goes through here,
+        so the plan cannot be left at an old rate (command time: plan_ints allocates)."""
+        self.kvo = k
+        self.set_plan(-1, k if k > 0 else 100)
+
     def use_plan(self, k):
         """Hand plan slot k to the occlusion detector (no allocation: the tick calls it)."""
         o = 3 * k
@@ -864,8 +871,7 @@ class Controller:
         self.wt_g = wt
         self.conc = conc
         self.prog_gen += 1
-        self.kvo = kvo
-        self.set_plan(-1, kvo if kvo > 0 else 100)      # slot -1: the KVO plan
+        self.set_kvo(kvo)
         self.started = False
         self.el_ms = 0
         self.end_bolus()              # a new program inherits no bolus of the last one
@@ -949,7 +955,7 @@ class Controller:
         self.nseg = 0
         self.drug = -1
         self.dose_ug = 0
-        self.kvo = 0
+        self.kvo = 0            # no KVO: its plan (slot -1) is never used at 0
         self.started = False
 
     def retitrate(self, rate, doseh, loading):
@@ -966,8 +972,7 @@ class Controller:
             self.dose_h = rate * self.conc // self.wt_g
         self.prog_gen += 1
         if self.kvo > rate:
-            self.kvo = rate           # and its plan
-            self.set_plan(-1, rate)
+            self.set_kvo(rate)
         if not self.bolus_on:
             self.use_plan(s)
 
@@ -1084,8 +1089,7 @@ class Controller:
             self.set_segment(i, rs[i], vs[i])
         self.nseg = n
         self.vtbi = tot
-        self.kvo = kvo
-        self.set_plan(-1, kvo if kvo > 0 else 100)      # slot -1: the KVO plan
+        self.set_kvo(kvo)
         self.drug = drug_index
         self.dose_ug = pg[b"do"]
         self.wt_g = pg[b"wt"]
@@ -1148,8 +1152,7 @@ class Controller:
         self.rate = rate_ul_h
         self.drug = drug_index if self.lib is not None and 0 <= drug_index < len(self.lib.names) else -1
         kvo = kvo_ul_h if 0 <= kvo_ul_h <= rate_ul_h else 0
-        self.kvo = kvo
-        self.set_plan(-1, kvo if kvo > 0 else 100)      # and its plan
+        self.set_kvo(kvo)
         self.line.reset(vtbi_nl)
         self.line.preset(delivered_nl)
         self.started = True
