@@ -263,7 +263,10 @@ def dispatch(ctl, f, rid):
                 _reply_state(ctl, rid)
     elif c == fsm.C_ACK:
         if _fields(ctl, f, rid, _NO_KEYS):
-            _ack(ctl, rid)
+            if ctl.acknowledge():
+                _reply_state(ctl, rid)
+            else:
+                error(ctl, rid, P.E_STATE, b"alarm condition still present").end()
     elif c == fsm.C_SILENCE:
         if _fields(ctl, f, rid, _NO_KEYS):
             tx = ok(ctl, rid)
@@ -866,38 +869,6 @@ def _start(ctl, f, rid, trigger):
     if not ctl.start(trigger):
         error(ctl, rid, P.E_STATE, b"program complete").end()
         return
-    _reply_state(ctl, rid)
-
-
-def _ack(ctl, rid):
-    al = ctl.alarms
-    tx = ctl.out.tx
-    # the conditions judged at ACK time, worked out first: a refused ACK changes nothing
-    cond = al.cond
-    if al.is_active(AL.A_OCCLUSION):
-        if ctl.occlusion_present():
-            cond |= 1 << AL.A_OCCLUSION
-        else:
-            cond &= ~(1 << AL.A_OCCLUSION)
-    if al.is_active(AL.A_STALL):
-        cond &= ~(1 << AL.A_STALL)
-    air_cum = al.is_active(AL.A_AIR_CUM)
-    if air_cum:
-        cond &= ~(1 << AL.A_AIR_CUM)
-    if al.is_active(AL.A_VITALS) and ctl.vitals_ok() and ctl.vitals_fresh():
-        cond &= ~(1 << AL.A_VITALS)
-    if ctl.fsm.state == fsm.ALARM and al.high_with_condition_in(cond):
-        error(ctl, rid, P.E_STATE, b"alarm condition still present").end()
-        return
-    if air_cum:
-        ctl.air_cum_clear()
-    if al.is_active(AL.A_RESTART):
-        cond &= ~(1 << AL.A_RESTART)
-    al.cond = cond
-    al.ack(tx)
-    if ctl.fsm.state == fsm.ALARM and not al.any_high():
-        ctl.loop.stop()
-        ctl.fsm.fire(fsm.T_ACK)
     _reply_state(ctl, rid)
 
 

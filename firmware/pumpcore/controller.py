@@ -958,6 +958,38 @@ class Controller:
         self.kvo = 0            # no KVO: its plan (slot -1) is never used at 0
         self.started = False
 
+    def acknowledge(self):
+        """ACK: the alarms whose condition is gone end, the conditions judged now (an
+        occlusion still pressing, a vital sign still out or stale keep theirs); ALARM ends
+        when no high-priority alarm is left. False (nothing changed) while in ALARM a
+        high-priority alarm's condition is still present."""
+        al = self.alarms
+        cond = al.cond
+        if al.is_active(AL.A_OCCLUSION):
+            if self.occlusion_present():
+                cond |= 1 << AL.A_OCCLUSION
+            else:
+                cond &= ~(1 << AL.A_OCCLUSION)
+        if al.is_active(AL.A_STALL):
+            cond &= ~(1 << AL.A_STALL)
+        air_cum = al.is_active(AL.A_AIR_CUM)
+        if air_cum:
+            cond &= ~(1 << AL.A_AIR_CUM)
+        if al.is_active(AL.A_VITALS) and self.vitals_ok() and self.vitals_fresh():
+            cond &= ~(1 << AL.A_VITALS)
+        if self.fsm.state == S_ALARM and al.high_with_condition_in(cond):
+            return False
+        if air_cum:
+            self.air_cum_clear()
+        if al.is_active(AL.A_RESTART):
+            cond &= ~(1 << AL.A_RESTART)
+        al.cond = cond
+        al.ack(self.out.tx)
+        if self.fsm.state == S_ALARM and not al.any_high():
+            self.loop.stop()
+            self.fsm.fire(fsm.T_ACK)
+        return True
+
     def retitrate(self, rate, doseh, loading):
         """TITRATE: the running segment at `rate` µL/h; `doseh` >= 0: the new dose rate
         (µg/kg/h); by rate, a continuous dose keeps the dose rate the new rate gives (not
