@@ -31,9 +31,6 @@ ALLOWED = {
     "ctl._last_reply[]", "ctl._last_reply_len", "ctl._last_req[]", "ctl._last_req_len",
     "ctl.auth.pending",             # a verified frame's counter, dropped unless it committed
 }
-# written by ACK until it has its verb (the lead's `acknowledge()`): the alarm list's
-# conditions as judged at ACK time. Remove this line when ACK calls the verb.
-ALLOWED_ACK = {"ctl.alarms.cond"}
 
 
 # ------------------------------------------------------------------ the source
@@ -143,12 +140,12 @@ def _unexpected(writes, allowed):
 
 def test_commands_py_writes_only_the_request_layers_own_fields():
     writes = controller_writes(COMMANDS.read_text())
-    bad = _unexpected(writes, ALLOWED | ALLOWED_ACK)
+    bad = _unexpected(writes, ALLOWED)
     assert not bad, ("commands.py writes controller state a verb should own (line, field, "
                      "how): %s" % bad)
     # the allowed set is what the file writes, not a wish list: a field no longer written
     # leaves the list (a stale entry would let a later write in unseen)
-    gone = (ALLOWED | ALLOWED_ACK) - {w[1] for w in writes}
+    gone = (ALLOWED) - {w[1] for w in writes}
     assert not gone, f"no longer written by commands.py: remove {sorted(gone)} from ALLOWED*"
 
 
@@ -168,7 +165,7 @@ def test_the_source_oracle_finds_a_handler_writing_controller_state(handler, fie
         "\n\ndef _helper(al, v):\n    al.act = v\n"
         "\n\ndef _titrate_bad(ctl, f, rid):\n    v = 5\n" + handler +
         "    a = 0\n    a.x = 1\n")
-    bad = _unexpected(controller_writes(src), ALLOWED | ALLOWED_ACK)
+    bad = _unexpected(controller_writes(src), ALLOWED)
     assert [w[1] for w in bad] == [field], bad
 
 
@@ -244,7 +241,7 @@ def test_a_run_of_every_command_writes_only_the_request_layers_fields(monkeypatc
     writes = _record_writes(monkeypatch, r)
     _sequence(r)
     seen = set(writes)
-    assert seen - (ALLOWED | ALLOWED_ACK) == set(), seen
+    assert seen - (ALLOWED) == set(), seen
     # the spy sees what it should: the fields every request writes, and ACK's
     assert {"ctl.refused", "ctl.last_rx", "ctl.retried", "ctl._last_reply_len"} <= seen, seen
     assert "ctl.alarms.cond" in seen or not ALLOWED_ACK, \
@@ -297,4 +294,4 @@ def test_the_run_oracle_sees_a_handler_writing_controller_state(monkeypatch):
     r.cmd("PROG", "rate_ul_h=600000 vtbi_nl=9000000")
     r.cmd("START")
     assert b" OK" in r.cmd("PAUSE")
-    assert "ctl.rate" in set(writes) - (ALLOWED | ALLOWED_ACK), writes
+    assert "ctl.rate" in set(writes) - (ALLOWED), writes
