@@ -177,16 +177,17 @@ def disturbed_case(setname: str, k: int, controller: str = "firmware",
 
 def occlusion_case(setname: str, rate: float, model: str, k: int, kind: str = "sudden",
                    controller: str = "firmware", disturbed: bool = False,
-                   onset_s: float = 0.0) -> dict:
+                   onset_s: float = 0.0, over: dict | None = None) -> dict:
     """An occlusion after the flow settled: time to alarm, the limit, and the bolus released
     when the line opens 30 s after the alarm (pump left in alarm, 60 s weighed).
     kind 'slow': the resistance rises so that the open-line pressure climbs 2.3 mmHg/min.
     `onset_s` delays the occlusion by that much (the onset phase against the detector's
-    segments and the stopper's saw; `PHASES`)."""
+    segments and the stopper's saw; `PHASES`). `over`: PlantParams fields set on the drawn
+    plant (the R sweep, `bench/bolus_r.py`)."""
     from hil_sim import analysis
     S = SETS[setname]
     seed = S["seed0"] + 500 + k
-    p = draw_params(setname, seed, model, disturbed=disturbed)
+    p = draw_params(setname, seed, model, disturbed=disturbed, **(over or {}))
     pump = Pump(p, seed, controller)
     sim = pump.sim
     try:

@@ -15,6 +15,8 @@ firmware measured side by side with the open-loop baseline in the same plant.
   the start), which separates the detector from the start-up take-up.
   ``occ.*_at_start_*``: the line occluded from the start (a clamp left closed, syringe as
   loaded): no settled pressure to compare with, the start-up take-up still running.
+* ``occ12r``: the bolus after an occlusion over line resistances of 500-1600 mmHg·s/mL at
+  25-100 mL/h on every syringe model (``bench/bolus_r.py``).
 * ``false``: 24 simulated hours at 1 mL/h with sensor noise, in-process: every alarm other
   than the VTBI notices counts. ``occ.false_alarms_25mlh_24h``: the same at 25 mL/h, where
   the occlusion threshold is crossed by a few mmHg of rise: one 50 mL syringe lasts 2 h, so
@@ -306,6 +308,19 @@ def bench_occ12_baseline() -> dict:
     return _occ12("baseline", "baseline.")
 
 
+def bench_occ12r() -> dict:
+    """The bolus over line resistances 500-1600 mmHg·s/mL (bench/bolus_r.py), both sets' ranges
+    on their own seeds (300+): `occ12r.<set>.*`, and the goal's key for the tuning ranges."""
+    import bolus_r
+    out = {}
+    for setname in ("tune", "held"):
+        for k, v in bolus_r.run_set(setname, jobs=2).items():
+            out[f"occ12r.{setname}.{k}"] = v
+    out["occ12.bolus_max_r_sweep_ml"] = out["occ12r.tune.bolus_max_r_sweep_ml"]
+    out["occ12.held.bolus_max_r_sweep_ml"] = out["occ12r.held.bolus_max_r_sweep_ml"]
+    return out
+
+
 def bench_occ() -> dict:
     out = {}
     for ctl, prefix in (("firmware", ""), ("baseline", "baseline.")):
@@ -340,4 +355,4 @@ def bench_false() -> dict:
 
 
 BENCHMARKS = {"sim": bench_sim, "acc": bench_acc, "occ": bench_occ, "false": bench_false,
-              "occ12": bench_occ12, "occ12_baseline": bench_occ12_baseline}
+              "occ12": bench_occ12, "occ12_baseline": bench_occ12_baseline, "occ12r": bench_occ12r}
