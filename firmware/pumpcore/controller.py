@@ -52,6 +52,11 @@ _BATT_DEBOUNCE = const(20)          # ticks (1 s) below a battery threshold
 _BATT_HYST_MV = const(50)
 _OCCL_PROBE_MMHG = const(10)        # pressure left after the occlusion back-off
 _OCCL_SETTLE_MS = const(10000)      # after a back-off past the friction band: 5 R·C of a line
+_QR_A0 = const(7)       # Q·R: 10-tick means from tick 8 after the engagement (readings up
+_QR_A1 = const(77)      # to 6 ticks old), the lowest of the first six and the one after it
+_QR_C0 = const(200)     # ... and ticks 201-240 (10-12 s: ≥ 2 R·C of the slowest line)
+_QR_C1 = const(240)
+_R_MAX = const(1600)    # mmHg·s/mL: 24 G × 19 mm + 250 cm × 1 mm, 1.15 mPa·s (docs/simulator.md)
 _KA_NUM = const(58598000)           # the rod spring in mmHg per count × 256 is this ÷ nL per
                                     # 1000 µsteps: 0.078 N per µstep (200 N/mm × 0.39 µm) over
                                     # the plunger area (nL per kstep ÷ 390.625 mm)
@@ -78,7 +83,13 @@ _V_OCCL_SETTLE = const(11)
 _V_SETTLE = const(12)
 _V_P_LAST = const(13)
 _V_P_SAME = const(14)
-_NV = const(15)
+_V_QR_N = const(15)     # ticks since the stopper began to glide (0: not measuring Q·R)
+_V_QR_A = const(16)     # the lowest 10-tick sum at the start, then 10 × the level at the glide's start
+_V_QR_B = const(17)     # the 10-tick sum after it (-1: awaited)
+_V_QR_Q = const(18)     # µL/h while measuring
+_V_QR_R = const(19)     # the line's resistance R the pump measured, mmHg·s/mL (0: none)
+_V_QR_C = const(20)     # the reading's sum over the current window
+_NV = const(21)
 del const   # compile-time only: each module global is a slot of heap on the board
 
 S_IDLE = fsm.IDLE
@@ -431,11 +442,56 @@ class Controller:
                     self._complete()
             if self._finish:
                 loop.stop()
+            w = self._v
             if loop.engaged_now:
                 self.occl.restart()
                 self.occl.ref = p * self.occl.L   # the stopper glides: a first line level
+                w[_V_QR_N] = 1
+                w[_V_QR_C] = 0
+                w[_V_QR_Q] = self.current_rate()
             elif loop.phase == TAKEUP or loop.phase == LOAD:
                 self.occl.suspend()       # loading the stopper is no occlusion
+            elif w[_V_QR_N]:
+                # the line's flow pressure: from the glide's start the reading follows the
+                # line, which rises by Q·R through R·C as the flow builds up (the back-off
+                # takes it back too: docs/firmware.md "Occlusion" 7b.). Its first level: the
+                # lowest 10-tick mean over the first 3 s (the stopper may break away only
+                # then: the reading falls from the spring's peak), taken back to the glide's
+                # start along the slope to the next mean; against the level 10-12 s after
+                # the engagement. R = rise ÷ Q, kept only inside the lines' range.
+                n = w[_V_QR_N] + 1
+                if pr or self.current_rate() != w[_V_QR_Q]:
+                    n = 0                 # the rate changed: no measurement this time
+                elif n <= _QR_A0:
+                    pass
+                elif n <= _QR_A1:
+                    c = w[_V_QR_C] + p
+                    if (n - _QR_A0) % 10 == 0:
+                        if w[_V_QR_B] < 0:
+                            w[_V_QR_B] = c        # the mean after the lowest: its slope
+                        if n < _QR_A1 and (n == _QR_A0 + 10 or c < w[_V_QR_A]):
+                            w[_V_QR_A] = c
+                            w[_V_QR_B] = -1
+                        c = 0
+                        if n == _QR_A1:
+                            a = w[_V_QR_A]
+                            w[_V_QR_A] = a - 17 * (w[_V_QR_B] - a) // 20
+                    w[_V_QR_C] = c
+                elif n > _QR_C0:
+                    w[_V_QR_C] += p
+                    if n >= _QR_C1:
+                        d = w[_V_QR_C] // 4 - w[_V_QR_A]          # 10 × the rise, mmHg
+                        r = w[_V_QR_Q]
+                        w[_V_QR_R] = 0    # (a larger rise is no open line's: none;
+                        # one under 1 mmHg is no rise the reading shows: below ~1 mL/h)
+                        if r > 0 and 10 <= d <= 4000 and d * 180000 // r <= _R_MAX:
+                            r = d * 360000 // r
+                            w[_V_QR_R] = r if r < _R_MAX else _R_MAX
+                            # the line flows: its level before a rise is the running one
+                            # from now on, not the glide's first reading (the back-off's base)
+                            self.occl.ref = w[_V_QR_C] * self.occl.L // 40
+                        n = 0
+                w[_V_QR_N] = n
             if loop.stall:
                 loop.stall = False
                 self.raise_high(AL.A_STALL)
@@ -579,6 +635,11 @@ class Controller:
         x = loop.enc_rel
         x_on = x
         have = tk >= 0
+        # the line's flow pressure Q·R at this rate (mmHg): the level before the rise is the
+        # running one, and when the line opens it drains to the resting one (7b.)
+        q = 0
+        if self._v[_V_QR_N] == 0:         # (while measuring, the base may be the glide's start)
+            q = self._v[_V_QR_R] * (self.current_rate() // 360) // 10000
         if why == 3 and p > base:     # occlusion._VOLUME
             # a slow rise (the stored-volume test): the flange pushed C·(p − base) into the
             # compliance, whatever went into the patient meanwhile
@@ -616,13 +677,25 @@ class Controller:
         elif why == 3:
             d = (occl.v_prev >> 8) - occl.base // occl.L
         if d > 0:
+            d += q
             # the threshold (a rise too slow for the trend test, found late): C·ΔP would
             # carry the brand's 0.6-1.4 × C error; end the back-off on the reading instead,
             # ΔP the last level over the lowest (whole stick-slip cycles: the saw cancels)
             k = self.nl_per_kstep
-            loop.backoff(d, p, _KA_NUM // k, k * 256 // (1000 * self.syr_c), 2)
+            loop.backoff(d, p, _KA_NUM // k, k * 256 // (1000 * self.syr_c), 2, 0)
             return
-        loop.backoff(base + _OCCL_PROBE_MMHG, p, base, x_on, have)
+        ex = 0
+        if have and q > 0:
+            # the counts that hold Q·R in this line's compliance: the rise's own counts per
+            # mmHg (onset to alarm, the stopper gliding), within 0.6-1.4 × the model's
+            ex = q * self.syr_c * 10 // (self.nl_per_kstep // 100)
+            if p - base >= 16 and x > x_on:
+                e = q * (x - x_on) // (p - base)
+                lo = 3 * ex // 5
+                ex = 7 * ex // 5
+                if e < ex:
+                    ex = e if e > lo else lo
+        loop.backoff(base + _OCCL_PROBE_MMHG, p, base, x_on, have, ex)
 
     def occlusion_present(self):
         if self.loop.phase == BACKOFF or self._v[_V_OCCL_SETTLE] > 0:
@@ -905,6 +978,7 @@ class Controller:
             self.el_ms = 0
             self.bolus_nl = 0
             self.loop.reset()
+            self._v[_V_QR_R] = 0          # a new line: its resistance is measured afresh
             # a new program starts on its line; a RESUME keeps what a probe left ahead of or
             # behind the line (taken back or paid out after it: _control)
             self.probe_ahead = 0

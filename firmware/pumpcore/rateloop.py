@@ -224,12 +224,15 @@ class RateLoop:
             self.m_hist[i] = m
             self.x_hist[i] = x
 
-    def backoff(self, p_target, p_now, p_base, x_onset, have_onset):
+    def backoff(self, p_target, p_now, p_base, x_onset, have_onset, extra):
         """Start relieving pressure: down to the reading p_target, then (stopper held by
         friction) back past the flange position x_onset where the rise began. have_onset 2:
         phase S, ended on the reading — p_target the line's rise to take back (mmHg), p_base
         the rod spring's mmHg per count × 256, x_onset the model's mmHg per count of a closed
-        line (a / C) × 256 (no method of its own: a class-map slot and qstrs on the board)."""
+        line (a / C) × 256 (no method of its own: a class-map slot and qstrs on the board).
+        extra (phases A/B): counts of flange travel past x_onset's friction band that hold
+        the line's flow pressure Q·R in the compliance (its running level over its resting
+        one), taken back too."""
         self.phase = BACKOFF
         self.back_ms = 0
         self.back_target = p_target
@@ -242,6 +245,7 @@ class RateLoop:
         self.back_have = have_onset
         self.back_b = False
         self.back_m = self.m
+        self.s_cnt = extra          # (LOAD's spring slope, free in a back-off)
         if have_onset == 2:
             g = x_onset if x_onset > 0 else 1
             # S1's threshold (mmHg per count × 256): √(k/A · a/C) at the model's values, the
@@ -352,7 +356,7 @@ class RateLoop:
             rise_x = self.back_from - self.back_onset
             if (self.back_have and self.back_rise > 0 and rise_x > 0
                     and ra * self.back_rise * 2 < (self.back_p0 - p) * rise_x):
-                to = self.back_onset - _BACKOFF_BAND
+                to = self.back_onset - _BACKOFF_BAND - self.s_cnt
                 if x > to:
                     self.back_b = True
                     self.back_m = self.m - (x - to)
