@@ -38,7 +38,7 @@ def _measured_r(model, rate, r, k=1, closed=False):
             pump.sim.inject("occlusion", value=True)
         pump.start(rate, B._SIZE[model] * 0.9, model)
         pump.run(13_000 if closed else 20_000)
-        return pump.sim.runtime._harness.app.ctl._v[19]      # _V_QR_R
+        return pump.sim.runtime._harness.app.ctl._v[15]      # _V_QR_R
     finally:
         pump.close()
 

@@ -83,13 +83,8 @@ _V_OCCL_SETTLE = const(11)
 _V_SETTLE = const(12)
 _V_P_LAST = const(13)
 _V_P_SAME = const(14)
-_V_QR_N = const(15)     # ticks since the stopper began to glide (0: not measuring Q·R)
-_V_QR_A = const(16)     # the lowest 10-tick sum at the start, then 10 × the level at the glide's start
-_V_QR_B = const(17)     # the 10-tick sum after it (-1: awaited)
-_V_QR_Q = const(18)     # µL/h while measuring
-_V_QR_R = const(19)     # the line's resistance R the pump measured, mmHg·s/mL (0: none)
-_V_QR_C = const(20)     # the reading's sum over the current window
-_NV = const(21)
+_V_QR_R = const(15)     # the line's resistance R the pump measured, mmHg·s/mL (0: none)
+_NV = const(16)         # (16 words: the same 64-byte heap block as 15)
 del const   # compile-time only: each module global is a slot of heap on the board
 
 S_IDLE = fsm.IDLE
@@ -442,16 +437,20 @@ class Controller:
                     self._complete()
             if self._finish:
                 loop.stop()
-            w = self._v
             if loop.engaged_now:
                 self.occl.restart()
                 self.occl.ref = p * self.occl.L   # the stopper glides: a first line level
-                w[_V_QR_N] = 1
-                w[_V_QR_C] = 0
-                w[_V_QR_Q] = self.current_rate()
+                # the Q·R measurement's state lives in the loop's LOAD words, free in RUN (no
+                # new attribute: the RP2040 heap): x_load ticks since the engagement (0: not
+                # measuring), x_blk the rate, p_a the lowest 10-tick sum and then 10 × the
+                # level at the glide's start, p_blk the sum after the lowest (-1: awaited),
+                # p_peak the sum of the current window
+                loop.x_load = 1
+                loop.x_blk = self.current_rate()
+                loop.p_peak = 0
             elif loop.phase == TAKEUP or loop.phase == LOAD:
                 self.occl.suspend()       # loading the stopper is no occlusion
-            elif w[_V_QR_N]:
+            elif loop.x_load > 0 and loop.phase == RUN:
                 # the line's flow pressure: from the glide's start the reading follows the
                 # line, which rises by Q·R through R·C as the flow builds up (the back-off
                 # takes it back too: docs/firmware.md "Occlusion" 7b.). Its first level: the
@@ -459,29 +458,30 @@ class Controller:
                 # then: the reading falls from the spring's peak), taken back to the glide's
                 # start along the slope to the next mean; against the level 10-12 s after
                 # the engagement. R = rise ÷ Q, kept only inside the lines' range.
-                n = w[_V_QR_N] + 1
-                if pr or self.current_rate() != w[_V_QR_Q]:
+                n = loop.x_load + 1
+                if pr or self.current_rate() != loop.x_blk:
                     n = 0                 # the rate changed: no measurement this time
                 elif n <= _QR_A0:
                     pass
                 elif n <= _QR_A1:
-                    c = w[_V_QR_C] + p
+                    c = loop.p_peak + p
                     if (n - _QR_A0) % 10 == 0:
-                        if w[_V_QR_B] < 0:
-                            w[_V_QR_B] = c        # the mean after the lowest: its slope
-                        if n < _QR_A1 and (n == _QR_A0 + 10 or c < w[_V_QR_A]):
-                            w[_V_QR_A] = c
-                            w[_V_QR_B] = -1
+                        if loop.p_blk < 0:
+                            loop.p_blk = c        # the mean after the lowest: its slope
+                        if n < _QR_A1 and (n == _QR_A0 + 10 or c < loop.p_a):
+                            loop.p_a = c
+                            loop.p_blk = -1
                         c = 0
                         if n == _QR_A1:
-                            a = w[_V_QR_A]
-                            w[_V_QR_A] = a - 17 * (w[_V_QR_B] - a) // 20
-                    w[_V_QR_C] = c
+                            a = loop.p_a
+                            loop.p_a = a - 17 * (loop.p_blk - a) // 20
+                    loop.p_peak = c
                 elif n > _QR_C0:
-                    w[_V_QR_C] += p
+                    loop.p_peak += p
                     if n >= _QR_C1:
-                        d = w[_V_QR_C] // 4 - w[_V_QR_A]          # 10 × the rise, mmHg
-                        r = w[_V_QR_Q]
+                        d = loop.p_peak // 4 - loop.p_a          # 10 × the rise, mmHg
+                        r = loop.x_blk
+                        w = self._v
                         w[_V_QR_R] = 0    # (a larger rise is no open line's: none;
                         # one under 1 mmHg is no rise the reading shows: below ~1 mL/h)
                         if r > 0 and 10 <= d <= 4000 and d * 180000 // r <= _R_MAX:
@@ -489,9 +489,9 @@ class Controller:
                             w[_V_QR_R] = r if r < _R_MAX else _R_MAX
                             # the line flows: its level before a rise is the running one
                             # from now on, not the glide's first reading (the back-off's base)
-                            self.occl.ref = w[_V_QR_C] * self.occl.L // 40
+                            self.occl.ref = loop.p_peak * self.occl.L // 40
                         n = 0
-                w[_V_QR_N] = n
+                loop.x_load = n
             if loop.stall:
                 loop.stall = False
                 self.raise_high(AL.A_STALL)
@@ -638,7 +638,7 @@ class Controller:
         # the line's flow pressure Q·R at this rate (mmHg): the level before the rise is the
         # running one, and when the line opens it drains to the resting one (7b.)
         q = 0
-        if self._v[_V_QR_N] == 0:         # (while measuring, the base may be the glide's start)
+        if loop.x_load == 0:              # (while measuring, the base may be the glide's start)
             q = self._v[_V_QR_R] * (self.current_rate() // 360) // 10000
         if why == 3 and p > base:     # occlusion._VOLUME
             # a slow rise (the stored-volume test): the flange pushed C·(p − base) into the
