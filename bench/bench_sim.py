@@ -17,6 +17,9 @@ firmware measured side by side with the open-loop baseline in the same plant.
   loaded): no settled pressure to compare with, the start-up take-up still running.
 * ``occ12r``: the bolus after an occlusion over line resistances of 500-1600 mmHg·s/mL at
   25-100 mL/h on every syringe model (``bench/bolus_r.py``).
+* ``occ12slow``: slowly developing occlusions (R rising linearly and exponentially, 0.5-10
+  mmHg/min, through the bedside too) at 1-100 mL/h on every syringe model: the volume stored
+  in the compliance above the line's resting pressure before the alarm (``bench/slow.py``).
 * ``false``: 24 simulated hours at 1 mL/h with sensor noise, in-process: every alarm other
   than the VTBI notices counts. ``occ.false_alarms_25mlh_24h``: the same at 25 mL/h, where
   the occlusion threshold is crossed by a few mmHg of rise: one 50 mL syringe lasts 2 h, so
@@ -321,6 +324,18 @@ def bench_occ12r() -> dict:
     return out
 
 
+def bench_occ12slow() -> dict:
+    """Slow occlusions (bench/slow.py), both sets' ranges on their own seeds (600+):
+    `occ12slow[.held].*`, the stored volume from the plant (goal <= 0.05 mL, none missed)."""
+    import slow
+    out = {}
+    for setname, pre in (("tune", "occ12slow."), ("held", "occ12slow.held.")):
+        summ, _ = slow.run_set(setname, jobs=2)
+        for k, v in summ.items():
+            out[pre + k] = v
+    return out
+
+
 def bench_occ() -> dict:
     out = {}
     for ctl, prefix in (("firmware", ""), ("baseline", "baseline.")):
@@ -355,4 +370,5 @@ def bench_false() -> dict:
 
 
 BENCHMARKS = {"sim": bench_sim, "acc": bench_acc, "occ": bench_occ, "false": bench_false,
-              "occ12": bench_occ12, "occ12_baseline": bench_occ12_baseline, "occ12r": bench_occ12r}
+              "occ12": bench_occ12, "occ12_baseline": bench_occ12_baseline, "occ12r": bench_occ12r,
+              "occ12slow": bench_occ12slow}
