@@ -30,7 +30,8 @@ pump left in alarm) and the volume delivered over the next 60 s is the released 
 the battery.
 
 `python bench/slow.py [--set tune|held] [--jobs 2] [--quick]`; `bench/bench_sim.py`
-(`occ12slow`) runs both sets.
+(`occ12slow`) runs both sets. `--friction`: no closing, an open motionless line whose barrel
+friction varies by 10-25 % (the battery's ranges' upper part): false alarms from it alone.
 """
 from __future__ import annotations
 
@@ -148,6 +149,36 @@ def slow_case(setname: str, rate: float, model: str, k: int, shape: str, par: fl
         pump.close()
 
 
+def friction_case(setname: str, rate: float, model: str, k: int, fric_pct: float) -> dict:
+    """No closing at all: an open, motionless line (no bedside) whose glide friction varies
+    by ±fric_pct along the barrel (the battery draws 5-20 % / 10-25 %) — the reading follows
+    it, Δfriction ÷ A — for 2 h or the syringe: any OCCLUSION is a false alarm."""
+    import battery
+    S = battery.SETS[setname]
+    seed = S["seed0"] + SEED0 + 300 + k
+    p = battery.draw_params(setname, seed, model, disturbed=False, friction_var_pct=fric_pct)
+    pump = battery.Pump(p, seed)
+    size = battery._SIZE[model]
+    try:
+        pump.start(rate, size * 0.9, model)
+        pump.run(int(min(2.0, 0.85 * size / rate) * 3.6e6), until=lambda pp: bool(pp.bad()))
+        return {"rate": rate, "model": model, "k": k, "fric": fric_pct,
+                "period_mm": p.friction_period_mm, "alarms": pump.bad()}
+    finally:
+        pump.close()
+
+
+FRICTION_MAP = dict(rates=(1.0, 5.0, 25.0), fric=(10.0, 15.0, 20.0, 25.0), seeds=2)
+
+
+def friction_map(setname: str, jobs: int = 2) -> list:
+    import battery
+    m = FRICTION_MAP
+    args = [(setname, r, mod, k, f) for r in m["rates"] for mod in MODELS for f in m["fric"]
+            for k in range(m["seeds"])]
+    return battery._pool_map(friction_case, args, jobs)
+
+
 def cases(setname: str, quick: bool = False) -> list:
     out = []
     k = 0
@@ -196,7 +227,22 @@ def main(argv=None):
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="lin 1 and 5 mmHg/min, undisturbed")
     ap.add_argument("--json", help="write every case here")
+    ap.add_argument("--friction", action="store_true",
+                    help="instead: false alarms from the barrel's friction profile alone")
     a = ap.parse_args(argv)
+    if a.friction:
+        res = friction_map(a.set, a.jobs)
+        for x in res:
+            print(f"  {x['rate']:5} {x['model']:7} fric {x['fric']:4} % k {x['k']} "
+                  f"period {x['period_mm']:.1f} mm {x['alarms']}")
+        m = FRICTION_MAP
+        for r in m["rates"]:
+            print(f"{r:5} mL/h  " + "  ".join(
+                f"{f:.0f}%: " + "/".join(str(sum(1 for x in res if x['rate'] == r and x['fric'] == f
+                                                and x['model'] == mod and x['alarms']))
+                                         for mod in MODELS) for f in m["fric"]),
+                  f"(false-alarmed runs of {m['seeds']} per model {'/'.join(MODELS)})")
+        return
     summ, res = run_set(a.set, a.jobs, verbose=True, quick=a.quick)
     if a.json:
         import json

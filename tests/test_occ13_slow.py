@@ -67,3 +67,22 @@ _OPEN = "REQ-OCC-25 not met on main (docs/performance.md, session 13)"
 def test_where_main_misses_the_goal(rate, model, shape, par, why):
     res = _case(rate, model, shape, par)
     assert _met(res), (why, res)
+
+
+@pytest.mark.req("REQ-OCC-25")
+@pytest.mark.xfail(strict=True, reason=_OPEN)
+def test_the_barrels_friction_profile_alone_is_no_occlusion():
+    """An open, motionless line at 5 mL/h on BD50 whose glide friction varies by ±20 % along
+    the barrel (the top of the tuning set's range; 6.1-mm period): the reading swings ±11 mmHg
+    at ~0.02 mmHg/s, under the stored-volume test's 0.1 mmHg/s bound, and main's slow sum
+    climbs past its 14.3 mmHg: OCCLUSION at 947 s with nothing stored."""
+    import battery as B
+    seed = B.SETS["tune"]["seed0"] + 606
+    p = B.draw_params("tune", seed, "BD50", disturbed=False, friction_var_pct=20.0)
+    pump = B.Pump(p, seed)
+    try:
+        pump.start(5.0, 45.0, "BD50")
+        pump.run(2 * 3600 * 1000, until=lambda pp: bool(pp.bad()))
+        assert pump.bad() == []
+    finally:
+        pump.close()
