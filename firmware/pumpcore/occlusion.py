@@ -675,7 +675,17 @@ class Occlusion:
             if pn == 1:
                 seg[6] = y                     # the half rate's first segment (its Q·R step)
             elif pn == _PROBE_SEGS // 2:
-                seg[1] = y - seg[6]            # the half rate's two measured differences
+                lo = y - seg[6]                # the half rate's two measured differences
+                seg[1] = lo
+                if seg[3] == 2 and r <= 6 * lo <= 3 * r:
+                    # the repeat of a probe that failed only as a closed line's 1.5 × stage
+                    # does where the stopper saws (its two differences even and under 3 ×,
+                    # below 1 × or 2.5 × only: the friction falling as the stopper speeds up)
+                    # while its half rate and contrast said "the pump's doing": its half rate
+                    # in the same band says so a third time — OCCLUSION now, three segments
+                    # sooner; the motor is behind the line (session 13, REQ-OCC-26)
+                    self.probing = 0
+                    return _TREND
                 self.probing = _P_HIGH
             elif pn == _PROBE_SEGS // 2 + 2:
                 seg[2] = y - seg[5]            # the first measured 1.5 × difference
@@ -693,8 +703,14 @@ class Occlusion:
                 if c and seg[3] == 0:
                     # the pump's doing by the contrast but not by every test: probed once
                     # more at once (the closed line's rise goes on at the line's rate; a new
-                    # candidate would first need five segments), never twice in a row
+                    # candidate would first need five segments), never twice in a row;
+                    # 2: the half rate was in its band and the 1.5 × stage even and under
+                    # 3 × (no bedside step in it: one fills a difference unevenly), so the
+                    # repeat's half rate decides (above); 1: the whole probe again
                     seg[3] = 1
+                    if (r <= 6 * lo <= 3 * r and 2 * h >= h2 and 2 * h2 >= h
+                            and h <= r and h2 <= r):
+                        seg[3] = 2
                     self.pn = 0
                     self.probing = _P_LOW
                     return 0
