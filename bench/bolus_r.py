@@ -10,8 +10,9 @@ draws are unchanged.
 `python bench/bolus_r.py [--set tune|held] [--jobs 2]`; `bench/bench_sim.py` (`occ12r`)
 runs both sets. Figures: the largest bolus over the sweep (goal <= 0.05 mL), the most
 aspirated (the most negative bolus: what the back-off pulled back beyond the line's resting
-level), the largest per R, and the cases that did not alarm (slow occlusions that outlast
-the syringe at these rates are not counted in the bolus).
+level), the largest per R, the cases that did not alarm (slow occlusions that outlast
+the syringe at these rates are not counted in the bolus), and the sudden occlusions' worst
+time to alarm per rate.
 """
 from __future__ import annotations
 
@@ -78,6 +79,11 @@ def run_set(setname: str, jobs: int = 2, verbose: bool = False) -> dict:
         "r_sweep_missed_sudden": sum(1 for x in res if x["t_alarm"] is None and x["kind"] == "sudden"),
         "r_sweep_missed_slow": sum(1 for x in res if x["t_alarm"] is None and x["kind"] == "slow"),
         "r_sweep_alarms_before": sum(len(x["early"]) for x in res),
+        # the sudden occlusions' time to alarm by rate, worst over models, R, seeds and onsets
+        # (the battery measures 25 mL/h on BD50 and 100 mL/h on BD50/BD10 only)
+        "r_sweep_time_to_alarm_max_s_by_rate": {
+            str(int(q)): round(max(x["t_alarm"] for x in hit if x["kind"] == "sudden"
+                                   and x["rate"] == q), 1) for q in RATES},
     }
 
 
