@@ -102,14 +102,16 @@ def test_a_probe_left_open_at_the_end_of_the_program_is_paid_out_before_complete
 
 
 def _closed_or_not(rate_ml_h, follows, ramp_ends_at=None, c=2100, sig=148, high_extra=0.0,
-                   fric_fall=0.0, probes=None):
+                   fric_fall=0.0, probes=None, step_mmhg=0.0, plan=None):
     """Drive a probed plan's detector alone: from tick 400 the reading rises at s (the
     model's Q / C) × the probe's rate (follows=True: a closed line) or at s whatever the
     probe does (an outside ramp), optionally ending at a tick, and `high_extra` × s more
     while the probe runs at 1.5 × (a second bedside rise). `fric_fall`: from the switch to
     1.5 × the reading falls by that × s·T more, with a time constant of one segment (the
     stopper's mean friction falling as it speeds up). `probes`: a list that gets one entry
-    per probe begun. Returns (result, tick)."""
+    per probe begun (its tick). `step_mmhg`: a bedside step half-way through the first probe's
+    first measured 1.5 × segment. `plan`: a dict that gets the plan's L and probe segment Lj.
+    Returns (result, tick)."""
     import math
 
     from pumpcore.occlusion import Occlusion, plan_ints
@@ -119,9 +121,13 @@ def _closed_or_not(rate_ml_h, follows, ramp_ends_at=None, c=2100, sig=148, high_
     assert o.probe
     s = rate_ml_h * 1000 / 3.6 / c * 0.05
     k = {0: 1.0, 1: 2.0, 2: 0.5, 3: 1.5}
+    if plan is not None:
+        plan.update(L=o.L, Lj=o.Lj)
+    seen = probes if probes is not None else []
     p = 10.0
     hi_t = -1
     was = 0
+    step_at = -1
     for i in range(40000):
         if i > 400 and (ramp_ends_at is None or i < ramp_ends_at):
             p += s * (k[o.probing] if follows else 1.0)
@@ -129,10 +135,14 @@ def _closed_or_not(rate_ml_h, follows, ramp_ends_at=None, c=2100, sig=148, high_
                 p += s * high_extra
         if o.probing == 3 and hi_t < 0:
             hi_t = i
+            if step_at < 0 and len(seen) == 1:
+                step_at = i + o.Lj + o.Lj // 2      # the first measured 1.5 × segment
         elif o.probing != 3:
             hi_t = -1
-        if probes is not None and o.probing == 2 and was != 2:
-            probes.append(i)
+        if i == step_at:
+            p += step_mmhg
+        if o.probing == 2 and was != 2:
+            seen.append(i)
         was = o.probing
         off = 0.0
         if fric_fall and hi_t >= 0:

@@ -11,49 +11,19 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "firmware"))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from test_occ12_probe import _closed_or_not  # noqa: E402
+
 
 def _drive(rate_ml_h, fric_fall=0.0, step_mmhg=0.0, c=2100, sig=148):
-    """A probed plan's detector alone on a closed line (the reading rises at the model's s
-    × the probe's rate from tick 400). `fric_fall`: from every switch to 1.5 × the reading
-    falls by that × s·L more with a time constant of one segment (the stopper's mean friction
-    falling as it speeds up, as in tests/test_occ12_probe.py). `step_mmhg`: a bedside step
-    half-way through the first probe's first measured 1.5 × segment. Returns (result, tick,
-    the ticks where each probe began, the plan's L and probe segment Lp)."""
-    import math
-
-    from pumpcore.occlusion import Occlusion, plan_ints
-    o = Occlusion(400)
-    o.set_syringe(c, sig)
-    o.set_plan(*plan_ints(int(rate_ml_h * 1000), c, sig))
-    assert o.probe
-    s = rate_ml_h * 1000 / 3.6 / c * 0.05
-    k = {0: 1.0, 1: 2.0, 2: 0.5, 3: 1.5}
-    p = 10.0
-    hi_t = -1
-    was = 0
-    probes = []
-    step_at = -1
-    for i in range(40000):
-        if i > 400:
-            p += s * k[o.probing]
-        if o.probing == 3 and hi_t < 0:
-            hi_t = i
-            if len(probes) == 1 and step_at < 0:
-                step_at = i + o.Lj + o.Lj // 2      # the first measured 1.5 × segment
-        elif o.probing != 3:
-            hi_t = -1
-        if i == step_at:
-            p += step_mmhg
-        if o.probing == 2 and was != 2:
-            probes.append(i)
-        was = o.probing
-        off = 0.0
-        if fric_fall and hi_t >= 0:
-            off = -fric_fall * s * o.L * (1.0 - math.exp(-(i - hi_t) / o.L))
-        r = o.update(int(p + off), 50)
-        if r:
-            return r, i, probes, o.L, o.Lj
-    return 0, 40000, probes, o.L, o.Lj
+    """A probed plan's detector alone on a closed line (test_occ12_probe's driver: the reading
+    rises at the model's s × the probe's rate from tick 400). `fric_fall`: the stopper's mean
+    friction falling as the probe speeds it up; `step_mmhg`: a bedside step half-way through
+    the first probe's first measured 1.5 × segment. Returns (result, tick, the ticks where
+    each probe began, the plan's L and probe segment Lp)."""
+    probes, plan = [], {}
+    r, i = _closed_or_not(rate_ml_h, True, c=c, sig=sig, fric_fall=fric_fall, probes=probes,
+                          step_mmhg=step_mmhg, plan=plan)
+    return r, i, probes, plan["L"], plan["Lj"]
 
 
 @pytest.mark.req("REQ-OCC-26", "REQ-OCC-20")
