@@ -59,3 +59,36 @@ def test_a_line_closed_from_the_start_has_no_flow_pressure():
     """A clamp left closed: the reading's rise is no open line's (far beyond 1600 mmHg·s/mL
     at the rate): nothing is taken for Q·R, and the back-off is the one before."""
     assert _measured_r("BD50", 100.0, 800.0, closed=True) == 0
+
+
+@pytest.mark.req("REQ-OCC-24", "REQ-BOL-01")
+@pytest.mark.parametrize("rate,after_s", [(52.5, 5.0), (25.0, 6.0), (100.0, 7.0)])
+def test_a_line_that_closes_during_the_measurement_gives_no_flow_pressure(rate, after_s):
+    """The line closes a few seconds after the stopper began to glide, inside the measuring
+    window (8-12 s): the reading still rises from 8-10 s to 10-12 s by 2 s of Q/C — no open
+    line's settling — so nothing is taken for Q·R and the back-off's base stays the glide's
+    first level. Before (session 13's first CI on df740c6) the rise was taken for Q·R, capped
+    at 1,600, and the base moved up to the occluded level (61 mmHg at 52.5 mL/h on BD50:
+    tests/test_sim_cosim.py's back-off left the line at 52.6 mmHg)."""
+    import battery as B
+    S = B.SETS["tune"]
+    seed = S["seed0"] + 501
+    p = B.draw_params("tune", seed, "BD50", disturbed=False)
+    pump = B.Pump(p, seed)
+    try:
+        pump.start(rate, B._SIZE["BD50"] * 0.9, "BD50")
+        ctl = pump.sim.runtime._harness.app.ctl
+        while ctl.loop.x_load == 0 and pump.sim.t_ms < 30_000:   # the glide's start
+            pump.run(50)
+        assert ctl.loop.x_load > 0
+        pump.run(1000)
+        ref0 = ctl.occl.ref                          # the glide's first level (or lower)
+        assert ref0 > -1 << 20
+        pump.run(int(after_s * 1000) - 1000)
+        pump.sim.inject("occlusion", value=True)
+        pump.run(8_000)
+        assert ctl.loop.x_load == 0                  # the window is over
+        assert ctl._v[15] == 0, ctl._v[15]           # _V_QR_R: none
+        assert ctl.occl.ref <= ref0                  # the base not moved up to the closed line
+    finally:
+        pump.close()

@@ -54,8 +54,9 @@ _OCCL_PROBE_MMHG = const(10)        # pressure left after the occlusion back-off
 _OCCL_SETTLE_MS = const(10000)      # after a back-off past the friction band: 5 R·C of a line
 _QR_A0 = const(7)       # Q·R: 10-tick means from tick 8 after the engagement (readings up
 _QR_A1 = const(77)      # to 6 ticks old), the lowest of the first six and the one after it
-_QR_C0 = const(200)     # ... and ticks 201-240 (10-12 s: ≥ 2 R·C of the slowest line)
-_QR_C1 = const(240)
+_QR_B0 = const(160)     # ... ticks 161-200 (8-10 s) and 201-240 (10-12 s: ≥ 2 R·C of the
+_QR_C0 = const(200)     # slowest line): an open line has settled there, a closing one
+_QR_C1 = const(240)     # still rises by 2 s of Q/C from the one to the other
 _R_MAX = const(1600)    # mmHg·s/mL: 24 G × 19 mm + 250 cm × 1 mm, 1.15 mPa·s (docs/simulator.md)
 _KA_NUM = const(58598000)           # the rod spring in mmHg per count × 256 is this ÷ nL per
                                     # 1000 µsteps: 0.078 N per µstep (200 N/mm × 0.39 µm) over
@@ -476,15 +477,25 @@ class Controller:
                             a = loop.p_a
                             loop.p_a = a - 17 * (loop.p_blk - a) // 20
                     loop.p_peak = c
-                elif n > _QR_C0:
+                elif n > _QR_B0:
                     loop.p_peak += p
-                    if n >= _QR_C1:
+                    if n == _QR_C0:
+                        loop.p_blk = loop.p_peak  # the 8-10 s sum (p_blk is free after A)
+                        loop.p_peak = 0
+                    elif n >= _QR_C1:
                         d = loop.p_peak // 4 - loop.p_a          # 10 × the rise, mmHg
                         r = loop.x_blk
                         w = self._v
                         w[_V_QR_R] = 0    # (a larger rise is no open line's: none;
                         # one under 1 mmHg is no rise the reading shows: below ~1 mL/h)
-                        if r > 0 and 10 <= d <= 4000 and d * 180000 // r <= _R_MAX:
+                        # still rising from 8-10 s to 10-12 s by more than the noise of two
+                        # 40-tick means (4 v_slip: ~5 σ of their difference) and the slowest
+                        # open line's settling (6.6 % of Q × 1,600: r // 2800) is a line
+                        # closing in the window, not Q·R: none (session 13: an occlusion 5 s
+                        # after the engagement moved the back-off's base to 61 mmHg)
+                        c = (loop.p_peak - loop.p_blk) // 4      # 10 × the rise, mmHg
+                        if (r > 0 and 10 <= d <= 4000 and d * 180000 // r <= _R_MAX
+                                and c <= 4 * self.occl.v_slip + r // 2800):
                             r = d * 360000 // r
                             w[_V_QR_R] = r if r < _R_MAX else _R_MAX
                             # the line flows: its level before a rise is the running one
