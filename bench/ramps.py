@@ -42,8 +42,7 @@ def _paths():
         r = orig(self, p, dt)
         if r:
             if r == O._TREND:
-                path = "probe" if self.probe else {O._C_GRID: "grid", O._C_SLIDE: "slide",
-                                                      getattr(O, "_C_SLIDE2", -9): "slide2"}.get(
+                path = "probe" if self.probe else {O._C_SLIDE: "slide", O._C_SLIDE2: "slide2"}.get(
                     self.confirm, "trend")
             else:
                 path = {O._THRESHOLD: "threshold", O._VOLUME: "volume"}.get(r, str(r))

@@ -69,9 +69,9 @@ _LBITS = const(11)             # plan_ints: the trend segment in |L|'s low bits 
 _LMASK = const(2047)
 _T_STEP_TICKS = const(120)     # 6 s: a bedside step lands within this (move <= 2 s + the
                                # line's R·C); shorter segments let two steps fill a window
-_C_GRID = const(1)             # `confirm`: five means on the fixed grid, then the doubling
-                               # (sessions 6-11; since session 12 no plan takes it);
-_C_SLIDE = const(2)            # three differences sliding by half a segment, then the doubling
+_C_SLIDE = const(2)            # `confirm`: three differences sliding by half a segment, then
+                               # the doubling (sessions 6-11's fixed-grid confirmation, 1, is
+                               # gone: since session 12 no plan took it)
 _C_SLIDE2 = const(3)           # ... then the doubling and one segment back at the line's rate
                                # (where a bedside ramp fits the band: docs/firmware.md, 3c)
 _H_BED = const(44)             # mmHg: the largest bedside height change (60 cm: CONTEXT §8)
@@ -521,7 +521,7 @@ class Occlusion:
         if self.confirm:
             if self.mode != _WATCH:
                 L -= _DEAD             # the doubled segment: L ticks, the last L - _DEAD summed
-            elif self.confirm >= _C_SLIDE:
+            else:
                 L = L >> 1 if self.pn == 0 else L - (L >> 1)     # half-segments (pn: which)
         elif self.mode != _WATCH:
             L = self.Lj                # the probe's segment (`plan_ints`)
@@ -618,7 +618,7 @@ class Occlusion:
                     self.probing = 0
                     return _TREND
             else:
-                d = y - (seg[6] + seg[7] if c >= _C_SLIDE else seg[4])
+                d = y - (seg[6] + seg[7])
                 if 12 * L * d >= (5 * L + _DEAD) * r and 9 * L * d <= (6 * L + 4 * _DEAD) * r:
                     if c == _C_SLIDE and y - self.base >= _H_BED * L + self.lo:
                         # a bedside height change moves the reading by at most _H_BED: a rise
@@ -752,14 +752,11 @@ class Occlusion:
             return 0                       # uneven: a step's R·C transient, not a ramp
         self.run_d = (seg[4] - seg[0]) * 3 // 4     # as three segments' rise
         self.base = seg[0]
-        if not self.probe and not self.confirm:
-            return _TREND
+        if not self.probe:
+            return _TREND                  # (a confirmed plan's candidates are the sliding
+                                           # window's, above: here confirm is 0)
         self.mode = _PROBE
         seg[3] = 0                         # no probe repeated yet
         self.pn = 0
-        if self.confirm:
-            self.probing = _P_TWICE
-            self.acc_n = -_DEAD
-        else:
-            self.probing = _P_LOW
+        self.probing = _P_LOW
         return 0
