@@ -134,9 +134,7 @@ def slow_case(setname: str, rate: float, model: str, k: int, shape: str, par: fl
         bolus = None
         if t_alarm is not None:
             pump.run(30_000)
-            import heapq
-            sim._sched = [e for e in sim._sched if e[2] != "resistance"]   # the rise ends
-            heapq.heapify(sim._sched)
+            sim.unschedule("resistance")                  # the rise ends
             sim.inject("resistance", value=1.0)
             t_rel = sim.t_ms / 1000
             pump.run(61_000)

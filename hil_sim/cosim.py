@@ -288,6 +288,16 @@ class Simulation:
         self._sched_n += 1
         heapq.heappush(self._sched, (float(at_ms), self._sched_n, fault, dict(kw, value=value)))
 
+    def unschedule(self, fault: str) -> int:
+        """Drop every scheduled, not yet injected ``fault`` event; returns how many."""
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}")
+        kept = [e for e in self._sched if e[2] != fault]
+        n = len(self._sched) - len(kept)
+        heapq.heapify(kept)
+        self._sched[:] = kept
+        return n
+
     def post(self, fault: str, value: object = True, **kw: object) -> None:
         """Thread-safe `inject` for a running server: applied before the next slice."""
         if fault not in FAULTS:

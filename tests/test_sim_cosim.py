@@ -152,3 +152,16 @@ def test_restart_after_a_power_cut_is_announced_as_an_alarm_event():
         sim.inject("power_cut", on=False)
         sim.run_for(1_000)
         assert b"! EV ALARM alarm=RESTART prio=2" in sim.host_recv()
+
+
+def test_unschedule_drops_only_that_faults_pending_events():
+    with Simulation("cpython", seed=3) as sim:
+        sim.schedule(sim.t_ms + 5_000, "resistance", 4.0, ramp_s=10.0)
+        sim.schedule(sim.t_ms + 6_000, "resistance", 8.0)
+        sim.schedule(sim.t_ms + 7_000, "height_cm", 20.0)
+        assert sim.unschedule("resistance") == 2
+        sim.run_for(8_000)
+        assert sim.plant._R == sim.params.line_resistance_mmhg_s_per_ml   # no rise came
+        assert sim.unschedule("height_cm") == 0          # it was injected at 7 s
+        with pytest.raises(ValueError):
+            sim.unschedule("no-such-fault")
