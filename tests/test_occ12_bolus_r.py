@@ -14,6 +14,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 _R = "line_resistance_mmhg_s_per_ml"
 
 
+def _qr_word():
+    """The controller's `_v` index of the measured R (`_V_QR_R`), from the firmware itself."""
+    from host._firmware import pumpcore
+    return pumpcore("controller")._V_QR_R
+
+
 @pytest.mark.req("REQ-OCC-24")
 @pytest.mark.parametrize("model,k,r", [("SOFT50", 4, 1200.0), ("BD50", 3, 1600.0),
                                        ("BD50", 3, 1200.0)])
@@ -38,7 +44,7 @@ def _measured_r(model, rate, r, k=1, closed=False):
             pump.sim.inject("occlusion", value=True)
         pump.start(rate, B._SIZE[model] * 0.9, model)
         pump.run(13_000 if closed else 20_000)
-        return pump.sim.runtime._harness.app.ctl._v[15]      # _V_QR_R
+        return pump.sim.runtime._harness.app.ctl._v[_qr_word()]
     finally:
         pump.close()
 
@@ -88,7 +94,7 @@ def test_a_line_that_closes_during_the_measurement_gives_no_flow_pressure(rate, 
         pump.sim.inject("occlusion", value=True)
         pump.run(8_000)
         assert ctl.loop.x_load == 0                  # the window is over
-        assert ctl._v[15] == 0, ctl._v[15]           # _V_QR_R: none
+        assert ctl._v[_qr_word()] == 0, ctl._v[_qr_word()]     # no R
         assert ctl.occl.ref <= ref0                  # the base not moved up to the closed line
     finally:
         pump.close()
