@@ -57,6 +57,9 @@ _QR_A1 = const(77)      # to 6 ticks old), the lowest of the first six and the o
 _QR_B0 = const(160)     # ... ticks 161-200 (8-10 s) and 201-240 (10-12 s: ≥ 2 R·C of the
 _QR_C0 = const(200)     # slowest line): an open line has settled there, a closing one
 _QR_C1 = const(240)     # still rises by 2 s of Q/C from the one to the other
+_VQR_W = const(4320000) # the stored-volume probe: W = 60 µL of the line's rate per stage
+                        # (ticks × µL/h: 60000 nL × 72 ticks·µL/h per nL), 20-60 s
+_VQR_NL = const(10000)  # ... confirms when C·(Q·R − Q·R0) >= 10 µL
 _R_MAX = const(1600)    # mmHg·s/mL: 24 G × 19 mm + 250 cm × 1 mm, 1.15 mPa·s (docs/simulator.md)
 _KA_NUM = const(58598000)           # the rod spring in mmHg per count × 256 is this ÷ nL per
                                     # 1000 µsteps: 0.078 N per µstep (200 N/mm × 0.39 µm) over
@@ -382,6 +385,49 @@ class Controller:
                 self.el_ms = e + dt if e <= _EL_MS_MAX - dt else _EL_MS_MAX
             p = self.pressure
             r = self.occl.update(p, dt)
+            if r == 3:
+                # the stored-volume test (occlusion._VOLUME): its slow sum says C·ΔP = 30 µL.
+                # What rose must be the line's flow, Q·R, which follows the pump's rate:
+                # friction, drift and heights do not (docs/firmware.md, "Occlusion", 6.).
+                # So a Q·R probe first (occlusion._VPROBE: W ticks at half the rate, then W
+                # at 1.5 ×, never ahead of the line), W = 60 µL of the rate (20-60 s); where
+                # it cannot run (below 3.6 mL/h, a bolus, a probe or deficit on) the alarm
+                v = self.occl.seg
+                k = self.current_rate()
+                if self.occl.mode == 2:
+                    # the half rate's end: Q·R = 2 × its fall from the level before (B − Lo,
+                    # Lo the mean of its last W//2 ticks) on a line that settles within W//2;
+                    # where R·C is longer the fall is less (C·Q·R reads at most 0.75·Q·W),
+                    # and a rise going on (a closing line, a friction swing) lowers it too.
+                    # OCCLUSION if C × (that − the line's resting Q·R0, REQ-OCC-24; not
+                    # measured: Q × _R_MAX, the longest open line's) >= 10 µL
+                    # (the motor is behind the line, as after a probe cut short); else what
+                    # rose was not the line's flow: the sum goes on from what the probe
+                    # measured, and the probe pays back at 1.5 × (occlusion._VPROBE)
+                    d = self._v[_V_QR_R]
+                    if d == 0:
+                        d = _R_MAX              # not measured: the longest open line's
+                    d = (2 * ((self.occl.v_prev >> 4) - v[1] * 16 // (v[0] >> 1))
+                         - d * (k // 360) // 625)                      # mmHg / 16
+                    if self.syr_c * d < _VQR_NL * 16:
+                        self.occl.v_a = d * 16 if d > 0 else 0
+                        self.occl.probing = 3        # occlusion._P_HIGH
+                        r = 0
+                    else:
+                        self.occl.mode = 0
+                        self.occl.probing = 0
+                elif (k > 0 and _VQR_W // k <= 1200 and st == S_RUNNING and not self.bolus_on
+                      and self.occl.mode == 0 and self.probe_ahead == 0
+                      and not self._v[_V_SETTLE]):
+                    w = _VQR_W // k
+                    v[0] = w if w > 400 else 400
+                    v[1] = 0
+                    v[2] = 0
+                    v[_P_CARRY] = 0
+                    self.occl.acc_n = 0
+                    self.occl.mode = 2
+                    self.occl.probing = _P_LOW
+                    r = 0
             if r:
                 self._occlusion(r)
                 return

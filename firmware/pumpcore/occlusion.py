@@ -102,6 +102,7 @@ V_RATE_CMMHG_S = 10            # increments up to 0.1 mmHg/s are a slow rise; fa
 
 _WATCH = const(0)
 _PROBE = const(1)
+_VPROBE = const(2)             # the stored-volume test's Q·R probe (the controller starts it)
 
 _TREND = const(1)
 _THRESHOLD = const(2)
@@ -510,6 +511,26 @@ class Occlusion:
             p = _P_CLAMP
         elif p < -_P_CLAMP:
             p = -_P_CLAMP
+        if self.mode == _VPROBE:
+            # the stored-volume test's Q·R probe (docs/firmware.md, "Occlusion", 6.), started
+            # by the controller when the slow sum reached its threshold: seg[0] = W ticks at
+            # half the line's rate, the reading summed over their last W//2 (seg[1]); then
+            # _VOLUME, and the controller judges the fall from the level before against the
+            # line's resting Q·R; if it goes on, W ticks at 1.5 × pay back what the half
+            # rate held back (never ahead of the line). The trend test and the levels held
+            seg = self.seg
+            n = self.acc_n + 1
+            self.acc_n = n
+            L = seg[0]
+            if n <= L:
+                if n > L - (L >> 1):
+                    seg[1] += p
+                return _VOLUME if n == L else 0
+            if n >= L + L:
+                self._clear()
+                self.v_restart()           # (a gap: the next increment is not counted)
+                self.hold = _HOLDOFF_MS
+            return 0
         if self._volume(p):
             return _VOLUME
         n = self.acc_n + 1
