@@ -633,9 +633,18 @@ class Occlusion:
                 # outside rises its own 1 x *less* u (2.5 - e) (1 - e) - 1.5 of the line's
                 # s·T (e = e^(-1/u), u = R·C / T: -0.34 at u = 0.65, -0.05 at 1.55, < 0.02
                 # up to u = 3). OCCLUSION if >= (1.125 - 3D/8L) x (halfway) and
-                # <= (2 + 4D/3L) x (a bedside step landing in it) (docs/firmware.md, 3c)
+                # <= (2 + 4D/3L) x (a bedside step landing in it) (docs/firmware.md, 3c);
+                # or, under that but >= 5/8 x (half a closed line's 1.25: a rise that ended,
+                # a ramp's or a step's, reads 0 to 1 x), if this mean is above the window's
+                # first by more than a bedside height change (_H_BED) + 3 lo: lo for the
+                # noise and breathing, 2 lo for what is left here of the open line's answer
+                # to the two rate steps (<= ~1.03 s·T of the model's). A closed line's figure
+                # is 1.30 ± 0.22 (the doubled segment's noise in it with the opposite sign):
+                # 13 % fell under the threshold and the window had to refill (session 14)
                 d = y - seg[0]
-                if 8 * L * d >= (3 * L - _DEAD) * r and 9 * L * d <= (6 * L + 4 * _DEAD) * r:
+                if 9 * L * d <= (6 * L + 4 * _DEAD) * r and (
+                        8 * L * d >= (3 * L - _DEAD) * r
+                        or (24 * d >= 5 * r and y - self.base >= _H_BED * L + 3 * self.lo)):
                     self.probing = 0
                     return _TREND
             else:
