@@ -247,3 +247,21 @@ def test_a_60_cm_ramp_with_the_open_lines_answer_is_no_occlusion(model, rate, c,
                     assert rise < bound, (kappa, frac, ph, rise, bound)
                 seen += len(rises)
     assert seen > 0, "no ramp reached the half-rate segment"
+
+
+@pytest.mark.req("REQ-OCC-23", "REQ-OCC-21")
+@pytest.mark.parametrize("rate,model,k,onset_s,limit_s", [(15.0, "BD10", 302, 22.2, 25.0),
+                                                          (15.0, "BD10", 301, 0.0, 25.0),
+                                                          (50.0, "SOFT50", 303, 22.2, 15.0)])
+def test_sudden_occlusions_the_half_rate_figure_had_cleared_are_found_on_their_rise(
+        rate, model, k, onset_s, limit_s):
+    """Session 13's sweep of the confirmed plans (640 sudden occlusions at 15–50 mL/h, R 500
+    and 800 mmHg·s/mL, seeds 300–303 of each set's ranges): these tuning-range lines had
+    half-rate figures under the threshold at one candidate after another, 0.84–1.06 ×
+    (main 26d253b: 60.2, 57.6 and 36.2 s; before the half-rate segment 16.8, 16.6 and 12.2 s).
+    Their rise by the half-rate segment is beyond any bedside height change + 3 lo: found at
+    the first such candidate (19.6, 15.2 and 11.0 s), nothing alarmed before the onset."""
+    import battery as B
+    r = B.occlusion_case("tune", rate, model, k, "sudden", onset_s=onset_s,
+                         over={"line_resistance_mmhg_s_per_ml": 500.0})
+    assert r["early"] == [] and r["t_alarm"] is not None and r["t_alarm"] <= limit_s, r
