@@ -640,11 +640,14 @@ class Occlusion:
                 # noise and breathing, 2 lo for what is left here of the open line's answer
                 # to the two rate steps (<= ~1.03 s·T of the model's). A closed line's figure
                 # is 1.30 ± 0.22 (the doubled segment's noise in it with the opposite sign):
-                # 13 % fell under the threshold and the window had to refill (session 14)
+                # 13 % fell under the threshold and the window had to refill (session 14).
+                # Only below half the limit over the settled line (ref): a trend alarm's
+                # back-off is planned for an early alarm, and higher up the threshold is near
                 d = y - seg[0]
                 if 9 * L * d <= (6 * L + 4 * _DEAD) * r and (
                         8 * L * d >= (3 * L - _DEAD) * r
-                        or (24 * d >= 5 * r and y - self.base >= _H_BED * L + 3 * self.lo)):
+                        or (24 * d >= 5 * r and y - self.base >= _H_BED * L + 3 * self.lo
+                            and 2 * (y - self.ref) < self.limit * L)):
                     self.probing = 0
                     return _TREND
             else:
