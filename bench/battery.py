@@ -175,6 +175,13 @@ def disturbed_case(setname: str, k: int, controller: str = "firmware",
         pump.close()
 
 
+def linear_rise_factor(rate_ml_h: float, r0: float, mmhg_per_min: float, span_s: float) -> float:
+    """The line resistance's factor over R0 after span_s of a partial occlusion whose open-line
+    pressure Q·R climbs mmhg_per_min: dR/dt = (mmhg_per_min / 60) / Q (mmHg·s/mL per s)."""
+    q = rate_ml_h / 3600.0
+    return 1 + mmhg_per_min / 60.0 / q * span_s / r0
+
+
 def occlusion_case(setname: str, rate: float, model: str, k: int, kind: str = "sudden",
                    controller: str = "firmware", disturbed: bool = False,
                    onset_s: float = 0.0, over: dict | None = None) -> dict:
@@ -200,11 +207,8 @@ def occlusion_case(setname: str, rate: float, model: str, k: int, kind: str = "s
             sim.inject("occlusion", value=True)
             cap = max(120.0, 4000.0 / rate)
         else:
-            # R so that Q·R climbs 2.3 mmHg/min: dR/dt = 2.3/60 / Q (mmHg·s/mL per s)
-            q = rate / 3600.0
-            r0 = p.line_resistance_mmhg_s_per_ml
             span = 4 * 3600.0
-            factor = 1 + 2.3 / 60 / q * span / r0
+            factor = linear_rise_factor(rate, p.line_resistance_mmhg_s_per_ml, 2.3, span)
             sim.inject("resistance", value=factor, ramp_s=span)
             cap = span
         hit = not early and pump.run(int(cap * 1000), until=lambda pp: any(

@@ -62,7 +62,8 @@ def _schedule_rise(sim, p, rate, shape, par, t0_ms, span_s):
     q = rate / 3600.0
     r0 = p.line_resistance_mmhg_s_per_ml
     if shape == "lin":
-        factor = 1 + par / 60.0 / q * span_s / r0
+        import battery
+        factor = battery.linear_rise_factor(rate, r0, par, span_s)
         sim.schedule(t0_ms, "resistance", factor, ramp_s=span_s)
         return
     a = EXP_A_MMHG(par)
