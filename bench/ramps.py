@@ -32,30 +32,32 @@ HOLD_S = (35.0, 50.0)
 
 
 def _paths():
-    """Wrap the firmware's Occlusion.update (CPython, in-process) to name the path that fired."""
+    """Wrap the firmware controller's OCCLUSION (CPython, in-process) to name the detector path
+    behind each alarm. (Not Occlusion.update: its stored-volume return starts a Q·R probe
+    first, so it returns _VOLUME twice for one alarm, or for none.)"""
     from host._firmware import pumpcore
     O = pumpcore("occlusion")
+    C = pumpcore("controller")
     fired: list = []
-    orig = O.Occlusion.update
+    orig = C.Controller._occlusion
 
-    def update(self, p, dt):
-        r = orig(self, p, dt)
-        if r:
-            if r == O._TREND:
-                path = "probe" if self.probe else {O._C_SLIDE: "slide", O._C_SLIDE2: "slide2"}.get(
-                    self.confirm, "trend")
-            else:
-                path = {O._THRESHOLD: "threshold", O._VOLUME: "volume"}.get(r, str(r))
-            fired.append(path)
-        return r
-    O.Occlusion.update = update
-    return O, orig, fired
+    def _occlusion(self, why):
+        o = self.occl
+        if why == O._TREND:
+            path = "probe" if o.probe else {O._C_SLIDE: "slide", O._C_SLIDE2: "slide2"}.get(
+                o.confirm, "trend")
+        else:
+            path = {O._THRESHOLD: "threshold", O._VOLUME: "volume"}.get(why, str(why))
+        fired.append(path)
+        return orig(self, why)
+    C.Controller._occlusion = _occlusion
+    return C, orig, fired
 
 
 def run_one(setname: str, rate: float, model: str, b: int, seed: int) -> dict:
     """One plant, four excursions at slopes from BINS[b]: the alarms, which ramp was under way
     (rising / falling reading, its slope), the detector path."""
-    O, orig, fired = _paths()
+    C, orig, fired = _paths()
     rng = random.Random(f"ramps:{setname}:{seed}:{rate}:{model}:{b}")
     pump = B.Pump(B.draw_params(setname, seed, model), seed)
     ramps = []                                      # (t_start_s, t_end_s, rising, mmHg/s)
@@ -81,16 +83,18 @@ def run_one(setname: str, rate: float, model: str, b: int, seed: int) -> dict:
         pump.run(int(end - pump.sim.t_ms))
         bad = pump.bad()
         out = []
-        for k, (ta, name) in enumerate(bad):
+        paths = iter(fired)                          # one per OCCLUSION, in order
+        for ta, name in bad:
             last = [r for r in ramps if r[0] <= ta]
             r = last[-1] if last else None
-            out.append({"t": ta, "alarm": name, "path": fired[k] if k < len(fired) else "?",
+            path = next(paths, "?") if name == "OCCLUSION" else "-"
+            out.append({"t": ta, "alarm": name, "path": path,
                         "rising": r[2] if r else None, "slope": round(r[3], 2) if r else None,
                         "after_end_s": round(ta - r[1], 1) if r else None})
         n = sum(1 for r in ramps if not bad or r[0] <= bad[0][0])
         return {"rate": rate, "model": model, "bin": b, "seed": seed, "alarms": out, "ramps": n}
     finally:
-        O.Occlusion.update = orig
+        C.Controller._occlusion = orig
         pump.close()
 
 
